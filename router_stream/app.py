@@ -1,0 +1,98 @@
+"""Faust wiring only: the worker process, its lifecycle and web views.
+
+Faust runs the worker (signals, logging, lifecycle, web server for ``/metrics`` and health).
+The request path itself runs in our :class:`~router_stream.processing.processor.Processor`, a
+service started with the app, because Faust's own ``exactly_once`` loses and duplicates records
+under kill -9 (docs/faust-eos-defects.md). The app declares no agents or tables of its own, so
+Faust's consumer owns no partitions and cannot interfere with ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import faust
+from mode import Service
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .config import RouterConfig
+from .metrics import REGISTRY
+from .runtime import Runtime, build_runtime
+
+log = logging.getLogger("router_stream")
+
+
+def build_app(config: RouterConfig) -> tuple[faust.App, dict[str, Any]]:
+    """The Faust app for ``config``; the dict exposes the runtime once started (for tests)."""
+    holder: dict[str, Any] = {}
+    w = config.worker
+    os.makedirs(config.cache.state_dir, exist_ok=True)
+    app = faust.App(
+        f"{config.kafka.group_id}-control",
+        broker=f"kafka://{config.kafka.bootstrap_servers.split(',')[0]}",
+        web_enabled=True, web_host=w.metrics_host, web_port=w.metrics_port,
+        web_bind=w.metrics_host, topic_partitions=1, topic_allow_declare=False,
+        datadir=os.path.join(config.cache.state_dir, "faust"), producer_acks=1,
+        broker_session_timeout=config.kafka.session_timeout_ms / 1000,
+    )
+
+    class RouterService(Service):
+        """Starts the processor with the worker and stops it (gracefully) with the worker."""
+
+        runtime: Runtime
+
+        async def on_start(self) -> None:
+            self.runtime = build_runtime(config, on_fatal=self._fatal)
+            holder["runtime"] = self.runtime
+            holder["started_at"] = time.time()
+            await self.runtime.processor.start()
+            log.info("router-stream worker %s consuming %s", self.runtime.worker_id, config.topics.requests)
+
+        async def _fatal(self, exc: BaseException) -> None:
+            # Loud stop: state is safe (nothing uncommitted is kept), a supervisor restarts us.
+            log.critical("fatal: %s: %s; exiting with status 70", type(exc).__name__, exc)
+            logging.shutdown()
+            os._exit(70)
+
+        async def on_stop(self) -> None:
+            runtime = holder.get("runtime")
+            if runtime is not None:
+                await runtime.processor.stop()
+                await runtime.aclose()
+                log.info("router-stream worker %s stopped after %d records", runtime.worker_id,
+                         runtime.processor.records_done)
+
+    app.service(RouterService)
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/health/live")
+    async def live(web: Any, request: Any) -> Any:
+        runtime = holder.get("runtime")
+        ok = runtime is None or runtime.processor.fatal is None
+        return web.json({"live": ok}, status=200 if ok else 503)
+
+    @app.page("/health/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        runtime = holder.get("runtime")
+        ok = runtime is not None and runtime.processor.ready
+        body = {"ready": ok}
+        if runtime is not None:
+            body["breakers"] = runtime.dispatcher.breaker_states()
+            body["records_done"] = runtime.processor.records_done
+        return web.json(body, status=200 if ok else 503)
+
+    return app, holder
+
+
+def run_worker(config: RouterConfig, loglevel: str = "info") -> None:
+    """Run a Faust worker for ``config`` until SIGTERM/SIGINT (blocks)."""
+    app, _ = build_app(config)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,240 @@
+"""Configuration: one YAML file validated by pydantic, with environment overrides.
+
+Load with :func:`load_config`. Every error names the path of the bad field and the bad value,
+in the shape ``strategies[0].rules[2].then: 'smartt' is not a candidate (known: cheap, smart)``,
+so a user can fix the file without reading our code.
+
+Environment overrides (highest precedence): ``ROUTER_STREAM_BOOTSTRAP_SERVERS`` (or
+``KAFKA_BOOTSTRAP_SERVERS``), ``ROUTER_STREAM_GROUP_ID``, ``ROUTER_STREAM_WORKER_ID``,
+``ROUTER_STREAM_METRICS_PORT``, and any dotted path with ``ROUTER_STREAM__`` and ``__`` as
+separator, e.g. ``ROUTER_STREAM__CANDIDATES__CHEAP__BASE_URL=http://...``.
+API keys are never in the file: a candidate names the env var that holds its key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .routing.config import StrategyConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BreakerConfig(_Strict):
+    """Circuit breaker per candidate: open after ``failure_threshold`` failures in ``window_s``."""
+
+    failure_threshold: int = Field(5, ge=1)
+    window_s: float = Field(30.0, gt=0)
+    cooldown_s: float = Field(10.0, gt=0)
+
+
+class RateLimitConfig(_Strict):
+    """Token-bucket budgets; on exhaustion wait up to ``max_wait_ms`` then fall back."""
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    max_wait_ms: int = Field(0, ge=0)
+
+
+class CandidateConfig(_Strict):
+    """One model endpoint speaking OpenAI-compatible chat completions."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = Field(None, description="name of the env var holding the API key")
+    request_timeout_ms: int = Field(30_000, ge=1)
+    max_retries: int = Field(3, ge=0, le=20)
+    price_input_per_1k: float = Field(0.0, ge=0)
+    price_output_per_1k: float = Field(0.0, ge=0)
+    context_window: int | None = Field(None, ge=1)
+    fallbacks: list[str] = Field(default_factory=list)
+    max_connections: int = Field(256, ge=1)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://", v):
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        return v.rstrip("/")
+
+    def api_key(self) -> str | None:
+        """The key from the environment (never stored in config objects or logged)."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class CacheConfig(_Strict):
+    """Sticky decisions per key. ``scope`` picks the key: the Kafka key or a request field."""
+
+    enabled: bool = True
+    scope: Literal["key", "field"] = "key"
+    scope_field: str | None = None
+    ttl_s: float = Field(3600.0, gt=0)
+    dedup_window_s: float = Field(3600.0, ge=0, description="repeats of a request_id inside it are answered from the first answer")
+    state_dir: str = "./.state"
+
+    @model_validator(mode="after")
+    def _field_scope(self) -> "CacheConfig":
+        if self.scope == "field" and not self.scope_field:
+            raise ValueError("scope 'field' needs scope_field (a key of request.fields)")
+        return self
+
+
+class TopicsConfig(_Strict):
+    requests: str = "router.requests"
+    responses: str = "router.responses"
+    audit: str = "router.audit"
+    dead_letter: str = "router.dead-letter"
+    changelog: str = "router.decisions-changelog"
+
+
+class KafkaConfig(_Strict):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "router-stream"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username_env: str | None = None
+    sasl_password_env: str | None = None
+    ssl_cafile: str | None = None
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    transaction_timeout_ms: int = Field(60_000, ge=1000)
+    max_batch: int = Field(500, ge=1, description="records per partition per transaction")
+    max_record_bytes: int = Field(1_000_000, ge=1)
+
+
+class WorkerConfig(_Strict):
+    worker_id: str | None = None
+    max_in_flight: int = Field(256, ge=1, description="model calls in flight per worker")
+    metrics_host: str = Field("127.0.0.1", description="bind address of /metrics and /health (0.0.0.0 in a pod)")
+    metrics_port: int = Field(6066, ge=1, le=65535)
+    default_deadline_ms: int = Field(120_000, ge=1)
+    shutdown_grace_s: float = Field(20.0, ge=0)
+
+
+class RouterConfig(_Strict):
+    """The whole configuration file."""
+
+    candidates: dict[str, CandidateConfig]
+    default: str
+    strategies: list[StrategyConfig] = Field(default_factory=list)
+    fallbacks: list[str] = Field(default_factory=list, description="global fallback chain after a candidate's own")
+    allow_request_candidate_field: str | None = Field(
+        None, description="request.fields key a producer may use to pick a candidate; off when unset")
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+
+    @field_validator("candidates")
+    @classmethod
+    def _some(cls, v: dict[str, CandidateConfig]) -> dict[str, CandidateConfig]:
+        if not v:
+            raise ValueError("at least one candidate is needed")
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+                raise ValueError(f"candidate name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> "RouterConfig":
+        names = set(self.candidates)
+        problems: list[str] = []
+
+        def check(path: str, value: str) -> None:
+            if value not in names:
+                problems.append(f"{path}: {value!r} is not a candidate (known: {', '.join(sorted(names))})")
+
+        check("default", self.default)
+        for i, name in enumerate(self.fallbacks):
+            check(f"fallbacks[{i}]", name)
+        for cname, cand in self.candidates.items():
+            for i, name in enumerate(cand.fallbacks):
+                check(f"candidates.{cname}.fallbacks[{i}]", name)
+        for i, strategy in enumerate(self.strategies):
+            for sub, name in strategy.referenced_candidates():
+                check(f"strategies[{i}]{sub}", name)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+
+def _format_validation(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ""
+        for part in err["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            else:
+                path += ("." if path else "") + str(part)
+        msg = err["msg"].removeprefix("Value error, ")
+        if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list)):
+            lines.append(f"{path or '<root>'}: {msg} (got {err['input']!r})")
+        else:
+            lines.append(f"{path or '<root>'}: {msg}")
+    return "; ".join(lines)
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    bootstrap = environ.get("ROUTER_STREAM_BOOTSTRAP_SERVERS") or environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap:
+        data.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
+    if environ.get("ROUTER_STREAM_GROUP_ID"):
+        data.setdefault("kafka", {})["group_id"] = environ["ROUTER_STREAM_GROUP_ID"]
+    if environ.get("ROUTER_STREAM_WORKER_ID"):
+        data.setdefault("worker", {})["worker_id"] = environ["ROUTER_STREAM_WORKER_ID"]
+    if environ.get("ROUTER_STREAM_METRICS_PORT"):
+        data.setdefault("worker", {})["metrics_port"] = environ["ROUTER_STREAM_METRICS_PORT"]
+    if environ.get("ROUTER_STREAM_STATE_DIR"):
+        data.setdefault("cache", {})["state_dir"] = environ["ROUTER_STREAM_STATE_DIR"]
+    for name, value in environ.items():
+        if not name.startswith("ROUTER_STREAM__"):
+            continue
+        path = [p.lower() for p in name.removeprefix("ROUTER_STREAM__").split("__") if p]
+        node: Any = data
+        for part in path[:-1]:
+            if isinstance(node, dict):
+                if part not in node and part.upper() in node:
+                    part = part.upper()
+                node = node.setdefault(part, {})
+        if isinstance(node, dict) and path:
+            node[path[-1]] = yaml.safe_load(value)
+    return data
+
+
+def parse_config(data: Any, environ: dict[str, str] | None = None) -> RouterConfig:
+    """Validate a parsed YAML document (plus env overrides); raise :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"<root>: the config must be a mapping, got {type(data).__name__}")
+    data = _apply_env(dict(data), dict(os.environ if environ is None else environ))
+    try:
+        return RouterConfig.model_validate(data)
+    except ConfigError:
+        raise
+    except ValidationError as exc:
+        # a ConfigError raised inside a validator arrives wrapped; keep its text
+        raise ConfigError(_format_validation(exc)) from None
+
+
+def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> RouterConfig:
+    """Read and validate the YAML file at ``path``."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return parse_config(data, environ)

@@ -1,0 +1,94 @@
+"""Routing training data: load the jsonl records and split them stably.
+
+One record a line: ``{"id", "source", "prompt", "scores": {model: 0..1}, "costs": {model: USD}}``
+(see ``../shared/README.md``). The held-out split is a pure function of the record id (a hash,
+not a random draw), so it is the same on every machine and across re-runs and re-orderings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Where the shared dataset lives relative to the project root (never needed at run time).
+DEFAULT_DATA = Path("../shared/datasets/routing/train.jsonl")
+
+#: The two-model pair of the RouteLLM MMLU rows.
+MMLU_WEAK = "mixtral-8x7b-instruct"
+MMLU_STRONG = "gpt-4-1106-preview"
+
+SUBSETS = ("mmlu", "routerbench", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    id: str
+    source: str
+    prompt: str
+    scores: dict[str, float]
+    costs: dict[str, float] = field(default_factory=dict)
+
+
+def load_jsonl(path: str | Path, subset: str = "all", limit: int | None = None) -> list[Record]:
+    """Read records; ``subset`` keeps ``mmlu`` (routellm-mmlu/*), ``routerbench`` or ``all``."""
+    if subset not in SUBSETS:
+        raise ValueError(f"subset must be one of {SUBSETS}, not {subset!r}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"training data not found: {path} (pass --data PATH)")
+    out: list[Record] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+                rec = Record(
+                    id=str(raw["id"]),
+                    source=str(raw.get("source", "")),
+                    prompt=str(raw["prompt"]),
+                    scores={str(k): float(v) for k, v in raw["scores"].items()},
+                    costs={str(k): float(v) for k, v in (raw.get("costs") or {}).items()},
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{path}:{lineno}: bad record ({exc})") from None
+            if subset == "mmlu" and not rec.source.startswith("routellm-mmlu"):
+                continue
+            if subset == "routerbench" and not rec.source.startswith("routerbench"):
+                continue
+            out.append(rec)
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+def stable_fraction(record_id: str, salt: str = "router-stream/split/v1") -> float:
+    """A number in [0, 1) that depends only on the id (blake2b, not Python's salted hash)."""
+    digest = hashlib.blake2b(f"{salt}\x1f{record_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def is_held_out(record_id: str, test_fraction: float = 0.2) -> bool:
+    return stable_fraction(record_id) < test_fraction
+
+
+def split(records: Iterable[Record], test_fraction: float = 0.2) -> tuple[list[Record], list[Record]]:
+    """(train, held-out): a record is held out iff the hash of its id falls below the fraction."""
+    train: list[Record] = []
+    test: list[Record] = []
+    for rec in records:
+        (test if is_held_out(rec.id, test_fraction) else train).append(rec)
+    return train, test
+
+
+def models_in(records: Sequence[Record], need_costs: bool = False) -> list[str]:
+    """Models scored (and, with ``need_costs``, priced) on at least half the records, sorted."""
+    counts: dict[str, int] = {}
+    for rec in records:
+        for m in rec.scores:
+            if not need_costs or m in rec.costs:
+                counts[m] = counts.get(m, 0) + 1
+    return sorted(m for m, c in counts.items() if c * 2 >= len(records))

@@ -1,0 +1,67 @@
+"""Prometheus metrics, one registry per process (names documented in README and dashboard).
+
+Every name here is referenced by ``deploy/grafana/router-stream.json``; a test checks that.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter("router_stream_requests_total", "Requests answered, by candidate, deciding strategy and outcome",
+                   ["candidate", "decided_by", "outcome"], registry=REGISTRY)
+DEAD_LETTERS = Counter("router_stream_dead_letters_total", "Records sent to the dead-letter topic, by reason",
+                       ["reason"], registry=REGISTRY)
+CACHE = Counter("router_stream_cache_lookups_total", "Sticky-decision lookups, by result (hit/miss/expired)",
+                ["result"], registry=REGISTRY)
+DUPLICATES = Counter("router_stream_duplicate_requests_total", "Repeats of an already answered request_id",
+                     registry=REGISTRY)
+STRATEGY = Counter("router_stream_strategy_verdicts_total", "Strategy verdicts, by strategy and outcome",
+                   ["strategy", "outcome"], registry=REGISTRY)
+MODEL_CALLS = Counter("router_stream_model_calls_total", "Model call attempts, by candidate and outcome",
+                      ["candidate", "outcome", "error_kind"], registry=REGISTRY)
+MODEL_LATENCY = Histogram("router_stream_model_latency_seconds", "Model call latency, by candidate",
+                          ["candidate"], registry=REGISTRY,
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+TOKENS = Counter("router_stream_tokens_total", "Tokens used, by candidate and direction",
+                 ["candidate", "direction"], registry=REGISTRY)
+COST = Counter("router_stream_cost_usd_total", "Estimated spend in USD, by candidate", ["candidate"],
+               registry=REGISTRY)
+RETRIES = Counter("router_stream_retries_total", "Retried model calls, by candidate", ["candidate"],
+                  registry=REGISTRY)
+FALLBACKS = Counter("router_stream_fallbacks_total", "Fallbacks from one candidate to the next",
+                    ["from_candidate", "to_candidate"], registry=REGISTRY)
+BREAKER = Gauge("router_stream_breaker_open", "1 while a candidate's circuit breaker is open (0.5 half-open)",
+                ["candidate"], registry=REGISTRY)
+RATE_LIMIT_WAIT = Counter("router_stream_rate_limit_wait_seconds_total", "Time spent waiting on rate limits",
+                          ["candidate"], registry=REGISTRY)
+IN_FLIGHT = Gauge("router_stream_in_flight_requests", "Requests being processed by this worker", registry=REGISTRY)
+TRANSACTIONS = Counter("router_stream_transactions_total", "Kafka transactions, by outcome (commit/abort/fenced)",
+                       ["outcome"], registry=REGISTRY)
+ASSIGNED = Gauge("router_stream_assigned_partitions", "Input partitions assigned to this worker", registry=REGISTRY)
+LAG = Gauge("router_stream_consumer_lag", "Records behind the end of the requests topic, per partition",
+            ["partition"], registry=REGISTRY)
+BATCH_SECONDS = Histogram("router_stream_batch_seconds", "Time from fetch to commit of one partition batch",
+                          registry=REGISTRY, buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+
+
+class MetricsObserver:
+    """Hooks the dispatcher calls; turns them into the metrics above."""
+
+    def on_attempt(self, candidate: str, outcome: str, latency_s: float, error_kind: str | None) -> None:
+        MODEL_CALLS.labels(candidate, outcome, error_kind or "").inc()
+        if outcome != "skipped":
+            MODEL_LATENCY.labels(candidate).observe(latency_s)
+
+    def on_retry(self, candidate: str) -> None:
+        RETRIES.labels(candidate).inc()
+
+    def on_fallback(self, from_: str, to: str) -> None:
+        FALLBACKS.labels(from_, to).inc()
+
+    def on_breaker(self, candidate: str, state: str) -> None:
+        BREAKER.labels(candidate).set({"open": 1.0, "half_open": 0.5}.get(state, 0.0))
+
+    def on_rate_limit_wait(self, candidate: str, seconds: float) -> None:
+        RATE_LIMIT_WAIT.labels(candidate).inc(seconds)

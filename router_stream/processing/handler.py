@@ -1,0 +1,225 @@
+"""What happens to one consumed record, apart from Kafka: classify, dedup, route, call, record.
+
+The handler reads local state through a :class:`StateView` (committed store + this batch's
+uncommitted writes) and returns an :class:`Outcome`: the records to produce and the state
+writes to make, all of which the processor commits in one Kafka transaction. Nothing here
+raises for a bad record: each record ends as a response (maybe with ``error``) or a dead letter.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .. import metrics
+from ..config import RouterConfig
+from ..routing.base import RoutingContext
+from ..routing.pipeline import Pipeline
+from ..schemas import Attempt, Audit, CachedDecision, DeadLetter, Request, Response, Usage, Verdict, now_ms
+from ..state.store import key_state_key, request_key
+from .intake import Poison, classify
+
+log = logging.getLogger(__name__)
+
+TRACE_HEADERS = ("traceparent", "tracestate", "baggage", "x-request-id", "x-b3-traceid")
+
+
+class StateReader(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+
+@dataclass(slots=True)
+class StateView:
+    """The committed store overlaid with this batch's pending writes (read your own writes)."""
+
+    store: StateReader
+    pending: dict[bytes, bytes | None] = field(default_factory=dict)
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.pending:
+            return self.pending[key]
+        return self.store.get(key)
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        self.pending[key] = value
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int = 0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The records one input record produces (the processor adds them to the transaction)."""
+
+    response: Response | None = None
+    audit: Audit | None = None
+    dead_letter: DeadLetter | None = None
+    model_called: bool = False
+
+
+class Dispatcher(Protocol):
+    async def call(self, request: Request, chosen: str, deadline_at: float): ...
+
+
+def _trace_headers(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers:
+        if name.lower() in TRACE_HEADERS and value is not None and len(value) <= 512:
+            out[name.lower()] = value.decode("utf-8", "replace")
+    return out
+
+
+def _b64(raw: bytes | None) -> str | None:
+    return base64.b64encode(raw).decode() if raw is not None else None
+
+
+class Handler:
+    """Turns a record into an :class:`Outcome`; one instance per worker, shared by partitions."""
+
+    def __init__(self, config: RouterConfig, pipeline: Pipeline, dispatcher: Dispatcher, worker_id: str) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.dispatcher = dispatcher
+        self.worker_id = worker_id
+        self.candidates = tuple(config.candidates)
+
+    def scope_key(self, source: Source, request: Request | None) -> str:
+        """The sticky-decision key: the configured request field, else the Kafka key, else the id."""
+        cache = self.config.cache
+        if request is not None and cache.scope == "field" and cache.scope_field:
+            value = request.fields.get(cache.scope_field)
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+                return str(value)
+        if source.key:
+            return source.key.decode("utf-8", "replace")
+        return f"request:{request.request_id}" if request is not None else f"offset:{source.partition}:{source.offset}"
+
+    def dead_letter(self, source: Source, poison: Poison, error_class: str = "PoisonRecord") -> Outcome:
+        metrics.DEAD_LETTERS.labels(poison.reason).inc()
+        return Outcome(dead_letter=DeadLetter(
+            reason=poison.reason, message=poison.message, error_class=error_class,
+            topic=source.topic, partition=source.partition, offset=source.offset,
+            key_b64=_b64(source.key), value_b64=_b64(source.value), request_id=poison.request_id,
+            worker_id=self.worker_id))
+
+    async def handle(self, source: Source, view: StateView) -> Outcome:
+        """Never raises for a record's content; an unexpected bug becomes a dead letter too."""
+        try:
+            return await self._handle(source, view)
+        except Exception as exc:
+            log.exception("unexpected error handling %s[%d]@%d", source.topic, source.partition, source.offset)
+            return self.dead_letter(source, Poison("internal_error", f"{type(exc).__name__} while handling the record"),
+                                    error_class=type(exc).__name__)
+
+    async def _handle(self, source: Source, view: StateView) -> Outcome:
+        received = now_ms()
+        parsed = classify(source.value, self.config.kafka.max_record_bytes)
+        if isinstance(parsed, Poison):
+            return self.dead_letter(source, parsed)
+        request = parsed
+        key = self.scope_key(source, request)
+        headers = _trace_headers(source.headers)
+        src = {"topic": source.topic, "partition": source.partition, "offset": source.offset}
+
+        # a producer retry of an answered request: answer again from the first answer, no model call
+        if self.config.cache.dedup_window_s > 0:
+            seen = view.get(request_key(request.request_id))
+            if seen is not None:
+                first = Response.model_validate_json(seen)
+                if received - first.produced_at <= self.config.cache.dedup_window_s * 1000:
+                    metrics.DUPLICATES.inc()
+                    response = first.model_copy(update={"duplicate": True, "produced_at": now_ms()})
+                    audit = Audit(request_id=request.request_id, key=key, chosen=first.candidate,
+                                  served_by=first.candidate, decided_by="duplicate", duplicate=True,
+                                  worker_id=self.worker_id, source=src, received_at=received, headers=headers,
+                                  error=first.error)
+                    return Outcome(response=response, audit=audit)
+
+        state_key = key_state_key(key)
+        raw_state = view.get(state_key)
+        state = json.loads(raw_state) if raw_state else {"decision": None, "count": 0}
+        verdicts: list[Verdict] = []
+        cache_hit = False
+        chosen: str | None = None
+        decided_by = ""
+
+        field_name = self.config.allow_request_candidate_field
+        if field_name and field_name in request.fields:
+            asked = request.fields[field_name]
+            if isinstance(asked, str) and asked in self.candidates:
+                chosen, decided_by = asked, "request"
+                verdicts.append(Verdict(strategy="request", outcome="chose", candidate=asked,
+                                        reason=f"fields.{field_name} allowed by config"))
+            else:
+                verdicts.append(Verdict(strategy="request", outcome="miss", candidate=str(asked)[:100],
+                                        reason=f"fields.{field_name} names no candidate"))
+
+        if chosen is None and self.config.cache.enabled and state.get("decision"):
+            cached = CachedDecision.model_validate(state["decision"])
+            fresh = received - cached.decided_at <= self.config.cache.ttl_s * 1000
+            if fresh and cached.candidate in self.candidates:
+                chosen, decided_by, cache_hit = cached.candidate, cached.decided_by, True
+                metrics.CACHE.labels("hit").inc()
+            else:
+                metrics.CACHE.labels("expired").inc()
+                state["decision"] = None
+        elif chosen is None:
+            metrics.CACHE.labels("miss").inc()
+
+        if chosen is None:
+            ctx = RoutingContext(key=key, candidates=self.candidates, headers=headers, now_ms=received)
+            routed = await self.pipeline.route(request, ctx)
+            verdicts.extend(routed.verdicts)
+            chosen, decided_by = routed.candidate, routed.decided_by
+            if routed.cacheable and self.config.cache.enabled:
+                state["decision"] = CachedDecision(candidate=chosen, decided_by=decided_by,
+                                                   decided_at=received).model_dump()
+        for v in verdicts:
+            metrics.STRATEGY.labels(v.strategy, v.outcome).inc()
+
+        budget_ms = request.deadline_ms or self.config.worker.default_deadline_ms
+        result = await self.dispatcher.call(request, chosen, time.monotonic() + budget_ms / 1000)
+        completion = result.completion
+        error = result.error if completion is None else None
+        response = Response(
+            request_id=request.request_id,
+            candidate=result.served_by if completion is not None else chosen,
+            provider_model=completion.provider_model if completion is not None else None,
+            output=completion.text if completion is not None else None,
+            usage=completion.usage if completion is not None else None,
+            latency_ms=round(sum(a.latency_ms for a in result.attempts), 3),
+            error=error,
+            error_kind=result.error_kind if completion is None else None,
+        )
+        audit = Audit(
+            request_id=request.request_id, key=key, chosen=chosen,
+            served_by=result.served_by if completion is not None else None, decided_by=decided_by,
+            verdicts=verdicts, cache_hit=cache_hit, attempts=list(result.attempts),
+            estimated_cost_usd=result.cost_usd, error=error, worker_id=self.worker_id, source=src,
+            received_at=received, headers=headers,
+        )
+        state["count"] = int(state.get("count", 0)) + 1
+        view.put(state_key, json.dumps(state, separators=(",", ":")).encode())
+        if self.config.cache.dedup_window_s > 0:
+            view.put(request_key(request.request_id), response.model_dump_json().encode())
+        outcome_label = "ok" if completion is not None else (result.error_kind or "error")
+        metrics.REQUESTS.labels(response.candidate or "", decided_by, outcome_label).inc()
+        if completion is not None:
+            metrics.TOKENS.labels(result.served_by, "input").inc(completion.usage.prompt_tokens)
+            metrics.TOKENS.labels(result.served_by, "output").inc(completion.usage.completion_tokens)
+            metrics.COST.labels(result.served_by).inc(result.cost_usd)
+        return Outcome(response=response, audit=audit, model_called=True)

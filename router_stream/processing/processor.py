@@ -1,0 +1,445 @@
+"""Exactly-once request processing on aiokafka: consume → route → call → produce, one transaction.
+
+Why our own loop and not Faust's ``exactly_once``: measured broken under kill -9 (duplicates,
+lost records, local state ahead of Kafka; docs/faust-eos-defects.md). This is the textbook
+KIP-98 loop, the one Kafka Streams runs per task:
+
+* **One transactional producer per input partition** (``transactional.id`` =
+  ``<group>.<topic>.<partition>``). When a partition moves, its new owner's
+  ``init_transactions`` fences the old owner (a zombie can no longer commit) and aborts its
+  open transaction before the new owner reads the committed offset.
+* **One transaction per partition batch**: the responses, audit records and dead letters of the
+  batch, the decision-table changelog writes, and the consumed offset commit or abort together.
+  Model calls happen *before* the transaction begins, so transactions stay short.
+* **Local state never ahead of Kafka**: the RocksDB store is written only after the commit,
+  with the changelog offset it reflects; on assignment it is replayed from that checkpoint.
+* **Per-key order**: within a batch, records of the same key (or request id) run in order; other
+  keys run concurrently, bounded by ``worker.max_in_flight``. A partition is paused while its
+  batch is in flight, so batches of one partition never overlap.
+* **No silent failure**: a failed commit is aborted and the batch is re-read; if the abort fails
+  too, the processor stops loudly (the worker exits non-zero and its supervisor restarts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+
+from .. import metrics
+from ..config import RouterConfig
+from ..kafka_settings import client_settings
+from ..state.store import PartitionStore
+from .handler import Handler, Outcome, Source, StateView
+
+log = logging.getLogger(__name__)
+
+FENCED = (ProducerFenced, InvalidProducerEpoch)
+
+
+class FatalProcessorError(RuntimeError):
+    """The processor cannot continue safely; the worker must stop (and be restarted)."""
+
+
+@dataclass(slots=True)
+class _Partition:
+    tp: TopicPartition
+    producer: AIOKafkaProducer
+    store: PartitionStore
+    next_offset: int = 0
+    task: asyncio.Task[None] | None = None
+    lost: bool = False
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, processor: "Processor") -> None:
+        self._p = processor
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._p._revoke(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._p._assign(list(assigned))
+
+
+def _group(keys: list[tuple[str, str | None]]) -> list[list[int]]:
+    """Indices of records that must run in order: same scope key or same request id."""
+    parent = list(range(len(keys)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    seen: dict[str, int] = {}
+    for i, (scope, rid) in enumerate(keys):
+        for token in (f"k\x00{scope}", f"r\x00{rid}" if rid else None):
+            if token is None:
+                continue
+            if token in seen:
+                parent[find(i)] = find(seen[token])
+            else:
+                seen[token] = i
+    chains: dict[int, list[int]] = {}
+    for i in range(len(keys)):
+        chains.setdefault(find(i), []).append(i)
+    return list(chains.values())
+
+
+class Processor:
+    """Runs the request path for the partitions this worker owns. ``start`` / ``stop``."""
+
+    def __init__(self, config: RouterConfig, handler: Handler, worker_id: str,
+                 on_fatal: Callable[[BaseException], Awaitable[None] | None] | None = None) -> None:
+        self.config = config
+        self.handler = handler
+        self.worker_id = worker_id
+        self.topics = config.topics
+        self._on_fatal = on_fatal
+        self._parts: dict[TopicPartition, _Partition] = {}
+        self._sem = asyncio.Semaphore(config.worker.max_in_flight)
+        self._restore_lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._restorer: AIOKafkaConsumer | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._rebalancing = False
+        self.assigned_once = asyncio.Event()
+        self.records_done = 0
+        self.first_answer_at: float | None = None
+        self.fatal: BaseException | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def ready(self) -> bool:
+        """Assigned at least once, restored, not rebalancing, not failed."""
+        return self.assigned_once.is_set() and not self._rebalancing and self.fatal is None and not self._stopping
+
+    async def start(self) -> None:
+        kafka = self.config.kafka
+        common = client_settings(kafka)
+        self._restorer = AIOKafkaConsumer(
+            **common, group_id=None, enable_auto_commit=False, isolation_level="read_committed",
+            auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024)
+        await self._restorer.start()
+        self._consumer = AIOKafkaConsumer(
+            **common, group_id=kafka.group_id, enable_auto_commit=False, isolation_level="read_committed",
+            auto_offset_reset="earliest", session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, kafka.session_timeout_ms // 3),
+            max_poll_interval_ms=max(300_000, kafka.transaction_timeout_ms * 2),
+            rebalance_timeout_ms=max(60_000, int(self.config.worker.shutdown_grace_s * 1000) + 30_000),
+            client_id=f"router-stream-{self.worker_id}")
+        await self._consumer.start()
+        self._consumer.subscribe([self.topics.requests], listener=_Listener(self))
+        self._loop_task = asyncio.create_task(self._run(), name="router-stream-processor")
+
+    async def stop(self) -> None:
+        """Graceful: stop fetching, let in-flight batches commit (bounded), leave the group."""
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        await self._drain(list(self._parts), self.config.worker.shutdown_grace_s)
+        if self._consumer is not None:
+            try:
+                await self._consumer.stop()  # leaves the group; our revoke handler closes partitions
+            except Exception as exc:
+                log.warning("consumer stop: %s", exc)
+        await self._close_partitions(list(self._parts))
+        if self._restorer is not None:
+            await self._restorer.stop()
+
+    async def wait_fatal(self) -> BaseException:
+        """Wait until the loop dies; returns the error (for supervision)."""
+        assert self._loop_task is not None
+        try:
+            await self._loop_task
+        except BaseException as exc:  # noqa: BLE001 - we hand it to the supervisor
+            return exc
+        return FatalProcessorError("processor loop ended")
+
+    # ------------------------------------------------------------------ rebalance
+    async def _assign(self, tps: list[TopicPartition]) -> None:
+        self._rebalancing = True
+        try:
+            assert self._consumer is not None
+            mine = [tp for tp in tps if tp.topic == self.topics.requests and tp not in self._parts]
+            if mine:
+                self._consumer.pause(*mine)
+            started = time.monotonic()
+            await asyncio.gather(*(self._open_partition(tp) for tp in mine))
+            metrics.ASSIGNED.set(len(self._parts))
+            if mine:
+                log.info("assigned %s in %.2fs", sorted(tp.partition for tp in mine), time.monotonic() - started)
+                self._consumer.resume(*mine)
+            self.assigned_once.set()
+        except Exception as exc:
+            await self._die(exc)
+        finally:
+            self._rebalancing = False
+
+    async def _open_partition(self, tp: TopicPartition) -> None:
+        assert self._consumer is not None
+        kafka = self.config.kafka
+        producer = AIOKafkaProducer(
+            **client_settings(kafka), transactional_id=f"{kafka.group_id}.{tp.topic}.{tp.partition}",
+            enable_idempotence=True, acks="all", transaction_timeout_ms=kafka.transaction_timeout_ms,
+            linger_ms=2, client_id=f"router-stream-{self.worker_id}-p{tp.partition}")
+        await producer.start()  # init_transactions: fences the previous owner, ends its transaction
+        state_dir = Path(self.config.cache.state_dir) / kafka.group_id / f"{tp.topic}-{tp.partition}"
+        store = await asyncio.to_thread(PartitionStore, state_dir)
+        try:
+            await self._restore(tp.partition, store)
+            committed = await self._consumer.committed(tp)
+        except BaseException:
+            await producer.stop()
+            store.close()
+            raise
+        if committed is None:
+            await self._consumer.seek_to_beginning(tp)
+            next_offset = 0
+        else:
+            self._consumer.seek(tp, committed)
+            next_offset = committed
+        self._parts[tp] = _Partition(tp, producer, store, next_offset)
+
+    async def _restore(self, partition: int, store: PartitionStore) -> None:
+        """Bring the local store up to the committed changelog (replay from its checkpoint)."""
+        assert self._restorer is not None
+        tp = TopicPartition(self.topics.changelog, partition)
+        async with self._restore_lock:
+            c = self._restorer
+            c.assign([tp])
+            end = (await c.end_offsets([tp]))[tp]
+            begin = (await c.beginning_offsets([tp]))[tp]
+            start = store.checkpoint
+            if start is None or start > end or start < begin:
+                if start is not None:
+                    log.warning("changelog %s checkpoint %s outside [%s, %s]: rebuilding", tp, start, begin, end)
+                    await asyncio.to_thread(store.wipe)
+                start = begin
+            if start >= end:
+                return
+            c.seek(tp, start)
+            writes: dict[bytes, bytes | None] = {}
+            deadline = time.monotonic() + 300
+            count = 0
+            while await c.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise FatalProcessorError(f"restoring {tp} did not reach offset {end} in 300 s")
+                batch = await c.getmany(tp, timeout_ms=500, max_records=10_000)
+                for record in batch.get(tp, []):
+                    if record.offset >= end:
+                        break
+                    writes[record.key] = record.value
+                    count += 1
+                if len(writes) >= 50_000:
+                    await asyncio.to_thread(store.apply, writes, await c.position(tp))
+                    writes = {}
+            await asyncio.to_thread(store.apply, writes, end)
+            log.info("restored %s: %d changelog records from offset %d to %d", tp, count, start, end)
+
+    async def _revoke(self, tps: list[TopicPartition]) -> None:
+        self._rebalancing = True
+        mine = [tp for tp in tps if tp in self._parts]
+        await self._drain(mine, self.config.worker.shutdown_grace_s)
+        await self._close_partitions(mine)
+        metrics.ASSIGNED.set(len(self._parts))
+
+    async def _drain(self, tps: list[TopicPartition], timeout: float) -> None:
+        tasks = [p.task for tp in tps if (p := self._parts.get(tp)) and p.task and not p.task.done()]
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:  # abandoned: their records are re-read by the next owner
+            task.cancel()
+        if pending:
+            log.warning("cancelled %d in-flight batches after %.1fs; they will be reprocessed", len(pending), timeout)
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _close_partitions(self, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            part = self._parts.pop(tp, None)
+            if part is None:
+                continue
+            try:
+                await part.producer.stop()
+            except Exception as exc:
+                log.warning("closing producer of %s: %s", tp, exc)
+            await asyncio.to_thread(part.store.close)
+            try:
+                metrics.LAG.remove(str(tp.partition))
+            except KeyError:
+                pass
+
+    # ------------------------------------------------------------------ main loop
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        last_lag = 0.0
+        try:
+            while not self._stopping:
+                data = await consumer.getmany(timeout_ms=100, max_records=self.config.kafka.max_batch)
+                for tp, records in data.items():
+                    part = self._parts.get(tp)
+                    if part is None or part.lost:
+                        continue
+                    if part.task is not None and not part.task.done():
+                        consumer.seek(tp, records[0].offset)  # never drop: re-read after this batch
+                        continue
+                    records = [r for r in records if r.offset >= part.next_offset]
+                    if not records:
+                        continue
+                    consumer.pause(tp)
+                    part.task = asyncio.create_task(self._process(part, records))
+                if self.fatal is not None:
+                    raise self.fatal
+                now = time.monotonic()
+                if now - last_lag > 5:
+                    last_lag = now
+                    self._update_lag()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            await self._die(exc)
+            raise
+
+    def _update_lag(self) -> None:
+        assert self._consumer is not None
+        for tp, part in self._parts.items():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                metrics.LAG.labels(str(tp.partition)).set(max(0, high - part.next_offset))
+
+    async def _die(self, exc: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+            log.critical("processor stopping: %s: %s", type(exc).__name__, exc)
+            if self._on_fatal is not None:
+                result = self._on_fatal(exc)
+                if asyncio.iscoroutine(result):
+                    await result
+
+    async def _process(self, part: _Partition, records: list[Any]) -> None:
+        started = time.monotonic()
+        try:
+            view = StateView(part.store)
+            outcomes = await self._handle_all(records, view)
+            await self._commit(part, records, outcomes, view)
+            metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+        except asyncio.CancelledError:
+            await self._abort_quietly(part)
+            raise
+        except FENCED as exc:
+            part.lost = True
+            metrics.TRANSACTIONS.labels("fenced").inc()
+            log.warning("partition %s: fenced by a newer owner (%s); dropping this batch", part.tp, type(exc).__name__)
+            return
+        except FatalProcessorError as exc:
+            await self._die(exc)
+            return
+        except Exception as exc:
+            log.error("partition %s: batch at offset %d failed (%s: %s); it will be re-read",
+                      part.tp, records[0].offset, type(exc).__name__, exc)
+            try:
+                await part.producer.abort_transaction()
+                metrics.TRANSACTIONS.labels("abort").inc()
+            except Exception as abort_exc:
+                if not isinstance(abort_exc, KafkaError) or "Not in the middle" not in str(abort_exc):
+                    await self._die(FatalProcessorError(
+                        f"abort after a failed commit failed on {part.tp}: {type(abort_exc).__name__}: {abort_exc}"))
+                    return
+            if self._consumer is not None and part.tp in self._parts:
+                self._consumer.seek(part.tp, records[0].offset)
+            await asyncio.sleep(1.0)
+        finally:
+            if not self._stopping and not part.lost and self._consumer is not None and part.tp in self._parts \
+                    and part.tp in self._consumer.assignment():
+                self._consumer.resume(part.tp)
+
+    async def _abort_quietly(self, part: _Partition) -> None:
+        try:
+            await asyncio.wait_for(part.producer.abort_transaction(), 10)
+        except Exception:
+            pass
+
+    async def _handle_all(self, records: list[Any], view: StateView) -> list[Outcome]:
+        sources = [Source(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
+                   for r in records]
+        keys = []
+        for s in sources:
+            parsed = _peek_id(s.value)
+            keys.append((self.handler.scope_key(s, None) if self.config.cache.scope == "key" else
+                         self._scope_for(s), parsed))
+        outcomes: list[Outcome | None] = [None] * len(records)
+
+        async def chain(indices: list[int]) -> None:
+            for i in indices:
+                async with self._sem:
+                    metrics.IN_FLIGHT.inc()
+                    try:
+                        outcomes[i] = await self.handler.handle(sources[i], view)
+                    finally:
+                        metrics.IN_FLIGHT.dec()
+
+        await asyncio.gather(*(chain(c) for c in _group(keys)))
+        return [o for o in outcomes if o is not None]
+
+    def _scope_for(self, source: Source) -> str:
+        from .intake import classify
+        parsed = classify(source.value, self.config.kafka.max_record_bytes)
+        from ..schemas import Request
+        return self.handler.scope_key(source, parsed if isinstance(parsed, Request) else None)
+
+    async def _commit(self, part: _Partition, records: list[Any], outcomes: list[Outcome], view: StateView) -> None:
+        producer = part.producer
+        t = self.topics
+        await producer.begin_transaction()
+        sends = []
+        for record, out in zip(records, outcomes):
+            headers = [(k, v) for k, v in (record.headers or ()) if k.lower() in _TRACE]
+            if out.response is not None:
+                sends.append(await producer.send(t.responses, key=record.key, headers=headers,
+                                                 value=out.response.model_dump_json(exclude_none=True).encode()))
+            if out.audit is not None:
+                sends.append(await producer.send(t.audit, key=record.key, headers=headers,
+                                                 value=out.audit.model_dump_json(exclude_none=True).encode()))
+            if out.dead_letter is not None:
+                sends.append(await producer.send(t.dead_letter, key=record.key,
+                                                 value=out.dead_letter.model_dump_json(exclude_none=True).encode()))
+        changelog = [await producer.send(t.changelog, key=k, value=v, partition=part.tp.partition)
+                     for k, v in view.pending.items()]
+        next_offset = records[-1].offset + 1
+        await producer.send_offsets_to_transaction({part.tp: next_offset}, self.config.kafka.group_id)
+        await producer.commit_transaction()
+        metrics.TRANSACTIONS.labels("commit").inc()
+        part.next_offset = next_offset
+        if changelog:
+            metas = await asyncio.gather(*changelog)
+            await asyncio.to_thread(part.store.apply, view.pending, max(m.offset for m in metas) + 1)
+        self.records_done += len(records)
+        if self.first_answer_at is None:
+            self.first_answer_at = time.time()
+
+
+_TRACE = ("traceparent", "tracestate", "baggage", "x-request-id", "x-b3-traceid")
+
+
+def _peek_id(value: bytes | None) -> str | None:
+    """The request_id of a record without full validation (for ordering duplicates); None if absent."""
+    if not value or len(value) > 10_000_000:
+        return None
+    try:
+        import json
+        data = json.loads(value)
+    except Exception:
+        return None
+    rid = data.get("request_id") if isinstance(data, dict) else None
+    return rid if isinstance(rid, str) else None

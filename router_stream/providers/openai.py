@@ -1,0 +1,220 @@
+"""An OpenAI-compatible chat-completions client on httpx with the aiohttp transport.
+
+One :class:`OpenAIChatClient` per candidate holds ONE shared ``httpx.AsyncClient`` whose
+transport is ``httpx_aiohttp.AiohttpTransport`` (httpx's default transport collapses under
+concurrency, see ``/work/shared/notes/http-client.md``). It POSTs ``{base_url}/chat/completions``
+(``base_url`` includes ``/v1``) with ``Authorization: Bearer <key>`` read from the candidate's
+env var on every call.
+
+Failures become the error tree of :mod:`router_stream.errors`; ``kind`` is one of:
+
+=================  ==========================================  =========
+kind               cause                                       retryable
+=================  ==========================================  =========
+``timeout``        no full answer within ``call.timeout_s``    yes
+``connection``     refused, reset, closed mid-answer           yes
+``throttled``      HTTP 429 (``retry_after`` from the header)  yes
+``server_error``   HTTP 5xx                                    yes
+``http_error``     HTTP 408 / 409                              yes
+``malformed``      not JSON, no ``choices``, no content        yes
+``auth``           HTTP 401 / 403                              no
+``client_error``   any other 4xx (and unexpected statuses)     no
+=================  ==========================================  =========
+
+Messages are built only from the candidate name, status codes and exception class names, never
+from headers or response bodies (providers echo masked keys in 401 bodies), so the API key cannot
+leak into an exception, a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+from ..config import CandidateConfig
+from ..errors import FatalModelError, ModelError, RetryableModelError
+from ..schemas import Usage
+from .base import ChatCall, Completion, estimate_prompt_tokens, estimate_tokens
+
+log = logging.getLogger(__name__)
+
+#: request params the caller may not override (we set them, or we cannot handle them)
+_RESERVED_PARAMS = frozenset({"model", "messages", "stream", "n"})
+
+
+def parse_retry_after(headers: httpx.Headers | dict[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            value = float(ms) / 1000.0
+            if value >= 0:
+                return value
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    raw = raw.strip()
+    try:
+        value = float(raw)
+        return max(0.0, value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now_ts = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now_ts)
+
+
+def _status_error(name: str, resp: httpx.Response) -> ModelError:
+    status = resp.status_code
+    msg = f"{name}: HTTP {status} from model endpoint"
+    if status == 429:
+        return RetryableModelError(msg, kind="throttled", status=status,
+                                   retry_after=parse_retry_after(resp.headers))
+    if status >= 500:
+        return RetryableModelError(msg, kind="server_error", status=status,
+                                   retry_after=parse_retry_after(resp.headers))
+    if status in (408, 409):
+        return RetryableModelError(msg, kind="http_error", status=status,
+                                   retry_after=parse_retry_after(resp.headers))
+    if status in (401, 403):
+        return FatalModelError(msg, kind="auth", status=status)
+    return FatalModelError(msg, kind="client_error", status=status)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """True when a transport error is really a timeout.
+
+    ``AiohttpTransport`` maps every ``aiohttp.ClientConnectionError`` (refused, reset, server
+    disconnected) to ``httpx.ConnectTimeout``, so the httpx class alone cannot be trusted: look at
+    the aiohttp exception it wraps.
+    """
+    cause = exc.__cause__
+    if cause is not None:
+        return isinstance(cause, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError))
+    return isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError))
+
+
+def _content_text(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": "..."}]
+        parts = [p.get("text") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        return "".join(parts) if parts else None
+    return None
+
+
+def _usage(raw: Any, messages: list[dict[str, Any]], text: str) -> Usage:
+    if isinstance(raw, dict):
+        try:
+            p = int(raw.get("prompt_tokens") or 0)
+            c = int(raw.get("completion_tokens") or 0)
+            t = int(raw.get("total_tokens") or (p + c))
+            return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=t)
+        except (TypeError, ValueError):
+            pass
+    p = estimate_prompt_tokens(messages)
+    c = estimate_tokens(text)
+    return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+
+
+class OpenAIChatClient:
+    """:class:`~router_stream.providers.base.ModelClient` for one OpenAI-compatible candidate."""
+
+    def __init__(self, candidate_name: str, cfg: CandidateConfig) -> None:
+        self.name = candidate_name
+        self.cfg = cfg
+        self.url = f"{cfg.base_url}/chat/completions"
+        limits = httpx.Limits(max_connections=cfg.max_connections,
+                              max_keepalive_connections=cfg.max_connections)
+        # trust_env=False: with proxy env vars set, httpx would mount its default transport for
+        # proxied URLs, silently bypassing the aiohttp transport.
+        self._http = httpx.AsyncClient(
+            transport=AiohttpTransport(limits=limits),
+            limits=limits,
+            trust_env=False,
+            timeout=httpx.Timeout(cfg.request_timeout_ms / 1000.0),
+            headers={"Accept": "application/json", "User-Agent": "router-stream"},
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatClient(name={self.name!r}, url={self.url!r}, model={self.cfg.model!r})"
+
+    def _headers(self) -> dict[str, str]:
+        key = self.cfg.api_key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def complete(self, call: ChatCall) -> Completion:
+        body: dict[str, Any] = {k: v for k, v in call.params.items() if k not in _RESERVED_PARAMS}
+        body["model"] = self.cfg.model
+        body["messages"] = call.messages
+        timeout_s = max(0.001, call.timeout_s)
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout_s):
+                resp = await self._http.post(
+                    self.url, json=body, headers=self._headers(),
+                    timeout=httpx.Timeout(timeout_s),
+                )
+        except TimeoutError:
+            raise RetryableModelError(f"{self.name}: no answer within {timeout_s:.3g}s",
+                                      kind="timeout") from None
+        except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+            if _is_timeout(exc):
+                raise RetryableModelError(f"{self.name}: no answer within {timeout_s:.3g}s",
+                                          kind="timeout") from None
+            raise RetryableModelError(
+                f"{self.name}: connection failed ({type(exc.__cause__ or exc).__name__})",
+                kind="connection") from None
+        except httpx.HTTPError as exc:  # e.g. a bad URL in config: not worth a retry
+            raise FatalModelError(f"{self.name}: request failed ({type(exc).__name__})",
+                                  kind="client_error") from None
+        latency_ms = (time.monotonic() - started) * 1000.0
+
+        if not 200 <= resp.status_code < 300:
+            raise _status_error(self.name, resp)
+        try:
+            data = json.loads(resp.content)
+        except (ValueError, UnicodeDecodeError):
+            raise RetryableModelError(f"{self.name}: malformed body (not JSON)",
+                                      kind="malformed", status=resp.status_code) from None
+        if not isinstance(data, dict):
+            raise RetryableModelError(f"{self.name}: malformed body (not an object)",
+                                      kind="malformed", status=resp.status_code)
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise RetryableModelError(f"{self.name}: malformed body (no choices)",
+                                      kind="malformed", status=resp.status_code)
+        message = choices[0].get("message")
+        text = _content_text(message.get("content")) if isinstance(message, dict) else None
+        if text is None:
+            raise RetryableModelError(f"{self.name}: malformed body (no message content)",
+                                      kind="malformed", status=resp.status_code)
+        model = data.get("model")
+        return Completion(
+            text=text,
+            provider_model=model if isinstance(model, str) and model else self.cfg.model,
+            usage=_usage(data.get("usage"), call.messages, text),
+            latency_ms=latency_ms,
+            status=resp.status_code,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,366 @@
+"""The dispatcher: one request, a chain of candidates, retries, breakers, limits and a deadline.
+
+:meth:`Dispatcher.call` walks the fallback chain ``[chosen] + candidates[chosen].fallbacks +
+config.fallbacks`` (duplicates dropped, order kept). For each candidate, in this order:
+
+1. **deadline**: no attempt starts at or after ``deadline_at`` (``time.monotonic()`` based); the
+   chain stops with ``error_kind="deadline_exceeded"``.
+2. **context window**: skipped when the prompt estimate (chars / 4 + 4 per message) exceeds its
+   ``context_window`` (``error_kind="context_window"``).
+3. **circuit breaker** (:mod:`.breaker`): skipped while open (``breaker_open``); after the
+   cooldown a single half-open probe goes through.
+4. **rate limit** (:mod:`.ratelimit`): waits up to ``rate_limit.max_wait_ms`` (and never past the
+   deadline) for request / token budget, else skipped (``rate_limited``).
+5. **call** with a timeout of ``min(request_timeout_ms, time left)``; on a
+   ``RetryableModelError`` it retries up to ``max_retries`` times with exponential backoff and
+   jitter (tenacity), waiting at least the endpoint's ``Retry-After``; it gives up on the
+   candidate early when the next wait would cross the deadline or ``Retry-After`` is longer than
+   ``max_retry_after_s``. A ``FatalModelError`` is not retried; the chain moves on (another
+   candidate may accept the request).
+
+Every attempt, skipped ones included, is recorded as an :class:`~router_stream.schemas.Attempt`.
+Breakers and limiters live as long as the dispatcher (one per candidate, shared by all calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+from ..config import CandidateConfig, RouterConfig
+from ..errors import FatalModelError, ModelError, RetryableModelError, RoutingMiss
+from ..schemas import Attempt, Request, Usage
+from .base import ChatCall, Completion, ModelClient, estimate_prompt_tokens
+from .breaker import CircuitBreaker
+from .ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CallResult", "DispatchObserver", "Dispatcher", "cost_usd"]
+
+
+@dataclass
+class CallResult:
+    """What :meth:`Dispatcher.call` found: a completion, or why there is none."""
+
+    completion: Completion | None
+    served_by: str | None
+    attempts: list[Attempt] = field(default_factory=list)
+    error: str | None = None
+    error_kind: str | None = None
+    cost_usd: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.completion is not None
+
+
+class DispatchObserver:
+    """Hook points for metrics; every method is a no-op here. Subclass and override what you need.
+
+    Exceptions raised by an observer are logged and swallowed: metrics never break a call.
+    """
+
+    def on_attempt(self, candidate: str, outcome: str, latency_s: float, error_kind: str | None) -> None:
+        """One attempt ended: ``outcome`` is ``ok``, ``error`` or ``skipped``."""
+
+    def on_retry(self, candidate: str) -> None:
+        """A retryable failure on ``candidate`` will be retried after a backoff."""
+
+    def on_fallback(self, from_: str, to: str) -> None:
+        """The chain moves from ``from_`` (failed or skipped) to ``to``."""
+
+    def on_breaker(self, candidate: str, state: str) -> None:
+        """``candidate``'s breaker changed to ``closed`` / ``open`` / ``half_open``."""
+
+    def on_rate_limit_wait(self, candidate: str, seconds: float) -> None:
+        """A call waited ``seconds`` for ``candidate``'s rate-limit budget."""
+
+
+def cost_usd(cfg: CandidateConfig, usage: Usage) -> float:
+    """Estimated price of one call from its usage and the candidate's per-1k prices."""
+    return (usage.prompt_tokens * cfg.price_input_per_1k
+            + usage.completion_tokens * cfg.price_output_per_1k) / 1000.0
+
+
+class _Skip(Exception):
+    """A candidate was passed over without (another) call; the attempt is already recorded."""
+
+
+class _BackoffWait(wait_base):
+    """Exponential backoff with jitter, never shorter than the endpoint's ``Retry-After``."""
+
+    def __init__(self, initial_s: float, max_s: float, rng: random.Random) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.rng = rng
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        n = retry_state.attempt_number  # 1 after the first failure
+        ceiling = min(self.max_s, self.initial_s * (2 ** (n - 1)))
+        delay = self.rng.uniform(ceiling / 2, ceiling)  # "equal jitter"
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None and retry_after > delay:
+            delay = float(retry_after)
+        return delay
+
+
+class _StopBeforeDeadline(stop_base):
+    """Stop when the coming wait would reach the deadline or Retry-After asks for too long."""
+
+    def __init__(self, deadline_at: float, clock: Callable[[], float], max_retry_after_s: float) -> None:
+        self.deadline_at = deadline_at
+        self.clock = clock
+        self.max_retry_after_s = max_retry_after_s
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None and retry_after > self.max_retry_after_s:
+            return True
+        return self.clock() + retry_state.upcoming_sleep >= self.deadline_at
+
+
+class _CallState:
+    def __init__(self) -> None:
+        self.attempts: list[Attempt] = []
+        self.summary: dict[str, str] = {}
+        self.tries: dict[str, int] = {}
+        self.last_kind: str | None = None
+
+
+class Dispatcher:
+    """Calls model candidates for requests, resiliently (see the module docstring).
+
+    ``clients`` maps candidate names to :class:`~.base.ModelClient`; candidates without one get
+    an :class:`~.openai.OpenAIChatClient`, which the dispatcher owns and closes in
+    :meth:`aclose` (clients passed in belong to the caller).
+    """
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        clients: dict[str, ModelClient] | None = None,
+        *,
+        observer: DispatchObserver | None = None,
+        backoff_initial_s: float = 0.2,
+        backoff_max_s: float = 5.0,
+        max_retry_after_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.observer = observer or DispatchObserver()
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.max_retry_after_s = max_retry_after_s
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._clients: dict[str, ModelClient] = dict(clients or {})
+        self._owned: list[ModelClient] = []
+        for name, cand in config.candidates.items():
+            if name not in self._clients:
+                from .openai import OpenAIChatClient
+
+                client = OpenAIChatClient(name, cand)
+                self._clients[name] = client
+                self._owned.append(client)
+        self._breakers = {
+            name: CircuitBreaker(cand.breaker, clock=clock, on_change=self._breaker_hook(name))
+            for name, cand in config.candidates.items()
+        }
+        self._limiters = {name: RateLimiter(cand.rate_limit, clock=clock)
+                          for name, cand in config.candidates.items()}
+
+    # ---- public ----------------------------------------------------------------------------
+    def chain_for(self, chosen: str) -> list[str]:
+        """``[chosen] + candidates[chosen].fallbacks + config.fallbacks``, without repeats."""
+        if chosen not in self.config.candidates:
+            raise RoutingMiss(f"{chosen!r} is not a candidate (known: {', '.join(sorted(self.config.candidates))})")
+        chain: list[str] = []
+        for name in [chosen, *self.config.candidates[chosen].fallbacks, *self.config.fallbacks]:
+            if name not in chain:
+                chain.append(name)
+        return chain
+
+    def breaker_states(self) -> dict[str, str]:
+        """``{candidate: "closed" | "open" | "half_open"}``."""
+        return {name: b.state for name, b in self._breakers.items()}
+
+    async def call(self, request: Request, chosen: str, deadline_at: float) -> CallResult:
+        """Answer ``request`` starting with ``chosen``; never raises for model failures."""
+        chain = self.chain_for(chosen)
+        messages = request.chat_messages()
+        params = dict(request.params)
+        prompt_tokens = estimate_prompt_tokens(messages)
+        st = _CallState()
+        previous: str | None = None
+        for name in chain:
+            if previous is not None:
+                self._notify("on_fallback", previous, name)
+            previous = name
+            if self._clock() >= deadline_at:
+                self._skip(st, name, "deadline_exceeded", "deadline passed before this candidate", 0)
+                break
+            completion = await self._run_candidate(name, messages, params, prompt_tokens, deadline_at, st)
+            if completion is not None:
+                cand = self.config.candidates[name]
+                return CallResult(completion=completion, served_by=name, attempts=st.attempts,
+                                  cost_usd=cost_usd(cand, completion.usage))
+        parts = [f"{name}: {text}" for name, text in st.summary.items()]
+        return CallResult(
+            completion=None, served_by=None, attempts=st.attempts,
+            error="all candidates failed: " + "; ".join(parts) if parts else "no candidate was tried",
+            error_kind=st.last_kind or "error",
+        )
+
+    async def aclose(self) -> None:
+        """Close the clients this dispatcher created."""
+        owned, self._owned = self._owned, []
+        for client in owned:
+            try:
+                await client.aclose()
+            except Exception:  # closing must not fail shutdown
+                log.warning("closing a model client failed", exc_info=True)
+
+    # ---- internals -------------------------------------------------------------------------
+    def _breaker_hook(self, name: str) -> Callable[[str], None]:
+        def hook(state: str) -> None:
+            if state == "open":
+                log.warning("circuit breaker for candidate %s opened", name)
+            else:
+                log.info("circuit breaker for candidate %s is %s", name, state)
+            self._notify("on_breaker", name, state)
+        return hook
+
+    def _notify(self, method: str, *args: Any) -> None:
+        try:
+            getattr(self.observer, method)(*args)
+        except Exception:
+            log.warning("observer %s failed", method, exc_info=True)
+
+    def _skip(self, st: _CallState, name: str, kind: str, why: str, retry: int) -> None:
+        st.attempts.append(Attempt(candidate=name, outcome="skipped", error_kind=kind, error=why, retry=retry))
+        st.summary[name] = f"skipped ({why})" if retry == 0 else f"{st.summary.get(name, '')}, then skipped ({why})"
+        st.last_kind = kind
+        self._notify("on_attempt", name, "skipped", 0.0, kind)
+
+    async def _run_candidate(self, name: str, messages: list[dict[str, Any]], params: dict[str, Any],
+                             prompt_tokens: int, deadline_at: float, st: _CallState) -> Completion | None:
+        cand = self.config.candidates[name]
+        if cand.context_window is not None and prompt_tokens > cand.context_window:
+            self._skip(st, name, "context_window",
+                       f"~{prompt_tokens} prompt tokens exceed context window {cand.context_window}", 0)
+            return None
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(cand.max_retries + 1)
+            | _StopBeforeDeadline(deadline_at, self._clock, self.max_retry_after_s),
+            wait=_BackoffWait(self.backoff_initial_s, self.backoff_max_s, self._rng),
+            retry=retry_if_exception_type(RetryableModelError),
+            sleep=self._sleep,
+            before_sleep=lambda rs: self._notify("on_retry", name),
+            reraise=True,
+        )
+        result: Completion | None = None
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    retry_no = attempt.retry_state.attempt_number - 1
+                    result = await self._attempt(name, cand, messages, params, prompt_tokens,
+                                                 deadline_at, retry_no, st)
+        except (_Skip, ModelError):
+            return None
+        return result
+
+    async def _attempt(self, name: str, cand: CandidateConfig, messages: list[dict[str, Any]],
+                       params: dict[str, Any], prompt_tokens: int, deadline_at: float, retry: int,
+                       st: _CallState) -> Completion:
+        remaining = deadline_at - self._clock()
+        if remaining <= 0:
+            self._skip(st, name, "deadline_exceeded", "deadline passed", retry)
+            raise _Skip()
+        breaker = self._breakers[name]
+        if not breaker.allow():
+            self._skip(st, name, "breaker_open", "circuit breaker open", retry)
+            raise _Skip()
+        probe = breaker.state == "half_open"  # this call is the single half-open probe
+
+        def release() -> None:
+            if probe:
+                breaker.release()
+        limiter = self._limiters[name]
+        booked = 0
+        try:
+            if limiter.enabled:
+                booked = prompt_tokens + _max_tokens(params)
+                max_wait = min(cand.rate_limit.max_wait_ms / 1000.0, remaining)
+                wait = limiter.reserve(booked, max_wait)
+                if wait is None:
+                    release()
+                    self._skip(st, name, "rate_limited", "rate limit budget exhausted", retry)
+                    raise _Skip()
+                if wait > 0:
+                    self._notify("on_rate_limit_wait", name, wait)
+                    await self._sleep(wait)
+                    remaining = deadline_at - self._clock()
+                    if remaining <= 0:
+                        release()
+                        self._skip(st, name, "deadline_exceeded", "deadline passed", retry)
+                        raise _Skip()
+            timeout_s = min(cand.request_timeout_ms / 1000.0, remaining)
+            client = self._clients[name]
+            started = self._clock()
+            try:
+                completion = await client.complete(ChatCall(messages=messages, params=params, timeout_s=timeout_s))
+            except ModelError as exc:
+                self._failed(st, name, exc, self._clock() - started, retry)
+                raise
+            except Exception as exc:  # a client bug: not worth a retry, but must not kill the call
+                log.error("model client for candidate %s raised %s", name, type(exc).__name__, exc_info=True)
+                err = FatalModelError(f"{name}: client error ({type(exc).__name__})", kind="internal")
+                self._failed(st, name, err, self._clock() - started, retry)
+                raise err from None
+        except asyncio.CancelledError:
+            release()
+            raise
+        latency_s = self._clock() - started
+        breaker.record_success()
+        if booked and completion.usage.total_tokens:
+            limiter.adjust_tokens(completion.usage.total_tokens - booked)
+        st.attempts.append(Attempt(candidate=name, outcome="ok", latency_ms=latency_s * 1000.0,
+                                   status=completion.status, retry=retry))
+        self._notify("on_attempt", name, "ok", latency_s, None)
+        return completion
+
+    def _failed(self, st: _CallState, name: str, exc: ModelError, latency_s: float, retry: int) -> None:
+        breaker = self._breakers[name]
+        if exc.retryable or exc.kind in ("auth", "internal"):
+            breaker.record_failure()
+        else:  # the endpoint answered; the request was at fault
+            breaker.record_success()
+        st.attempts.append(Attempt(candidate=name, outcome="error", latency_ms=latency_s * 1000.0,
+                                   status=exc.status, error_kind=exc.kind, error=str(exc), retry=retry))
+        st.tries[name] = st.tries.get(name, 0) + 1
+        n = st.tries[name]
+        st.summary[name] = str(exc).removeprefix(f"{name}: ") + (f" (after {n} attempts)" if n > 1 else "")
+        st.last_kind = exc.kind
+        self._notify("on_attempt", name, "error", latency_s, exc.kind)
+
+
+def _max_tokens(params: dict[str, Any]) -> int:
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = params.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 0

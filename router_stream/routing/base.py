@@ -1,0 +1,63 @@
+"""The one seam every routing strategy implements.
+
+A strategy looks at a request and either decides (returns a :class:`Decision`) or abstains
+(returns ``None``); the pipeline asks strategies in order and the first decision wins. A
+strategy that abstains may say why with :meth:`RoutingContext.explain`, so the audit shows it.
+``decide`` is a coroutine because some strategies (an LLM judge, an external scorer) do I/O;
+pure strategies simply never await.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..schemas import Request
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A strategy's choice. ``detail`` lands in the audit (e.g. a split arm, a score)."""
+
+    candidate: str
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    cacheable: bool = True
+
+
+@dataclass(slots=True)
+class RoutingContext:
+    """What a strategy may know besides the request.
+
+    ``key`` is the cache-scope key (Kafka key, or the request id when there is none);
+    ``candidates`` the configured candidate names. ``explain`` records why a strategy abstained.
+    """
+
+    key: str
+    candidates: tuple[str, ...]
+    headers: dict[str, str] = field(default_factory=dict)
+    now_ms: int = 0
+    _note: str | None = None
+
+    def explain(self, reason: str) -> None:
+        self._note = reason
+
+    def take_note(self) -> str | None:
+        note, self._note = self._note, None
+        return note
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """One routing strategy. ``name`` identifies it in the audit and metrics."""
+
+    name: str
+
+    async def decide(self, request: Request, ctx: RoutingContext) -> Decision | None: ...
+
+
+def stable_fraction(*parts: str) -> float:
+    """A deterministic number in [0, 1) from the given strings (same input, same arm)."""
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64

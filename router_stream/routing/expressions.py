@@ -1,0 +1,89 @@
+"""Safe expressions over request fields, on ``simpleeval`` (no ``eval``, no parser of ours).
+
+Names an expression may use: ``prompt`` (all request text), ``messages``, ``fields``, ``tags``,
+``params``, ``request_id``, ``key``, ``headers``, ``n_messages``; functions ``len``, ``lower``,
+``upper``, ``get(mapping, name, default)``, ``any``, ``all``, ``min``, ``max``, ``int``,
+``float``, ``str``, ``contains(haystack, needle)``. Dicts allow attribute access
+(``fields.lang == "de"``). Expressions are checked at config load: a syntax error, an unknown
+name or an unknown function fails with the rule's path.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+from simpleeval import EvalWithCompoundTypes, InvalidExpression
+
+from ..schemas import Request
+
+FUNCTIONS: dict[str, Any] = {
+    "len": len,
+    "lower": lambda s: str(s).lower(),
+    "upper": lambda s: str(s).upper(),
+    "get": lambda m, k, d=None: m.get(k, d) if isinstance(m, dict) else d,
+    "any": any,
+    "all": all,
+    "min": min,
+    "max": max,
+    "int": int,
+    "float": float,
+    "str": str,
+    "contains": lambda h, n: n in h if h is not None else False,
+}
+NAMES = ("prompt", "messages", "fields", "tags", "params", "request_id", "key", "headers", "n_messages")
+CONSTANTS = ("True", "False", "None", "true", "false", "null")
+
+
+class ExpressionError(ValueError):
+    """An expression that cannot be compiled; the message says what is wrong."""
+
+
+class Expression:
+    """A compiled boolean expression; :meth:`evaluate` returns ``(matched, problem)``."""
+
+    __slots__ = ("source", "_tree")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        try:
+            tree = ast.parse(source.strip(), mode="eval")
+        except SyntaxError as exc:
+            raise ExpressionError(f"invalid expression {source!r}: {exc.msg}") from None
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+                    fname = getattr(node.func, "id", ast.unparse(node.func))
+                    raise ExpressionError(
+                        f"unknown function {fname!r} in {source!r} (known: {', '.join(sorted(FUNCTIONS))})")
+            elif isinstance(node, ast.Name):
+                if node.id not in NAMES and node.id not in FUNCTIONS and node.id not in CONSTANTS:
+                    raise ExpressionError(
+                        f"unknown name {node.id!r} in {source!r} (known: {', '.join(NAMES)})")
+            elif isinstance(node, (ast.Lambda, ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp)):
+                raise ExpressionError(f"{type(node).__name__} is not allowed in {source!r}")
+        self._tree = tree
+
+    def evaluate(self, names: dict[str, Any]) -> tuple[bool, str | None]:
+        evaluator = EvalWithCompoundTypes(
+            names={**names, "true": True, "false": False, "null": None}, functions=FUNCTIONS)
+        try:
+            return bool(evaluator.eval(self.source.strip(), previously_parsed=self._tree.body)), None
+        except (InvalidExpression, TypeError, ValueError, KeyError, IndexError, AttributeError,
+                ZeroDivisionError, OverflowError) as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+
+
+def request_names(request: Request, key: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """The variables an expression sees for ``request``."""
+    return {
+        "prompt": request.text(),
+        "messages": request.chat_messages(),
+        "fields": request.fields,
+        "tags": request.tags,
+        "params": request.params,
+        "request_id": request.request_id,
+        "key": key,
+        "headers": headers or {},
+        "n_messages": len(request.messages or []) or 1,
+    }

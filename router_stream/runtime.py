@@ -1,0 +1,47 @@
+"""Builds the runtime objects of one worker from a config: pipeline, dispatcher, handler, processor.
+
+Kept apart from :mod:`router_stream.app` so tests and the benchmark can run the same request path
+without a Faust worker around it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from .config import RouterConfig
+from .metrics import MetricsObserver
+from .processing.handler import Handler
+from .processing.processor import Processor
+from .providers.resilience import Dispatcher
+from .routing.pipeline import Pipeline
+
+
+def worker_id(config: RouterConfig) -> str:
+    return config.worker.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def build_pipeline(config: RouterConfig) -> Pipeline:
+    strategies = [s.build() for s in config.strategies]
+    return Pipeline(strategies, tuple(config.candidates), config.default)
+
+
+@dataclass
+class Runtime:
+    config: RouterConfig
+    worker_id: str
+    dispatcher: Dispatcher
+    handler: Handler
+    processor: Processor
+
+    async def aclose(self) -> None:
+        await self.dispatcher.aclose()
+
+
+def build_runtime(config: RouterConfig, on_fatal=None) -> Runtime:
+    wid = worker_id(config)
+    dispatcher = Dispatcher(config, observer=MetricsObserver())
+    handler = Handler(config, build_pipeline(config), dispatcher, wid)
+    processor = Processor(config, handler, wid, on_fatal=on_fatal)
+    return Runtime(config, wid, dispatcher, handler, processor)

@@ -1,0 +1,1 @@
+"""Local state: the sticky decision table and the request-id dedup window, per partition."""

@@ -1,0 +1,71 @@
+"""One partition's local state on RocksDB (rocksdict), mirrored by a Kafka changelog.
+
+Why not a Faust ``Table``: its changelog writes go through Faust's own producer, outside the
+transaction that commits our offsets (see docs/faust-eos-defects.md, cause 1 and 3). Here the
+changelog records are produced *in the same transaction* as the responses and the consumed
+offsets, and the local store is written only **after** that transaction committed, together
+with a checkpoint (the changelog offset it reflects) in one atomic RocksDB write batch. So local
+state is never ahead of Kafka; after any stop it is brought up to date by replaying the
+changelog from the checkpoint (or from the start when the checkpoint cannot be trusted).
+
+Keys: ``k:<scope key>`` → the key's state (JSON: sticky decision or none, request count); ``r:<request_id>`` → the response first
+given to that request id (JSON), for answering producer retries without a second model call.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch
+
+CHECKPOINT_KEY = b"\x00checkpoint"
+
+
+def key_state_key(scope_key: str) -> bytes:
+    return b"k:" + scope_key.encode("utf-8", "surrogatepass")
+
+
+def request_key(request_id: str) -> bytes:
+    return b"r:" + request_id.encode("utf-8", "surrogatepass")
+
+
+class PartitionStore:
+    """RocksDB for one input partition. Not shared between partitions or processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._options = Options(raw_mode=True)
+        self._options.create_if_missing(True)
+        self._db = Rdict(str(path), self._options)
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
+
+    @property
+    def checkpoint(self) -> int | None:
+        """The changelog offset up to which this store is known to be complete (exclusive)."""
+        raw = self._db.get(CHECKPOINT_KEY)
+        return int(raw) if raw is not None else None
+
+    def apply(self, writes: dict[bytes, bytes | None], checkpoint: int) -> None:
+        """Write committed changes and the new checkpoint atomically."""
+        batch = WriteBatch(raw_mode=True)
+        for key, value in writes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(CHECKPOINT_KEY, str(checkpoint).encode())
+        self._db.write(batch)
+
+    def wipe(self) -> None:
+        """Drop everything (used when the checkpoint cannot be trusted); reopen empty."""
+        self._db.close()
+        Rdict.destroy(str(self.path), self._options)
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._db = Rdict(str(self.path), self._options)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,100 @@
+"""Topics as code: create what is missing, report what differs, delete nothing.
+
+The spec (``topics/topics.yaml``) gives each topic role (requests, responses, audit, dead_letter,
+changelog) a partition count, replication factor and topic config; names come from the router
+config. A differing partition count is reported, never "fixed": changing it moves keys between
+partitions and would break sticky decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from .config import RouterConfig
+from .errors import ConfigError
+from .kafka_settings import client_settings
+
+ROLES = ("requests", "responses", "audit", "dead_letter", "changelog")
+
+DEFAULT_SPEC: dict[str, Any] = {
+    "defaults": {"partitions": 12, "replication_factor": 1},
+    "topics": {role: {"config": {"cleanup.policy": "compact"}} if role == "changelog" else {} for role in ROLES},
+}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    role: str
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+
+
+def load_spec(path: str | Path | None, config: RouterConfig, partitions: int | None = None) -> list[TopicSpec]:
+    """The topic specs for ``config``; ``partitions`` overrides the spec's default count."""
+    raw = DEFAULT_SPEC if path is None else yaml.safe_load(Path(path).read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a topics spec must be a mapping")
+    defaults = raw.get("defaults", {})
+    out = []
+    for role in ROLES:
+        entry = (raw.get("topics") or {}).get(role) or {}
+        unknown = set(entry) - {"partitions", "replication_factor", "config"}
+        if unknown:
+            raise ConfigError(f"topics.{role}: unknown keys {sorted(unknown)}")
+        n = partitions or entry.get("partitions") or defaults.get("partitions", 12)
+        if role in ("requests", "changelog") and partitions is None:
+            n = (raw.get("topics", {}).get("requests") or {}).get("partitions") or defaults.get("partitions", 12)
+        out.append(TopicSpec(role, getattr(config.topics, role), int(n),
+                             int(entry.get("replication_factor") or defaults.get("replication_factor", 1)),
+                             {str(k): str(v) for k, v in (entry.get("config") or {}).items()}))
+    return out
+
+
+async def apply_topics(config: RouterConfig, specs: list[TopicSpec]) -> list[str]:
+    """Create missing topics; return one line per topic saying what was done or what differs."""
+    admin = AIOKafkaAdminClient(**client_settings(config.kafka))
+    await admin.start()
+    report: list[str] = []
+    try:
+        existing = await admin.describe_topics([s.name for s in specs])
+        by_name = {t["topic"]: t for t in existing if t.get("error_code", 0) == 0}
+        missing = [s for s in specs if s.name not in by_name]
+        if missing:
+            await admin.create_topics([NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.config)
+                                       for s in missing])
+            for s in missing:
+                report.append(f"created {s.name} ({s.role}): {s.partitions} partitions, rf {s.replication_factor}")
+        present = [s for s in specs if s.name in by_name]
+        if present:
+            configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name) for s in present])
+            actual_cfg: dict[str, dict[str, str]] = {}
+            for resp in configs:
+                for res in resp.resources:
+                    actual_cfg[res[3]] = {c[0]: c[1] for c in res[4]}
+            for s in present:
+                diffs = []
+                n = len(by_name[s.name]["partitions"])
+                if n != s.partitions:
+                    diffs.append(f"partitions {n} (spec {s.partitions}; not changed)")
+                for k, v in s.config.items():
+                    have = actual_cfg.get(s.name, {}).get(k)
+                    if have != v:
+                        diffs.append(f"{k}={have} (spec {v}; not changed)")
+                report.append(f"differs {s.name}: " + ", ".join(diffs) if diffs else f"ok {s.name}")
+        req = next(s for s in specs if s.role == "requests")
+        cl = next(s for s in specs if s.role == "changelog")
+        n_req = len(by_name[req.name]["partitions"]) if req.name in by_name else req.partitions
+        n_cl = len(by_name[cl.name]["partitions"]) if cl.name in by_name else cl.partitions
+        if n_req != n_cl:
+            report.append(f"ERROR {cl.name} has {n_cl} partitions but {req.name} has {n_req}: they must match")
+    finally:
+        await admin.close()
+    return report
