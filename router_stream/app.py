@@ -35,7 +35,7 @@ def build_app(config: RouterConfig) -> tuple[faust.App, dict[str, Any]]:
         f"{config.kafka.group_id}-control",
         broker=f"kafka://{config.kafka.bootstrap_servers.split(',')[0]}",
         web_enabled=True, web_host=w.metrics_host, web_port=w.metrics_port,
-        web_bind=w.metrics_host, topic_partitions=1, topic_allow_declare=False,
+        web_bind=w.metrics_host, topic_partitions=1, topic_allow_declare=True, topic_replication_factor=config.kafka.internal_replication_factor,
         datadir=os.path.join(config.cache.state_dir, "faust"), producer_acks=1,
         broker_session_timeout=config.kafka.session_timeout_ms / 1000,
     )
@@ -94,5 +94,6 @@ def build_app(config: RouterConfig) -> tuple[faust.App, dict[str, Any]]:
 def run_worker(config: RouterConfig, loglevel: str = "info") -> None:
     """Run a Faust worker for ``config`` until SIGTERM/SIGINT (blocks)."""
     app, _ = build_app(config)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per model call is noise
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
     worker.execute_from_commandline()

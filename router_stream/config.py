@@ -110,6 +110,7 @@ class KafkaConfig(_Strict):
     transaction_timeout_ms: int = Field(60_000, ge=1000)
     max_batch: int = Field(500, ge=1, description="records per partition per transaction")
     max_record_bytes: int = Field(1_000_000, ge=1)
+    internal_replication_factor: int = Field(1, ge=1, description="replication of Faust's own internal topics")
 
 
 class WorkerConfig(_Strict):
@@ -172,7 +173,10 @@ def _format_validation(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         path = ""
-        for part in err["loc"]:
+        loc = list(err["loc"])
+        if len(loc) >= 3 and loc[0] == "strategies" and isinstance(loc[1], int) and isinstance(loc[2], str):
+            del loc[2]  # the discriminated union puts the strategy type into the location
+        for part in loc:
             if isinstance(part, int):
                 path += f"[{part}]"
             else:

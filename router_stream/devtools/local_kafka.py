@@ -86,7 +86,10 @@ class LocalKafkaError(RuntimeError):
 
 
 def cache_root() -> Path:
-    """Where jars and the CLI's default workdir live: ``$ROUTER_STREAM_CACHE`` or ``<repo>/.cache``."""
+    """Where jars and the CLI's default workdir live.
+
+    ``$ROUTER_STREAM_CACHE``, else ``<repo>/.cache`` (a checkout), else ``./.cache``.
+    """
     env = os.environ.get("ROUTER_STREAM_CACHE")
     if env:
         return Path(env).expanduser().resolve()
@@ -400,8 +403,12 @@ class LocalKafka:
             # Own session: a Ctrl-C aimed at the test run does not hit the broker
             # mid-test; stop()/atexit end it instead.
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=self.workdir, start_new_session=True,
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,
             )
         self._pid = self._proc.pid
         atexit.unregister(self.stop)  # once per object, however often restarted
@@ -491,9 +498,8 @@ def _main(argv: list[str] | None = None) -> int:
     """CLI for shell scripts and the Makefile; state lives in ``<workdir>/state.json``."""
     parser = argparse.ArgumentParser(prog="python -m router_stream.devtools.local_kafka")
     parser.add_argument("command", choices=["start", "stop", "status"])
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="default: <cache>/kafka/run (cache: $ROUTER_STREAM_CACHE or <repo>/.cache)")
-    parser.add_argument("--version", default=None, help="Kafka version (default $KAFKA_VERSION or 3.9.1)")
+    parser.add_argument("--workdir", type=Path, default=None, help="default: <cache>/kafka/run")
+    parser.add_argument("--version", default=None, help="default: $KAFKA_VERSION, else 3.9.1")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=90)
     args = parser.parse_args(argv)

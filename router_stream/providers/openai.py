@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
+import ssl
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -49,6 +51,12 @@ log = logging.getLogger(__name__)
 
 #: request params the caller may not override (we set them, or we cannot handle them)
 _RESERVED_PARAMS = frozenset({"model", "messages", "stream", "n"})
+
+
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    """One default TLS context for all clients (building one loads the CA bundle: ~50 ms)."""
+    return httpx.create_ssl_context()
 
 
 def parse_retry_after(headers: httpx.Headers | dict[str, str], now: float | None = None) -> float | None:
@@ -147,7 +155,7 @@ class OpenAIChatClient:
         # trust_env=False: with proxy env vars set, httpx would mount its default transport for
         # proxied URLs, silently bypassing the aiohttp transport.
         self._http = httpx.AsyncClient(
-            transport=AiohttpTransport(limits=limits),
+            transport=AiohttpTransport(verify=_ssl_context(), limits=limits),
             limits=limits,
             trust_env=False,
             timeout=httpx.Timeout(cfg.request_timeout_ms / 1000.0),

@@ -299,6 +299,7 @@ class Dispatcher:
         def release() -> None:
             if probe:
                 breaker.release()
+
         limiter = self._limiters[name]
         booked = 0
         try:

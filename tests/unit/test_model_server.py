@@ -213,7 +213,7 @@ def test_runs_as_a_subprocess(tmp_path: Path):
     try:
         deadline = time.monotonic() + 10
         while not port_file.exists():
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert proc.poll() is None, proc.communicate()[1].decode()
             assert time.monotonic() < deadline, "server did not write its port"
             time.sleep(0.02)
         port = int(port_file.read_text())
@@ -221,5 +221,5 @@ def test_runs_as_a_subprocess(tmp_path: Path):
         assert resp.json()["choices"][0]["message"]["content"].startswith("[cheap]")
     finally:
         proc.terminate()
-        proc.wait(timeout=5)
-    assert proc.returncode == 0
+        _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err.decode()
