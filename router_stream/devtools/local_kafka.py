@@ -124,8 +124,15 @@ def _free_port() -> int:
 
 
 def _cluster_id() -> str:
-    """A random Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A random Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Never starts with '-': StorageTool's argument parser would take such an id for an option
+    (seen: 'argument --cluster-id/-t: expected one argument', about 1 start in 64).
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 def _port_open(port: int) -> bool:

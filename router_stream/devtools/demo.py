@@ -1,0 +1,164 @@
+"""The embedded demo: a local broker, two loopback models, a worker, sample traffic, a summary.
+
+Everything it starts it stops. Run with ``router-stream demo`` (or ``make demo``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from .harness import WorkerProcess, free_port, make_config, produce, read_topic, write_config
+
+DEMO_STRATEGIES: list[dict[str, Any]] = [
+    {"type": "rules", "name": "by-content", "rules": [
+        {"when": '"legal" in tags or fields.lang == "de"', "then": "strong"},
+        {"when": "len(prompt) > 200", "then": "strong"},
+    ]},
+]
+
+SHORT = ["What is 2+2?", "Translate 'cat' to French.", "Name a prime number.", "Capital of Peru?",
+         "Is water wet?", "Spell 'necessary'.", "What colour is the sky?", "Give me a synonym for fast."]
+LONG = ("Please read the following contract clause carefully and explain, step by step, which obligations "
+        "it creates for each party, what happens on early termination, and whether the liability cap "
+        "applies to indirect damages. ")
+
+
+def sample_traffic(n: int, seed: int = 42) -> list[tuple[bytes | None, bytes | None]]:
+    """~n records: short and long prompts, tagged and German ones, repeat customers, a few malformed."""
+    rng = random.Random(seed)
+    out: list[tuple[bytes | None, bytes | None]] = []
+    for i in range(n):
+        key = f"customer-{rng.randrange(max(1, n // 4))}".encode()
+        kind = rng.random()
+        if i % 40 == 39:
+            out.append((key, rng.choice([b"{oops", b"[]", b'{"prompt": "no id"}', b"\xff\xfe"])))
+            continue
+        body: dict[str, Any] = {"request_id": f"demo-{i}"}
+        if kind < 0.55:
+            body["prompt"] = rng.choice(SHORT)
+        elif kind < 0.75:
+            body["prompt"] = LONG * 2
+        elif kind < 0.9:
+            body["prompt"] = "Is this NDA enforceable?"
+            body["tags"] = ["legal"]
+        else:
+            body["messages"] = [{"role": "user", "content": "Wie spät ist es?"}]
+            body["fields"] = {"lang": "de"}
+        out.append((key, json.dumps(body).encode()))
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def summarize(responses: list[Any], audits: list[Any], dead: list[Any], sent: int, elapsed: float) -> str:
+    resp = [json.loads(r.value) for r in responses]
+    aud = [json.loads(r.value) for r in audits]
+    dl = [json.loads(r.value) for r in dead]
+    lat = [r["latency_ms"] for r in resp if r.get("latency_ms") is not None]
+    hits = sum(1 for a in aud if a.get("cache_hit"))
+    cost = sum(a.get("estimated_cost_usd", 0.0) for a in aud)
+    ids = Counter(r["request_id"] for r in resp)
+    lines = [
+        "",
+        "router-stream demo summary",
+        "==========================",
+        f"records sent          {sent}",
+        f"responses             {len(resp)} ({len(ids)} distinct request ids, "
+        f"{sum(1 for n in ids.values() if n > 1)} duplicated)",
+        f"audit records         {len(aud)}",
+        f"dead letters          {len(dl)}  " + ", ".join(f"{k}={v}" for k, v in Counter(d['reason'] for d in dl).items()),
+        f"errors in responses   {sum(1 for r in resp if r.get('error'))}",
+        "",
+        "requests per candidate:   " + ", ".join(f"{k}={v}" for k, v in sorted(Counter(r.get('candidate') for r in resp).items())),
+        "requests per decider:     " + ", ".join(f"{k}={v}" for k, v in sorted(Counter(a['decided_by'] for a in aud).items())),
+        f"cache hit rate:           {hits / len(aud):.1%} ({hits} of {len(aud)})" if aud else "cache hit rate: n/a",
+        f"model latency p50 / p95:  {_pct(lat, 0.5):.1f} ms / {_pct(lat, 0.95):.1f} ms",
+        f"estimated cost:           ${cost:.4f}",
+        f"wall time:                {elapsed:.1f} s",
+    ]
+    return "\n".join(lines)
+
+
+def run_demo(requests: int = 200, bootstrap: str | None = None) -> int:
+    from .local_kafka import LocalKafka
+    from .model_server import ModelServer
+
+    def say(msg: str) -> None:
+        print(f"[demo] {msg}", flush=True)
+
+    started = time.monotonic()
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="router-stream-demo-") as tmp:
+        work = Path(tmp)
+        if bootstrap is None:
+            say("starting a local Apache Kafka broker (KRaft, 127.0.0.1) ...")
+            kafka = LocalKafka(workdir=work / "kafka")
+            bootstrap = kafka.start()
+            stack.callback(kafka.stop)
+        say(f"broker at {bootstrap}")
+        cheap = ModelServer(name="cheap", latency_ms=5, jitter_ms=5)
+        strong = ModelServer(name="strong", latency_ms=40, jitter_ms=20)
+        for server in (cheap, strong):
+            server.start_in_thread()
+            stack.callback(server.stop)
+        say(f"loopback models: cheap at {cheap.base_url} (fast), strong at {strong.base_url} (slower)")
+
+        config = make_config(bootstrap=bootstrap, prefix=f"demo{int(time.time())}", state_dir=work / "state",
+                             candidates={"cheap": cheap.base_url, "strong": strong.base_url},
+                             default="cheap", strategies=DEMO_STRATEGIES)
+        cfg_path = write_config(work / "routing.yaml", config)
+        from ..config import load_config
+        from ..topics import apply_topics, load_spec
+        router_config = load_config(cfg_path)
+        for line in asyncio.run(apply_topics(router_config, load_spec(None, router_config, partitions=4))):
+            say(f"topics: {line}")
+
+        worker = WorkerProcess(cfg_path, work / "worker.log", free_port()).start()
+        stack.callback(worker.terminate)
+        say("starting worker (router-stream run) ...")
+        try:
+            waited = worker.wait_ready(timeout=120)
+        except (RuntimeError, TimeoutError) as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        say(f"worker ready in {waited:.1f}s")
+
+        traffic = sample_traffic(requests)
+        t0 = time.monotonic()
+        asyncio.run(produce(bootstrap, config["topics"]["requests"], traffic))
+        malformed = sum(1 for _, v in traffic if v is None or not v.startswith(b'{"request_id"'))
+        say(f"produced {len(traffic)} requests ({malformed} malformed on purpose)")
+        expect = len(traffic) - malformed
+        while True:
+            done = worker.records_done()
+            print(f"\r[demo] processed {done}/{len(traffic)}", end="", flush=True)
+            if done >= len(traffic) or time.monotonic() - t0 > 120:
+                break
+            time.sleep(0.5)
+        print()
+        responses = asyncio.run(read_topic(bootstrap, config["topics"]["responses"], expect=expect, timeout=60, idle=1))
+        audits = asyncio.run(read_topic(bootstrap, config["topics"]["audit"], expect=expect, timeout=30, idle=1))
+        dead = asyncio.run(read_topic(bootstrap, config["topics"]["dead_letter"], expect=malformed, timeout=30, idle=1))
+        print(summarize(responses, audits, dead, len(traffic), time.monotonic() - t0))
+        say("stopping worker, models and broker ...")
+        code = worker.terminate()
+        ok = len(responses) == expect and len(dead) == malformed and code == 0
+        if not ok:
+            print(f"[demo] FAILED: expected {expect} responses and {malformed} dead letters "
+                  f"(worker exit {code}); worker log tail:\n{worker.tail()}", file=sys.stderr)
+    say(f"done in {time.monotonic() - started:.1f}s")
+    return 0 if ok else 1
