@@ -45,6 +45,51 @@ class RateLimitConfig(_Strict):
     max_wait_ms: int = Field(0, ge=0)
 
 
+class BatchResponseConfig(_Strict):
+    """Where the answers sit in a batched reply (issue names ``response.format`` / ``.path`` /
+    ``.index.field`` / ``.value.field``); see ``docs/micro-batching.md``."""
+
+    format: Literal["json", "xml", "delimited"] = "json"
+    path: str | None = Field(None, description="json: JSONPath to the answers (default $.results); "
+                                               "xml: ElementTree XPath to the item elements (default ./item)")
+    index_field: str = Field("index", description="json key / xml child tag or @attribute holding the record index")
+    value_field: str = Field("value", description="json key / xml child tag, @attribute or '.' holding the answer")
+    delimiter: str = Field("\n", min_length=1, description="delimited: between entries")
+    field_delimiter: str = Field("|", min_length=1, description="delimited: between index and answer")
+
+    @model_validator(mode="after")
+    def _shape(self) -> "BatchResponseConfig":
+        if self.format == "json" and self.path is not None and not self.path.startswith("$"):
+            raise ValueError(f"path {self.path!r}: a JSONPath starts with '$'")
+        if self.format == "delimited" and self.field_delimiter in self.delimiter:
+            raise ValueError("field_delimiter must not occur in delimiter")
+        return self
+
+
+class BatchConfig(_Strict):
+    """Prompt micro-batching per candidate: ``size`` > 1 folds concurrent calls into one prompt."""
+
+    size: int = Field(1, ge=1, le=1000, description="records per model call; 1 = off")
+    timeout_ms: int = Field(50, ge=0, description="flush a partial batch this long after its first record")
+    system_prompt: str | None = Field(None, description="placeholders {count} and {format_instructions}; "
+                                                        "None = the built-in instructions")
+    prompt_template: str = Field('<record index="{index}">\n{content}\n</record>',
+                                 description="one record; placeholders {index} and {content}")
+    response: BatchResponseConfig = Field(default_factory=BatchResponseConfig)
+    on_parse_error: Literal["individual", "error"] = "individual"
+    on_missing: Literal["individual", "error"] = "individual"
+    max_retries: int = Field(1, ge=0, le=20, description="retries of the batched call itself")
+    request_timeout_ms: int | None = Field(None, ge=1, description="per batched call; None = the candidate's")
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        for name in ("{index}", "{content}"):
+            if name not in v:
+                raise ValueError(f"prompt_template needs the placeholder {name}")
+        return v
+
+
 class CandidateConfig(_Strict):
     """One model endpoint speaking OpenAI-compatible chat completions."""
 
@@ -60,6 +105,7 @@ class CandidateConfig(_Strict):
     max_connections: int = Field(256, ge=1)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
 
     @field_validator("base_url")
     @classmethod

@@ -6,6 +6,7 @@ without a Faust worker around it.
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 from dataclasses import dataclass
@@ -22,8 +23,17 @@ def worker_id(config: RouterConfig) -> str:
     return config.worker.worker_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
+def build_strategy(strategy_config, config: RouterConfig):
+    """``strategy_config.build(config)``; a config class whose ``build()`` takes no argument still works."""
+    try:
+        takes_config = bool(inspect.signature(strategy_config.build).parameters)
+    except (TypeError, ValueError):
+        takes_config = True
+    return strategy_config.build(config) if takes_config else strategy_config.build()
+
+
 def build_pipeline(config: RouterConfig) -> Pipeline:
-    strategies = [s.build() for s in config.strategies]
+    strategies = [build_strategy(s, config) for s in config.strategies]
     return Pipeline(strategies, tuple(config.candidates), config.default)
 
 
@@ -36,6 +46,10 @@ class Runtime:
     processor: Processor
 
     async def aclose(self) -> None:
+        for strategy in self.handler.pipeline.strategies:  # e.g. a judge's or scorer's HTTP client
+            close = getattr(strategy, "aclose", None)
+            if close is not None:
+                await close()
         await self.dispatcher.aclose()
 
 

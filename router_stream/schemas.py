@@ -136,6 +136,7 @@ class Audit(BaseModel):
     estimated_cost_usd: float = 0.0
     error: str | None = None
     duplicate: bool = False
+    batch: dict[str, Any] | None = None
     worker_id: str = ""
     source: dict[str, Any] = Field(default_factory=dict)
     received_at: int = 0

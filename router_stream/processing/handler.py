@@ -21,7 +21,7 @@ from ..routing.base import RoutingContext
 from ..routing.pipeline import Pipeline
 from ..schemas import Attempt, Audit, CachedDecision, DeadLetter, Request, Response, Usage, Verdict, now_ms
 from ..state.store import key_state_key, request_key
-from .intake import Poison, classify
+from .intake import Poison, classify, context_limit
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class Handler:
         self.dispatcher = dispatcher
         self.worker_id = worker_id
         self.candidates = tuple(config.candidates)
+        self.max_prompt_tokens = context_limit(c.context_window for c in config.candidates.values())
 
     def scope_key(self, source: Source, request: Request | None) -> str:
         """The sticky-decision key: the configured request field, else the Kafka key, else the id."""
@@ -127,7 +128,7 @@ class Handler:
 
     async def _handle(self, source: Source, view: StateView) -> Outcome:
         received = now_ms()
-        parsed = classify(source.value, self.config.kafka.max_record_bytes)
+        parsed = classify(source.value, self.config.kafka.max_record_bytes, self.max_prompt_tokens)
         if isinstance(parsed, Poison):
             return self.dead_letter(source, parsed)
         request = parsed
@@ -204,13 +205,14 @@ class Handler:
             latency_ms=round(sum(a.latency_ms for a in result.attempts), 3),
             error=error,
             error_kind=result.error_kind if completion is None else None,
+            batch=getattr(result, "batch", None),
         )
         audit = Audit(
             request_id=request.request_id, key=key, chosen=chosen,
             served_by=result.served_by if completion is not None else None, decided_by=decided_by,
             verdicts=verdicts, cache_hit=cache_hit, attempts=list(result.attempts),
             estimated_cost_usd=result.cost_usd, error=error, worker_id=self.worker_id, source=src,
-            received_at=received, headers=headers,
+            received_at=received, headers=headers, batch=getattr(result, "batch", None),
         )
         state["count"] = int(state.get("count", 0)) + 1
         view.put(state_key, json.dumps(state, separators=(",", ":")).encode())

@@ -156,15 +156,6 @@ class Processor:
         if self._restorer is not None:
             await self._restorer.stop()
 
-    async def wait_fatal(self) -> BaseException:
-        """Wait until the loop dies; returns the error (for supervision)."""
-        assert self._loop_task is not None
-        try:
-            await self._loop_task
-        except BaseException as exc:  # noqa: BLE001 - we hand it to the supervisor
-            return exc
-        return FatalProcessorError("processor loop ended")
-
     # ------------------------------------------------------------------ rebalance
     async def _assign(self, tps: list[TopicPartition]) -> None:
         self._rebalancing = True
@@ -340,7 +331,9 @@ class Processor:
         except FENCED as exc:
             part.lost = True
             metrics.TRANSACTIONS.labels("fenced").inc()
-            log.warning("partition %s: fenced by a newer owner (%s); dropping this batch", part.tp, type(exc).__name__)
+            log.warning("partition %s: fenced (%s); dropping this batch, it will be re-read", part.tp,
+                        type(exc).__name__)
+            asyncio.create_task(self._reopen_if_still_ours(part))
             return
         except FatalProcessorError as exc:
             await self._die(exc)
@@ -363,6 +356,22 @@ class Processor:
             if not self._stopping and not part.lost and self._consumer is not None and part.tp in self._parts \
                     and part.tp in self._consumer.assignment():
                 self._consumer.resume(part.tp)
+
+    async def _reopen_if_still_ours(self, part: _Partition) -> None:
+        """After a fence without a rebalance (e.g. the broker timed our transaction out), reopen.
+
+        Wait one session timeout first: if another worker owns the partition, our consumer learns
+        it in that time and the revoke removes the partition instead. Reopening runs the normal
+        assignment path: new producer (fences any zombie), restore, seek to the committed offset.
+        """
+        await asyncio.sleep(self.config.kafka.session_timeout_ms / 1000)
+        if self._stopping or self._consumer is None or self._parts.get(part.tp) is not part:
+            return
+        if part.tp not in self._consumer.assignment():
+            return
+        log.warning("partition %s: still assigned after being fenced; reopening it", part.tp)
+        await self._revoke([part.tp])
+        await self._assign([part.tp])
 
     async def _abort_quietly(self, part: _Partition) -> None:
         try:

@@ -32,6 +32,8 @@ class Completion:
     usage: Usage
     latency_ms: float
     status: int = 200
+    #: set by the batching client: ``{"id", "size", "position", ...}`` of the batch that answered
+    batch: dict[str, Any] | None = None
 
 
 @runtime_checkable

@@ -57,6 +57,7 @@ class CallResult:
     error: str | None = None
     error_kind: str | None = None
     cost_usd: float = 0.0
+    batch: dict[str, Any] | None = None  # the micro-batch that answered (or last failed), if any
 
     @property
     def ok(self) -> bool:
@@ -136,6 +137,7 @@ class _CallState:
         self.summary: dict[str, str] = {}
         self.tries: dict[str, int] = {}
         self.last_kind: str | None = None
+        self.batch: dict[str, Any] | None = None
 
 
 class Dispatcher:
@@ -176,6 +178,12 @@ class Dispatcher:
                 client = OpenAIChatClient(name, cand)
                 self._clients[name] = client
                 self._owned.append(client)
+            if cand.batch.size > 1:  # micro-batching wraps whichever client the candidate has
+                from .batching import BatchingClient
+
+                batcher = BatchingClient(name, cand, self._clients[name])
+                self._clients[name] = batcher
+                self._owned.insert(0, batcher)  # closed before the client it wraps
         self._breakers = {
             name: CircuitBreaker(cand.breaker, clock=clock, on_change=self._breaker_hook(name))
             for name, cand in config.candidates.items()
@@ -217,12 +225,12 @@ class Dispatcher:
             if completion is not None:
                 cand = self.config.candidates[name]
                 return CallResult(completion=completion, served_by=name, attempts=st.attempts,
-                                  cost_usd=cost_usd(cand, completion.usage))
+                                  cost_usd=cost_usd(cand, completion.usage), batch=completion.batch)
         parts = [f"{name}: {text}" for name, text in st.summary.items()]
         return CallResult(
             completion=None, served_by=None, attempts=st.attempts,
             error="all candidates failed: " + "; ".join(parts) if parts else "no candidate was tried",
-            error_kind=st.last_kind or "error",
+            error_kind=st.last_kind or "error", batch=st.batch,
         )
 
     async def aclose(self) -> None:
@@ -356,6 +364,7 @@ class Dispatcher:
         n = st.tries[name]
         st.summary[name] = str(exc).removeprefix(f"{name}: ") + (f" (after {n} attempts)" if n > 1 else "")
         st.last_kind = exc.kind
+        st.batch = getattr(exc, "batch", None) or st.batch
         self._notify("on_attempt", name, "error", latency_s, exc.kind)
 
 

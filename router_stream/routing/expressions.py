@@ -60,6 +60,8 @@ class Expression:
                 if node.id not in NAMES and node.id not in FUNCTIONS and node.id not in CONSTANTS:
                     raise ExpressionError(
                         f"unknown name {node.id!r} in {source!r} (known: {', '.join(NAMES)})")
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                raise ExpressionError(f"private attribute {node.attr!r} is not allowed in {source!r}")
             elif isinstance(node, (ast.Lambda, ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp)):
                 raise ExpressionError(f"{type(node).__name__} is not allowed in {source!r}")
         self._tree = tree

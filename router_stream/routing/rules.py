@@ -13,13 +13,16 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..schemas import Request
 from .base import Decision, RoutingContext
 from .expressions import Expression, ExpressionError, request_names
+
+if TYPE_CHECKING:
+    from ..config import RouterConfig
 
 
 class Rule(BaseModel):
@@ -48,7 +51,7 @@ class RulesConfig(BaseModel):
     def referenced_candidates(self) -> list[tuple[str, str]]:
         return [(f".rules[{i}].then", r.then) for i, r in enumerate(self.rules)]
 
-    def build(self) -> "RulesStrategy":
+    def build(self, router_config: RouterConfig | None = None) -> "RulesStrategy":
         return RulesStrategy(self)
 
 

@@ -1,0 +1,472 @@
+"""Chaos run: N workers on a P-partition stream, kill -9 and broker restarts, then an audit.
+
+Shared by ``bench/chaos.py`` (``make chaos``: 100,000 records, >= 20 kills, 2 broker restarts)
+and ``tests/integration/test_chaos.py`` (the slim version that runs with ``make test``).
+
+What happens, in one process that acts as the workers' supervisor (like Kubernetes would):
+
+1. two loopback model servers (``cheap``, ``strong``) start in threads; the five topics are
+   created with ``partitions`` partitions; ``workers`` ``router-stream run`` processes start,
+   each with its own state dir (its own "persistent volume") and worker id (like pod names);
+2. a producer thread streams ``records`` requests at ``rate`` per second over ``keys`` keys;
+   each request carries ``fields.tier`` = gold|basic at random, and the routing rules send
+   gold to ``strong`` and basic to ``cheap``. Both rules decide (cacheable), so the *first*
+   request of a key fixes its candidate for ``ttl_s``; only the sticky-decision table keeps the
+   later requests of that key on the same candidate. Lost or stale state shows as a change;
+3. at random times inside the production window the supervisor ``kill -9``'s a random live
+   worker (restarted 0.5-3 s later, same id and state dir) and restarts the broker
+   (:meth:`LocalKafka.restart`; only when we started the broker). The producer pauses across
+   a broker restart. A worker that exits on its own (e.g. status 70 after the broker went away)
+   is restarted too, and counted as a crash;
+4. after the stream is consumed (committed group offsets = end of the requests topic) the
+   workers get SIGTERM, and the requests, responses, audit, dead-letter and changelog topics are
+   read in ``read_committed``:
+
+   * every input record is answered exactly once (``lost`` / ``duplicated`` / ``unexpected``),
+     and so is every audit record;
+   * sticky decisions: per key, in offset order, after a decision (an audit with
+     ``cache_hit=false``) every later audit within ``ttl_s`` must be a cache hit with the same
+     ``chosen`` (``changed`` = keys whose candidate changed within the TTL; ``redecided`` = keys
+     decided again within the TTL, i.e. the state was lost even if the dice agreed);
+   * the per-key request counter in the changelog equals the key's number of requests.
+
+``Report.ok`` is true when all of those counts are zero. ``Report.summary()`` prints them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from .harness import WorkerProcess, create_topics, free_port, make_config, read_topic, request_value, write_config
+from .local_kafka import LocalKafka
+from .model_server import ModelServer
+
+ROLES = ("requests", "responses", "audit", "dead_letter", "changelog")
+
+# Both rules decide, so every routing decision is cacheable; the tier varies between requests of
+# one key, so without the sticky-decision table a key's candidate would flip about half the time.
+STICKY_RULES = [{"type": "rules", "name": "by-tier", "rules": [
+    {"when": 'fields.tier == "gold"', "then": "strong"},
+    {"when": 'fields.tier == "basic"', "then": "cheap"},
+]}]
+
+
+@dataclass
+class Event:
+    at: float  # seconds since the start of the stream
+    kind: str  # kill | broker_restart | crash | restart
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    """What a chaos run saw. ``ok`` when nothing was lost, duplicated or changed."""
+
+    records: int = 0
+    workers: int = 0
+    partitions: int = 0
+    keys: int = 0
+    input_records: int = 0            # records read back from the requests topic
+    responses: int = 0                # response records (read_committed)
+    audits: int = 0
+    lost: int = 0                     # input records without a response
+    duplicated: int = 0               # request ids answered more often than they were sent
+    unexpected: int = 0               # responses for request ids never sent
+    audit_lost: int = 0
+    audit_duplicated: int = 0
+    changed: int = 0                  # keys whose sticky candidate changed within the TTL
+    redecided: int = 0                # keys decided afresh within the TTL (state lost)
+    counter_mismatch: int = 0         # keys whose changelog request counter != requests sent
+    dead_letters: int = 0
+    error_responses: int = 0          # responses carrying an error (model failures)
+    kills: int = 0
+    broker_restarts: int = 0
+    crashes: int = 0                  # worker exits we did not cause (restarted by us)
+    fenced_batches: int = 0           # "fenced by a newer owner" lines in the worker logs
+    aborted_batches: int = 0          # "failed (...); it will be re-read" lines
+    fatal_exits: int = 0              # "fatal:" lines (exit 70)
+    final_exit_codes: list[int | None] = field(default_factory=list)
+    produce_s: float = 0.0
+    drain_s: float = 0.0              # end of production to group lag 0
+    verify_s: float = 0.0
+    total_s: float = 0.0
+    events: list[Event] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    examples: dict[str, Any] = field(default_factory=dict)
+    workdir: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.unexpected or self.audit_lost
+                    or self.audit_duplicated or self.changed or self.redecided or self.counter_mismatch
+                    or self.dead_letters or self.input_records != self.records)
+
+    def summary(self) -> str:
+        lines = [
+            f"chaos: {self.records} records, {self.keys} keys, {self.partitions} partitions, "
+            f"{self.workers} workers; {self.kills} kill -9, {self.broker_restarts} broker restarts, "
+            f"{self.crashes} worker crashes (restarted)",
+            f"  read_committed: {self.input_records} requests, {self.responses} responses, {self.audits} audits, "
+            f"{self.dead_letters} dead letters, {self.error_responses} error responses",
+            f"  lost {self.lost}  duplicated {self.duplicated}  unexpected {self.unexpected}  "
+            f"audit lost {self.audit_lost}  audit duplicated {self.audit_duplicated}",
+            f"  sticky: changed {self.changed}  redecided {self.redecided}  counter mismatch {self.counter_mismatch}",
+            f"  worker logs: {self.fenced_batches} fenced batches, {self.aborted_batches} aborted batches, "
+            f"{self.fatal_exits} fatal exits; final SIGTERM exit codes {self.final_exit_codes}",
+            f"  time: produce {self.produce_s:.1f}s, drain {self.drain_s:.1f}s, verify {self.verify_s:.1f}s, "
+            f"total {self.total_s:.1f}s",
+        ]
+        lines += [f"  note: {n}" for n in self.notes]
+        for name, ex in self.examples.items():
+            lines.append(f"  e.g. {name}: {ex}")
+        lines.append("  RESULT: " + ("OK" if self.ok else "FAILED"))
+        return "\n".join(lines)
+
+
+class _Producer(threading.Thread):
+    """Streams the requests at a steady rate; ``lock`` is held while a chunk is in flight."""
+
+    def __init__(self, bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float) -> None:
+        super().__init__(name="chaos-producer", daemon=True)
+        self.bootstrap, self.topic, self.records, self.rate = bootstrap, topic, records, rate
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # noqa: BLE001 - reported by the supervisor
+            self.error = exc
+        finally:
+            self.done.set()
+
+    async def _run(self) -> None:
+        chunk = max(1, int(self.rate / 4)) if self.rate > 0 else 1000
+        started = time.monotonic()
+        producer: AIOKafkaProducer | None = None
+        try:
+            while self.sent < len(self.records):
+                if self.rate > 0:  # pace: record i is due at started + i / rate
+                    due = started + self.sent / self.rate
+                    if due > time.monotonic():
+                        await asyncio.sleep(due - time.monotonic())
+                await asyncio.to_thread(self.lock.acquire)
+                try:
+                    if producer is None:
+                        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True,
+                                                    acks="all", linger_ms=5, request_timeout_ms=60_000)
+                        await producer.start()
+                    batch = self.records[self.sent:self.sent + chunk]
+                    futures = [await producer.send(self.topic, key=k, value=v) for k, v in batch]
+                    await asyncio.gather(*futures)
+                    self.sent += len(batch)
+                finally:
+                    self.lock.release()
+        finally:
+            if producer is not None:
+                await producer.stop()
+
+
+async def _group_lag(bootstrap: str, group: str, topic: str) -> int | None:
+    """Records of ``topic`` not yet committed by ``group`` (None when the broker does not answer)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, request_timeout_ms=5000)
+    try:
+        await asyncio.wait_for(admin.start(), 10)
+        await asyncio.wait_for(consumer.start(), 10)
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        if not tps:
+            return None
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), 10)
+        committed = await asyncio.wait_for(admin.list_consumer_group_offsets(group, partitions=tps), 10)
+        lag = 0
+        for tp in tps:
+            c = committed.get(tp)
+            lag += ends[tp] - (c.offset if c is not None and c.offset >= 0 else 0)
+        return lag
+    except Exception:  # noqa: BLE001 - broker restarting: "unknown"
+        return None
+    finally:
+        for closer in (admin.close, consumer.stop):
+            try:
+                await closer()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def make_traffic(records: int, keys: int, seed: int) -> list[tuple[bytes, bytes]]:
+    """``records`` requests over ``keys`` keys, each with a random ``fields.tier``."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(records):
+        key = f"cust-{rng.randrange(keys)}"
+        tier = rng.choice(("gold", "basic"))
+        out.append((key.encode(), request_value(f"req-{i}", f"question {i} from {key}", fields={"tier": tier})))
+    return out
+
+
+def _schedule(rng: random.Random, kills: int, broker_restarts: int, start: float, end: float) -> list[Event]:
+    """Random times in [start, end]: the broker restarts first spread out, kills anywhere."""
+    events = []
+    span = max(1.0, end - start)
+    for i in range(broker_restarts):  # one per slice, so two restarts are never back to back
+        lo = start + span * i / broker_restarts
+        events.append(Event(rng.uniform(lo + 0.15 * span / broker_restarts, lo + 0.85 * span / broker_restarts),
+                            "broker_restart"))
+    for _ in range(kills):
+        events.append(Event(rng.uniform(start, end), "kill"))
+    return sorted(events, key=lambda e: e.at)
+
+
+def verify(bootstrap: str, config: dict[str, Any], report: Report, expected_ids: set[str], *,
+           timeout: float = 180) -> None:
+    """Read every topic in read_committed and fill the counts of ``report``."""
+    topics = config["topics"]
+    ttl_ms = float(config["cache"]["ttl_s"]) * 1000
+
+    def read(role: str, expect: int | None) -> list[Any]:
+        return asyncio.run(read_topic(bootstrap, topics[role], expect=expect, timeout=timeout, idle=3))
+
+    requests = read("requests", len(expected_ids))
+    sent_per_id = Counter(json.loads(r.value)["request_id"] for r in requests)
+    report.input_records = len(requests)
+    per_key_sent = Counter(r.key.decode() for r in requests)
+    responses = read("responses", len(requests))
+    audits = read("audit", len(requests))
+    dead = read("dead_letter", None)
+    changelog = read("changelog", None)
+    report.responses, report.audits, report.dead_letters = len(responses), len(audits), len(dead)
+
+    resp_ids = Counter()
+    for r in responses:
+        body = json.loads(r.value)
+        resp_ids[body["request_id"]] += 1
+        if body.get("error"):
+            report.error_responses += 1
+    audit_ids = Counter(json.loads(r.value)["request_id"] for r in audits)
+    lost = [i for i in sent_per_id if resp_ids[i] < sent_per_id[i]]
+    dups = [i for i in resp_ids if resp_ids[i] > sent_per_id.get(i, 0) and i in sent_per_id]
+    report.lost = sum(max(0, sent_per_id[i] - resp_ids[i]) for i in sent_per_id)
+    report.duplicated = len(dups)
+    report.unexpected = sum(1 for i in resp_ids if i not in sent_per_id)
+    report.audit_lost = sum(max(0, sent_per_id[i] - audit_ids[i]) for i in sent_per_id)
+    report.audit_duplicated = sum(1 for i in audit_ids if audit_ids[i] > sent_per_id.get(i, 0))
+    if set(sent_per_id) != expected_ids:
+        report.notes.append(f"requests topic holds {len(set(sent_per_id))} distinct ids, produced {len(expected_ids)}")
+    if lost:
+        report.examples["lost"] = sorted(lost)[:5]
+    if dups:
+        report.examples["duplicated"] = [(i, resp_ids[i]) for i in sorted(dups)[:5]]
+
+    # sticky decisions, per key in partition-offset order (the order the worker processed them)
+    by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in audits:
+        a = json.loads(r.value)
+        if not a.get("duplicate"):
+            by_key[a.get("key") or ""].append(a)
+    changed, redecided = [], []
+    for key, items in by_key.items():
+        items.sort(key=lambda a: (a["source"].get("partition", 0), a["source"].get("offset", 0)))
+        decision: tuple[str, int] | None = None  # (candidate, decided_at)
+        for a in items:
+            fresh = decision is not None and a["received_at"] - decision[1] <= ttl_ms
+            if a.get("cache_hit"):
+                if fresh and a["chosen"] != decision[0]:  # type: ignore[index]
+                    changed.append((key, decision[0], a["chosen"], a["request_id"]))  # type: ignore[index]
+                    break
+                if decision is None:
+                    decision = (a["chosen"], a["received_at"])
+                continue
+            if fresh:
+                redecided.append((key, a["request_id"]))
+                if a["chosen"] != decision[0]:  # type: ignore[index]
+                    changed.append((key, decision[0], a["chosen"], a["request_id"]))  # type: ignore[index]
+                break
+            decision = (a["chosen"], a["received_at"])
+    report.changed, report.redecided = len(changed), len(redecided)
+    if changed:
+        report.examples["changed (key, before, after, request)"] = changed[:5]
+    if redecided:
+        report.examples["redecided (key, request)"] = redecided[:5]
+
+    last: dict[bytes, bytes | None] = {}
+    for r in changelog:
+        last[r.key] = r.value
+    counts = {k[2:].decode(): json.loads(v)["count"] for k, v in last.items() if k.startswith(b"k:") and v}
+    mismatch = [(k, counts.get(k), n) for k, n in per_key_sent.items() if counts.get(k) != n]
+    report.counter_mismatch = len(mismatch)
+    if mismatch:
+        report.examples["counter mismatch (key, changelog, sent)"] = mismatch[:5]
+
+
+def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3, partitions: int = 12,
+              kills: int = 4, broker_restarts: int = 1, keys: int | None = None, seed: int = 1,
+              rate: float | None = None, workdir: str | Path | None = None, ttl_s: float = 86_400,
+              max_batch: int = 100, model_latency_ms: float = 5, session_timeout_ms: int = 6000,
+              drain_timeout: float = 600, log: Callable[[str], None] | None = print) -> Report:
+    """Run the chaos experiment (module docstring) and return its :class:`Report`.
+
+    ``broker``: a started :class:`LocalKafka` (broker restarts possible) or a bootstrap string
+    (a broker we do not own: broker restarts are skipped and noted in the report).
+    ``rate``: requests per second (default: spread the stream over about 60 s, at least 50/s).
+    """
+    t_start = time.monotonic()
+    rng = random.Random(seed)
+    say = log or (lambda _msg: None)
+    report = Report(records=records, workers=workers, partitions=partitions)
+    own_workdir = workdir is None
+    wd = Path(workdir or tempfile.mkdtemp(prefix="chaos-")).resolve()
+    wd.mkdir(parents=True, exist_ok=True)
+    report.workdir = str(wd)
+    if isinstance(broker, LocalKafka):
+        kafka: LocalKafka | None = broker
+        bootstrap = broker.bootstrap
+    else:
+        kafka, bootstrap = None, broker
+        if broker_restarts:
+            report.notes.append(f"broker restarts skipped ({broker_restarts} asked): the broker at {broker} "
+                                "was not started by us (KAFKA_BOOTSTRAP_SERVERS)")
+            broker_restarts = 0
+    keys = keys or max(10, min(1000, records // 20))
+    report.keys = keys
+    rate = rate or max(50.0, records / 60)
+
+    servers = {"cheap": ModelServer(name="cheap", latency_ms=model_latency_ms, jitter_ms=model_latency_ms),
+               "strong": ModelServer(name="strong", latency_ms=model_latency_ms * 2, jitter_ms=model_latency_ms)}
+    for s in servers.values():
+        s.start_in_thread()
+    prefix = f"chaos{seed}x{int(time.time()) % 100000}"
+    config = make_config(bootstrap=bootstrap, prefix=prefix, state_dir=wd / "state",
+                         candidates={n: s.base_url for n, s in servers.items()}, default="cheap",
+                         strategies=STICKY_RULES,
+                         extra={"kafka": {"max_batch": max_batch, "session_timeout_ms": session_timeout_ms},
+                                "cache": {"ttl_s": ttl_s}})
+    t = config["topics"]
+    asyncio.run(create_topics(bootstrap, [t[r] for r in ROLES], partitions, compact=[t["changelog"]]))
+
+    procs: dict[str, WorkerProcess] = {}
+    for i in range(1, workers + 1):
+        name = f"w{i}"
+        cfg = {**config, "worker": {**config["worker"], "worker_id": name},
+               "cache": {**config["cache"], "state_dir": str(wd / "state" / name)}}
+        procs[name] = WorkerProcess(write_config(wd / f"{name}.yaml", cfg), wd / f"{name}.log", free_port())
+    expected_killed: set[str] = set()
+    restart_at: dict[str, float] = {}
+    try:
+        for w in procs.values():
+            w.start()
+        for w in procs.values():
+            w.wait_ready(120)
+        say(f"[chaos] {workers} workers ready after {time.monotonic() - t_start:.1f}s; "
+            f"streaming {records} records over {keys} keys at {rate:.0f}/s into {partitions} partitions")
+
+        traffic = make_traffic(records, keys, seed)
+        producer = _Producer(bootstrap, t["requests"], traffic, rate)
+        t0 = time.monotonic()
+        producer.start()
+        window = records / rate
+        schedule = _schedule(rng, kills, broker_restarts, min(5.0, window * 0.1), window * 0.92)
+        now = lambda: time.monotonic() - t0  # noqa: E731
+
+        def supervise() -> None:
+            for name, w in procs.items():
+                if w.alive or name in restart_at:
+                    continue
+                if name in expected_killed:
+                    expected_killed.discard(name)
+                    restart_at[name] = time.monotonic() + rng.uniform(0.5, 3.0)
+                else:
+                    rc = w.proc.returncode if w.proc else None
+                    report.crashes += 1
+                    report.events.append(Event(now(), "crash", f"{name} exited {rc}"))
+                    say(f"[chaos] {now():6.1f}s {name} exited by itself (status {rc}); restarting")
+                    restart_at[name] = time.monotonic() + 1.0
+            for name, when in list(restart_at.items()):
+                if time.monotonic() >= when:
+                    del restart_at[name]
+                    procs[name].start()
+                    report.events.append(Event(now(), "restart", name))
+
+        pending = list(schedule)
+        while pending or not producer.done.is_set():
+            if producer.error is not None:
+                raise RuntimeError(f"producer failed: {producer.error!r}")
+            while pending and now() >= pending[0].at:
+                ev = pending.pop(0)
+                if ev.kind == "kill":
+                    alive = [n for n, w in procs.items() if w.alive and n not in restart_at]
+                    if not alive:
+                        pending.insert(0, ev)
+                        break
+                    name = rng.choice(alive)
+                    expected_killed.add(name)
+                    procs[name].kill()
+                    report.kills += 1
+                    report.events.append(Event(now(), "kill", name))
+                    say(f"[chaos] {now():6.1f}s kill -9 {name} ({producer.sent} produced)")
+                elif ev.kind == "broker_restart" and kafka is not None:
+                    with producer.lock:  # no produce request in flight while the broker is down
+                        began = time.monotonic()
+                        say(f"[chaos] {now():6.1f}s restarting the broker ({producer.sent} produced)")
+                        kafka.restart()
+                        report.broker_restarts += 1
+                        report.events.append(Event(now(), "broker_restart",
+                                                   f"{time.monotonic() - began:.1f}s down"))
+                        say(f"[chaos] {now():6.1f}s broker back after {time.monotonic() - began:.1f}s")
+                    break
+            supervise()
+            time.sleep(0.1)
+        report.produce_s = now()
+        if producer.error is not None:
+            raise RuntimeError(f"producer failed: {producer.error!r}")
+        say(f"[chaos] {now():6.1f}s all {producer.sent} records produced; waiting for the group to catch up")
+
+        drain_started = time.monotonic()
+        last_check, lag = 0.0, None
+        while True:
+            supervise()
+            if time.monotonic() - last_check >= 2.0:
+                last_check = time.monotonic()
+                lag = asyncio.run(_group_lag(bootstrap, config["kafka"]["group_id"], t["requests"]))
+                if lag == 0 and not restart_at and all(w.alive for w in procs.values()):
+                    break
+            if time.monotonic() - drain_started > drain_timeout:
+                report.notes.append(f"group lag still {lag} after {drain_timeout:.0f}s of draining")
+                break
+            time.sleep(0.2)
+        report.drain_s = time.monotonic() - drain_started
+        say(f"[chaos] {now():6.1f}s group caught up (lag {lag}) after {report.drain_s:.1f}s; verifying")
+    finally:
+        report.final_exit_codes = [w.terminate(60) if w.proc is not None else None for w in procs.values()]
+        for s in servers.values():
+            s.stop()
+
+    started_verify = time.monotonic()
+    verify(bootstrap, config, report, {f"req-{i}" for i in range(records)})
+    report.verify_s = time.monotonic() - started_verify
+    for w in procs.values():
+        text = w.log_path.read_text(errors="replace") if w.log_path.exists() else ""
+        report.fenced_batches += len(re.findall(r"fenced by a newer owner", text))
+        report.aborted_batches += len(re.findall(r"failed \(.*\); it will be re-read", text))
+        report.fatal_exits += len(re.findall(r"\bfatal: ", text))
+    report.total_s = time.monotonic() - t_start
+    if own_workdir and report.ok:
+        shutil.rmtree(wd, ignore_errors=True)
+    return report

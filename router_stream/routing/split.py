@@ -1,0 +1,198 @@
+"""Weighted split (A/B test, canary) by cache-scope key, with an optional time ramp.
+
+Example::
+
+    - type: split
+      name: canary
+      salt: canary-2026-12       # default: the strategy's name; change it to reshuffle keys
+      weights: {cheap: 90, smart: 10}
+      sticky: true               # decisions go to the per-key decision cache (default)
+      ramp:                      # optional: move share from one arm to another over time
+        from: cheap
+        to: smart
+        start: 2026-12-01T00:00:00Z   # ISO 8601 (no zone = UTC) or epoch milliseconds
+        end: 1765152000000
+        share: 1.0               # fraction of from's weight moved by ``end`` (default all)
+
+Each key falls in a fixed bucket ``stable_fraction(salt, key)`` in [0, 1); the arms take
+consecutive slices of [0, 1) in proportion to their weights, so a key stays in its arm as long
+as the weights (and the salt) stay. Weights need not add up to 1 or 100, only to more than 0.
+
+A ramp moves ``share`` of ``from``'s weight to ``to`` linearly between ``start`` and ``end``
+(before: none of it, after: all of it), using the record's time (``ctx.now_ms``). The two arms
+are laid side by side at the end of [0, 1), so while the ramp runs keys only ever move from
+``from`` to ``to``: never back, and no other arm's keys move. With ``sticky: true`` a key that
+was decided before keeps its cached arm until ``cache.ttl_s`` passes; set ``sticky: false`` to
+follow a ramp exactly (the split is deterministic anyway, the cache only freezes it).
+
+``Decision.detail`` holds ``{"arm": ..., "bucket": ...}`` (plus ``"ramp": progress`` in [0, 1]
+when a ramp is configured) for the audit.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime, time, timezone
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..schemas import Request, now_ms
+from .base import Decision, RoutingContext, stable_fraction
+
+if TYPE_CHECKING:
+    from ..config import RouterConfig
+
+#: epoch values below this are taken for seconds, not milliseconds (1973-03-03 in ms)
+_MIN_EPOCH_MS = 100_000_000_000
+
+
+def to_epoch_ms(value: Any) -> int:
+    """An ISO 8601 timestamp (no zone = UTC), a ``datetime``/``date`` or epoch ms, as epoch ms."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a timestamp")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value < _MIN_EPOCH_MS:
+            raise ValueError(f"{value!r} is not epoch milliseconds (seconds? multiply by 1000)")
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return to_epoch_ms(int(text))
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is neither an ISO 8601 timestamp nor epoch milliseconds") from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime.combine(value, time.min)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return int(value.timestamp() * 1000)
+    raise ValueError(f"{value!r} is not a timestamp")
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class RampConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    start: int
+    end: int
+    share: float = Field(1.0, gt=0, le=1)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _timestamp(cls, v: Any) -> int:
+        return to_epoch_ms(v)
+
+    @model_validator(mode="after")
+    def _order(self) -> "RampConfig":
+        if self.end <= self.start:
+            raise ValueError(f"end ({_iso(self.end)}) must be after start ({_iso(self.start)})")
+        if self.from_ == self.to:
+            raise ValueError(f"from and to are the same candidate ({self.to!r})")
+        return self
+
+    def progress(self, at_ms: int) -> float:
+        """0 before ``start``, 1 after ``end``, linear in between."""
+        if at_ms <= self.start:
+            return 0.0
+        if at_ms >= self.end:
+            return 1.0
+        return (at_ms - self.start) / (self.end - self.start)
+
+
+class SplitConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["split"]
+    name: str = "split"
+    salt: str | None = Field(None, description="hash salt; default the strategy name")
+    weights: dict[str, Weight] = Field(min_length=1)
+    sticky: bool = True
+    ramp: RampConfig | None = None
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        if sum(v.values()) <= 0:
+            raise ValueError("weights must add up to more than 0")
+        return v
+
+    @model_validator(mode="after")
+    def _ramp_has_weight(self) -> "SplitConfig":
+        if self.ramp is not None and self.weights.get(self.ramp.from_, 0) <= 0:
+            raise ValueError(f"ramp.from {self.ramp.from_!r} has no weight to move (give it one in weights)")
+        return self
+
+    def referenced_candidates(self) -> list[tuple[str, str]]:
+        refs = [(f".weights.{name}", name) for name in self.weights]
+        if self.ramp is not None:
+            refs += [(".ramp.from", self.ramp.from_), (".ramp.to", self.ramp.to)]
+        return refs
+
+    def build(self, router_config: RouterConfig | None = None) -> "SplitStrategy":
+        return SplitStrategy(self)
+
+
+class SplitStrategy:
+    """Always decides (weights add up to more than 0): the arm whose slice holds the key's bucket."""
+
+    def __init__(self, config: SplitConfig) -> None:
+        self.name = config.name
+        self.salt = config.salt if config.salt is not None else config.name
+        self.sticky = config.sticky
+        self.ramp = config.ramp
+        weights = dict(config.weights)
+        if self.ramp is not None:  # from, then to, last: the boundary between them is all that moves
+            ramp_from = weights.pop(self.ramp.from_)
+            ramp_to = weights.pop(self.ramp.to, 0.0)
+            weights[self.ramp.from_] = ramp_from
+            weights[self.ramp.to] = ramp_to
+        self.weights = weights
+
+    def weights_at(self, at_ms: int) -> dict[str, float]:
+        """The arms' weights at ``at_ms`` (the configured ones unless a ramp moves some)."""
+        if self.ramp is None:
+            return self.weights
+        moved = self.weights[self.ramp.from_] * self.ramp.share * self.ramp.progress(at_ms)
+        weights = dict(self.weights)
+        weights[self.ramp.from_] -= moved
+        weights[self.ramp.to] += moved
+        return weights
+
+    def arm(self, bucket: float, weights: dict[str, float]) -> str:
+        total = sum(weights.values())
+        point = bucket * total
+        acc = 0.0
+        last = None
+        for name, weight in weights.items():
+            if weight <= 0:
+                continue
+            acc += weight
+            last = name
+            if point < acc:
+                return name
+        assert last is not None  # the config guarantees a positive total
+        return last  # float rounding at the very top of [0, 1)
+
+    async def decide(self, request: Request, ctx: RoutingContext) -> Decision | None:
+        bucket = stable_fraction(self.salt, ctx.key)
+        detail: dict[str, Any] = {"bucket": round(bucket, 6)}
+        weights = self.weights
+        if self.ramp is not None:
+            at = ctx.now_ms or now_ms()
+            weights = self.weights_at(at)
+            detail["ramp"] = round(self.ramp.progress(at), 4)
+        arm = self.arm(bucket, weights)
+        detail = {"arm": arm, **detail}
+        return Decision(arm, reason=f"bucket {bucket:.4f} is in arm {arm!r}", detail=detail,
+                        cacheable=self.sticky)

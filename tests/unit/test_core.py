@@ -1,0 +1,156 @@
+"""Unit tests for expressions, the pipeline, config errors, batching order and the handler's cache logic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from router_stream.config import parse_config
+from router_stream.errors import ConfigError
+from router_stream.processing.handler import Handler, Source, StateView
+from router_stream.processing.processor import _group
+from router_stream.providers.resilience import Dispatcher
+from router_stream.routing.base import Decision, RoutingContext
+from router_stream.routing.expressions import Expression, ExpressionError, request_names
+from router_stream.routing.pipeline import Pipeline
+from router_stream.schemas import Request
+from router_stream.devtools.model_server import ModelServer
+
+
+def _cfg(**over):
+    data = {"candidates": {"cheap": {"base_url": "http://127.0.0.1:1/v1", "model": "c"},
+                           "smart": {"base_url": "http://127.0.0.1:1/v1", "model": "s"}},
+            "default": "cheap",
+            "strategies": [{"type": "rules", "rules": [{"when": '"legal" in tags', "then": "smart"}]}]}
+    data.update(over)
+    return data
+
+
+# ---------------------------------------------------------------- expressions
+@pytest.mark.parametrize("expr,expected", [
+    ('len(prompt) > 200', False), ('fields.lang == "de"', True), ('"legal" in tags', True),
+    ('get(fields, "tier", "free") == "gold"', False), ('fields.missing == 1', False),
+    ('key == "alice" and n_messages == 1', True),
+])
+def test_expressions_evaluate_over_request(expr, expected):
+    req = Request(request_id="r", prompt="hello", fields={"lang": "de"}, tags=["legal"])
+    matched, _ = Expression(expr).evaluate(request_names(req, "alice"))
+    assert matched is expected
+
+
+@pytest.mark.parametrize("expr", ['__import__("os")', 'open("x")', "prompt.__class__", "lambda: 1", "1 +",
+                                  "unknown_name == 1", "[x for x in tags]"])
+def test_unsafe_or_invalid_expressions_are_rejected(expr):
+    with pytest.raises(ExpressionError):
+        Expression(expr)
+
+
+def test_runtime_problem_reported_not_raised():
+    matched, problem = Expression("fields.nope > 1").evaluate(request_names(Request(request_id="r", prompt="x"), "k"))
+    assert matched is False and "nope" in problem
+
+
+# ---------------------------------------------------------------- config
+def test_config_error_names_the_field_and_known_candidates():
+    data = _cfg(strategies=[{"type": "rules", "rules": [{"when": "True", "then": "cheap"},
+                                                         {"when": "True", "then": "cheap"},
+                                                         {"when": "True", "then": "smartt"}]}])
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, environ={})
+    assert "strategies[0].rules[2].then: 'smartt' is not a candidate (known: cheap, smart)" in str(err.value)
+
+
+def test_config_error_for_bad_expression_names_the_rule():
+    with pytest.raises(ConfigError) as err:
+        parse_config(_cfg(strategies=[{"type": "rules", "rules": [{"when": "len(prompt) >", "then": "cheap"}]}]),
+                     environ={})
+    assert "strategies[0].rules[0].when" in str(err.value)
+
+
+def test_config_error_for_bad_value_shows_it():
+    data = _cfg()
+    data["candidates"]["cheap"]["base_url"] = "ftp://x"
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, environ={})
+    assert "candidates.cheap.base_url" in str(err.value) and "ftp://x" in str(err.value)
+
+
+def test_env_overrides_apply():
+    cfg = parse_config(_cfg(), environ={"KAFKA_BOOTSTRAP_SERVERS": "h:1",
+                                         "ROUTER_STREAM__CANDIDATES__CHEAP__MAX_RETRIES": "7"})
+    assert cfg.kafka.bootstrap_servers == "h:1" and cfg.candidates["cheap"].max_retries == 7
+
+
+# ---------------------------------------------------------------- pipeline
+class _Fixed:
+    def __init__(self, name, answer, boom=False):
+        self.name, self.answer, self.boom = name, answer, boom
+
+    async def decide(self, request, ctx):
+        if self.boom:
+            raise RuntimeError("broken strategy")
+        if self.answer is None:
+            ctx.explain("not my case")
+            return None
+        return Decision(self.answer)
+
+
+async def test_pipeline_first_decision_wins_and_records_every_verdict():
+    p = Pipeline([_Fixed("a", None), _Fixed("b", "ghost"), _Fixed("c", None, boom=True), _Fixed("d", "smart"),
+                  _Fixed("e", "cheap")], ("cheap", "smart"), "cheap")
+    routed = await p.route(Request(request_id="r", prompt="x"), RoutingContext("k", ("cheap", "smart")))
+    assert routed.candidate == "smart" and routed.decided_by == "d" and routed.cacheable
+    assert [v.outcome for v in routed.verdicts] == ["abstained", "miss", "error", "chose"]
+    assert routed.verdicts[0].reason == "not my case"
+
+
+async def test_pipeline_falls_to_default_uncached():
+    p = Pipeline([_Fixed("a", None)], ("cheap", "smart"), "smart")
+    routed = await p.route(Request(request_id="r", prompt="x"), RoutingContext("k", ("cheap", "smart")))
+    assert (routed.candidate, routed.decided_by, routed.cacheable) == ("smart", "default", False)
+
+
+# ---------------------------------------------------------------- per-key ordering groups
+def test_group_keeps_same_key_and_same_request_id_together():
+    chains = _group([("a", "1"), ("b", "2"), ("a", "3"), ("c", "2"), ("d", None)])
+    as_sets = sorted(sorted(c) for c in chains)
+    assert as_sets == [[0, 2], [1, 3], [4]]
+    for c in chains:
+        assert c == sorted(c)  # offset order inside a chain
+
+
+# ---------------------------------------------------------------- handler: cache, dedup, request-chosen candidate
+async def test_handler_caches_decisions_dedups_and_guards_candidate_field():
+    async with ModelServer(name="cheap") as cheap, ModelServer(name="smart") as smart:
+        data = _cfg(allow_request_candidate_field="model")
+        data["candidates"]["cheap"]["base_url"] = cheap.base_url
+        data["candidates"]["smart"]["base_url"] = smart.base_url
+        config = parse_config(data, environ={})
+        from router_stream.runtime import build_pipeline
+        dispatcher = Dispatcher(config)
+        handler = Handler(config, build_pipeline(config), dispatcher, "w")
+        view = StateView(store={})  # a dict satisfies the read protocol
+
+        def src(i, body, key=b"alice"):
+            return Source("t", 0, i, key, json.dumps(body).encode())
+
+        first = await handler.handle(src(0, {"request_id": "r1", "prompt": "x", "tags": ["legal"]}), view)
+        assert first.audit.chosen == "smart" and not first.audit.cache_hit
+        second = await handler.handle(src(1, {"request_id": "r2", "prompt": "x"}), view)
+        assert second.audit.chosen == "smart" and second.audit.cache_hit  # sticky for alice
+        other = await handler.handle(src(2, {"request_id": "r3", "prompt": "x"}, key=b"bob"), view)
+        assert other.audit.chosen == "cheap" and other.audit.decided_by == "default"
+        calls = cheap.stats()["calls"] + smart.stats()["calls"]
+        dup = await handler.handle(src(3, {"request_id": "r1", "prompt": "x", "tags": ["legal"]}), view)
+        assert dup.response.duplicate and dup.response.output == first.response.output
+        assert cheap.stats()["calls"] + smart.stats()["calls"] == calls  # no second model call
+        asked = await handler.handle(src(4, {"request_id": "r5", "prompt": "x", "fields": {"model": "smart"}},
+                                         key=b"carol"), view)
+        assert asked.audit.chosen == "smart" and asked.audit.decided_by == "request"
+        bogus = await handler.handle(src(5, {"request_id": "r6", "prompt": "x", "fields": {"model": "gpt-9"}},
+                                         key=b"dave"), view)
+        assert bogus.audit.chosen == "cheap" and bogus.audit.verdicts[0].outcome == "miss"
+        poison = await handler.handle(Source("t", 0, 6, None, b"{nope"), view)
+        assert poison.dead_letter.reason == "not_json" and poison.response is None
+        await dispatcher.aclose()
