@@ -98,7 +98,8 @@ def _case_insensitive(names: Any) -> dict[str, str]:
     lookup: dict[str, str] = {}
     for name in names:
         if name.lower() in lookup:
-            raise ValueError(f"{lookup[name.lower()]!r} and {name!r} differ only in case; the judge could not tell them apart")
+            raise ValueError(f"{lookup[name.lower()]!r} and {name!r} differ only in case; "
+                             "the judge could not tell them apart")
         lookup[name.lower()] = name
     return lookup
 

@@ -131,7 +131,8 @@ class ScorerStrategy:
         if self._http is None:  # made on first use, inside the running loop
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
             self._http = httpx.AsyncClient(
-                transport=AiohttpTransport(verify=httpx.create_ssl_context(), limits=limits), limits=limits, trust_env=False,
+                transport=AiohttpTransport(verify=httpx.create_ssl_context(), limits=limits),
+                limits=limits, trust_env=False,
                 timeout=httpx.Timeout(self.config.timeout_ms / 1000.0),
                 headers={"Accept": "application/json", "User-Agent": "router-stream"})
         return self._http

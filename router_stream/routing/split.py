@@ -11,7 +11,7 @@ Example::
         from: cheap
         to: smart
         start: 2026-12-01T00:00:00Z   # ISO 8601 (no zone = UTC) or epoch milliseconds
-        end: 1765152000000
+        end: 1796688000000
         share: 1.0               # fraction of from's weight moved by ``end`` (default all)
 
 Each key falls in a fixed bucket ``stable_fraction(salt, key)`` in [0, 1); the arms take
