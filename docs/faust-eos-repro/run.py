@@ -51,7 +51,7 @@ def main() -> int:
 
     def start():
         log = open(tmp / "worker.log", "ab")
-        return subprocess.Popen([sys.executable, str(HERE / "app.py"), "worker", "-l", "warning"],
+        return subprocess.Popen([sys.executable, str(HERE / "app.py"), "worker", "-l", "warn"],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def seen():
@@ -60,6 +60,8 @@ def main() -> int:
     p = start()
     for threshold in (1000, 1600):
         while seen() < threshold:
+            if p.poll() is not None:
+                raise SystemExit(f"worker exited with {p.returncode}; see {tmp / 'worker.log'}")
             time.sleep(0.5)
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
