@@ -37,6 +37,7 @@ from ..config import RouterConfig
 from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
 from .handler import Handler, Outcome, Source, StateView
+from .intake import Poison
 
 log = logging.getLogger(__name__)
 
@@ -407,22 +408,46 @@ class Processor:
         from ..schemas import Request
         return self.handler.scope_key(source, parsed if isinstance(parsed, Request) else None)
 
+    def _serialize(self, records: list[Any], outcomes: list[Outcome]) -> list[list[tuple[str, bytes]]]:
+        """JSON of every output, before the transaction begins.
+
+        A record whose outputs cannot be serialized (e.g. a model answer with a lone surrogate)
+        becomes an ``internal_error`` dead letter instead: a batch that can never be produced
+        would otherwise be aborted and re-read forever and stall its partition.
+        """
+        t = self.topics
+        out: list[list[tuple[str, bytes]]] = []
+        for record, outcome in zip(records, outcomes):
+            try:
+                values = []
+                if outcome.response is not None:
+                    values.append((t.responses, outcome.response.model_dump_json(exclude_none=True).encode()))
+                if outcome.audit is not None:
+                    values.append((t.audit, outcome.audit.model_dump_json(exclude_none=True).encode()))
+                if outcome.dead_letter is not None:
+                    values.append((t.dead_letter, outcome.dead_letter.model_dump_json(exclude_none=True).encode()))
+            except (ValueError, TypeError, UnicodeError) as exc:
+                log.error("%s[%d]@%d: output not serializable (%s); dead-lettering it",
+                          record.topic, record.partition, record.offset, type(exc).__name__)
+                source = Source(record.topic, record.partition, record.offset, record.key, record.value)
+                dead = self.handler.dead_letter(source, Poison(
+                    "internal_error", f"the answer could not be serialized ({type(exc).__name__})"),
+                    error_class=type(exc).__name__).dead_letter
+                assert dead is not None
+                values = [(t.dead_letter, dead.model_dump_json(exclude_none=True).encode())]
+            out.append(values)
+        return out
+
     async def _commit(self, part: _Partition, records: list[Any], outcomes: list[Outcome], view: StateView) -> None:
         producer = part.producer
         t = self.topics
+        payloads = self._serialize(records, outcomes)
         await producer.begin_transaction()
-        sends = []
-        for record, out in zip(records, outcomes):
+        for record, values in zip(records, payloads):
             headers = [(k, v) for k, v in (record.headers or ()) if k.lower() in _TRACE]
-            if out.response is not None:
-                sends.append(await producer.send(t.responses, key=record.key, headers=headers,
-                                                 value=out.response.model_dump_json(exclude_none=True).encode()))
-            if out.audit is not None:
-                sends.append(await producer.send(t.audit, key=record.key, headers=headers,
-                                                 value=out.audit.model_dump_json(exclude_none=True).encode()))
-            if out.dead_letter is not None:
-                sends.append(await producer.send(t.dead_letter, key=record.key,
-                                                 value=out.dead_letter.model_dump_json(exclude_none=True).encode()))
+            for topic, value in values:
+                await producer.send(topic, key=record.key, value=value,
+                                    headers=headers if topic != t.dead_letter else None)
         changelog = [await producer.send(t.changelog, key=k, value=v, partition=part.tp.partition)
                      for k, v in view.pending.items()]
         next_offset = records[-1].offset + 1

@@ -71,17 +71,19 @@ def test_kill9_twice_no_loss_no_duplicate(kafka_bootstrap, model_servers, prefix
     wait_until(lambda: calls() >= 1000, 120, what="1000 model calls")
     worker.kill()
     killed_at = calls()
-    worker = start_worker(tmp_path, config, "w1", ready=False)
     restart_started = time.monotonic()
+    worker = start_worker(tmp_path, config, "w1", ready=False)
+    wait_until(lambda: worker.records_done() > 0, 120, what="first record answered after restart")
+    restart_s = time.monotonic() - restart_started  # reported, not asserted: timings belong in bench/
     wait_until(lambda: calls() >= killed_at + 600, 120, what="600 more model calls")
-    restart_s = time.monotonic() - restart_started
     worker.kill()
     worker = start_worker(tmp_path, config, "w1")
     try:
         _verify(config, per_key, "kill -9 x2")
     finally:
         worker.terminate()
-    print(f"\nrestart to 600 more answers: {restart_s:.1f}s; model calls in all: {calls()} for {N} requests")
+    print(f"\nrestart after kill -9 to first committed answer: {restart_s:.1f}s; "
+          f"model calls in all: {calls()} for {N} requests")
 
 
 def test_two_workers_one_killed_rebalance(kafka_bootstrap, model_servers, prefix, tmp_path):
