@@ -19,6 +19,19 @@ Fault modes (each with a probability per call; one mode is drawn per call):
 ``down``       refuse: ``down_mode`` = ``503`` (every call 503) or ``close`` (close, no answer)
 =============  ==================================================================================
 
+Batched prompts (see :mod:`router_stream.providers.batching`): when the last user message holds
+records rendered with the default template (``<record index="N">`` … ``</record>``), the server
+answers every record as it would answer it alone, in the shape the system message's spec line
+asks for (``Answer format: json|xml|delimited; path: "..."; index field: "..."; ...``; JSON with
+``$.results`` when there is none). Three more modes answer batched prompts wrongly (a prompt
+that is not batched gets a normal answer):
+
+===================  ============================================================================
+``batch_drop``       leave out the entry at ``batch_fault_position`` (a list index, -1 = the last)
+``batch_bad_index``  give that entry an index outside the batch
+``batch_garbage``    answer with prose that parses in no format
+===================  ============================================================================
+
 ``script`` is a queue of modes (``"ok"`` for a normal answer) used one per call before any
 probabilities, e.g. ``["503", "503"]`` = the next two calls fail and later ones do not.
 
@@ -46,6 +59,7 @@ import email.utils
 import json
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -56,12 +70,20 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape, quoteattr
 
 from aiohttp import web
 
 __all__ = ["FaultConfig", "ModelServer", "main"]
 
-NAMED_MODES = ("ok", "slow", "timeout", "reset", "malformed", "slow_drip", "down")
+NAMED_MODES = ("ok", "slow", "timeout", "reset", "malformed", "slow_drip", "down",
+               "batch_drop", "batch_bad_index", "batch_garbage")
+
+#: one record of a batched prompt, as the default ``batch.prompt_template`` renders it
+BATCH_RECORD = re.compile(r'<record index="(\d+)">\n(.*?)\n</record>', re.DOTALL)
+#: the machine-readable spec line the batching client ends its format instructions with
+BATCH_SPEC = re.compile(r'Answer format: (json|xml|delimited)((?:; [a-z ]+: "(?:[^"\\]|\\.)*")*)')
+_BATCH_SPEC_FIELD = re.compile(r'; ([a-z ]+): ("(?:[^"\\]|\\.)*")')
 
 
 def _valid_mode(mode: str) -> bool:
@@ -84,6 +106,7 @@ class FaultConfig:
     drip_chunk_bytes: int = 16
     malformed_kind: str = "not_json"  # not_json | no_choices | no_content
     down_mode: str = "503"  # 503 | close
+    batch_fault_position: int = -1  # which entry batch_drop / batch_bad_index spoil
 
     def validate(self) -> "FaultConfig":
         for mode, p in self.faults.items():
@@ -189,6 +212,8 @@ class ModelServer:
                 "in_flight": self._in_flight,
                 "max_in_flight": self._max_in_flight,
                 "last_body": self._last_body,
+                "batched_calls": self._batched_calls,
+                "batched_records": self._batched_records,
             }
 
     def reset_stats(self) -> None:
@@ -202,6 +227,8 @@ class ModelServer:
             self._in_flight = 0
             self._max_in_flight = 0
             self._last_body: Any = None
+            self._batched_calls = 0
+            self._batched_records = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> str:
@@ -355,7 +382,16 @@ class ModelServer:
                 "server_error" if status >= 500 else "invalid_request_error")
             return self._error(status, f"fault {status} on purpose", kind, headers)
 
-        answer = self._completion(body, messages)
+        batch = self._batch_request(messages)
+        if batch is not None:
+            fmt, spec, records = batch
+            text = self._batch_text(fmt, spec, records, mode, cfg)
+            with self._lock:
+                self._batched_calls += 1
+                self._batched_records += len(records)
+            answer = self._completion(body, messages, text)
+        else:
+            answer = self._completion(body, messages)
         if mode == "malformed":
             if cfg.malformed_kind == "not_json":
                 return web.Response(status=200, text="<html>upstream proxy error</html>",
@@ -407,16 +443,86 @@ class ModelServer:
         await asyncio.sleep(3600)
         raise web.HTTPServiceUnavailable()  # pragma: no cover
 
-    def _completion(self, body: dict[str, Any], messages: list[Any]) -> dict[str, Any]:
-        last = ""
+    def _answer_text(self, prompt: str) -> str:
+        return f"[{self.name}] answer to: {prompt[:40]}"
+
+    @staticmethod
+    def _last_user(messages: list[Any]) -> str:
         for m in reversed(messages):
             if isinstance(m, dict) and m.get("role") == "user":
-                last = str(m.get("content") or "")
-                break
-        else:
-            if isinstance(messages[-1], dict):
-                last = str(messages[-1].get("content") or "")
-        text = f"[{self.name}] answer to: {last[:40]}"
+                return str(m.get("content") or "")
+        if isinstance(messages[-1], dict):
+            return str(messages[-1].get("content") or "")
+        return ""
+
+    @staticmethod
+    def _batch_request(messages: list[Any]) -> tuple[str, dict[str, str], list[tuple[int, str]]] | None:
+        """``(format, spec, [(index, content)])`` of a batched prompt, or None."""
+        user = ModelServer._last_user(messages)
+        records = [(int(i), c) for i, c in BATCH_RECORD.findall(user)]
+        if not records:
+            return None
+        fmt, spec = "json", {}
+        for m in messages:
+            if isinstance(m, dict) and m.get("role") == "system":
+                found = BATCH_SPEC.search(str(m.get("content") or ""))
+                if found:
+                    fmt = found.group(1)
+                    spec = {k: json.loads(v) for k, v in _BATCH_SPEC_FIELD.findall(found.group(2))}
+                    break
+        return fmt, spec, records
+
+    def _batch_text(self, fmt: str, spec: dict[str, str], records: list[tuple[int, str]],
+                    mode: str, cfg: FaultConfig) -> str:
+        """Each record answered as if alone, in the asked format (or spoilt, per ``mode``)."""
+        if mode == "batch_garbage":
+            return "I am sorry, but I cannot answer these in the requested shape today."
+        entries = [[index, self._answer_text(content)] for index, content in records]
+        if mode in ("batch_drop", "batch_bad_index") and entries:
+            pos = cfg.batch_fault_position
+            pos = pos if -len(entries) <= pos < len(entries) else -1
+            if mode == "batch_drop":
+                del entries[pos]
+            else:
+                entries[pos][0] = len(records) + 100
+        index_field = spec.get("index field", "index")
+        value_field = spec.get("value field", "value")
+        if fmt == "delimited":
+            delim, fdelim = spec.get("delimiter", "\n"), spec.get("field delimiter", "|")
+            return delim.join(f"{i}{fdelim}{v.replace(delim, ' ')}" for i, v in entries)
+        if fmt == "xml":
+            return self._batch_xml(spec.get("path", "./item"), index_field, value_field, entries)
+        keys = re.findall(r"\.([A-Za-z_][\w-]*)|\[['\"]([^'\"]*)['\"]\]", spec.get("path", "$.results"))
+        doc: Any = [{index_field: i, value_field: v} for i, v in entries]
+        for dotted, bracketed in reversed(keys):
+            doc = {dotted or bracketed: doc}
+        return json.dumps(doc)
+
+    @staticmethod
+    def _batch_xml(path: str, index_field: str, value_field: str, entries: list[list[Any]]) -> str:
+        root = "results"
+        if path.startswith("/") and not path.startswith("//"):
+            root, _, path = path[1:].partition("/")
+        names = [n for n in re.sub(r"^(\./|\.//|//)", "", path).split("/") if n] or ["item"]
+        items = []
+        for index, value in entries:
+            attrs, children, text = "", "", ""
+            for name, v in ((index_field, str(index)), (value_field, value)):
+                if name in (".", "text()"):
+                    text = xml_escape(v)
+                elif name.startswith("@"):
+                    attrs += f" {name[1:]}={quoteattr(v)}"
+                else:
+                    children += f"<{name}>{xml_escape(v)}</{name}>"
+            items.append(f"<{names[-1]}{attrs}>{children}{text}</{names[-1]}>")
+        inner = "".join(items)
+        for name in reversed(names[:-1]):
+            inner = f"<{name}>{inner}</{name}>"
+        return f"<{root}>{inner}</{root}>"
+
+    def _completion(self, body: dict[str, Any], messages: list[Any], text: str | None = None) -> dict[str, Any]:
+        if text is None:
+            text = self._answer_text(self._last_user(messages))
         prompt_chars = sum(len(str(m.get("content") or "")) for m in messages if isinstance(m, dict))
         prompt_tokens = max(1, prompt_chars // 4) + 4 * len(messages)
         completion_tokens = max(1, len(text) // 4)
