@@ -90,6 +90,20 @@ class BatchConfig(_Strict):
         return v
 
 
+class BatchAPIConfig(_Strict):
+    """OpenAI-style Batch API (``/v1/files`` + ``/v1/batches``) for a candidate with ``mode: batch``.
+
+    Not prompt micro-batching (that is ``batch``, :class:`BatchConfig`); see ``docs/batch-api.md``."""
+
+    max_records: int = Field(1000, ge=1, le=50_000, description="records per batch job")
+    max_wait_ms: int = Field(5000, ge=0, description="submit a partial job this long after its first record")
+    poll_interval_ms: int = Field(2000, ge=1, description="time between status polls of a submitted job")
+    discount: float = Field(0.5, ge=0, le=1, description="price multiplier of batch calls (0.5 = half price)")
+    completion_window: str = Field("24h", pattern=r"^[1-9][0-9]*[hd]$", description="the provider's window, e.g. 24h")
+    endpoint: str = Field("/v1/chat/completions", pattern=r"^/", description="the url of every JSONL line")
+    request_timeout_ms: int | None = Field(None, ge=1, description="per files/batches HTTP call; None = the candidate's")
+
+
 class CandidateConfig(_Strict):
     """One model endpoint speaking OpenAI-compatible chat completions."""
 
@@ -106,6 +120,8 @@ class CandidateConfig(_Strict):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    mode: Literal["online", "batch"] = Field("online", description="batch = the provider's Batch API (batch_api)")
+    batch_api: BatchAPIConfig = Field(default_factory=BatchAPIConfig)
 
     @field_validator("base_url")
     @classmethod

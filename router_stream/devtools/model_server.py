@@ -41,6 +41,10 @@ settings), and read counters with :meth:`ModelServer.stats` or ``GET /admin/stat
 records whether an ``Authorization`` header came (never its value); with ``api_key`` set it
 answers 401 unless the bearer key matches.
 
+The OpenAI-style Batch API (``/v1/files`` + ``/v1/batches``, with a fast clock: a job completes
+after ``batch_complete_s``) lives in :mod:`router_stream.devtools.batch_api_server`, attached as
+``server.batch_api``; its counters are ``stats()["batch_api"]``.
+
 Run it in-process (``async with ModelServer(name="cheap") as srv: srv.base_url``), in a
 background thread for sync code (``url = srv.start_in_thread()`` … ``srv.stop()``), or as a
 process::
@@ -73,6 +77,8 @@ from typing import Any
 from xml.sax.saxutils import escape as xml_escape, quoteattr
 
 from aiohttp import web
+
+from .batch_api_server import BatchAPIEmulator
 
 __all__ = ["FaultConfig", "ModelServer", "main"]
 
@@ -148,6 +154,7 @@ class ModelServer:
         api_key: str | None = None,
         seed: int | None = None,
         script: list[str] | None = None,
+        batch_complete_s: float = 1.0,
         **faults: Any,
     ) -> None:
         self.name = name
@@ -165,6 +172,7 @@ class ModelServer:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self.batch_api = BatchAPIEmulator(self, complete_s=batch_complete_s)  # /v1/files, /v1/batches
         self.reset_stats()
 
     def __repr__(self) -> str:
@@ -214,6 +222,8 @@ class ModelServer:
                 "last_body": self._last_body,
                 "batched_calls": self._batched_calls,
                 "batched_records": self._batched_records,
+                "batch_api": self.batch_api.stats(),
+                "batches_created": self.batch_api.stats()["jobs_created"],  # shorthand of batch_api.jobs_created
             }
 
     def reset_stats(self) -> None:
@@ -229,6 +239,8 @@ class ModelServer:
             self._last_body: Any = None
             self._batched_calls = 0
             self._batched_records = 0
+        if hasattr(self, "batch_api"):
+            self.batch_api.reset_stats()
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> str:
@@ -240,6 +252,7 @@ class ModelServer:
         app.router.add_get("/admin/faults", self._admin_get_faults)
         app.router.add_post("/admin/faults", self._admin_set_faults)
         app.router.add_get("/health", self._health)
+        self.batch_api.add_routes(app)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
@@ -596,6 +609,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", default=None,
                    help="require 'Bearer <value of this env var>' (401 otherwise)")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--batch-complete-s", type=float, default=1.0,
+                   help="Batch API: seconds until a batch job completes (fast clock)")
     return p
 
 
@@ -605,7 +620,7 @@ async def _serve(args: argparse.Namespace) -> None:
         args.name, provider_model=args.provider_model, host=args.host, port=args.port,
         api_key=api_key, seed=args.seed, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
         error_rate=args.error_rate, faults=dict(args.fault), retry_after=args.retry_after,
-        hang_s=args.hang_s,
+        hang_s=args.hang_s, batch_complete_s=args.batch_complete_s,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -20,7 +20,7 @@ from ..config import RouterConfig
 from ..routing.base import RoutingContext
 from ..routing.pipeline import Pipeline
 from ..schemas import Attempt, Audit, CachedDecision, DeadLetter, Request, Response, Usage, Verdict, now_ms
-from ..state.store import key_state_key, request_key
+from ..state.store import key_state_key, parked_dup_key, parked_key, request_key
 from .intake import Poison, classify, context_limit
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class Outcome:
     audit: Audit | None = None
     dead_letter: DeadLetter | None = None
     model_called: bool = False
+    parked: bool = False  # waiting for a Batch API job; answered later by processing/batch_jobs.py
 
 
 class Dispatcher(Protocol):
@@ -150,6 +151,13 @@ class Handler:
                                   error=first.error)
                     return Outcome(response=response, audit=audit)
 
+        if view.get(parked_key(request.request_id)) is not None:
+            # a repeat of a request still waiting for its Batch API job: answered with it
+            metrics.DUPLICATES.inc()
+            view.put(parked_dup_key(request.request_id, source.offset), json.dumps(
+                {"source": src, "headers": headers, "received_at": received}).encode())
+            return Outcome(parked=True)
+
         state_key = key_state_key(key)
         raw_state = view.get(state_key)
         state = json.loads(raw_state) if raw_state else {"decision": None, "count": 0}
@@ -191,6 +199,17 @@ class Handler:
                                                    decided_at=received).model_dump()
         for v in verdicts:
             metrics.STRATEGY.labels(v.strategy, v.outcome).inc()
+
+        if self.config.candidates[chosen].mode == "batch":
+            state["count"] = int(state.get("count", 0)) + 1
+            view.put(state_key, json.dumps(state, separators=(",", ":")).encode())
+            view.put(parked_key(request.request_id), json.dumps({
+                "request": request.model_dump(mode="json", exclude_none=True), "key": key,
+                "kafka_key_b64": _b64(source.key), "chosen": chosen, "decided_by": decided_by,
+                "verdicts": [v.model_dump(mode="json") for v in verdicts], "cache_hit": cache_hit,
+                "received_at": received, "source": src, "headers": headers, "job": None,
+            }, separators=(",", ":")).encode())
+            return Outcome(parked=True)
 
         budget_ms = request.deadline_ms or self.config.worker.default_deadline_ms
         result = await self.dispatcher.call(request, chosen, time.monotonic() + budget_ms / 1000)

@@ -56,6 +56,8 @@ class _Partition:
     next_offset: int = 0
     task: asyncio.Task[None] | None = None
     lost: bool = False
+    state_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    jobs_task: asyncio.Task[None] | None = None
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -116,6 +118,11 @@ class Processor:
         self.records_done = 0
         self.first_answer_at: float | None = None
         self.fatal: BaseException | None = None
+        self._batch_clients: dict[str, Any] = {}
+        batch_mode = [n for n, c in config.candidates.items() if c.mode == "batch"]
+        if batch_mode:
+            from ..providers.batch_api import BatchAPIClient
+            self._batch_clients = {n: BatchAPIClient(n, config.candidates[n]) for n in batch_mode}
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -156,6 +163,8 @@ class Processor:
         await self._close_partitions(list(self._parts))
         if self._restorer is not None:
             await self._restorer.stop()
+        for client in self._batch_clients.values():
+            await client.aclose()
 
     # ------------------------------------------------------------------ rebalance
     async def _assign(self, tps: list[TopicPartition]) -> None:
@@ -166,7 +175,7 @@ class Processor:
             if mine:
                 self._consumer.pause(*mine)
             started = time.monotonic()
-            await asyncio.gather(*(self._open_partition(tp) for tp in mine))
+            await asyncio.gather(*(self._open_with_retry(tp) for tp in mine))
             metrics.ASSIGNED.set(len(self._parts))
             if mine:
                 log.info("assigned %s in %.2fs", sorted(tp.partition for tp in mine), time.monotonic() - started)
@@ -177,6 +186,18 @@ class Processor:
         finally:
             self._rebalancing = False
 
+    async def _open_with_retry(self, tp: TopicPartition, attempts: int = 6) -> None:
+        """Open a partition; a broker restart in the middle is retried (1, 2, 4, 8, 16 s) before we die."""
+        for attempt in range(attempts):
+            try:
+                await self._open_partition(tp)
+                return
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.warning("opening %s failed (%s: %s); retrying", tp, type(exc).__name__, exc)
+                await asyncio.sleep(2 ** attempt)
+
     async def _open_partition(self, tp: TopicPartition) -> None:
         assert self._consumer is not None
         kafka = self.config.kafka
@@ -184,7 +205,11 @@ class Processor:
             **client_settings(kafka), transactional_id=f"{kafka.group_id}.{tp.topic}.{tp.partition}",
             enable_idempotence=True, acks="all", transaction_timeout_ms=kafka.transaction_timeout_ms,
             linger_ms=2, client_id=f"router-stream-{self.worker_id}-p{tp.partition}")
-        await producer.start()  # init_transactions: fences the previous owner, ends its transaction
+        try:
+            await producer.start()  # init_transactions: fences the previous owner, ends its transaction
+        except BaseException:
+            await producer.stop()
+            raise
         state_dir = Path(self.config.cache.state_dir) / kafka.group_id / f"{tp.topic}-{tp.partition}"
         store = await asyncio.to_thread(PartitionStore, state_dir)
         try:
@@ -200,7 +225,11 @@ class Processor:
         else:
             self._consumer.seek(tp, committed)
             next_offset = committed
-        self._parts[tp] = _Partition(tp, producer, store, next_offset)
+        part = _Partition(tp, producer, store, next_offset)
+        self._parts[tp] = part
+        if self._batch_clients:
+            from .batch_jobs import PartitionJobs
+            part.jobs_task = asyncio.create_task(PartitionJobs(self, part, self._batch_clients).run())
 
     async def _restore(self, partition: int, store: PartitionStore) -> None:
         """Bring the local store up to the committed changelog (replay from its checkpoint)."""
@@ -261,6 +290,9 @@ class Processor:
             part = self._parts.pop(tp, None)
             if part is None:
                 continue
+            if part.jobs_task is not None:
+                part.jobs_task.cancel()
+                await asyncio.gather(part.jobs_task, return_exceptions=True)
             try:
                 await part.producer.stop()
             except Exception as exc:
@@ -322,9 +354,10 @@ class Processor:
     async def _process(self, part: _Partition, records: list[Any]) -> None:
         started = time.monotonic()
         try:
-            view = StateView(part.store)
-            outcomes = await self._handle_all(records, view)
-            await self._commit(part, records, outcomes, view)
+            async with part.state_lock:  # batch-API job completions never interleave with a batch
+                view = StateView(part.store)
+                outcomes = await self._handle_all(records, view)
+                await self._commit(part, records, outcomes, view)
             metrics.BATCH_SECONDS.observe(time.monotonic() - started)
         except asyncio.CancelledError:
             await self._abort_quietly(part)
@@ -342,14 +375,23 @@ class Processor:
         except Exception as exc:
             log.error("partition %s: batch at offset %d failed (%s: %s); it will be re-read",
                       part.tp, records[0].offset, type(exc).__name__, exc)
-            try:
-                await part.producer.abort_transaction()
-                metrics.TRANSACTIONS.labels("abort").inc()
-            except Exception as abort_exc:
-                if not isinstance(abort_exc, KafkaError) or "Not in the middle" not in str(abort_exc):
-                    await self._die(FatalProcessorError(
-                        f"abort after a failed commit failed on {part.tp}: {type(abort_exc).__name__}: {abort_exc}"))
+            for attempt in range(5):  # the broker may be restarting: give it a moment
+                try:
+                    await part.producer.abort_transaction()
+                    metrics.TRANSACTIONS.labels("abort").inc()
+                    break
+                except FENCED:
+                    part.lost = True
+                    asyncio.create_task(self._reopen_if_still_ours(part))
                     return
+                except Exception as abort_exc:
+                    if "Not in the middle" in str(abort_exc) or "not in transaction" in str(abort_exc).lower():
+                        break
+                    if attempt == 4:
+                        await self._die(FatalProcessorError(
+                            f"abort after a failed commit failed on {part.tp}: {type(abort_exc).__name__}: {abort_exc}"))
+                        return
+                    await asyncio.sleep(2.0 * (attempt + 1))
             if self._consumer is not None and part.tp in self._parts:
                 self._consumer.seek(part.tp, records[0].offset)
             await asyncio.sleep(1.0)
@@ -461,6 +503,28 @@ class Processor:
         self.records_done += len(records)
         if self.first_answer_at is None:
             self.first_answer_at = time.time()
+
+
+    async def _transact(self, part: _Partition, outputs: list[tuple[str, bytes | None, bytes]],
+                        writes: dict[bytes, bytes | None]) -> None:
+        """A transaction without consumed offsets (Batch API completions): outputs + changelog."""
+        producer = part.producer
+        await producer.begin_transaction()
+        try:
+            for topic, key, value in outputs:
+                await producer.send(topic, key=key, value=value)
+            changelog = [await producer.send(self.topics.changelog, key=k, value=v, partition=part.tp.partition)
+                         for k, v in writes.items()]
+            await producer.commit_transaction()
+        except FENCED:
+            raise
+        except BaseException:
+            await self._abort_quietly(part)
+            raise
+        metrics.TRANSACTIONS.labels("commit").inc()
+        if changelog:
+            metas = await asyncio.gather(*changelog)
+            await asyncio.to_thread(part.store.apply, writes, max(m.offset for m in metas) + 1)
 
 
 _TRACE = ("traceparent", "tracestate", "baggage", "x-request-id", "x-b3-traceid")

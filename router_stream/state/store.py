@@ -8,8 +8,13 @@ with a checkpoint (the changelog offset it reflects) in one atomic RocksDB write
 state is never ahead of Kafka; after any stop it is brought up to date by replaying the
 changelog from the checkpoint (or from the start when the checkpoint cannot be trusted).
 
-Keys: ``k:<scope key>`` → the key's state (JSON: sticky decision or none, request count); ``r:<request_id>`` → the response first
-given to that request id (JSON), for answering producer retries without a second model call.
+Keys:
+
+* ``k:<scope key>`` → the key's state (JSON: sticky decision or none, request count);
+* ``r:<request_id>`` → the response first given to that request id (JSON), for answering
+  producer retries without a second model call;
+* ``j:<request_id>`` → a request parked for a Batch API job, ``b:<job id>`` → a submitted job,
+  ``p:<request_id>\0<offset>`` → a repeat of a parked request (see ``processing/batch_jobs.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,21 @@ def request_key(request_id: str) -> bytes:
     return b"r:" + request_id.encode("utf-8", "surrogatepass")
 
 
+def parked_key(request_id: str) -> bytes:
+    """A request waiting for a Batch API job (candidate ``mode: batch``)."""
+    return b"j:" + request_id.encode("utf-8", "surrogatepass")
+
+
+def parked_dup_key(request_id: str, offset: int) -> bytes:
+    """A repeat of a parked request, answered when the job completes."""
+    return b"p:" + request_id.encode("utf-8", "surrogatepass") + b"\x00" + str(offset).encode()
+
+
+def job_key(job_id: str) -> bytes:
+    """A submitted Batch API job: candidate, request ids, submit time."""
+    return b"b:" + job_id.encode("utf-8", "surrogatepass")
+
+
 class PartitionStore:
     """RocksDB for one input partition. Not shared between partitions or processes."""
 
@@ -42,6 +62,15 @@ class PartitionStore:
 
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
+
+    def scan(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with ``prefix``, in key order."""
+        out = []
+        for key, value in self._db.items(from_key=prefix):
+            if not key.startswith(prefix):
+                break
+            out.append((key, value))
+        return out
 
     @property
     def checkpoint(self) -> int | None:

@@ -1,0 +1,181 @@
+"""Batch API mode: requests parked in the partition's state, answered when their job completes.
+
+For candidates with ``mode: batch`` the handler does not call the model; it *parks* the request
+(``j:<request_id>`` in the partition store, written through the changelog in the same
+transaction as the consumed offset). One :class:`PartitionJobs` per partition then:
+
+1. **submits** parked requests without a job (per candidate, when ``max_records`` are waiting or
+   the oldest has waited ``max_wait_ms``) and records the job id — ``b:<job>`` and the job id in
+   each ``j:`` entry — in a transaction on the partition's producer;
+2. **polls** every recorded job; when it is terminal, produces the responses and audit records
+   (and the answers of repeats parked as ``p:`` entries), deletes the ``j:``/``p:``/``b:``
+   entries and writes the dedup entries, all in one transaction.
+
+A restart restores the entries from the changelog, so polling resumes and nothing is
+resubmitted. A crash after a job was created but before its id was committed submits those
+requests again in a new job (the first job's answers are never read): outputs stay exactly
+once, the provider may bill twice for that window. State changes run under the partition's
+state lock, so a batch being handled never races a job completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import metrics
+from ..errors import ModelError
+from ..providers.base import ChatCall, Completion
+from ..schemas import Attempt, Audit, Request, Response, Verdict, now_ms
+from ..state.store import job_key, parked_key, request_key
+
+if TYPE_CHECKING:
+    from .processor import Processor, _Partition
+
+log = logging.getLogger(__name__)
+
+from ..providers.batch_api import TERMINAL_STATES as TERMINAL
+
+
+class PartitionJobs:
+    """The submit/poll loop of one input partition."""
+
+    def __init__(self, processor: "Processor", part: "_Partition", clients: dict[str, Any]) -> None:
+        self.p = processor
+        self.part = part
+        self.clients = clients
+        cfgs = processor.config.candidates
+        self.interval = min(cfgs[c].batch_api.poll_interval_ms for c in clients) / 1000
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.submit_due()
+                await self.poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # network trouble: log and try again next round
+                log.warning("batch jobs of %s: %s: %s", self.part.tp, type(exc).__name__, exc)
+            await asyncio.sleep(self.interval)
+
+    # ---------------------------------------------------------------- submit
+    async def submit_due(self) -> None:
+        waiting: dict[str, list[tuple[bytes, dict[str, Any]]]] = {}
+        for key, value in self.part.store.scan(b"j:"):
+            entry = json.loads(value)
+            if entry.get("job") is None and entry["chosen"] in self.clients:
+                waiting.setdefault(entry["chosen"], []).append((key, entry))
+        now = now_ms()
+        for candidate, entries in waiting.items():
+            cfg = self.p.config.candidates[candidate].batch_api
+            oldest = min(e["received_at"] for _, e in entries)
+            if len(entries) < cfg.max_records and now - oldest < cfg.max_wait_ms:
+                continue
+            for start in range(0, len(entries), cfg.max_records):
+                await self._submit(candidate, entries[start:start + cfg.max_records])
+
+    async def _submit(self, candidate: str, entries: list[tuple[bytes, dict[str, Any]]]) -> None:
+        items = []
+        for _, entry in entries:
+            request = Request.model_validate(entry["request"])
+            items.append((request.request_id, ChatCall(request.chat_messages(), dict(request.params),
+                                                       self.p.config.candidates[candidate].request_timeout_ms / 1000)))
+        job_id = await self.clients[candidate].submit(items)
+        log.info("partition %s: submitted batch job %s to %s with %d requests", self.part.tp, job_id,
+                 candidate, len(items))
+        writes: dict[bytes, bytes | None] = {}
+        async with self.part.state_lock:
+            for key, entry in entries:
+                current = self.part.store.get(key)
+                if current is None or json.loads(current).get("job") is not None:
+                    continue
+                entry["job"] = job_id
+                writes[key] = json.dumps(entry, separators=(",", ":")).encode()
+            writes[job_key(job_id)] = json.dumps({"candidate": candidate, "submitted_at": now_ms(),
+                                                  "request_ids": [rid for rid, _ in items]}).encode()
+            await self.p._transact(self.part, [], writes)
+
+    # ---------------------------------------------------------------- poll and complete
+    async def poll(self) -> None:
+        for key, value in self.part.store.scan(b"b:"):
+            job = json.loads(value)
+            job_id = key[2:].decode()
+            client = self.clients.get(job["candidate"])
+            if client is None:
+                continue
+            status = await client.status(job_id)
+            if status.state not in TERMINAL:
+                continue
+            # every terminal state: an expired or cancelled job keeps the answers it finished
+            results = await client.results(status, expected=job["request_ids"])
+            await self._complete(job_id, job, status.state, results)
+
+    async def _complete(self, job_id: str, job: dict[str, Any], state: str,
+                        results: dict[str, Completion | ModelError]) -> None:
+        cand_cfg = self.p.config.candidates[job["candidate"]]
+        discount = cand_cfg.batch_api.discount
+        t = self.p.topics
+        async with self.part.state_lock:
+            if self.part.store.get(job_key(job_id)) is None:
+                return  # completed already (e.g. by a previous round that committed)
+            outputs: list[tuple[str, bytes | None, bytes]] = []
+            writes: dict[bytes, bytes | None] = {job_key(job_id): None}
+            elapsed = max(0.0, now_ms() - job["submitted_at"])
+            for rid in job["request_ids"]:
+                raw = self.part.store.get(parked_key(rid))
+                if raw is None:
+                    continue
+                entry = json.loads(raw)
+                result = results.get(rid)
+                if isinstance(result, Completion):
+                    usage = result.usage
+                    cost = discount * (usage.prompt_tokens * cand_cfg.price_input_per_1k
+                                       + usage.completion_tokens * cand_cfg.price_output_per_1k) / 1000
+                    response = Response(request_id=rid, candidate=job["candidate"], provider_model=result.provider_model,
+                                        output=result.text, usage=usage, latency_ms=elapsed,
+                                        batch={"job_id": job_id, "mode": "batch_api"})
+                    attempt = Attempt(candidate=job["candidate"], outcome="ok", latency_ms=elapsed)
+                    error = None
+                else:
+                    kind = getattr(result, "kind", None) or "batch_missing"
+                    error = (f"{job['candidate']}: batch job {job_id} ended {state}; "
+                             f"no answer for this request ({kind})")
+                    response = Response(request_id=rid, candidate=job["candidate"], latency_ms=elapsed, error=error,
+                                        error_kind=kind, batch={"job_id": job_id, "mode": "batch_api"})
+                    attempt = Attempt(candidate=job["candidate"], outcome="error", latency_ms=elapsed, error_kind=kind,
+                                      error=error)
+                    cost = 0.0
+                key_bytes = _unb64(entry.get("kafka_key_b64"))
+                audit = Audit(request_id=rid, key=entry["key"], chosen=entry["chosen"],
+                              served_by=job["candidate"] if error is None else None, decided_by=entry["decided_by"],
+                              verdicts=[Verdict.model_validate(v) for v in entry["verdicts"]],
+                              cache_hit=entry["cache_hit"], attempts=[attempt], estimated_cost_usd=cost,
+                              error=error, worker_id=self.p.worker_id, source=entry["source"],
+                              received_at=entry["received_at"], headers=entry["headers"], batch=response.batch)
+                outputs.append((t.responses, key_bytes, response.model_dump_json(exclude_none=True).encode()))
+                outputs.append((t.audit, key_bytes, audit.model_dump_json(exclude_none=True).encode()))
+                metrics.REQUESTS.labels(job["candidate"], entry["decided_by"], "ok" if error is None else kind).inc()
+                writes[parked_key(rid)] = None
+                if self.p.config.cache.dedup_window_s > 0:
+                    writes[request_key(rid)] = response.model_dump_json().encode()
+                for dup_key, dup_raw in self.part.store.scan(b"p:" + rid.encode("utf-8", "surrogatepass") + b"\x00"):
+                    dup = json.loads(dup_raw)
+                    again = response.model_copy(update={"duplicate": True, "produced_at": now_ms()})
+                    dup_audit = Audit(request_id=rid, key=entry["key"], chosen=response.candidate,
+                                      served_by=response.candidate, decided_by="duplicate", duplicate=True,
+                                      worker_id=self.p.worker_id, source=dup["source"], received_at=dup["received_at"],
+                                      headers=dup["headers"], error=error)
+                    outputs.append((t.responses, key_bytes, again.model_dump_json(exclude_none=True).encode()))
+                    outputs.append((t.audit, key_bytes, dup_audit.model_dump_json(exclude_none=True).encode()))
+                    writes[dup_key] = None
+            await self.p._transact(self.part, outputs, writes)
+        log.info("partition %s: batch job %s %s, %d answers produced", self.part.tp, job_id, state,
+                 len(outputs) // 2)
+
+
+def _unb64(value: str | None) -> bytes | None:
+    import base64
+    return base64.b64decode(value) if value else None
