@@ -61,7 +61,7 @@ from ..config import CandidateConfig
 from ..errors import FatalModelError, ModelError, RetryableModelError
 from ..schemas import Usage
 from .base import ChatCall, Completion
-from .openai import _RESERVED_PARAMS, _content_text, _is_timeout, _ssl_context, _usage, parse_retry_after
+from .openai import _RESERVED_PARAMS, _content_text, _ssl_context, _usage, parse_retry_after, transport_error
 
 __all__ = [
     "ACTIVE_STATES", "BATCH_STATES", "TERMINAL_STATES",
@@ -327,19 +327,11 @@ class BatchAPIClient:
                 await request.aread()  # multipart bodies go to aiohttp as bytes, with a length
                 resp = await self._http.send(request)
                 await resp.aread()
-        except TimeoutError:
-            raise RetryableModelError(f"{self.name}: {what}: no answer within {timeout_s:.3g}s",
-                                      kind="timeout") from None
-        except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
-            if _is_timeout(exc):
-                raise RetryableModelError(f"{self.name}: {what}: no answer within {timeout_s:.3g}s",
-                                          kind="timeout") from None
-            raise RetryableModelError(
-                f"{self.name}: {what}: connection failed ({type(exc.__cause__ or exc).__name__})",
-                kind="connection") from None
-        except httpx.HTTPError as exc:  # e.g. a bad URL in config: not worth a retry
-            raise FatalModelError(f"{self.name}: {what}: request failed ({type(exc).__name__})",
-                                  kind="client_error") from None
+        except Exception as exc:
+            error = transport_error(exc, f"{self.name}: {what}", timeout_s)
+            if error is None:
+                raise
+            raise error from None
         if not 200 <= resp.status_code < 300:
             raise _status_error(f"{self.name}: {what}: HTTP {resp.status_code} from batch endpoint",
                                 resp.status_code, parse_retry_after(resp.headers))

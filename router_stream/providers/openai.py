@@ -143,6 +143,24 @@ def _usage(raw: Any, messages: list[dict[str, Any]], text: str) -> Usage:
     return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
 
 
+def transport_error(exc: BaseException, prefix: str, timeout_s: float) -> ModelError | None:
+    """The :class:`ModelError` for an exception raised while talking HTTP, or None if not ours.
+
+    Shared by every client on the aiohttp transport: it reports refused/reset connections as
+    ``httpx.ConnectTimeout``, so the aiohttp error underneath decides timeout vs connection.
+    Messages carry the prefix, the timeout and an exception class name, never a body or header.
+    """
+    if isinstance(exc, TimeoutError) or (
+            isinstance(exc, (httpx.TransportError, aiohttp.ClientError, OSError)) and _is_timeout(exc)):
+        return RetryableModelError(f"{prefix}: no answer within {timeout_s:.3g}s", kind="timeout")
+    if isinstance(exc, (httpx.TransportError, aiohttp.ClientError, OSError)):
+        return RetryableModelError(f"{prefix}: connection failed ({type(exc.__cause__ or exc).__name__})",
+                                   kind="connection")
+    if isinstance(exc, httpx.HTTPError):  # e.g. a bad URL in config: not worth a retry
+        return FatalModelError(f"{prefix}: request failed ({type(exc).__name__})", kind="client_error")
+    return None
+
+
 class OpenAIChatClient:
     """:class:`~router_stream.providers.base.ModelClient` for one OpenAI-compatible candidate."""
 
@@ -181,19 +199,11 @@ class OpenAIChatClient:
                     self.url, json=body, headers=self._headers(),
                     timeout=httpx.Timeout(timeout_s),
                 )
-        except TimeoutError:
-            raise RetryableModelError(f"{self.name}: no answer within {timeout_s:.3g}s",
-                                      kind="timeout") from None
-        except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
-            if _is_timeout(exc):
-                raise RetryableModelError(f"{self.name}: no answer within {timeout_s:.3g}s",
-                                          kind="timeout") from None
-            raise RetryableModelError(
-                f"{self.name}: connection failed ({type(exc.__cause__ or exc).__name__})",
-                kind="connection") from None
-        except httpx.HTTPError as exc:  # e.g. a bad URL in config: not worth a retry
-            raise FatalModelError(f"{self.name}: request failed ({type(exc).__name__})",
-                                  kind="client_error") from None
+        except Exception as exc:
+            error = transport_error(exc, self.name, timeout_s)
+            if error is None:
+                raise
+            raise error from None
         latency_ms = (time.monotonic() - started) * 1000.0
 
         if not 200 <= resp.status_code < 300:
