@@ -38,3 +38,12 @@ def model_servers() -> Iterator[dict[str, object]]:
     yield servers
     for s in servers.values():
         s.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_workers() -> Iterator[None]:
+    """Whatever a test does, no worker process it started outlives it."""
+    yield
+    from router_stream.devtools.harness import kill_all_started
+
+    kill_all_started()

@@ -64,6 +64,20 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+_STARTED: list["WorkerProcess"] = []
+
+
+def kill_all_started() -> int:
+    """kill -9 every worker this process started that is still alive (test teardown); returns the count."""
+    n = 0
+    while _STARTED:
+        w = _STARTED.pop()
+        if w.alive:
+            w.kill()
+            n += 1
+    return n
+
+
 @dataclass
 class WorkerProcess:
     """A ``router-stream run`` subprocess with its own metrics port and log file."""
@@ -82,6 +96,7 @@ class WorkerProcess:
             [sys.executable, "-m", "router_stream.cli", "run", "--config", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
+        _STARTED.append(self)
         return self
 
     def health(self, path: str = "/health/ready") -> dict[str, Any] | None:
