@@ -107,6 +107,7 @@ class Processor:
         self.topics = config.topics
         self._on_fatal = on_fatal
         self._parts: dict[TopicPartition, _Partition] = {}
+        self._opening: dict[TopicPartition, asyncio.Task[None]] = {}
         self._sem = asyncio.Semaphore(config.worker.max_in_flight)
         self._restore_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -128,7 +129,8 @@ class Processor:
     @property
     def ready(self) -> bool:
         """Assigned at least once, restored, not rebalancing, not failed."""
-        return self.assigned_once.is_set() and not self._rebalancing and self.fatal is None and not self._stopping
+        return (self.assigned_once.is_set() and not self._rebalancing and not self._opening
+                and self.fatal is None and not self._stopping)
 
     async def start(self) -> None:
         kafka = self.config.kafka
@@ -151,6 +153,9 @@ class Processor:
     async def stop(self) -> None:
         """Graceful: stop fetching, let in-flight batches commit (bounded), leave the group."""
         self._stopping = True
+        for task in list(self._opening.values()):
+            task.cancel()
+        await asyncio.gather(*self._opening.values(), return_exceptions=True)
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -168,23 +173,38 @@ class Processor:
 
     # ------------------------------------------------------------------ rebalance
     async def _assign(self, tps: list[TopicPartition]) -> None:
-        self._rebalancing = True
+        """Pause the new partitions and open them in the background.
+
+        aiokafka stops heartbeating while this callback runs (group_coordinator.py), and opening
+        a partition (init_transactions, changelog restore) can take seconds under load: done
+        inline it made workers miss their session and rebalance again. The partitions stay
+        paused until their producer is fenced-in, their state restored and their offset sought.
+        """
+        assert self._consumer is not None
+        mine = [tp for tp in tps if tp.topic == self.topics.requests and tp not in self._parts
+                and tp not in self._opening]
+        if mine:
+            self._consumer.pause(*mine)
+        for tp in mine:
+            self._opening[tp] = asyncio.create_task(self._open_and_resume(tp), name=f"open-{tp.partition}")
+        self._rebalancing = False
+        self.assigned_once.set()
+
+    async def _open_and_resume(self, tp: TopicPartition) -> None:
+        started = time.monotonic()
         try:
-            assert self._consumer is not None
-            mine = [tp for tp in tps if tp.topic == self.topics.requests and tp not in self._parts]
-            if mine:
-                self._consumer.pause(*mine)
-            started = time.monotonic()
-            await asyncio.gather(*(self._open_with_retry(tp) for tp in mine))
-            metrics.ASSIGNED.set(len(self._parts))
-            if mine:
-                log.info("assigned %s in %.2fs", sorted(tp.partition for tp in mine), time.monotonic() - started)
-                self._consumer.resume(*mine)
-            self.assigned_once.set()
+            await self._open_with_retry(tp)
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
             await self._die(exc)
+            return
         finally:
-            self._rebalancing = False
+            self._opening.pop(tp, None)
+        metrics.ASSIGNED.set(len(self._parts))
+        log.info("opened partition %d in %.2fs", tp.partition, time.monotonic() - started)
+        if self._consumer is not None and tp in self._consumer.assignment() and not self._stopping:
+            self._consumer.resume(tp)
 
     async def _open_with_retry(self, tp: TopicPartition, attempts: int = 6) -> None:
         """Open a partition; a broker restart in the middle is retried (1, 2, 4, 8, 16 s) before we die."""
@@ -205,26 +225,24 @@ class Processor:
             **client_settings(kafka), transactional_id=f"{kafka.group_id}.{tp.topic}.{tp.partition}",
             enable_idempotence=True, acks="all", transaction_timeout_ms=kafka.transaction_timeout_ms,
             linger_ms=2, client_id=f"router-stream-{self.worker_id}-p{tp.partition}")
+        store: PartitionStore | None = None
         try:
             await producer.start()  # init_transactions: fences the previous owner, ends its transaction
-        except BaseException:
-            await producer.stop()
-            raise
-        state_dir = Path(self.config.cache.state_dir) / kafka.group_id / f"{tp.topic}-{tp.partition}"
-        store = await asyncio.to_thread(PartitionStore, state_dir)
-        try:
+            state_dir = Path(self.config.cache.state_dir) / kafka.group_id / f"{tp.topic}-{tp.partition}"
+            store = await asyncio.to_thread(PartitionStore, state_dir)
             await self._restore(tp.partition, store)
             committed = await self._consumer.committed(tp)
-        except BaseException:
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+                next_offset = 0
+            else:
+                self._consumer.seek(tp, committed)
+                next_offset = committed
+        except BaseException:  # including cancellation by a revoke: release what we opened
             await producer.stop()
-            store.close()
+            if store is not None:
+                store.close()
             raise
-        if committed is None:
-            await self._consumer.seek_to_beginning(tp)
-            next_offset = 0
-        else:
-            self._consumer.seek(tp, committed)
-            next_offset = committed
         part = _Partition(tp, producer, store, next_offset)
         self._parts[tp] = part
         if self._batch_clients:
@@ -269,6 +287,10 @@ class Processor:
 
     async def _revoke(self, tps: list[TopicPartition]) -> None:
         self._rebalancing = True
+        opening = [task for tp in tps if (task := self._opening.pop(tp, None)) is not None]
+        for task in opening:
+            task.cancel()
+        await asyncio.gather(*opening, return_exceptions=True)
         mine = [tp for tp in tps if tp in self._parts]
         await self._drain(mine, self.config.worker.shutdown_grace_s)
         await self._close_partitions(mine)

@@ -1,0 +1,271 @@
+"""kafka-limit: how close the worker gets to what Kafka transactions alone allow.
+
+One backlog of requests on one requests topic, drained three times by three consumer groups:
+
+1. the **worker** (``router-stream run``, rule routing, both candidates on one instant loopback
+   model server in its own process);
+2. a **bare pass-through, one transactional producer per partition**: the processor's own loop
+   without the handler (read_committed consumer, ``getmany(max_records=max_batch)``, one task per
+   partition batch: begin, two sends per record, ``send_offsets_to_transaction``, commit);
+3. the same pass-through with **one transactional producer for the whole worker** (one
+   transaction per ``getmany``).
+
+The pass-throughs write two records per input record with the mean key/value sizes of the
+worker's responses and audit records (read back from the worker's output), to topics with the
+same partition count. The worker is timed from the moment its backlog is in place (it started on an empty topic and
+settled first) to its last commit; the pass-throughs from their first commit to their last. So
+start-up (Faust, group join, ``init_transactions``) is in neither. Ratio = worker / pass-through, target ≥ 0.5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from router_stream.devtools.harness import read_topic
+
+from .common import (CpuWatch, Ctx, Headline, ModelServerProc, Result, Table, drain_data, drain_with_worker,
+                     fmt_load, health_note, loadavg, produce_fast, ratio, router_topics, topic_end_total, traffic,
+                     worker_config)
+
+NAME = "kafka-limit"
+TITLE = "worker vs bare aiokafka transactional pass-through (instant model)"
+NEEDS_KAFKA = True
+TARGET = 0.5
+
+# used when the worker's output sizes are unknown (routing benchmark run alone)
+DEFAULT_SIZES = {"response": 330, "audit": 900}
+
+
+def sizes_of(records: list[Any]) -> float:
+    return statistics.fmean(len(r.value or b"") for r in records) if records else 0.0
+
+
+async def passthrough(bootstrap: str, in_topic: str, outs: tuple[str, str], group: str, n: int,
+                      sizes: tuple[int, int], *, per_partition: bool, max_batch: int = 500,
+                      timeout: float = 300, say=None, broker_pid: int | None = None) -> dict[str, Any]:
+    """Drain ``n`` records from ``in_topic``: per record one write to each of ``outs`` in a
+    transaction with the consumed offsets. Returns rate and CPU figures."""
+    payload_a, payload_b = b"r" * sizes[0], b"a" * sizes[1]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest",
+                                session_timeout_ms=10_000)
+    producers: dict[TopicPartition, AIOKafkaProducer] = {}
+    tasks: dict[TopicPartition, asyncio.Task[None]] = {}
+    state = {"done": 0, "t_first": None, "done_first": 0, "commits": 0, "cpu_first": 0.0}
+
+    def new_producer(txid: str) -> AIOKafkaProducer:
+        return AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=txid, enable_idempotence=True,
+                                acks="all", linger_ms=2)
+
+    class Listener(ConsumerRebalanceListener):
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            pass
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            if not per_partition:
+                return
+            new = [tp for tp in assigned if tp not in producers]
+            for tp in new:
+                producers[tp] = new_producer(f"{group}.{tp.topic}.{tp.partition}")
+            await asyncio.gather(*(producers[tp].start() for tp in new))
+
+    def committed(count: int) -> None:
+        state["done"] += count
+        state["commits"] += 1
+        if state["t_first"] is None:
+            state["t_first"] = time.monotonic()
+            state["done_first"] = state["done"]
+            state["cpu_first"] = time.process_time()
+            watch.start()
+
+    async def batch(producer: AIOKafkaProducer, offsets: dict[TopicPartition, int], records: list[Any]) -> None:
+        await producer.begin_transaction()
+        for r in records:
+            await producer.send(outs[0], key=r.key, value=payload_a)
+            await producer.send(outs[1], key=r.key, value=payload_b)
+        await producer.send_offsets_to_transaction(offsets, group)
+        await producer.commit_transaction()
+        committed(len(records))
+
+    async def partition_batch(tp: TopicPartition, records: list[Any]) -> None:
+        try:
+            await batch(producers[tp], {tp: records[-1].offset + 1}, records)
+        finally:
+            consumer.resume(tp)
+
+    watch = CpuWatch({"broker": broker_pid})
+    single = new_producer(f"{group}.single") if not per_partition else None
+    await consumer.start()
+    if single is not None:
+        await single.start()
+    consumer.subscribe([in_topic], listener=Listener())
+    deadline = time.monotonic() + timeout
+    last_say = time.monotonic()
+    try:
+        while state["done"] < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pass-through: {state['done']:,}/{n:,} after {timeout:.0f}s")
+            data = await consumer.getmany(timeout_ms=100, max_records=max_batch)
+            if single is not None:
+                if data:
+                    offsets = {tp: recs[-1].offset + 1 for tp, recs in data.items()}
+                    await batch(single, offsets, [r for recs in data.values() for r in recs])
+            else:
+                for tp, records in data.items():
+                    task = tasks.get(tp)
+                    if task is not None and not task.done():
+                        consumer.seek(tp, records[0].offset)
+                        continue
+                    if task is not None and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                    consumer.pause(tp)
+                    tasks[tp] = asyncio.create_task(partition_batch(tp, records))
+            now = time.monotonic()
+            if say is not None and now - last_say >= 5:
+                last_say = now
+                say(f"pass-through: {state['done']:,}/{n:,}")
+        t_end = time.monotonic()
+        cpu_end = time.process_time()
+    finally:
+        for task in tasks.values():
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await consumer.stop()
+        for p in [*producers.values(), *([single] if single else [])]:
+            await p.stop()
+    used = watch.stop()
+    seconds = max(1e-6, t_end - state["t_first"])
+    counted = n - state["done_first"]
+    return {"rate": counted / seconds, "seconds": seconds, "counted": counted, "commits": state["commits"],
+            "cpu_client_s": cpu_end - state["cpu_first"], "cpu_broker_s": used.get("broker")}
+
+
+def baseline_only(ctx: Ctx, n: int) -> dict[str, Any]:
+    """The per-partition pass-through alone (for ``routing`` when ``kafka-limit`` did not run)."""
+    bootstrap = ctx.need_kafka()
+    prefix = ctx.prefix("kl")
+    outs = (f"{prefix}.bl.responses", f"{prefix}.bl.audit")
+    topics = asyncio.run(router_topics(bootstrap, prefix, ctx.partitions, extra=list(outs)))
+    ctx.created_topics += [*topics.values(), *outs]
+    asyncio.run(produce_fast(bootstrap, topics["requests"], traffic(n, max(1, n // 10), 7, prefix)))
+    return asyncio.run(passthrough(bootstrap, topics["requests"], outs, f"{prefix}-bl", n,
+                                   (DEFAULT_SIZES["response"], DEFAULT_SIZES["audit"]),
+                                   per_partition=True, say=ctx.say, broker_pid=ctx.broker_pid))
+
+
+def run(ctx: Ctx) -> Result:
+    bootstrap = ctx.need_kafka()
+    n = 3_000 if ctx.quick else 24_000
+    keys = max(100, n // 15)
+    res = Result(NAME, TITLE)
+    prefix = ctx.prefix("kl")
+    outs_pp = (f"{prefix}.pp.responses", f"{prefix}.pp.audit")
+    outs_pw = (f"{prefix}.pw.responses", f"{prefix}.pw.audit")
+    topics = asyncio.run(router_topics(bootstrap, prefix, ctx.partitions, extra=[*outs_pp, *outs_pw]))
+    ctx.created_topics += [*topics.values(), *outs_pp, *outs_pw]
+    ctx.say(f"{ctx.partitions} partitions per topic; {n:,} requests over {keys:,} keys")
+    records = traffic(n, keys, 1, prefix)
+    in_bytes = statistics.fmean(len(v) for _, v in records)
+    with ModelServerProc(ctx.workdir, "instant", latency_ms=0) as model:
+        cfg = worker_config(ctx, prefix, model.base_url)
+        load0 = loadavg()
+        w = drain_with_worker(ctx, cfg, records, label="worker", timeout=600, model=model,
+                              settle_s=4 if ctx.quick else 8)
+        load1 = loadavg()
+    ctx.say(f"worker: {w.rate:,.0f} records/s over {w.seconds:.1f}s; reading its output back")
+    responses = asyncio.run(read_topic(bootstrap, topics["responses"], timeout=180, idle=2))
+    audits = asyncio.run(read_topic(bootstrap, topics["audit"], timeout=180, idle=2))
+    changelog_end = asyncio.run(topic_end_total(bootstrap, topics["changelog"]))
+    dead_end = asyncio.run(topic_end_total(bootstrap, topics["dead_letter"]))
+    resp_size, audit_size = sizes_of(responses), sizes_of(audits)
+    key_size = statistics.fmean(len(r.key or b"") for r in responses) if responses else 0
+    ids = {json.loads(r.value)["request_id"] for r in responses}
+    errors = sum(1 for r in responses if b'"error"' in r.value)
+    if len(responses) != n or len(ids) != n:
+        res.notes.append(f"WARNING: worker output has {len(responses):,} responses ({len(ids):,} distinct) for "
+                         f"{n:,} valid requests; dead-letter topic end offsets {dead_end:,}: the figures do not "
+                         f"measure the normal path")
+    sizes = (round(resp_size) or DEFAULT_SIZES["response"], round(audit_size) or DEFAULT_SIZES["audit"])
+    ctx.say(f"worker output: {len(responses):,} responses (mean {sizes[0]} B), {len(audits):,} audit "
+            f"(mean {sizes[1]} B), changelog end offsets {changelog_end:,}")
+
+    ctx.say("pass-through, one transactional producer per partition")
+    load2 = loadavg()
+    pp = asyncio.run(passthrough(bootstrap, topics["requests"], outs_pp, f"{prefix}-pp", n, sizes,
+                                 per_partition=True, say=ctx.say, broker_pid=ctx.broker_pid))
+    load3 = loadavg()
+    ctx.say(f"pass-through per partition: {pp['rate']:,.0f} records/s")
+    ctx.say("pass-through, one transactional producer for the worker")
+    pw = asyncio.run(passthrough(bootstrap, topics["requests"], outs_pw, f"{prefix}-pw", n, sizes,
+                                 per_partition=False, say=ctx.say, broker_pid=ctx.broker_pid))
+    load4 = loadavg()
+    ctx.say(f"pass-through one producer: {pw['rate']:,.0f} records/s")
+
+    def us(cpu: float | None, count: int) -> float | None:
+        return cpu / count * 1e6 if cpu is not None and count else None
+
+    wc = w.extra["counted"]
+    rows = [
+        ["router-stream worker", w.rate, 1e6 / w.rate, us(w.cpu.get("worker"), wc),
+         us(w.cpu.get("broker"), wc), w.commits and n / w.commits, fmt_load(load0) + " → " + fmt_load(load1)],
+        ["pass-through, producer per partition", pp["rate"], 1e6 / pp["rate"], us(pp["cpu_client_s"], pp["counted"]),
+         us(pp["cpu_broker_s"], pp["counted"]), pp["counted"] / max(1, pp["commits"]),
+         fmt_load(load2) + " → " + fmt_load(load3)],
+        ["pass-through, one producer", pw["rate"], 1e6 / pw["rate"], us(pw["cpu_client_s"], pw["counted"]),
+         us(pw["cpu_broker_s"], pw["counted"]), pw["counted"] / max(1, pw["commits"]),
+         fmt_load(load3) + " → " + fmt_load(load4)],
+    ]
+    res.tables.append(Table(f"{n:,} requests (mean {in_bytes:.0f} B, key {key_size:.0f} B), {keys:,} keys, "
+                            f"{ctx.partitions} partitions, max_batch 500",
+                            ["run", "records/s", "wall µs/rec", "process CPU µs/rec", "broker CPU µs/rec",
+                             "records/txn", "load 1/5/15 min"], rows))
+    r_pp, r_pw = ratio(w.rate, pp["rate"]), ratio(w.rate, pw["rate"])
+    worker_cpu_s = w.cpu.get("worker")
+    cpu_ratio = ratio(pp["cpu_client_s"] / pp["counted"], worker_cpu_s / wc) if worker_cpu_s else None
+    res.tables.append(Table("ratios (same run, same broker)", ["ratio", "value", "target"], [
+        ["worker / pass-through per partition (records/s)", f"{r_pp:.2f}×", f"≥ {TARGET}×"],
+        ["worker / pass-through one producer (records/s)", f"{r_pw:.2f}×", "-"],
+        ["pass-through CPU per record / worker CPU per record", f"{cpu_ratio:.2f}×" if cpu_ratio else "-", "-"],
+    ]))
+    res.headlines.append(Headline("worker / bare pass-through (records/s)", r_pp, f"≥ {TARGET}×",
+                                  r_pp is not None and r_pp >= TARGET,
+                                  f"{w.rate:,.0f} vs {pp['rate']:,.0f} records/s"))
+    model_cpu = w.cpu.get("model server")
+    res.notes.append(f"the pass-through writes 2 records per input; the worker writes 2 plus its changelog "
+                     f"(k: state and r: dedup per request, merged per key within a batch): changelog end offsets "
+                     f"{changelog_end:,} incl. one commit marker per partition per transaction")
+    if model_cpu is not None:
+        res.notes.append(f"the loopback model server used {model_cpu / wc * 1e6:.0f} µs CPU per record on the "
+                         f"same 2 cores during the worker run (it competes with worker and broker)")
+    calls_rate = w.extra.get("model_calls_per_s")
+    if calls_rate and w.extra.get("first_commit_s") is not None:
+        res.notes.append(f"model calls ran at {calls_rate:,.0f}/s through the window, but the first commit came "
+                         f"{w.extra['first_commit_s']:.1f}s after the backlog was in place: a partition batch commits "
+                         f"when all its records are answered, and the {ctx.partitions} partitions' batches share the "
+                         f"in-flight slots, so they finish together (commit latency ≈ all batches' work, not one's)")
+    worker_cpu_us = (w.cpu.get("worker") or 0) / wc * 1e6
+    if worker_cpu_us:
+        res.notes.append(f"CPU ceiling: one Python process has at most 1 core, so at {worker_cpu_us:,.0f} µs CPU per "
+                         f"record the worker tops out near {1e6 / worker_cpu_us:,.0f}/s = "
+                         f"{1e6 / worker_cpu_us / pp['rate']:.2f}× this pass-through even on an idle core; {TARGET}× "
+                         f"needs ≤ {1e6 / (TARGET * pp['rate']):,.0f} µs per record, model call included "
+                         f"(its client CPU is in http-client)")
+    res.notes.append("worker start-up: " + health_note(w.extra["startup"]))
+    res.notes.append("worker during the measured window: " + health_note(w.extra["health"]))
+    res.notes.append(f"worker RSS {w.rss_ready_mb:.0f} MB at ready → {w.rss_end_mb:.0f} MB after {n:,} records "
+                     f"({keys:,} keys); {errors} responses carried an error")
+    res.data = {"n": n, "keys": keys, "partitions": ctx.partitions, "worker": drain_data(w),
+                "pass_per_partition": pp, "pass_one_producer": pw, "sizes": sizes, "ratio_pp": r_pp,
+                "ratio_pw": r_pw, "changelog_end": changelog_end,
+                "kafka_us_per_record_wall": 1e6 / pp["rate"],
+                "kafka_us_per_record_cpu": pp["cpu_client_s"] / pp["counted"] * 1e6,
+                "worker_us_per_record_wall": 1e6 / w.rate,
+                "worker_us_per_record_cpu": (w.cpu.get("worker") or 0) / wc * 1e6}
+    return res
