@@ -144,6 +144,7 @@ class CacheConfig(_Strict):
     ttl_s: float = Field(3600.0, gt=0)
     dedup_window_s: float = Field(3600.0, ge=0, description="repeats of a request_id inside it are answered from the first answer")
     state_dir: str = "./.state"
+    purge_interval_s: float = Field(600.0, gt=0, description="how often expired decisions and dedup entries are deleted")
 
     @model_validator(mode="after")
     def _field_scope(self) -> "CacheConfig":

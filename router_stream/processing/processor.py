@@ -38,6 +38,7 @@ from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
 from .handler import Handler, Outcome, Source, StateView
 from .intake import Poison
+from .janitor import run_janitor
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class _Partition:
     lost: bool = False
     state_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     jobs_task: asyncio.Task[None] | None = None
+    janitor_task: asyncio.Task[None] | None = None
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -245,6 +247,7 @@ class Processor:
             raise
         part = _Partition(tp, producer, store, next_offset)
         self._parts[tp] = part
+        part.janitor_task = asyncio.create_task(run_janitor(self, part))
         if self._batch_clients:
             from .batch_jobs import PartitionJobs
             part.jobs_task = asyncio.create_task(PartitionJobs(self, part, self._batch_clients).run())
@@ -312,9 +315,10 @@ class Processor:
             part = self._parts.pop(tp, None)
             if part is None:
                 continue
-            if part.jobs_task is not None:
-                part.jobs_task.cancel()
-                await asyncio.gather(part.jobs_task, return_exceptions=True)
+            helpers = [t for t in (part.jobs_task, part.janitor_task) if t is not None]
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             try:
                 await part.producer.stop()
             except Exception as exc:

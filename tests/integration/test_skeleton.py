@@ -124,3 +124,20 @@ def test_api_key_sent_but_never_leaked(kafka_bootstrap, model_servers, prefix, t
     assert secret not in blob
     failed = next(json.loads(r.value) for r in responses if json.loads(r.value)["request_id"] == "s2")
     assert failed["error"] and failed["error_kind"]
+
+
+def test_expired_state_is_tombstoned_in_the_changelog(kafka_bootstrap, model_servers, prefix, tmp_path):
+    config = _config(kafka_bootstrap, model_servers, prefix, tmp_path,
+                     extra={"cache": {"ttl_s": 1, "dedup_window_s": 1, "purge_interval_s": 1}})
+    setup_topics(config, partitions=1)
+    worker = start_worker(tmp_path, config)
+    try:
+        asyncio.run(produce(kafka_bootstrap, config["topics"]["requests"], [(b"zed", request_value("z1", "legal " * 50))]))
+        assert len(read(config, "responses", expect=1)) == 1
+        deadline = __import__("time").monotonic() + 30
+        tombstoned: set[bytes] = set()
+        while __import__("time").monotonic() < deadline and tombstoned != {b"k:zed", b"r:z1"}:
+            tombstoned = {r.key for r in read(config, "changelog", idle=1) if r.value is None}
+    finally:
+        worker.terminate()
+    assert tombstoned == {b"k:zed", b"r:z1"}
