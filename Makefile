@@ -39,7 +39,7 @@ bench: install kafka-jars
 	$(BIN)/python -m bench
 
 chaos: install kafka-jars
-	$(BIN)/python -m router_stream.devtools.chaos --workers 3 --partitions 12 --records 100000 --kills 20 --broker-restarts 2
+	$(BIN)/python bench/chaos.py --records 100000 --workers 3 --partitions 12 --kills 20 --broker-restarts 2 --rate 400
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache

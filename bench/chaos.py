@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
                    "removed when the run passes)")
     p.add_argument("--json", type=Path, default=None, help="also write the report here as JSON")
     args = p.parse_args(argv)
+    # our own producer and readers log every connection error while the broker restarts: noise here
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="router-stream-chaos-"))
     kwargs = dict(records=args.records, workers=args.workers, partitions=args.partitions, kills=args.kills,

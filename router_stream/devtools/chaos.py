@@ -15,16 +15,19 @@ What happens, in one process that acts as the workers' supervisor (like Kubernet
    later requests of that key on the same candidate. Lost or stale state shows as a change;
 3. at random times inside the production window the supervisor ``kill -9``'s a random live
    worker (restarted 0.5-3 s later, same id and state dir) and restarts the broker
-   (:meth:`LocalKafka.restart`; only when we started the broker). The producer pauses across
-   a broker restart. A worker that exits on its own (e.g. status 70 after the broker went away)
-   is restarted too, and counted as a crash;
+   (:meth:`LocalKafka.restart`; only when we started the broker). Half a second before each
+   broker restart one worker gets SIGTERM, so the group rebalances (new owners open partitions:
+   restore state, read committed offsets) while the broker goes down and comes back. The producer
+   pauses across a broker restart. A worker that exits on its own (e.g. status 70 after the
+   broker went away) is restarted too, and counted as a crash;
 4. after the stream is consumed (committed group offsets = end of the requests topic) the
    workers get SIGTERM, and the requests, responses, audit, dead-letter and changelog topics are
    read in ``read_committed``:
 
-   * every input record is answered exactly once (``lost`` / ``duplicated`` / ``unexpected``),
-     and so is every audit record;
-   * sticky decisions: per key, in offset order, after a decision (an audit with
+   * every input record gets exactly one output, a response or a dead letter (``lost`` /
+     ``duplicated`` / ``unexpected``; no dead letters are expected), and every answered request
+     one audit record; input offsets that were committed twice are listed per partition;
+   * sticky decisions: per key, in the order handled, after a decision (an audit with
      ``cache_hit=false``) every later audit within ``ttl_s`` must be a cache hit with the same
      ``chosen`` (``changed`` = keys whose candidate changed within the TTL; ``redecided`` = keys
      decided again within the TTL, i.e. the state was lost even if the dice agreed);
@@ -40,6 +43,7 @@ import json
 import random
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -94,9 +98,10 @@ class Report:
     dead_letters: int = 0
     error_responses: int = 0          # responses carrying an error (model failures)
     kills: int = 0
+    sigterms: int = 0                 # graceful stops right before a broker restart
     broker_restarts: int = 0
     crashes: int = 0                  # worker exits we did not cause (restarted by us)
-    fenced_batches: int = 0           # "fenced by a newer owner" lines in the worker logs
+    fenced_batches: int = 0           # "partition ...: fenced (...)" lines in the worker logs
     aborted_batches: int = 0          # "failed (...); it will be re-read" lines
     fatal_exits: int = 0              # "fatal:" lines (exit 70)
     final_exit_codes: list[int | None] = field(default_factory=list)
@@ -118,7 +123,7 @@ class Report:
     def summary(self) -> str:
         lines = [
             f"chaos: {self.records} records, {self.keys} keys, {self.partitions} partitions, "
-            f"{self.workers} workers; {self.kills} kill -9, {self.broker_restarts} broker restarts, "
+            f"{self.workers} workers; {self.kills} kill -9, {self.sigterms} SIGTERM, {self.broker_restarts} broker restarts, "
             f"{self.crashes} worker crashes (restarted)",
             f"  read_committed: {self.input_records} requests, {self.responses} responses, {self.audits} audits, "
             f"{self.dead_letters} dead letters, {self.error_responses} error responses",
@@ -190,8 +195,9 @@ async def _group_lag(bootstrap: str, group: str, topic: str) -> int | None:
     try:
         await asyncio.wait_for(admin.start(), 10)
         await asyncio.wait_for(consumer.start(), 10)
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
+        described = await asyncio.wait_for(admin.describe_topics([topic]), 10)
+        tps = [TopicPartition(topic, p["partition"]) for t in described if t.get("error_code", 0) == 0
+               for p in t["partitions"]]
         if not tps:
             return None
         ends = await asyncio.wait_for(consumer.end_offsets(tps), 10)
@@ -245,7 +251,8 @@ def verify(bootstrap: str, config: dict[str, Any], report: Report, expected_ids:
         return asyncio.run(read_topic(bootstrap, topics[role], expect=expect, timeout=timeout, idle=3))
 
     requests = read("requests", len(expected_ids))
-    sent_per_id = Counter(json.loads(r.value)["request_id"] for r in requests)
+    id_at = {(r.partition, r.offset): json.loads(r.value)["request_id"] for r in requests}
+    sent_per_id = Counter(id_at.values())
     report.input_records = len(requests)
     per_key_sent = Counter(r.key.decode() for r in requests)
     responses = read("responses", len(requests))
@@ -254,28 +261,61 @@ def verify(bootstrap: str, config: dict[str, Any], report: Report, expected_ids:
     changelog = read("changelog", None)
     report.responses, report.audits, report.dead_letters = len(responses), len(audits), len(dead)
 
-    resp_ids = Counter()
+    # every input record gets exactly one committed output: a response (valid requests) or a
+    # dead letter (poison records; none are produced here, so any dead letter is a failure too)
+    resp_ids: Counter[str] = Counter()
+    outputs_per_source: Counter[tuple[int, int]] = Counter()
+    flagged_duplicate = 0
     for r in responses:
         body = json.loads(r.value)
         resp_ids[body["request_id"]] += 1
+        flagged_duplicate += bool(body.get("duplicate"))
         if body.get("error"):
             report.error_responses += 1
-    audit_ids = Counter(json.loads(r.value)["request_id"] for r in audits)
-    lost = [i for i in sent_per_id if resp_ids[i] < sent_per_id[i]]
-    dups = [i for i in resp_ids if resp_ids[i] > sent_per_id.get(i, 0) and i in sent_per_id]
-    report.lost = sum(max(0, sent_per_id[i] - resp_ids[i]) for i in sent_per_id)
+    dead_ids: Counter[str] = Counter()
+    dead_reasons: Counter[str] = Counter()
+    for r in dead:
+        body = json.loads(r.value)
+        rid = body.get("request_id") or id_at.get((body["partition"], body["offset"]))
+        dead_ids[rid or f"offset:{body['partition']}:{body['offset']}"] += 1
+        dead_reasons[body.get("reason", "?")] += 1
+        outputs_per_source[(body["partition"], body["offset"])] += 1
+    audit_ids: Counter[str] = Counter()
+    for r in audits:
+        body = json.loads(r.value)
+        audit_ids[body["request_id"]] += 1
+        src = body.get("source") or {}
+        outputs_per_source[(src.get("partition", -1), src.get("offset", -1))] += 1
+    answered = resp_ids + dead_ids
+    lost = [i for i in sent_per_id if answered[i] < sent_per_id[i]]
+    dups = [i for i in answered if answered[i] > sent_per_id.get(i, 0) and i in sent_per_id]
+    report.lost = sum(max(0, sent_per_id[i] - answered[i]) for i in sent_per_id)
     report.duplicated = len(dups)
-    report.unexpected = sum(1 for i in resp_ids if i not in sent_per_id)
-    report.audit_lost = sum(max(0, sent_per_id[i] - audit_ids[i]) for i in sent_per_id)
-    report.audit_duplicated = sum(1 for i in audit_ids if audit_ids[i] > sent_per_id.get(i, 0))
+    report.unexpected = sum(1 for i in answered if i not in sent_per_id)
+    # one audit record per request that was not dead-lettered
+    audit_expected = {i: max(0, n - dead_ids[i]) for i, n in sent_per_id.items()}
+    report.audit_lost = sum(max(0, n - audit_ids[i]) for i, n in audit_expected.items())
+    report.audit_duplicated = sum(1 for i in audit_ids if audit_ids[i] > audit_expected.get(i, 0))
     if set(sent_per_id) != expected_ids:
         report.notes.append(f"requests topic holds {len(set(sent_per_id))} distinct ids, produced {len(expected_ids)}")
+    if dead_reasons:
+        report.notes.append(f"dead letters by reason: {dict(dead_reasons)}")
     if lost:
         report.examples["lost"] = sorted(lost)[:5]
     if dups:
-        report.examples["duplicated"] = [(i, resp_ids[i]) for i in sorted(dups)[:5]]
+        report.examples["duplicated (id, outputs)"] = [(i, answered[i]) for i in sorted(dups)[:5]]
+        report.notes.append(f"{flagged_duplicate} responses are marked duplicate=true (answered again from the "
+                            "dedup store: the same input record was processed and committed twice)")
+    reread = sorted(k for k, n in outputs_per_source.items() if n > 1)
+    if reread:
+        by_part: dict[int, list[int]] = defaultdict(list)
+        for part, off in reread:
+            by_part[part].append(off)
+        report.examples["input offsets committed twice (partition: count, first..last)"] = {
+            p: (len(o), o[0], o[-1]) for p, o in sorted(by_part.items())}
 
-    # sticky decisions, per key in partition-offset order (the order the worker processed them)
+    # sticky decisions, per key in the order the records were handled (received_at; the workers
+    # share this machine's clock), which is offset order unless a partition was re-read
     by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in audits:
         a = json.loads(r.value)
@@ -283,7 +323,7 @@ def verify(bootstrap: str, config: dict[str, Any], report: Report, expected_ids:
             by_key[a.get("key") or ""].append(a)
     changed, redecided = [], []
     for key, items in by_key.items():
-        items.sort(key=lambda a: (a["source"].get("partition", 0), a["source"].get("offset", 0)))
+        items.sort(key=lambda a: (a["received_at"], a["source"].get("offset", 0)))
         decision: tuple[str, int] | None = None  # (candidate, decided_at)
         for a in items:
             fresh = decision is not None and a["received_at"] - decision[1] <= ttl_ms
@@ -320,12 +360,16 @@ def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3
               kills: int = 4, broker_restarts: int = 1, keys: int | None = None, seed: int = 1,
               rate: float | None = None, workdir: str | Path | None = None, ttl_s: float = 86_400,
               max_batch: int = 100, model_latency_ms: float = 5, session_timeout_ms: int = 6000,
-              drain_timeout: float = 600, log: Callable[[str], None] | None = print) -> Report:
+              drain_timeout: float = 600, rebalance_on_broker_restart: bool = True,
+              log: Callable[[str], None] | None = print) -> Report:
     """Run the chaos experiment (module docstring) and return its :class:`Report`.
 
     ``broker``: a started :class:`LocalKafka` (broker restarts possible) or a bootstrap string
     (a broker we do not own: broker restarts are skipped and noted in the report).
     ``rate``: requests per second (default: spread the stream over about 60 s, at least 50/s).
+    ``rebalance_on_broker_restart``: SIGTERM a random worker half a second before each broker
+    restart, so partitions change owner (restore, committed offsets read) while the broker
+    shuts down and comes back.
     """
     t_start = time.monotonic()
     rng = random.Random(seed)
@@ -423,6 +467,17 @@ def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3
                     say(f"[chaos] {now():6.1f}s kill -9 {name} ({producer.sent} produced)")
                 elif ev.kind == "broker_restart" and kafka is not None:
                     with producer.lock:  # no produce request in flight while the broker is down
+                        alive = [n for n, w in procs.items() if w.alive and n not in restart_at]
+                        if rebalance_on_broker_restart and alive:
+                            # a worker leaving the group now makes the others take its partitions
+                            # (restore, read the committed offsets) while the broker goes down
+                            name = rng.choice(alive)
+                            expected_killed.add(name)
+                            procs[name].proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+                            report.sigterms += 1
+                            report.events.append(Event(now(), "sigterm", name))
+                            say(f"[chaos] {now():6.1f}s SIGTERM {name} (rebalance during the broker restart)")
+                            time.sleep(0.5)  # the others are leaving the old generation, about to re-join
                         began = time.monotonic()
                         say(f"[chaos] {now():6.1f}s restarting the broker ({producer.sent} produced)")
                         kafka.restart()
@@ -463,7 +518,7 @@ def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3
     report.verify_s = time.monotonic() - started_verify
     for w in procs.values():
         text = w.log_path.read_text(errors="replace") if w.log_path.exists() else ""
-        report.fenced_batches += len(re.findall(r"fenced by a newer owner", text))
+        report.fenced_batches += len(re.findall(r"\): fenced \(|fenced by a newer owner", text))
         report.aborted_batches += len(re.findall(r"failed \(.*\); it will be re-read", text))
         report.fatal_exits += len(re.findall(r"\bfatal: ", text))
     report.total_s = time.monotonic() - t_start

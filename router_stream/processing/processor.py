@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import errors as kafka_errors
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from aiokafka.protocol.commit import OffsetFetchRequest
 
 from .. import metrics
 from ..config import RouterConfig
@@ -233,7 +235,7 @@ class Processor:
             state_dir = Path(self.config.cache.state_dir) / kafka.group_id / f"{tp.topic}-{tp.partition}"
             store = await asyncio.to_thread(PartitionStore, state_dir)
             await self._restore(tp.partition, store)
-            committed = await self._consumer.committed(tp)
+            committed = await self._committed(tp)
             if committed is None:
                 await self._consumer.seek_to_beginning(tp)
                 next_offset = 0
@@ -251,6 +253,51 @@ class Processor:
         if self._batch_clients:
             from .batch_jobs import PartitionJobs
             part.jobs_task = asyncio.create_task(PartitionJobs(self, part, self._batch_clients).run())
+
+    async def _committed(self, tp: TopicPartition, timeout: float = 120) -> int | None:
+        """The group's committed offset of ``tp``; None only when the broker says there is none.
+
+        Not ``AIOKafkaConsumer.committed()``: aiokafka 0.14 sends OffsetFetch v3 and ignores the
+        response's top-level ``error_code``. While a broker shuts down, restarts or hands the group
+        coordinator to another broker, it answers NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS
+        there with no partitions, and ``committed()`` returns None: we would take that for "never
+        committed" and re-read the whole partition from offset 0 (tests/integration/test_chaos.py).
+        """
+        assert self._consumer is not None
+        coordinator = self._consumer._coordinator  # noqa: SLF001 - no public call checks that error
+        deadline = time.monotonic() + timeout
+        logged = False
+        while True:
+            try:
+                await asyncio.wait_for(coordinator.ensure_coordinator_known(), 5)
+                response = await coordinator._send_req(  # noqa: SLF001
+                    OffsetFetchRequest(self.config.kafka.group_id, [(tp.topic, [tp.partition])]))
+                codes = [getattr(response, "error_code", 0)]
+                found, offset = False, -1
+                for topic, parts in response.topics:
+                    for partition, off, _metadata, code in parts:
+                        if topic == tp.topic and partition == tp.partition:
+                            found, offset = True, off
+                            codes.append(code)
+                error = next((kafka_errors.for_code(c) for c in codes if c), None)
+                if error is not None:
+                    if error in (kafka_errors.NotCoordinatorForGroupError,
+                                 kafka_errors.GroupCoordinatorNotAvailableError):
+                        coordinator.coordinator_dead()
+                    raise error()
+                if found:
+                    return None if offset < 0 else offset
+            except (KafkaError, asyncio.TimeoutError) as exc:
+                if isinstance(exc, KafkaError) and not exc.retriable:
+                    raise
+                if not logged:
+                    log.info("committed offset of %s not available yet (%s); asking again", tp, type(exc).__name__)
+                    logged = True
+            if self._stopping:
+                raise asyncio.CancelledError()
+            if time.monotonic() > deadline:
+                raise kafka_errors.KafkaTimeoutError(f"no committed offset for {tp} within {timeout:.0f}s")
+            await asyncio.sleep(0.2)
 
     async def _restore(self, partition: int, store: PartitionStore) -> None:
         """Bring the local store up to the committed changelog (replay from its checkpoint)."""
