@@ -20,6 +20,7 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import RouterConfig
+from .kafka_settings import faust_credentials
 from .metrics import REGISTRY
 from .runtime import Runtime, build_runtime
 
@@ -33,11 +34,12 @@ def build_app(config: RouterConfig) -> tuple[faust.App, dict[str, Any]]:
     os.makedirs(config.cache.state_dir, exist_ok=True)
     app = faust.App(
         f"{config.kafka.group_id}-control",
-        broker=f"kafka://{config.kafka.bootstrap_servers.split(',')[0]}",
+        broker=[f"kafka://{h.strip()}" for h in config.kafka.bootstrap_servers.split(",")],
         web_enabled=True, web_host=w.metrics_host, web_port=w.metrics_port,
         web_bind=w.metrics_host, topic_partitions=1, topic_allow_declare=True, topic_replication_factor=config.kafka.internal_replication_factor,
         datadir=os.path.join(config.cache.state_dir, "faust"), producer_acks=1,
         broker_session_timeout=config.kafka.session_timeout_ms / 1000,
+        broker_credentials=faust_credentials(config.kafka),
     )
 
     class RouterService(Service):

@@ -50,7 +50,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_model_server(args: argparse.Namespace) -> int:
     from .devtools import model_server
-    argv = ["--name", args.name, "--port", str(args.port), "--latency-ms", str(args.latency_ms)]
+    argv = ["--name", args.name, "--host", args.host, "--port", str(args.port), "--latency-ms", str(args.latency_ms)]
     return model_server.main(argv) or 0
 
 
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ms = sub.add_parser("model-server", help="run a loopback dev/test model endpoint")
     ms.add_argument("--name", default="cheap")
+    ms.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
     ms.add_argument("--port", type=int, default=0)
     ms.add_argument("--latency-ms", type=float, default=5)
     ms.set_defaults(func=_cmd_model_server)
