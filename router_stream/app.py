@@ -88,6 +88,8 @@ def build_app(config: RouterConfig) -> tuple[faust.App, dict[str, Any]]:
         if runtime is not None:
             body["breakers"] = runtime.dispatcher.breaker_states()
             body["records_done"] = runtime.processor.records_done
+            body["restored_records"] = runtime.processor.restored_records
+            body["restored_on_assign"] = runtime.processor.restored_on_assign
         return web.json(body, status=200 if ok else 503)
 
     return app, holder

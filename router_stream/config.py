@@ -183,6 +183,8 @@ class WorkerConfig(_Strict):
     metrics_port: int = Field(6066, ge=1, le=65535)
     default_deadline_ms: int = Field(120_000, ge=1)
     shutdown_grace_s: float = Field(20.0, ge=0)
+    standby: bool = Field(False, description="keep warm copies of the state of partitions owned by other workers")
+    standby_interval_s: float = Field(2.0, gt=0, description="how often standby copies catch up with the changelog")
 
 
 class RouterConfig(_Strict):

@@ -40,6 +40,8 @@ IN_FLIGHT = Gauge("router_stream_in_flight_requests", "Requests being processed 
 TRANSACTIONS = Counter("router_stream_transactions_total", "Kafka transactions, by outcome (commit/abort/fenced)",
                        ["outcome"], registry=REGISTRY)
 ASSIGNED = Gauge("router_stream_assigned_partitions", "Input partitions assigned to this worker", registry=REGISTRY)
+STANDBY = Gauge("router_stream_standby_partitions", "Partitions of other workers kept warm here (worker.standby)",
+                registry=REGISTRY)
 LAG = Gauge("router_stream_consumer_lag", "Records behind the end of the requests topic, per partition",
             ["partition"], registry=REGISTRY)
 BATCH_SECONDS = Histogram("router_stream_batch_seconds", "Time from fetch to commit of one partition batch",

@@ -112,6 +112,9 @@ class Processor:
         self._on_fatal = on_fatal
         self._parts: dict[TopicPartition, _Partition] = {}
         self._opening: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._standby: dict[int, PartitionStore] = {}
+        self._standby_lock = asyncio.Lock()
+        self._standby_task: asyncio.Task[None] | None = None
         self._sem = asyncio.Semaphore(config.worker.max_in_flight)
         self._restore_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -121,6 +124,8 @@ class Processor:
         self._rebalancing = False
         self.assigned_once = asyncio.Event()
         self.records_done = 0
+        self.restored_records = 0
+        self.restored_on_assign = 0
         self.first_answer_at: float | None = None
         self.fatal: BaseException | None = None
         self._batch_clients: dict[str, Any] = {}
@@ -153,6 +158,8 @@ class Processor:
         await self._consumer.start()
         self._consumer.subscribe([self.topics.requests], listener=_Listener(self))
         self._loop_task = asyncio.create_task(self._run(), name="router-stream-processor")
+        if self.config.worker.standby:
+            self._standby_task = asyncio.create_task(self._standby_loop(), name="router-stream-standby")
 
     async def stop(self) -> None:
         """Graceful: stop fetching, let in-flight batches commit (bounded), leave the group."""
@@ -170,6 +177,12 @@ class Processor:
             except Exception as exc:
                 log.warning("consumer stop: %s", exc)
         await self._close_partitions(list(self._parts))
+        if self._standby_task is not None:
+            self._standby_task.cancel()
+            await asyncio.gather(self._standby_task, return_exceptions=True)
+        for store in self._standby.values():
+            store.close()
+        self._standby.clear()
         if self._restorer is not None:
             await self._restorer.stop()
         for client in self._batch_clients.values():
@@ -232,9 +245,9 @@ class Processor:
         store: PartitionStore | None = None
         try:
             await producer.start()  # init_transactions: fences the previous owner, ends its transaction
-            state_dir = Path(self.config.cache.state_dir) / kafka.group_id / f"{tp.topic}-{tp.partition}"
-            store = await asyncio.to_thread(PartitionStore, state_dir)
-            await self._restore(tp.partition, store)
+            await self._release_standby(tp.partition)  # one RocksDB handle per store and process
+            store = await asyncio.to_thread(PartitionStore, self._state_dir(tp.partition))
+            self.restored_on_assign += await self._restore(tp.partition, store)
             committed = await self._committed(tp)
             if committed is None:
                 await self._consumer.seek_to_beginning(tp)
@@ -299,8 +312,48 @@ class Processor:
                 raise kafka_errors.KafkaTimeoutError(f"no committed offset for {tp} within {timeout:.0f}s")
             await asyncio.sleep(0.2)
 
-    async def _restore(self, partition: int, store: PartitionStore) -> None:
-        """Bring the local store up to the committed changelog (replay from its checkpoint)."""
+    def _state_dir(self, partition: int) -> Path:
+        group = self.config.kafka.group_id
+        return Path(self.config.cache.state_dir) / group / f"{self.topics.requests}-{partition}"
+
+    async def _standby_loop(self) -> None:
+        """Keep a warm copy of every partition this worker does not own (``worker.standby``).
+
+        The copy is the same RocksDB store with the same checkpoint, fed from the committed
+        (read_committed) changelog, so it is never ahead of Kafka; when the partition is assigned
+        here, opening it replays only what the copy has not seen yet.
+        """
+        while not self._stopping:
+            await asyncio.sleep(self.config.worker.standby_interval_s)
+            assert self._consumer is not None
+            try:
+                for partition in sorted(self._consumer.partitions_for_topic(self.topics.requests) or ()):
+                    tp = TopicPartition(self.topics.requests, partition)
+                    async with self._standby_lock:
+                        if tp in self._parts or tp in self._opening:
+                            continue
+                        store = self._standby.get(partition)
+                        if store is None:
+                            store = await asyncio.to_thread(PartitionStore, self._state_dir(partition))
+                            self._standby[partition] = store
+                        await self._restore(partition, store)
+                metrics.STANDBY.set(len(self._standby))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("standby update failed (%s: %s); will try again", type(exc).__name__, exc)
+
+    async def _release_standby(self, partition: int) -> None:
+        async with self._standby_lock:
+            store = self._standby.pop(partition, None)
+            if store is not None:
+                await asyncio.to_thread(store.close)
+                metrics.STANDBY.set(len(self._standby))
+
+    async def _restore(self, partition: int, store: PartitionStore) -> int:
+        """Bring the local store up to the committed changelog (replay from its checkpoint).
+
+        Returns the number of changelog records replayed."""
         assert self._restorer is not None
         tp = TopicPartition(self.topics.changelog, partition)
         async with self._restore_lock:
@@ -315,7 +368,7 @@ class Processor:
                     await asyncio.to_thread(store.wipe)
                 start = begin
             if start >= end:
-                return
+                return 0
             c.seek(tp, start)
             writes: dict[bytes, bytes | None] = {}
             deadline = time.monotonic() + 300
@@ -334,6 +387,8 @@ class Processor:
                     writes = {}
             await asyncio.to_thread(store.apply, writes, end)
             log.info("restored %s: %d changelog records from offset %d to %d", tp, count, start, end)
+            self.restored_records += count
+            return count
 
     async def _revoke(self, tps: list[TopicPartition]) -> None:
         self._rebalancing = True

@@ -122,3 +122,37 @@ def test_sigterm_mid_stream_is_clean(kafka_bootstrap, model_servers, prefix, tmp
     finally:
         worker.terminate()
     assert not re.search(r"\b(ERROR|CRITICAL|Traceback)\b", log), log[-3000:]
+
+
+def test_standby_copy_makes_failover_restore_nothing(kafka_bootstrap, model_servers, prefix, tmp_path):
+    """worker.standby: the second worker keeps the first one's partitions warm; after kill -9 of
+    the first, the second owns everything, restores (almost) nothing and keeps sticky decisions."""
+    config = _config(kafka_bootstrap, model_servers, prefix, tmp_path)
+    config["worker"].update({"standby": True, "standby_interval_s": 0.5})
+    setup_topics(config, PARTITIONS)
+    w1 = start_worker(tmp_path, {**config, "cache": {"state_dir": str(tmp_path / "s1")}}, "w1")
+    records = [(f"cust-{i % 20}".encode(), request_value(f"sb-{i}", f"q {i}")) for i in range(300)]
+    asyncio.run(produce(kafka_bootstrap, config["topics"]["requests"], records))
+    assert len(read(config, "responses", expect=300)) == 300
+    w2 = start_worker(tmp_path, {**config, "cache": {"state_dir": str(tmp_path / "s2")}}, "w2")
+    changelog_size = len(read(config, "changelog", idle=1))
+    wait_until(lambda: (w2.health() or {}).get("restored_records", 0) >= changelog_size, 60,
+               what="the standby copy to catch up with the changelog")
+    before = w2.health()["restored_on_assign"]  # w2 already owns some partitions since it joined
+    w1.kill()  # w2 takes over the rest
+    wait_until(lambda: (w2.health() or {}).get("ready") and w2.metrics_text().count(
+        "router_stream_assigned_partitions 4.0") == 1, 60, what="w2 owns all partitions")
+    more = [(f"cust-{i % 20}".encode(), request_value(f"sb2-{i}", f"q {i}")) for i in range(40)]
+    asyncio.run(produce(kafka_bootstrap, config["topics"]["requests"], more))
+    try:
+        audits = [__import__("json").loads(r.value) for r in read(config, "audit", expect=340)]
+        health = w2.health() or {}
+    finally:
+        w2.terminate()
+    assert len(audits) == 340
+    late = [a for a in audits if a["request_id"].startswith("sb2-")]
+    assert all(a["worker_id"] == "w2" for a in late)
+    sticky = [a for a in late if "7" in a["key"]]
+    assert sticky and all(a["chosen"] == "strong" and a["cache_hit"] for a in sticky)
+    # the warm copy had replayed w1's partitions already; taking them over replays (almost) nothing
+    assert changelog_size > 100 and health["restored_on_assign"] - before <= 20, (changelog_size, before, health)
