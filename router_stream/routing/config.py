@@ -15,6 +15,7 @@ from pydantic import Field
 
 from .judge import JudgeConfig
 from .keywords import KeywordsConfig
+from .learned import LearnedConfig
 from .rules import RulesConfig
 from .scorer import ScorerConfig
 from .split import SplitConfig
@@ -26,6 +27,7 @@ StrategyConfig = Annotated[
         SplitConfig,
         JudgeConfig,
         ScorerConfig,
+        LearnedConfig,
     ],
     Field(discriminator="type"),
 ]
