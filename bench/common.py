@@ -28,11 +28,7 @@ RULES_STRATEGY: dict[str, Any] = {"type": "rules", "name": "by-content", "rules"
     {"when": "len(prompt) > 200", "then": "strong"},
 ]}
 
-SHORT = ["What is 2+2?", "Translate 'cat' to French.", "Name a prime number.", "Capital of Peru?",
-         "Is water wet?", "Spell 'necessary'.", "What colour is the sky?", "Give me a synonym for fast."]
-LONG = ("Please read the following contract clause carefully and explain, step by step, which obligations "
-        "it creates for each party, what happens on early termination, and whether the liability cap "
-        "applies to indirect damages. ")
+from router_stream.devtools.demo import LONG, SHORT, request_body  # noqa: E402 - the demo's traffic mix
 
 
 # ---------------------------------------------------------------------------------- context
@@ -266,21 +262,7 @@ class ModelServerProc:
 
 
 # ---------------------------------------------------------------------------------- traffic
-def request_body(i: int, rng: random.Random, id_prefix: str) -> dict[str, Any]:
-    """One valid request of the demo's mix: short and long prompts, legal tags, German."""
-    body: dict[str, Any] = {"request_id": f"{id_prefix}-{i}"}
-    kind = rng.random()
-    if kind < 0.55:
-        body["prompt"] = rng.choice(SHORT)
-    elif kind < 0.75:
-        body["prompt"] = LONG * 2
-    elif kind < 0.9:
-        body["prompt"] = "Is this NDA enforceable?"
-        body["tags"] = ["legal"]
-    else:
-        body["messages"] = [{"role": "user", "content": "Wie spät ist es?"}]
-        body["fields"] = {"lang": "de"}
-    return body
+
 
 
 def traffic(n: int, keys: int, seed: int, id_prefix: str) -> list[tuple[bytes, bytes]]:

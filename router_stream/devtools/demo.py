@@ -35,28 +35,33 @@ LONG = ("Please read the following contract clause carefully and explain, step b
         "applies to indirect damages. ")
 
 
+def request_body(i: int, rng: random.Random, id_prefix: str = "demo") -> dict[str, Any]:
+    """One valid request of the demo's mix: short and long prompts, legal tags, German."""
+    body: dict[str, Any] = {"request_id": f"{id_prefix}-{i}"}
+    kind = rng.random()
+    if kind < 0.55:
+        body["prompt"] = rng.choice(SHORT)
+    elif kind < 0.75:
+        body["prompt"] = LONG * 2
+    elif kind < 0.9:
+        body["prompt"] = "Is this NDA enforceable?"
+        body["tags"] = ["legal"]
+    else:
+        body["messages"] = [{"role": "user", "content": "Wie spät ist es?"}]
+        body["fields"] = {"lang": "de"}
+    return body
+
+
 def sample_traffic(n: int, seed: int = 42) -> list[tuple[bytes | None, bytes | None]]:
     """~n records: short and long prompts, tagged and German ones, repeat customers, a few malformed."""
     rng = random.Random(seed)
     out: list[tuple[bytes | None, bytes | None]] = []
     for i in range(n):
         key = f"customer-{rng.randrange(max(1, n // 4))}".encode()
-        kind = rng.random()
         if i % 40 == 39:
             out.append((key, rng.choice([b"{oops", b"[]", b'{"prompt": "no id"}', b"\xff\xfe"])))
             continue
-        body: dict[str, Any] = {"request_id": f"demo-{i}"}
-        if kind < 0.55:
-            body["prompt"] = rng.choice(SHORT)
-        elif kind < 0.75:
-            body["prompt"] = LONG * 2
-        elif kind < 0.9:
-            body["prompt"] = "Is this NDA enforceable?"
-            body["tags"] = ["legal"]
-        else:
-            body["messages"] = [{"role": "user", "content": "Wie spät ist es?"}]
-            body["fields"] = {"lang": "de"}
-        out.append((key, json.dumps(body).encode()))
+        out.append((key, json.dumps(request_body(i, rng)).encode()))
     return out
 
 

@@ -23,6 +23,7 @@ KIP-98 loop, the one Kafka Streams runs per task:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -36,10 +37,11 @@ from aiokafka.protocol.commit import OffsetFetchRequest
 
 from .. import metrics
 from ..config import RouterConfig
+from ..schemas import Request
 from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
 from .handler import Handler, Outcome, Source, StateView
-from .intake import Poison
+from .intake import Poison, classify
 from .janitor import run_janitor
 
 log = logging.getLogger(__name__)
@@ -573,9 +575,7 @@ class Processor:
         return [o for o in outcomes if o is not None]
 
     def _scope_for(self, source: Source) -> str:
-        from .intake import classify
         parsed = classify(source.value, self.config.kafka.max_record_bytes)
-        from ..schemas import Request
         return self.handler.scope_key(source, parsed if isinstance(parsed, Request) else None)
 
     def _serialize(self, records: list[Any], outcomes: list[Outcome]) -> list[list[tuple[str, bytes]]]:
@@ -663,7 +663,6 @@ def _peek_id(value: bytes | None) -> str | None:
     if not value or len(value) > 10_000_000:
         return None
     try:
-        import json
         data = json.loads(value)
     except Exception:
         return None
