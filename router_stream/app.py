@@ -84,8 +84,11 @@ def build_app(config: RouterConfig) -> tuple[faust.App, dict[str, Any]]:
     async def ready(web: Any, request: Any) -> Any:
         runtime = holder.get("runtime")
         ok = runtime is not None and runtime.processor.ready
-        body = {"ready": ok}
+        body: dict[str, Any] = {"ready": ok}
         if runtime is not None:
+            # ready = partitions assigned and restored, not failed, and some candidate reachable
+            body["candidates_reachable"] = reachable = await runtime.candidates_reachable()
+            body["ready"] = ok = ok and any(reachable.values())
             body["breakers"] = runtime.dispatcher.breaker_states()
             body["records_done"] = runtime.processor.records_done
             body["restored_records"] = runtime.processor.restored_records

@@ -9,7 +9,10 @@ from __future__ import annotations
 import inspect
 import os
 import socket
-from dataclasses import dataclass
+import asyncio
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from .config import RouterConfig
 from .metrics import MetricsObserver
@@ -37,6 +40,17 @@ def build_pipeline(config: RouterConfig) -> Pipeline:
     return Pipeline(strategies, tuple(config.candidates), config.default)
 
 
+async def _tcp_reachable(url: str, timeout: float = 1.0) -> bool:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
 @dataclass
 class Runtime:
     config: RouterConfig
@@ -44,6 +58,17 @@ class Runtime:
     dispatcher: Dispatcher
     handler: Handler
     processor: Processor
+
+    _reach: dict[str, bool] = field(default_factory=dict)
+    _reach_at: float = 0.0
+
+    async def candidates_reachable(self, max_age_s: float = 5.0) -> dict[str, bool]:
+        """Which candidates' endpoints accept a TCP connection (cached ``max_age_s``)."""
+        if time.monotonic() - self._reach_at > max_age_s:
+            names = list(self.config.candidates)
+            results = await asyncio.gather(*(_tcp_reachable(self.config.candidates[n].base_url) for n in names))
+            self._reach, self._reach_at = dict(zip(names, results)), time.monotonic()
+        return self._reach
 
     async def aclose(self) -> None:
         for strategy in self.handler.pipeline.strategies:  # e.g. a judge's or scorer's HTTP client

@@ -30,6 +30,7 @@ def test_thousand_requests_answered_exactly_once_with_audit(kafka_bootstrap, mod
     config = _config(kafka_bootstrap, model_servers, prefix, tmp_path)
     setup_topics(config, partitions=4)
     worker = start_worker(tmp_path, config)
+    assert worker.health()["candidates_reachable"] == {"cheap": True, "strong": True}
     try:
         records = []
         for i in range(1000):

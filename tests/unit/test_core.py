@@ -183,3 +183,12 @@ def test_sasl_settings_come_from_env_and_missing_env_names_the_field(monkeypatch
     settings = client_settings(kafka)
     assert settings["sasl_plain_password"] == "s3cret-pw" and settings["ssl_context"] is not None
     assert "s3cret-pw" not in repr(kafka) and faust_credentials(kafka) is not None
+
+
+# ---------------------------------------------------------------- readiness: candidates reachable
+async def test_tcp_reachability_of_candidate_endpoints():
+    from router_stream.devtools.harness import free_port
+    from router_stream.runtime import _tcp_reachable
+    async with ModelServer(name="up") as up:
+        assert await _tcp_reachable(up.base_url) is True
+    assert await _tcp_reachable(f"http://127.0.0.1:{free_port()}/v1") is False
