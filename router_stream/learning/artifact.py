@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,11 @@ class ArtifactError(ValueError):
     """The artifact file is missing, unreadable, or of a version / featurizer we do not speak."""
 
 
+_DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # router_stream/data (package data)
+
+
 def default_artifact_path() -> Path:
-    return Path(str(resources.files("router_stream") / "data" / DEFAULT_ARTIFACT_NAME))
+    return _DATA_DIR / DEFAULT_ARTIFACT_NAME
 
 
 def resolve_artifact_path(path: str | Path | None) -> Path:
@@ -49,7 +51,7 @@ def resolve_artifact_path(path: str | Path | None) -> Path:
         return default_artifact_path()
     text = str(path)
     if text.startswith("pkg:"):
-        return Path(str(resources.files("router_stream") / "data" / text[4:]))
+        return _DATA_DIR / text[4:]
     return Path(text).expanduser()
 
 

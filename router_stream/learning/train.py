@@ -26,20 +26,41 @@ import numpy as np
 from . import metrics as M
 from .artifact import Artifact, LearnedRouter
 from .data import MMLU_STRONG, MMLU_WEAK, Record, models_in, split
-from .features import ConcatFeaturizer, StaticEmbedFeaturizer, TfidfFeaturizer
+from .features import ConcatFeaturizer, GroupPriorFeaturizer, StaticEmbedFeaturizer, TfidfFeaturizer
 
-FEATURIZERS = ("tfidf", "embed", "embed+tfidf")
+FEATURIZERS = ("embed+tfidf", "tfidf", "embed")
+DEFAULT_FEATURIZER = "embed+tfidf"
 
 
-def make_featurizer(name: str, texts: Sequence[str], embed_dim: int = 64, cache_dir: Path | None = None) -> Any:
-    """Fit (tfidf) or distil (embed) a featurizer on the training prompts."""
+def build_features(
+    name: str,
+    texts: Sequence[str],
+    groups: Sequence[str],
+    targets: np.ndarray,
+    target_names: Sequence[str],
+    embed_dim: int = 128,
+    prior_weight: float = 5.0,
+    cache_dir: Path | None = None,
+) -> tuple[Any, Any]:
+    """Fit the featurizer on the training rows; return it and the training feature matrix.
+
+    ``groups`` (the rows' ``source``) and ``targets`` (per-row labels to average per group)
+    feed the group prior of the ``embed`` featurizers; ``tfidf`` ignores them.
+    """
+    import scipy.sparse as sp
+
     if name == "tfidf":
-        return TfidfFeaturizer().fit(texts)
+        feat = TfidfFeaturizer().fit(texts)
+        return feat, feat.transform(texts)
+    if name not in FEATURIZERS:
+        raise ValueError(f"featurizer must be one of {FEATURIZERS}, not {name!r}")
+    embed = distil_cached(embed_dim, cache_dir)
     if name == "embed":
-        return distil_cached(embed_dim, cache_dir)
-    if name == "embed+tfidf":
-        return ConcatFeaturizer([distil_cached(embed_dim, cache_dir), TfidfFeaturizer().fit(texts)], [0.5, 1.0])
-    raise ValueError(f"featurizer must be one of {FEATURIZERS}, not {name!r}")
+        return GroupPriorFeaturizer.fit(embed, texts, groups, targets, target_names, prior_weight, include_embedding=True)
+    tfidf = TfidfFeaturizer().fit(texts)
+    prior, prior_x = GroupPriorFeaturizer.fit(embed, texts, groups, targets, target_names, prior_weight)
+    feat = ConcatFeaturizer([tfidf, prior], [1.0, 1.0])
+    return feat, sp.hstack([tfidf.transform(texts), sp.csr_matrix(prior_x)]).tocsr()
 
 
 def distil_cached(dim: int, cache_dir: Path | None = None) -> StaticEmbedFeaturizer:
@@ -47,10 +68,10 @@ def distil_cached(dim: int, cache_dir: Path | None = None) -> StaticEmbedFeaturi
     cache = (cache_dir or Path(".cache/router-stream")) / f"m2v-minilm-{dim}.npz"
     if cache.exists():
         with np.load(cache, allow_pickle=False) as z:
-            return StaticEmbedFeaturizer([str(t) for t in z["vocab"]], z["vectors"], z["scales"])
+            return StaticEmbedFeaturizer.from_artifact({}, {k: z[k] for k in z.files})
     feat = StaticEmbedFeaturizer.distil(dim)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(cache, vocab=np.array(feat.tokenizer.vocab), vectors=feat.vectors_q, scales=feat.scales)
+    np.savez_compressed(cache, **feat.arrays())
     return feat
 
 
@@ -79,18 +100,20 @@ def train_two_model(
     train: Sequence[Record],
     weak: str = MMLU_WEAK,
     strong: str = MMLU_STRONG,
-    featurizer: str = "tfidf",
+    featurizer: str = DEFAULT_FEATURIZER,
     c: float = 1.0,
-    embed_dim: int = 64,
+    embed_dim: int = 128,
 ) -> Artifact:
     rows = _pair(train, weak, strong)
     if len(rows) < 10:
         raise ValueError(f"only {len(rows)} training rows score both {weak!r} and {strong!r}")
     texts = [r.prompt for r in rows]
-    gain = np.array([r.scores[strong] - r.scores[weak] for r in rows])
+    w = np.array([r.scores[weak] for r in rows])
+    s_ = np.array([r.scores[strong] for r in rows])
+    gain = s_ - w
     y = np.sign(np.round(gain, 6)).astype(int)  # scores may be fractional: the sign of the gain
-    feat = make_featurizer(featurizer, texts, embed_dim)
-    x = feat.transform(texts)
+    feat, x = build_features(featurizer, texts, [r.source for r in rows], np.stack([gain, w, s_], 1),
+                             ["gain", f"quality:{weak}", f"quality:{strong}"], embed_dim)
     classes = sorted(set(y.tolist()))
     if classes == [0, 1] or len(classes) < 2:
         raise ValueError("training rows need both positive and non-positive gains (and ideally negative ones)")
@@ -189,16 +212,17 @@ def evaluate_two_model(
 def train_multi_model(
     train: Sequence[Record],
     models: Sequence[str] | None = None,
-    featurizer: str = "tfidf",
+    featurizer: str = DEFAULT_FEATURIZER,
     c: float = 1.0,
-    embed_dim: int = 64,
+    embed_dim: int = 128,
 ) -> Artifact:
     models = list(models or models_in(train, need_costs=True))
     if len(models) < 2:
         raise ValueError("multi-model training needs at least two models with scores and costs")
     texts = [r.prompt for r in train]
-    feat = make_featurizer(featurizer, texts, embed_dim)
-    x = feat.transform(texts)
+    quality = np.array([[r.scores.get(m, np.nan) for m in models] for r in train])
+    feat, x = build_features(featurizer, texts, [r.source for r in train], quality,
+                             [f"quality:{m}" for m in models], embed_dim)
     coefs, intercepts, costs = [], [], {}
     for m in models:
         idx = [i for i, r in enumerate(train) if m in r.scores]
@@ -309,14 +333,14 @@ def evaluate_multi_model(router: LearnedRouter, test: Sequence[Record], strong: 
 def run_training(
     records: Sequence[Record],
     kind: str,
-    featurizer: str = "tfidf",
+    featurizer: str = DEFAULT_FEATURIZER,
     c: float = 1.0,
     strong_share: float = 0.3,
     abstain_band: float = 0.0,
     weak: str = MMLU_WEAK,
     strong: str = MMLU_STRONG,
     test_fraction: float = 0.2,
-    embed_dim: int = 64,
+    embed_dim: int = 128,
     evaluate: bool = True,
 ) -> tuple[Artifact, dict[str, Any]]:
     """Split, train on the 80%, calibrate on the held-out prompts (no labels), evaluate there."""

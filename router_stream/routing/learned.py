@@ -19,8 +19,9 @@ keys are the dataset's model names, values candidate names; unmapped models are 
         gpt-3.5-turbo-1106: gpt35
         gpt-4-1106-preview: gpt4
 
-Scoring is numpy/scipy on the request text (hashed TF-IDF by default): a fraction of a
-millisecond, so ``decide`` runs it inline rather than in a thread. The decision's ``detail``
+Scoring is numpy/scipy on the request text (hashed TF-IDF by default), run inline: about
+0.5 ms for a typical prompt (~300 characters), ~1.7 ms at 1,500 characters; only the first
+4,000 characters are read, which bounds it at a few ms. The decision's ``detail``
 carries ``score`` and ``threshold`` (and ``model`` for multi-model).
 """
 
