@@ -55,13 +55,12 @@ from typing import Any
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from ..config import CandidateConfig
 from ..errors import FatalModelError, ModelError, RetryableModelError
 from ..schemas import Usage
 from .base import ChatCall, Completion
-from .openai import _RESERVED_PARAMS, _content_text, _ssl_context, _usage, parse_retry_after, transport_error
+from .openai import _RESERVED_PARAMS, _content_text, _usage, parse_retry_after, shared_http_client, transport_error
 
 __all__ = [
     "ACTIVE_STATES", "BATCH_STATES", "TERMINAL_STATES",
@@ -165,17 +164,7 @@ class BatchAPIClient:
         self.base_url = cfg.base_url
         timeout_ms = self.settings.request_timeout_ms or cfg.request_timeout_ms
         self._timeout_s = timeout_ms / 1000.0
-        limits = httpx.Limits(max_connections=cfg.max_connections,
-                              max_keepalive_connections=cfg.max_connections)
-        # trust_env=False: with proxy env vars set, httpx would mount its default transport for
-        # proxied URLs, silently bypassing the aiohttp transport.
-        self._http = httpx.AsyncClient(
-            transport=AiohttpTransport(verify=_ssl_context(), limits=limits),
-            limits=limits,
-            trust_env=False,
-            timeout=httpx.Timeout(self._timeout_s),
-            headers={"Accept": "application/json", "User-Agent": "router-stream"},
-        )
+        self._http = shared_http_client(cfg, self._timeout_s)
         #: lines skipped as garbage over the client's life (also per call in BatchResults.skipped)
         self.skipped_lines_total = 0
 

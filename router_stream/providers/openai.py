@@ -143,6 +143,22 @@ def _usage(raw: Any, messages: list[dict[str, Any]], text: str) -> Usage:
     return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
 
 
+def shared_http_client(cfg: CandidateConfig, timeout_s: float) -> httpx.AsyncClient:
+    """The one ``httpx.AsyncClient`` a candidate's client keeps, on the aiohttp transport.
+
+    trust_env=False: with proxy env vars set, httpx would mount its default transport for
+    proxied URLs, silently bypassing the aiohttp transport.
+    """
+    limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
+    return httpx.AsyncClient(
+        transport=AiohttpTransport(verify=_ssl_context(), limits=limits),
+        limits=limits,
+        trust_env=False,
+        timeout=httpx.Timeout(timeout_s),
+        headers={"Accept": "application/json", "User-Agent": "router-stream"},
+    )
+
+
 def transport_error(exc: BaseException, prefix: str, timeout_s: float) -> ModelError | None:
     """The :class:`ModelError` for an exception raised while talking HTTP, or None if not ours.
 
@@ -168,17 +184,7 @@ class OpenAIChatClient:
         self.name = candidate_name
         self.cfg = cfg
         self.url = f"{cfg.base_url}/chat/completions"
-        limits = httpx.Limits(max_connections=cfg.max_connections,
-                              max_keepalive_connections=cfg.max_connections)
-        # trust_env=False: with proxy env vars set, httpx would mount its default transport for
-        # proxied URLs, silently bypassing the aiohttp transport.
-        self._http = httpx.AsyncClient(
-            transport=AiohttpTransport(verify=_ssl_context(), limits=limits),
-            limits=limits,
-            trust_env=False,
-            timeout=httpx.Timeout(cfg.request_timeout_ms / 1000.0),
-            headers={"Accept": "application/json", "User-Agent": "router-stream"},
-        )
+        self._http = shared_http_client(cfg, cfg.request_timeout_ms / 1000.0)
 
     def __repr__(self) -> str:
         return f"OpenAIChatClient(name={self.name!r}, url={self.url!r}, model={self.cfg.model!r})"
