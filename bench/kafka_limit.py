@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import time
 from typing import Any
@@ -162,7 +163,7 @@ def baseline_only(ctx: Ctx, n: int) -> dict[str, Any]:
 
 def run(ctx: Ctx) -> Result:
     bootstrap = ctx.need_kafka()
-    n = 3_000 if ctx.quick else 24_000
+    n = 3_000 if ctx.quick else int(os.environ.get("BENCH_KL_RECORDS", 24_000))
     keys = max(100, n // 15)
     res = Result(NAME, TITLE)
     prefix = ctx.prefix("kl")

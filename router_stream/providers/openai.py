@@ -143,19 +143,49 @@ def _usage(raw: Any, messages: list[dict[str, Any]], text: str) -> Usage:
     return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
 
 
-def shared_http_client(cfg: CandidateConfig, timeout_s: float) -> httpx.AsyncClient:
+class _NoCookies(httpx.Cookies):
+    """Cookies that stay empty: model APIs are stateless.
+
+    A ``Set-Cookie`` from a load balancer must not pin or change later calls; and skipping
+    ``http.cookiejar`` spares every response about 7% of the client's CPU per call.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:  # noqa: D102 - see class
+        return None
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class ModelHTTPClient(httpx.AsyncClient):
+    """``httpx.AsyncClient`` that keeps no cookies (see :class:`_NoCookies`)."""
+
+    @property  # type: ignore[override]
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, value: Any) -> None:
+        raise TypeError("model HTTP clients keep no cookies")
+
+
+#: headers every client sends (requests are built without the client's header merge, see below)
+BASE_HEADERS: tuple[tuple[str, str], ...] = (("Accept", "application/json"), ("User-Agent", "router-stream"))
+
+
+def shared_http_client(cfg: CandidateConfig, timeout_s: float) -> ModelHTTPClient:
     """The one ``httpx.AsyncClient`` a candidate's client keeps, on the aiohttp transport.
 
     trust_env=False: with proxy env vars set, httpx would mount its default transport for
     proxied URLs, silently bypassing the aiohttp transport.
     """
     limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
-    return httpx.AsyncClient(
+    return ModelHTTPClient(
         transport=AiohttpTransport(verify=_ssl_context(), limits=limits),
         limits=limits,
         trust_env=False,
         timeout=httpx.Timeout(timeout_s),
-        headers={"Accept": "application/json", "User-Agent": "router-stream"},
+        headers=dict(BASE_HEADERS),
     )
 
 
@@ -184,14 +214,32 @@ class OpenAIChatClient:
         self.name = candidate_name
         self.cfg = cfg
         self.url = f"{cfg.base_url}/chat/completions"
+        self._url = httpx.URL(self.url)  # parsed once, not per call
         self._http = shared_http_client(cfg, cfg.request_timeout_ms / 1000.0)
+        self._timeout = httpx.Timeout(cfg.request_timeout_ms / 1000.0).as_dict()
 
     def __repr__(self) -> str:
         return f"OpenAIChatClient(name={self.name!r}, url={self.url!r}, model={self.cfg.model!r})"
 
-    def _headers(self) -> dict[str, str]:
-        key = self.cfg.api_key()
-        return {"Authorization": f"Bearer {key}"} if key else {}
+    def _headers(self) -> list[tuple[str, str]]:
+        headers = [*BASE_HEADERS, ("Content-Type", "application/json")]
+        key = self.cfg.api_key()  # read on every call: a rotated key is picked up without a restart
+        if key:
+            headers.append(("Authorization", f"Bearer {key}"))
+        return headers
+
+    def _request(self, body: dict[str, Any]) -> httpx.Request:
+        """The POST, built directly rather than by ``AsyncClient.post``.
+
+        ``post`` re-parses and merges the base URL, default headers, cookies and params on every
+        call: measured at about a third of the client's CPU per call. Here the URL is parsed
+        once and the headers are complete already; the body is encoded as httpx would encode
+        ``json=`` (compact, UTF-8). The total timeout is enforced by ``asyncio.timeout`` around
+        the call; the transport keeps the candidate's ``request_timeout_ms`` as its own bound.
+        """
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        return httpx.Request("POST", self._url, headers=self._headers(), content=content,
+                             extensions={"timeout": self._timeout})
 
     async def complete(self, call: ChatCall) -> Completion:
         body: dict[str, Any] = {k: v for k, v in call.params.items() if k not in _RESERVED_PARAMS}
@@ -201,10 +249,7 @@ class OpenAIChatClient:
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout_s):
-                resp = await self._http.post(
-                    self.url, json=body, headers=self._headers(),
-                    timeout=httpx.Timeout(timeout_s),
-                )
+                resp = await self._http.send(self._request(body))
         except Exception as exc:
             error = transport_error(exc, self.name, timeout_s)
             if error is None:

@@ -194,3 +194,42 @@ async def test_shares_one_http_client_across_concurrent_calls(client, server):
     server.set_faults(latency_ms=50)
     results = await asyncio.gather(*(client.complete(call()) for _ in range(20)))
     assert len(results) == 20 and server.stats()["max_in_flight"] > 1
+
+
+async def test_model_http_client_keeps_no_cookies():
+    """A Set-Cookie from a balancer must not follow later calls (and the jar stays empty)."""
+    import httpx
+
+    from router_stream.providers.openai import ModelHTTPClient
+
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, json={}, headers={"set-cookie": "affinity=node-3; Path=/"})
+
+    async with ModelHTTPClient(transport=httpx.MockTransport(handler)) as http:
+        for _ in range(2):
+            await http.post("http://model.test/v1/chat/completions", json={})
+        assert len(http.cookies) == 0
+        with pytest.raises(TypeError):
+            http.cookies = {"a": "b"}
+    assert seen == [None, None]
+
+
+async def test_request_carries_headers_body_and_key(server, key_env):
+    """The hand-built request sends what AsyncClient.post(json=...) would, plus the bearer key."""
+    import json as _json
+
+    cfg = CandidateConfig(base_url=server.base_url, model="m1", api_key_env=key_env)
+    client = OpenAIChatClient("cheap", cfg)
+    try:
+        req = client._request({"model": "m1", "messages": [{"role": "user", "content": "héllo"}]})
+        assert req.method == "POST" and str(req.url) == f"{server.base_url}/chat/completions"
+        assert req.headers["content-type"] == "application/json"
+        assert req.headers["accept"] == "application/json"
+        assert req.headers["authorization"].startswith("Bearer ")
+        assert int(req.headers["content-length"]) == len(req.content)
+        assert _json.loads(req.content)["messages"][0]["content"] == "héllo"
+    finally:
+        await client.aclose()

@@ -369,3 +369,17 @@ def test_rate_limiter_unit():
     now[0] = 60
     lim.adjust_tokens(-100)
     assert lim.tokens.level == pytest.approx(600)
+
+
+def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
+    import random
+
+    from router_stream.providers.resilience import backoff_s
+
+    rng = random.Random(7)
+    for retry, ceiling in ((1, 0.2), (2, 0.4), (3, 0.8), (6, 5.0), (12, 5.0)):
+        waits = [backoff_s(retry, 0.2, 5.0, rng) for _ in range(200)]
+        assert min(waits) >= ceiling / 2 and max(waits) <= ceiling
+        assert max(waits) - min(waits) > ceiling / 4  # jittered, not constant
+    assert backoff_s(1, 0.2, 5.0, rng, retry_after=3.0) == 3.0  # Retry-After wins when longer
+    assert backoff_s(6, 0.2, 5.0, rng, retry_after=0.01) >= 2.5  # and never shortens the backoff
