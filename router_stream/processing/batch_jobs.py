@@ -87,7 +87,7 @@ class PartitionJobs:
         log.info("partition %s: submitted batch job %s to %s with %d requests", self.part.tp, job_id,
                  candidate, len(items))
         writes: dict[bytes, bytes | None] = {}
-        async with self.part.state_lock:
+        async with self.part.gate.exclusive():
             for key, entry in entries:
                 current = self.part.store.get(key)
                 if current is None or json.loads(current).get("job") is not None:
@@ -118,7 +118,7 @@ class PartitionJobs:
         cand_cfg = self.p.config.candidates[job["candidate"]]
         discount = cand_cfg.batch_api.discount
         t = self.p.topics
-        async with self.part.state_lock:
+        async with self.part.gate.exclusive():
             if self.part.store.get(job_key(job_id)) is None:
                 return  # completed already (e.g. by a previous round that committed)
             outputs: list[tuple[str, bytes | None, bytes]] = []

@@ -42,7 +42,7 @@ async def run_janitor(processor: "Processor", part: "_Partition") -> None:
     while True:
         await asyncio.sleep(cache.purge_interval_s)
         try:
-            async with part.state_lock:
+            async with part.gate.exclusive():
                 k = await asyncio.to_thread(part.store.scan, b"k:")
                 r = await asyncio.to_thread(part.store.scan, b"r:")
                 doomed = expired_keys(k, r, now_ms(), cache.ttl_s * 1000, cache.dedup_window_s * 1000)

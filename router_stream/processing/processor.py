@@ -13,9 +13,12 @@ KIP-98 loop, the one Kafka Streams runs per task:
   Model calls happen *before* the transaction begins, so transactions stay short.
 * **Local state never ahead of Kafka**: the RocksDB store is written only after the commit,
   with the changelog offset it reflects; on assignment it is replayed from that checkpoint.
-* **Per-key order**: within a batch, records of the same key (or request id) run in order; other
-  keys run concurrently, bounded by ``worker.max_in_flight``. A partition is paused while its
-  batch is in flight, so batches of one partition never overlap.
+* **Per-key order**: records of the same key (or request id) run in order; other keys run
+  concurrently, bounded by ``worker.max_in_flight``. Up to ``worker.batches_in_flight`` fetched
+  batches of a partition are handled at once (a same-key chain waits for the one in the batch
+  before; each batch reads the uncommitted state of the one before), so a slow record holds
+  back its own key, not the partition; batches commit strictly in offset order, and a failed
+  commit discards the batches after it too.
 * **No silent failure**: a failed commit is aborted and the batch is re-read; if the abort fails
   too, the processor stops loudly (the worker exits non-zero and its supervisor restarts it).
 """
@@ -40,6 +43,7 @@ from ..config import RouterConfig
 from ..schemas import Request
 from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
+from .gate import Gate
 from .handler import Handler, Outcome, Source, StateView
 from .intake import Poison, classify
 from .janitor import run_janitor
@@ -54,16 +58,38 @@ class FatalProcessorError(RuntimeError):
 
 
 @dataclass(slots=True)
+class _Batch:
+    """One fetched run of a partition's records, from handling to its commit."""
+
+    records: list[Any]
+    view: StateView
+    gen: int
+    done: asyncio.Future[bool]  # True once committed; False if failed or discarded
+    task: asyncio.Task[None] | None = None
+    tails: list[tuple[str, asyncio.Task[None]]] = field(default_factory=list)
+    in_txn: bool = False  # its transaction has begun (a cancel must abort it)
+
+
+@dataclass(slots=True)
 class _Partition:
     tp: TopicPartition
     producer: AIOKafkaProducer
     store: PartitionStore
-    next_offset: int = 0
-    task: asyncio.Task[None] | None = None
+    next_offset: int = 0  # committed
+    dispatched: int = 0  # next offset to hand to a batch
+    inflight: list[_Batch] = field(default_factory=list)  # in offset order
+    tails: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # order token -> last chain
+    gen: int = 0  # bumped when a failure discards the batches in flight
+    held_until: float = 0.0  # stay paused until then (after a failed commit)
+    rewinding: bool = False  # a failed batch is aborting; nothing is dispatched until it has sought back
     lost: bool = False
-    state_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    gate: Gate = field(default_factory=Gate)
     jobs_task: asyncio.Task[None] | None = None
     janitor_task: asyncio.Task[None] | None = None
+
+
+class _Discarded(Exception):
+    """A batch behind a failed one: its records are re-read, its results thrown away."""
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -75,6 +101,10 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self._p._assign(list(assigned))
+
+
+def _tokens(scope: str, rid: str | None) -> tuple[str, ...]:
+    return (f"k\x00{scope}", f"r\x00{rid}") if rid else (f"k\x00{scope}",)
 
 
 def _group(keys: list[tuple[str, str | None]]) -> list[list[int]]:
@@ -89,9 +119,7 @@ def _group(keys: list[tuple[str, str | None]]) -> list[list[int]]:
 
     seen: dict[str, int] = {}
     for i, (scope, rid) in enumerate(keys):
-        for token in (f"k\x00{scope}", f"r\x00{rid}" if rid else None):
-            if token is None:
-                continue
+        for token in _tokens(scope, rid):
             if token in seen:
                 parent[find(i)] = find(seen[token])
             else:
@@ -262,7 +290,7 @@ class Processor:
             if store is not None:
                 store.close()
             raise
-        part = _Partition(tp, producer, store, next_offset)
+        part = _Partition(tp, producer, store, next_offset, dispatched=next_offset)
         self._parts[tp] = part
         part.janitor_task = asyncio.create_task(run_janitor(self, part))
         if self._batch_clients:
@@ -404,7 +432,8 @@ class Processor:
         metrics.ASSIGNED.set(len(self._parts))
 
     async def _drain(self, tps: list[TopicPartition], timeout: float) -> None:
-        tasks = [p.task for tp in tps if (p := self._parts.get(tp)) and p.task and not p.task.done()]
+        tasks = [b.task for tp in tps if (p := self._parts.get(tp))
+                 for b in p.inflight if b.task is not None and not b.task.done()]
         if not tasks:
             return
         done, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -443,16 +472,16 @@ class Processor:
                 data = await consumer.getmany(timeout_ms=100, max_records=self.config.kafka.max_batch)
                 for tp, records in data.items():
                     part = self._parts.get(tp)
-                    if part is None or part.lost:
+                    if part is None or part.lost or part.rewinding:
                         continue
-                    if part.task is not None and not part.task.done():
-                        consumer.seek(tp, records[0].offset)  # never drop: re-read after this batch
+                    if len(part.inflight) >= self.config.worker.batches_in_flight:
+                        consumer.seek(tp, records[0].offset)  # never drop: re-read when a slot frees
+                        consumer.pause(tp)
                         continue
-                    records = [r for r in records if r.offset >= part.next_offset]
+                    records = [r for r in records if r.offset >= part.dispatched]
                     if not records:
                         continue
-                    consumer.pause(tp)
-                    part.task = asyncio.create_task(self._process(part, records))
+                    self._dispatch(part, records)
                 if self.fatal is not None:
                     raise self.fatal
                 now = time.monotonic()
@@ -481,18 +510,49 @@ class Processor:
                 if asyncio.iscoroutine(result):
                     await result
 
-    async def _process(self, part: _Partition, records: list[Any]) -> None:
+    def _dispatch(self, part: _Partition, records: list[Any]) -> None:
+        """Start a batch of ``part``; pause the partition when its batches-in-flight budget is used.
+
+        The batch reads state through a view over the previous in-flight batch's view (its
+        uncommitted writes), or over the store when none is in flight.
+        """
+        prev = part.inflight[-1] if part.inflight else None
+        view = StateView(prev.view if prev is not None else part.store)
+        batch = _Batch(records, view, part.gen, asyncio.get_running_loop().create_future())
+        part.inflight.append(batch)
+        part.dispatched = records[-1].offset + 1
+        batch.task = asyncio.create_task(self._process(part, batch, prev))
+        if len(part.inflight) >= self.config.worker.batches_in_flight and self._consumer is not None:
+            self._consumer.pause(part.tp)
+
+    async def _process(self, part: _Partition, batch: _Batch, prev: _Batch | None) -> None:
+        """Handle a batch, wait for the batch before it to commit, then commit this one.
+
+        Batches of a partition are handled concurrently but commit strictly in offset order, so
+        the committed offset only ever covers fully answered records. If a commit fails, that
+        batch and every batch after it are discarded and re-read from its first offset.
+        """
+        records = batch.records
         started = time.monotonic()
         try:
-            async with part.state_lock:  # batch-API job completions never interleave with a batch
-                view = StateView(part.store)
-                outcomes = await self._handle_all(records, view)
-                await self._commit(part, records, outcomes, view)
+            async with part.gate.shared():
+                outcomes = await self._handle_all(part, batch)
+                if prev is not None and not await asyncio.shield(prev.done):
+                    raise _Discarded()
+                if part.gen != batch.gen or part.lost:
+                    raise _Discarded()
+                await self._commit(part, batch, outcomes)
+            self._settle(part, batch, True)
             metrics.BATCH_SECONDS.observe(time.monotonic() - started)
+        except _Discarded:
+            self._settle(part, batch, False)
         except asyncio.CancelledError:
-            await self._abort_quietly(part)
+            self._settle(part, batch, False)
+            if batch.in_txn:
+                await self._abort_quietly(part)
             raise
         except FENCED as exc:
+            self._settle(part, batch, False)
             part.lost = True
             metrics.TRANSACTIONS.labels("fenced").inc()
             log.warning("partition %s: fenced (%s); dropping this batch, it will be re-read", part.tp,
@@ -500,11 +560,14 @@ class Processor:
             asyncio.create_task(self._reopen_if_still_ours(part))
             return
         except FatalProcessorError as exc:
+            self._settle(part, batch, False)
             await self._die(exc)
             return
         except Exception as exc:
+            self._settle(part, batch, False)
             log.error("partition %s: batch at offset %d failed (%s: %s); it will be re-read",
                       part.tp, records[0].offset, type(exc).__name__, exc)
+            self._discard_from(part, batch)
             for attempt in range(5):  # the broker may be restarting: give it a moment
                 try:
                     await part.producer.abort_transaction()
@@ -524,11 +587,48 @@ class Processor:
                     await asyncio.sleep(2.0 * (attempt + 1))
             if self._consumer is not None and part.tp in self._parts:
                 self._consumer.seek(part.tp, records[0].offset)
+            part.held_until = time.monotonic() + 1.0
+            part.rewinding = False
             await asyncio.sleep(1.0)
         finally:
-            if not self._stopping and not part.lost and self._consumer is not None and part.tp in self._parts \
-                    and part.tp in self._consumer.assignment():
-                self._consumer.resume(part.tp)
+            self._maybe_resume(part)
+
+    def _settle(self, part: _Partition, batch: _Batch, committed: bool) -> None:
+        """Record the batch's fate (the next batch waits on it) and drop it from the partition."""
+        if not batch.done.done():
+            batch.done.set_result(committed)
+        if batch in part.inflight:
+            part.inflight.remove(batch)
+        for token, task in batch.tails:
+            if part.tails.get(token) is task:
+                del part.tails[token]
+        if committed:  # its writes are in the store now: later views stop going through it
+            batch.view.store, batch.view.pending = part.store, {}
+
+    def _discard_from(self, part: _Partition, failed: _Batch) -> None:
+        """After ``failed``'s commit failed: every later batch is void, the partition rewinds.
+
+        Later batches are cancelled (none has begun a transaction: each waits for the one before
+        it to commit first); nothing new is dispatched until the failed batch has aborted and the
+        consumer has sought back to its first offset (``rewinding``)."""
+        part.gen += 1
+        part.rewinding = True
+        if self._consumer is not None and part.tp in self._consumer.assignment():
+            self._consumer.pause(part.tp)
+        for later in part.inflight:
+            if later.task is not None and later is not failed:
+                later.task.cancel()
+        part.inflight.clear()
+        part.tails.clear()
+        part.dispatched = failed.records[0].offset
+
+    def _maybe_resume(self, part: _Partition) -> None:
+        if self._stopping or part.lost or part.rewinding or self._consumer is None or part.tp not in self._parts \
+                or part.tp not in self._consumer.assignment() or part.tp in self._opening:
+            return
+        if time.monotonic() < part.held_until or len(part.inflight) >= self.config.worker.batches_in_flight:
+            return
+        self._consumer.resume(part.tp)
 
     async def _reopen_if_still_ours(self, part: _Partition) -> None:
         """After a fence without a rebalance (e.g. the broker timed our transaction out), reopen.
@@ -552,7 +652,13 @@ class Processor:
         except Exception:
             pass
 
-    async def _handle_all(self, records: list[Any], view: StateView) -> list[Outcome]:
+    async def _handle_all(self, part: _Partition, batch: _Batch) -> list[Outcome]:
+        """Handle a batch's records: same key (or request id) in order, others concurrently.
+
+        A chain of same-key records first waits for the chain of an earlier in-flight batch
+        that holds any of its order tokens, so per-key order also holds across batches.
+        """
+        records, view = batch.records, batch.view
         sources = [Source(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
                    for r in records]
         keys = []
@@ -562,7 +668,9 @@ class Processor:
                          self._scope_for(s), parsed))
         outcomes: list[Outcome | None] = [None] * len(records)
 
-        async def chain(indices: list[int]) -> None:
+        async def chain(indices: list[int], before: list[asyncio.Task[None]]) -> None:
+            if before:
+                await asyncio.gather(*before, return_exceptions=True)
             for i in indices:
                 async with self._sem:
                     metrics.IN_FLIGHT.inc()
@@ -571,7 +679,23 @@ class Processor:
                     finally:
                         metrics.IN_FLIGHT.dec()
 
-        await asyncio.gather(*(chain(c) for c in _group(keys)))
+        tasks = []
+        for indices in _group(keys):
+            tokens = {t for i in indices for t in _tokens(*keys[i])}
+            before = list({id(t): t for tok in tokens if (t := part.tails.get(tok)) is not None
+                           and not t.done()}.values())
+            task = asyncio.create_task(chain(indices, before))
+            tasks.append(task)
+            if part.gen == batch.gen:
+                for tok in tokens:
+                    part.tails[tok] = task
+                    batch.tails.append((tok, task))
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
         return [o for o in outcomes if o is not None]
 
     def _scope_for(self, source: Source) -> str:
@@ -608,10 +732,12 @@ class Processor:
             out.append(values)
         return out
 
-    async def _commit(self, part: _Partition, records: list[Any], outcomes: list[Outcome], view: StateView) -> None:
+    async def _commit(self, part: _Partition, batch: _Batch, outcomes: list[Outcome]) -> None:
         producer = part.producer
         t = self.topics
+        records, view = batch.records, batch.view
         payloads = self._serialize(records, outcomes)
+        batch.in_txn = True
         await producer.begin_transaction()
         for record, values in zip(records, payloads):
             headers = [(k, v) for k, v in (record.headers or ()) if k.lower() in _TRACE]

@@ -19,7 +19,16 @@ kind               cause                                       retryable
 ``malformed``      not JSON, no ``choices``, no content        yes
 ``auth``           HTTP 401 / 403                              no
 ``client_error``   any other 4xx (and unexpected statuses)     no
+``queue_timeout``  no free connection within ``call.timeout_s``  no
 =================  ==========================================  =========
+
+Calls wait for one of the candidate's ``max_connections`` slots in arrival order (an
+``asyncio.Semaphore``): aiohttp's own pool hands a freed connection to the newest caller, so
+under a backlog some calls starved until they timed out and opened the breaker on a healthy
+model. A call that never got a slot is ``queue_timeout``: the endpoint was not contacted, so the
+breaker ignores it and the chain moves on to the next candidate. A ``timeout`` after a slot
+wait carries ``waited_s``, so the dispatcher can tell whether the endpoint had its full
+``request_timeout_ms``.
 
 Messages are built only from the candidate name, status codes and exception class names, never
 from headers or response bodies (providers echo masked keys in 401 bodies), so the API key cannot
@@ -217,6 +226,7 @@ class OpenAIChatClient:
         self._url = httpx.URL(self.url)  # parsed once, not per call
         self._http = shared_http_client(cfg, cfg.request_timeout_ms / 1000.0)
         self._timeout = httpx.Timeout(cfg.request_timeout_ms / 1000.0).as_dict()
+        self._slots = asyncio.Semaphore(cfg.max_connections)  # FIFO: no caller starves (see module doc)
 
     def __repr__(self) -> str:
         return f"OpenAIChatClient(name={self.name!r}, url={self.url!r}, model={self.cfg.model!r})"
@@ -246,14 +256,21 @@ class OpenAIChatClient:
         body["model"] = self.cfg.model
         body["messages"] = call.messages
         timeout_s = max(0.001, call.timeout_s)
-        started = time.monotonic()
+        queued_at = time.monotonic()
+        started: float | None = None
         try:
             async with asyncio.timeout(timeout_s):
-                resp = await self._http.send(self._request(body))
+                async with self._slots:
+                    started = time.monotonic()
+                    resp = await self._http.send(self._request(body))
         except Exception as exc:
+            if started is None and isinstance(exc, TimeoutError):
+                raise FatalModelError(f"{self.name}: no free connection within {timeout_s:.3g}s "
+                                      f"(max_connections={self.cfg.max_connections})", kind="queue_timeout") from None
             error = transport_error(exc, self.name, timeout_s)
             if error is None:
                 raise
+            error.waited_s = (started or queued_at) - queued_at  # slot wait inside the timeout
             raise error from None
         latency_ms = (time.monotonic() - started) * 1000.0
 

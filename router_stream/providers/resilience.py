@@ -40,6 +40,9 @@ from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
+#: error kinds that say nothing about the endpoint's health: the breaker ignores them
+NO_VERDICT = frozenset({"queue_timeout", "deadline_exceeded"})
+
 __all__ = ["CallResult", "DispatchObserver", "Dispatcher", "cost_usd"]
 
 
@@ -311,8 +314,14 @@ class Dispatcher:
             try:
                 completion = await client.complete(ChatCall(messages=messages, params=params, timeout_s=timeout_s))
             except ModelError as exc:
+                if exc.kind == "timeout" and timeout_s < cand.request_timeout_ms / 1000.0 - 0.001:
+                    # the request's deadline cut the call short: the endpoint was not given its due
+                    exc = FatalModelError(f"{name}: no answer in the {timeout_s:.3g}s left before the "
+                                          f"request's deadline", kind="deadline_exceeded")
+                if exc.kind in NO_VERDICT or (exc.kind == "timeout" and exc.waited_s > 0.001):
+                    release()  # no verdict on the endpoint: not a probe result either way
                 self._failed(st, name, exc, self._clock() - started, retry)
-                raise
+                raise exc from None
             except Exception as exc:  # a client bug: not worth a retry, but must not kill the call
                 log.error("model client for candidate %s raised %s", name, type(exc).__name__, exc_info=True)
                 err = FatalModelError(f"{name}: client error ({type(exc).__name__})", kind="internal")
@@ -332,7 +341,9 @@ class Dispatcher:
 
     def _failed(self, st: _CallState, name: str, exc: ModelError, latency_s: float, retry: int) -> None:
         breaker = self._breakers[name]
-        if exc.retryable or exc.kind in ("auth", "internal"):
+        if exc.kind in NO_VERDICT or (exc.kind == "timeout" and exc.waited_s > 0.001):
+            pass  # a local slot wait or the request's deadline ended it: no verdict on the endpoint
+        elif exc.retryable or exc.kind in ("auth", "internal"):
             breaker.record_failure()
         else:  # the endpoint answered; the request was at fault
             breaker.record_success()

@@ -418,7 +418,7 @@ def test_deadline_shorter_than_model_latency(kafka_bootstrap, servers, prefix, t
     assert a["error"] and a.get("served_by") is None
     # one call to slow, cut off at the deadline; no retry and no fallback call after it
     (first, *rest) = a["attempts"]
-    assert first["candidate"] == "slow" and first["outcome"] == "error" and first["error_kind"] == "timeout"
+    assert first["candidate"] == "slow" and first["outcome"] == "error" and first["error_kind"] == "deadline_exceeded"
     assert 250 <= first["latency_ms"] <= 1500, first
     assert [(att["candidate"], att["outcome"], att["error_kind"]) for att in rest] == \
         [("fast", "skipped", "deadline_exceeded")]

@@ -280,7 +280,7 @@ async def test_deadline_stops_attempts(servers, make_dispatcher):
     elapsed = time.monotonic() - t0
     assert 0.25 <= elapsed < 1.5
     assert not result.ok and result.error_kind == "deadline_exceeded"
-    assert outcomes(result) == [("cheap", "error", "timeout", 0), ("smart", "skipped", "deadline_exceeded", 0)]
+    assert outcomes(result) == [("cheap", "error", "deadline_exceeded", 0), ("smart", "skipped", "deadline_exceeded", 0)]
     assert servers["smart"].stats()["calls"] == 0
 
 
@@ -383,3 +383,38 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
         assert max(waits) - min(waits) > ceiling / 4  # jittered, not constant
     assert backoff_s(1, 0.2, 5.0, rng, retry_after=3.0) == 3.0  # Retry-After wins when longer
     assert backoff_s(6, 0.2, 5.0, rng, retry_after=0.01) >= 2.5  # and never shortens the backoff
+
+
+async def test_connection_slots_are_fifo_and_a_queue_timeout_spares_the_breaker(servers, make_dispatcher, recorder):
+    """max_connections 2, 10 calls of 200 ms at once: the server never sees more than 2; calls are
+    served in arrival order (none starves); calls that cannot get a slot in time end as
+    queue_timeout, which neither opens the breaker nor counts as a failure of the endpoint."""
+    servers["cheap"].set_faults(latency_ms=200)
+    config = make_config(servers, fallbacks=(), cheap={"max_connections": 2, "max_retries": 0,
+                                                       "request_timeout_ms": 5000,
+                                                       "breaker": {"failure_threshold": 2, "window_s": 30}})
+    d = make_dispatcher(config)
+    finished: list[int] = []
+
+    async def one(i: int) -> CallResult:
+        result = await d.call(Request(request_id=f"r-{i}", prompt=f"call {i}"), "cheap", soon(5))
+        finished.append(i)
+        return result
+
+    tasks = []
+    for i in range(10):
+        tasks.append(asyncio.create_task(one(i)))
+        await asyncio.sleep(0.005)  # arrival order 0, 1, 2, ...
+    results = await asyncio.gather(*tasks)
+    assert all(r.ok for r in results)
+    assert servers["cheap"].stats()["max_in_flight"] <= 2
+    assert finished == sorted(finished)  # FIFO: served in arrival order
+    # now a deadline too short to wait for a slot behind 8 queued calls
+    tasks = [asyncio.create_task(d.call(Request(request_id=f"q-{i}", prompt="x"), "cheap", soon(0.5)))
+             for i in range(8)]
+    results = await asyncio.gather(*tasks)
+    kinds = [r.error_kind for r in results if not r.ok]
+    assert "queue_timeout" in kinds and set(kinds) <= {"queue_timeout", "deadline_exceeded"}
+    assert sum(r.ok for r in results) >= 2
+    assert d.breaker_states()["cheap"] == "closed"
+    assert not recorder.of("breaker")
