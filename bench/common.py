@@ -396,7 +396,15 @@ def worker_config(ctx: Ctx, prefix: str, model_url: str, *, max_in_flight: int =
                              "kafka": {"max_batch": max_batch}})
     cfg["kafka"].pop("session_timeout_ms", None)
     cfg["worker"].pop("shutdown_grace_s", None)
+    for key, value in _worker_overrides().items():
+        cfg["worker"][key] = value
     return cfg
+
+
+def _worker_overrides() -> dict[str, Any]:
+    """``BENCH_WORKER='{"batches_in_flight": 1}'`` overrides worker settings (for comparisons)."""
+    raw = os.environ.get("BENCH_WORKER")
+    return json.loads(raw) if raw else {}
 
 
 def records_done(port: int) -> int | None:

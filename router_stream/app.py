@@ -10,6 +10,7 @@ Faust's consumer owns no partitions and cannot interfere with ours.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -52,6 +53,8 @@ def build_app(config: RouterConfig) -> tuple[faust.App, dict[str, Any]]:
             holder["runtime"] = self.runtime
             holder["started_at"] = time.time()
             await self.runtime.processor.start()
+            if config.worker.gc_threshold0:
+                tune_gc(config.worker.gc_threshold0)
             log.info("router-stream worker %s consuming %s", self.runtime.worker_id, config.topics.requests)
 
         async def _fatal(self, exc: BaseException) -> None:
@@ -96,6 +99,22 @@ def build_app(config: RouterConfig) -> tuple[faust.App, dict[str, Any]]:
         return web.json(body, status=200 if ok else 503)
 
     return app, holder
+
+
+def tune_gc(threshold0: int) -> None:
+    """Collect garbage less often, and never re-scan what start-up built.
+
+    A worker with thousands of records in flight allocates fast (tasks, futures, records,
+    pydantic models), and with CPython's default first threshold (700) the cyclic collector runs
+    hundreds of times a second over a heap that includes every module, Faust and the learned
+    router's arrays: measured ~20% of the worker's CPU per record at 1,000 records/s. Almost all
+    of those objects are freed by reference counting anyway. ``gc.freeze()`` moves the start-up
+    heap out of the collector's sight; the higher threshold makes collections rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(threshold0, max(second, 20), max(third, 20))
 
 
 def run_worker(config: RouterConfig, loglevel: str = "info") -> None:

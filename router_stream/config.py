@@ -181,6 +181,9 @@ class WorkerConfig(_Strict):
     max_in_flight: int = Field(256, ge=1, description="model calls in flight per worker")
     batches_in_flight: int = Field(4, ge=1, le=64, description="fetched batches of one partition handled at once; "
                                                                  "they commit in offset order (1 = one at a time)")
+    gc_threshold0: int = Field(50_000, ge=0, description="first threshold of Python's cyclic garbage collector "
+                                                         "once started (start-up objects are frozen); 0 = leave "
+                                                         "the interpreter's defaults")
     metrics_host: str = Field("127.0.0.1", description="bind address of /metrics and /health (0.0.0.0 in a pod)")
     metrics_port: int = Field(6066, ge=1, le=65535)
     default_deadline_ms: int = Field(120_000, ge=1)
