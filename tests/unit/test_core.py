@@ -192,3 +192,18 @@ async def test_tcp_reachability_of_candidate_endpoints():
     async with ModelServer(name="up") as up:
         assert await _tcp_reachable(up.base_url) is True
     assert await _tcp_reachable(f"http://127.0.0.1:{free_port()}/v1") is False
+
+
+def test_tune_gc_freezes_start_up_objects_and_raises_the_first_threshold():
+    import gc
+
+    from router_stream.app import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc(50_000)
+        assert gc.get_threshold()[0] == 50_000
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
