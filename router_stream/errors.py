@@ -45,7 +45,6 @@ class ModelError(RouterStreamError):
         self.kind = kind
         self.status = status
         self.retry_after = retry_after
-        self.waited_s = 0.0  # time spent waiting for a local connection slot before the call
 
 
 class RetryableModelError(ModelError):

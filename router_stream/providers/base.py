@@ -21,6 +21,9 @@ class ChatCall:
     messages: list[dict[str, Any]]
     params: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 30.0
+    #: the request's deadline (``time.monotonic()``), if any: clients that queue for a
+    #: connection may wait until then and still give the call its own full timeout
+    deadline_at: float | None = None
 
 
 @dataclass

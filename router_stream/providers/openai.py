@@ -26,9 +26,10 @@ Calls wait for one of the candidate's ``max_connections`` slots in arrival order
 ``asyncio.Semaphore``): aiohttp's own pool hands a freed connection to the newest caller, so
 under a backlog some calls starved until they timed out and opened the breaker on a healthy
 model. A call that never got a slot is ``queue_timeout``: the endpoint was not contacted, so the
-breaker ignores it and the chain moves on to the next candidate. A ``timeout`` after a slot
-wait carries ``waited_s``, so the dispatcher can tell whether the endpoint had its full
-``request_timeout_ms``.
+breaker ignores it and the chain moves on to the next candidate. With ``call.deadline_at``
+(the dispatcher sets it) the slot wait is bounded by the request's deadline, not by the call's
+timeout, and the HTTP exchange then gets the full ``request_timeout_ms`` (or what is left of the
+deadline: a timeout then is ``deadline_exceeded``, no verdict on the endpoint either).
 
 Messages are built only from the candidate name, status codes and exception class names, never
 from headers or response bodies (providers echo masked keys in 401 bodies), so the API key cannot
@@ -257,21 +258,31 @@ class OpenAIChatClient:
         body["messages"] = call.messages
         timeout_s = max(0.001, call.timeout_s)
         queued_at = time.monotonic()
-        started: float | None = None
+        wait_s = call.deadline_at - queued_at if call.deadline_at is not None else timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
-                async with self._slots:
-                    started = time.monotonic()
+            async with asyncio.timeout(max(0.001, wait_s)):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise FatalModelError(f"{self.name}: no free connection within {wait_s:.3g}s "
+                                  f"(max_connections={self.cfg.max_connections})", kind="queue_timeout") from None
+        try:
+            started = time.monotonic()
+            full_s = self.cfg.request_timeout_ms / 1000.0
+            if call.deadline_at is not None:  # the slot wait did not eat the call's own timeout
+                timeout_s = max(0.001, min(full_s, call.deadline_at - started))
+            try:
+                async with asyncio.timeout(timeout_s):
                     resp = await self._http.send(self._request(body))
-        except Exception as exc:
-            if started is None and isinstance(exc, TimeoutError):
-                raise FatalModelError(f"{self.name}: no free connection within {timeout_s:.3g}s "
-                                      f"(max_connections={self.cfg.max_connections})", kind="queue_timeout") from None
-            error = transport_error(exc, self.name, timeout_s)
-            if error is None:
-                raise
-            error.waited_s = (started or queued_at) - queued_at  # slot wait inside the timeout
-            raise error from None
+            except Exception as exc:
+                error = transport_error(exc, self.name, timeout_s)
+                if error is None:
+                    raise
+                if error.kind == "timeout" and call.deadline_at is not None and timeout_s < full_s - 0.001:
+                    error = FatalModelError(f"{self.name}: no answer in the {timeout_s:.3g}s left before the "
+                                            f"request's deadline", kind="deadline_exceeded")
+                raise error from None
+        finally:
+            self._slots.release()
         latency_ms = (time.monotonic() - started) * 1000.0
 
         if not 200 <= resp.status_code < 300:

@@ -312,13 +312,14 @@ class Dispatcher:
             client = self._clients[name]
             started = self._clock()
             try:
-                completion = await client.complete(ChatCall(messages=messages, params=params, timeout_s=timeout_s))
+                completion = await client.complete(ChatCall(messages=messages, params=params, timeout_s=timeout_s,
+                                                            deadline_at=deadline_at))
             except ModelError as exc:
                 if exc.kind == "timeout" and timeout_s < cand.request_timeout_ms / 1000.0 - 0.001:
                     # the request's deadline cut the call short: the endpoint was not given its due
                     exc = FatalModelError(f"{name}: no answer in the {timeout_s:.3g}s left before the "
                                           f"request's deadline", kind="deadline_exceeded")
-                if exc.kind in NO_VERDICT or (exc.kind == "timeout" and exc.waited_s > 0.001):
+                if exc.kind in NO_VERDICT:
                     release()  # no verdict on the endpoint: not a probe result either way
                 self._failed(st, name, exc, self._clock() - started, retry)
                 raise exc from None
@@ -341,7 +342,7 @@ class Dispatcher:
 
     def _failed(self, st: _CallState, name: str, exc: ModelError, latency_s: float, retry: int) -> None:
         breaker = self._breakers[name]
-        if exc.kind in NO_VERDICT or (exc.kind == "timeout" and exc.waited_s > 0.001):
+        if exc.kind in NO_VERDICT:
             pass  # a local slot wait or the request's deadline ended it: no verdict on the endpoint
         elif exc.retryable or exc.kind in ("auth", "internal"):
             breaker.record_failure()

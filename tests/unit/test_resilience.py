@@ -418,3 +418,15 @@ async def test_connection_slots_are_fifo_and_a_queue_timeout_spares_the_breaker(
     assert sum(r.ok for r in results) >= 2
     assert d.breaker_states()["cheap"] == "closed"
     assert not recorder.of("breaker")
+
+
+async def test_slot_wait_does_not_eat_the_request_timeout(servers, make_dispatcher):
+    """request_timeout_ms bounds the HTTP exchange; the wait for a connection slot is bounded by
+    the request's deadline instead (the third call waits ~600 ms for a slot, more than 500 ms)."""
+    servers["cheap"].set_faults(latency_ms=300)
+    config = make_config(servers, fallbacks=(), cheap={"max_connections": 1, "max_retries": 0,
+                                                       "request_timeout_ms": 500})
+    d = make_dispatcher(config)
+    results = await asyncio.gather(*(d.call(Request(request_id=f"s-{i}", prompt="x"), "cheap", soon(5))
+                                     for i in range(3)))
+    assert [r.ok for r in results] == [True, True, True], [r.error for r in results]
