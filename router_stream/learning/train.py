@@ -26,9 +26,10 @@ import numpy as np
 from . import metrics as M
 from .artifact import Artifact, LearnedRouter
 from .data import MMLU_STRONG, MMLU_WEAK, Record, models_in, split
-from .features import ConcatFeaturizer, GroupPriorFeaturizer, StaticEmbedFeaturizer, TfidfFeaturizer
+from .features import (ConcatFeaturizer, GroupPriorFeaturizer, StaticEmbedFeaturizer, SubjectPriorFeaturizer,
+                       TfidfFeaturizer)
 
-FEATURIZERS = ("embed+tfidf", "tfidf", "embed")
+FEATURIZERS = ("embed+tfidf", "tfidf", "embed", "tfidf+subject", "embed+tfidf+subject")
 DEFAULT_FEATURIZER = "embed+tfidf"
 
 
@@ -45,16 +46,21 @@ def build_features(
     """Fit the featurizer on the training rows; return it and the training feature matrix.
 
     ``groups`` (the rows' ``source``) and ``targets`` (per-row labels to average per group)
-    feed the group prior of the ``embed`` featurizers; ``tfidf`` ignores them.
+    feed the group prior of the ``embed`` featurizers and the subject prior of the ``*subject``
+    ones; ``tfidf`` ignores them.
     """
     import scipy.sparse as sp
 
     if name == "tfidf":
         feat = TfidfFeaturizer().fit(texts)
         return feat, feat.transform(texts)
+    if name == "tfidf+subject":  # subject classifier over the tfidf only: no embedding table
+        return SubjectPriorFeaturizer.fit(None, texts, groups, targets, target_names, prior_weight)
     if name not in FEATURIZERS:
         raise ValueError(f"featurizer must be one of {FEATURIZERS}, not {name!r}")
     embed = distil_cached(embed_dim, cache_dir)
+    if name == "embed+tfidf+subject":
+        return SubjectPriorFeaturizer.fit(embed, texts, groups, targets, target_names, prior_weight)
     if name == "embed":
         return GroupPriorFeaturizer.fit(embed, texts, groups, targets, target_names, prior_weight, include_embedding=True)
     tfidf = TfidfFeaturizer().fit(texts)
