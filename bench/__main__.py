@@ -24,6 +24,7 @@ from bench.common import Ctx, Result, delete_topics, fmt_load, loadavg  # noqa: 
 BENCHMARKS = {
     "kafka-limit": "bench.kafka_limit",
     "latency-bound": "bench.latency_bound",
+    "micro-batching": "bench.micro_batching",
     "http-client": "bench.http_client",
     "decision-cache": "bench.decision_cache",
     "routing": "bench.routing_overhead",

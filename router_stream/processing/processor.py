@@ -44,6 +44,7 @@ from ..schemas import Request
 from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
 from .gate import Gate
+from .slots import OrderedSlots
 from .handler import Handler, Outcome, Source, StateView
 from .intake import Poison, classify
 from .janitor import run_janitor
@@ -65,6 +66,7 @@ class _Batch:
     view: StateView
     gen: int
     done: asyncio.Future[bool]  # True once committed; False if failed or discarded
+    seq: int = 0  # dispatch number: the oldest batch gets in-flight slots first
     task: asyncio.Task[None] | None = None
     tails: list[tuple[str, asyncio.Task[None]]] = field(default_factory=list)
     in_txn: bool = False  # its transaction has begun (a cancel must abort it)
@@ -145,7 +147,8 @@ class Processor:
         self._standby: dict[int, PartitionStore] = {}
         self._standby_lock = asyncio.Lock()
         self._standby_task: asyncio.Task[None] | None = None
-        self._sem = asyncio.Semaphore(config.worker.max_in_flight)
+        self._slots = OrderedSlots(config.worker.max_in_flight)
+        self._batch_seq = 0
         self._restore_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._restorer: AIOKafkaConsumer | None = None
@@ -518,7 +521,8 @@ class Processor:
         """
         prev = part.inflight[-1] if part.inflight else None
         view = StateView(prev.view if prev is not None else part.store)
-        batch = _Batch(records, view, part.gen, asyncio.get_running_loop().create_future())
+        self._batch_seq += 1
+        batch = _Batch(records, view, part.gen, asyncio.get_running_loop().create_future(), seq=self._batch_seq)
         part.inflight.append(batch)
         part.dispatched = records[-1].offset + 1
         batch.task = asyncio.create_task(self._process(part, batch, prev))
@@ -672,7 +676,7 @@ class Processor:
             if before:
                 await asyncio.gather(*before, return_exceptions=True)
             for i in indices:
-                async with self._sem:
+                async with self._slots.slot(batch.seq):
                     metrics.IN_FLIGHT.inc()
                     try:
                         outcomes[i] = await self.handler.handle(sources[i], view)
