@@ -32,6 +32,10 @@ TITLE = "per-request cost of each routing strategy vs the per-record Kafka cost"
 NEEDS_KAFKA = False  # only when kafka-limit did not run (then the pass-through is measured here)
 
 OPTIONAL = ("split", "keywords", "learned")
+#: strategies whose docstring has no example: the config a user would write
+BENCH_CONFIGS: dict[str, dict[str, Any]] = {
+    "learned": {"type": "learned", "weak": "cheap", "strong": "strong"},  # the packaged MMLU artifact
+}
 IO_STRATEGIES = ("judge", "scorer")
 CANDIDATES = ("cheap", "strong")
 
@@ -280,7 +284,7 @@ def run(ctx: Ctx) -> Result:
     strategies.append(("rules", *build_strategy("rules", RULES_STRATEGY)))
     for name in OPTIONAL:
         try:
-            strategy, origin = build_strategy(name)
+            strategy, origin = build_strategy(name, BENCH_CONFIGS.get(name))
         except ImportError:
             res.notes.append(f"{name}: no router_stream/routing/{name}.py in this tree; skipped")
             continue
