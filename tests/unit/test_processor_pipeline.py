@@ -1,0 +1,194 @@
+"""The processor's batch pipeline without a broker: ordering, chained state, failed commits.
+
+The Kafka clients are replaced by small fakes that record what the processor asks of them; the
+integration tests (test_exactly_once, test_chaos) cover the same code against a real broker, but
+cannot force a commit to fail at a chosen batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from router_stream.config import RouterConfig
+from router_stream.processing.handler import Outcome, Source, StateView
+from router_stream.processing.processor import Processor, _Partition
+from router_stream.schemas import Response
+
+TP = TopicPartition("router.requests", 0)
+
+
+class FakeProducer:
+    def __init__(self, fail_commits: int = 0) -> None:
+        self.committed: list[list[tuple[Any, ...]]] = []
+        self.txn: list[tuple[Any, ...]] | None = None
+        self.fail_commits = fail_commits
+        self.aborts = 0
+
+    async def begin_transaction(self) -> None:
+        assert self.txn is None, "a transaction began while another was open"
+        self.txn = []
+
+    async def send(self, topic: str, key: Any = None, value: Any = None, headers: Any = None,
+                   partition: Any = None) -> asyncio.Future[Any]:
+        assert self.txn is not None, "send outside a transaction"
+        self.txn.append((topic, key, value))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(SimpleNamespace(offset=sum(map(len, self.committed)) + len(self.txn)))
+        return fut
+
+    async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], group: str) -> None:
+        assert self.txn is not None
+        self.txn.append(("offsets", offsets[TP]))
+
+    async def commit_transaction(self) -> None:
+        assert self.txn is not None
+        if self.fail_commits:
+            self.fail_commits -= 1
+            raise KafkaError("injected commit failure")
+        self.committed.append(self.txn)
+        self.txn = None
+
+    async def abort_transaction(self) -> None:
+        self.aborts += 1
+        self.txn = None
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def apply(self, writes: dict[bytes, bytes | None], checkpoint: int) -> None:
+        for k, v in writes.items():
+            if v is None:
+                self.data.pop(k, None)
+            else:
+                self.data[k] = v
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.seeks: list[int] = []
+        self.paused = False
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append(offset)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused = True
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused = False
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+
+class CountingHandler:
+    """Counts requests per key in the state (read-modify-write) and logs start/end per record."""
+
+    def __init__(self, slow_keys: dict[str, float] | None = None) -> None:
+        self.events: list[tuple[str, str, int]] = []
+        self.slow = slow_keys or {}
+
+    def scope_key(self, source: Source, request: Any) -> str:
+        return source.key.decode()
+
+    async def handle(self, source: Source, view: StateView) -> Outcome:
+        key = source.key.decode()
+        self.events.append(("start", key, source.offset))
+        state_key = b"k:" + source.key
+        count = json.loads(view.get(state_key) or b"0") + 1
+        await asyncio.sleep(self.slow.get(key, 0.0))
+        view.put(state_key, json.dumps(count).encode())
+        self.events.append(("end", key, source.offset))
+        rid = json.loads(source.value)["request_id"]
+        return Outcome(response=Response(request_id=rid, candidate="cheap", output=f"{key}#{count}"))
+
+
+def record(offset: int, key: str) -> SimpleNamespace:
+    value = json.dumps({"request_id": f"r-{offset}", "prompt": "hi"}).encode()
+    return SimpleNamespace(topic=TP.topic, partition=0, offset=offset, key=key.encode(), value=value,
+                           headers=(), timestamp=0)
+
+
+def processor(handler: CountingHandler, producer: FakeProducer) -> tuple[Processor, _Partition, FakeConsumer]:
+    config = RouterConfig.model_validate({
+        "candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}, "default": "cheap",
+        "worker": {"batches_in_flight": 4}})
+    p = Processor(config, handler, "w-test")  # type: ignore[arg-type]
+    consumer = FakeConsumer()
+    p._consumer = consumer  # type: ignore[assignment]
+    part = _Partition(TP, producer, FakeStore(), 0, dispatched=0)  # type: ignore[arg-type]
+    p._parts[TP] = part
+    return p, part, consumer
+
+
+def outputs(producer: FakeProducer) -> list[str]:
+    return [json.loads(entry[2])["output"] for txn in producer.committed for entry in txn
+            if entry[0] == "router.responses"]
+
+
+async def wait_all(part: _Partition, tasks: list[asyncio.Task[None]]) -> None:
+    await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+
+
+async def test_batches_overlap_but_keep_key_order_state_and_commit_order():
+    handler = CountingHandler(slow_keys={"a": 0.05})
+    producer = FakeProducer()
+    p, part, _ = processor(handler, producer)
+    p._dispatch(part, [record(0, "a"), record(1, "b")])
+    p._dispatch(part, [record(2, "a"), record(3, "b")])  # its "b" runs while batch 1's "a" is slow
+    tasks = [t for b in list(part.inflight) if (t := b.task) is not None]
+    assert len(part.inflight) == 2 and part.dispatched == 4
+    await wait_all(part, tasks)
+
+    ev = handler.events
+    assert ev.index(("end", "a", 0)) < ev.index(("start", "a", 2))  # same key across batches: in order
+    assert ev.index(("start", "b", 3)) < ev.index(("end", "a", 0))  # other keys do not wait
+    # the second batch read the first one's uncommitted count; commits in offset order
+    assert outputs(producer) == ["a#1", "b#1", "a#2", "b#2"]
+    assert [txn[-1] for txn in producer.committed] == [("offsets", 2), ("offsets", 4)]
+    assert part.next_offset == 4 and part.store.data[b"k:a"] == b"2"
+    assert not part.inflight and not part.tails
+
+
+async def test_a_failed_commit_discards_the_batches_after_it_and_rewinds():
+    handler = CountingHandler()
+    producer = FakeProducer(fail_commits=1)
+    p, part, consumer = processor(handler, producer)
+    p._dispatch(part, [record(0, "a"), record(1, "b")])
+    p._dispatch(part, [record(2, "a"), record(3, "c")])
+    tasks = [t for b in list(part.inflight) if (t := b.task) is not None]
+    await wait_all(part, tasks)
+
+    assert producer.committed == [] and producer.aborts == 1  # nothing of either batch is visible
+    assert consumer.seeks == [0] and part.dispatched == 0 and part.gen == 1
+    assert not part.inflight and not part.tails and not part.rewinding
+    assert part.store.data == {}  # uncommitted state never reached the store
+
+    # the re-read: same records, counted once each
+    p._dispatch(part, [record(0, "a"), record(1, "b"), record(2, "a"), record(3, "c")])
+    await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
+    assert outputs(producer) == ["a#1", "b#1", "a#2", "c#1"]
+    assert part.next_offset == 4 and part.store.data[b"k:a"] == b"2"
+
+
+async def test_the_batches_in_flight_budget_pauses_and_resumes_the_partition():
+    handler = CountingHandler(slow_keys={"a": 0.2})
+    producer = FakeProducer()
+    p, part, consumer = processor(handler, producer)
+    for start in range(0, 8, 2):
+        p._dispatch(part, [record(start, "a"), record(start + 1, "a")])
+    assert consumer.paused and len(part.inflight) == 4  # the budget of batches in flight is used
+    await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
+    assert not consumer.paused  # resumed as batches committed
+    assert outputs(producer) == [f"a#{i}" for i in range(1, 9)]
