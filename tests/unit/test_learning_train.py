@@ -52,3 +52,24 @@ async def test_multi_model_on_a_slice(tmp_path):
     assert d.candidate in ("cheap", "smart") and d.detail["model"] in cfg.candidates
     with pytest.raises(A.ArtifactError, match="no model"):
         LearnedConfig(type="learned", artifact=str(path), candidates={"nope": "x"}).build()
+
+
+def test_fast_hashed_counts_match_hashing_vectorizer():
+    """The per-request fast path gives the same buckets and counts as HashingVectorizer.transform."""
+    import random
+
+    import numpy as np
+
+    from router_stream.learning.features import TfidfFeaturizer, _hashed_counts
+
+    feat = TfidfFeaturizer(word_bits=12, char_bits=12)
+    rng = random.Random(5)
+    alphabet = "abcdefghij KLMNOP éüß漢字 ,.!?\n"
+    texts = ["", " ", "What is the capital of Peru?", "the the the THE The", "naïve café — 東京 2024!"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 300))) for _ in range(40)]
+    for text in texts:
+        for vec in (feat._word, feat._char):
+            idx, counts = _hashed_counts(vec, text)
+            ref = vec.transform([text])
+            assert np.array_equal(idx, ref.indices.astype(np.int64)), text
+            assert np.allclose(counts, ref.data), text
