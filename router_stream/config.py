@@ -178,7 +178,7 @@ class KafkaConfig(_Strict):
 
 class WorkerConfig(_Strict):
     worker_id: str | None = None
-    max_in_flight: int = Field(256, ge=1, description="model calls in flight per worker")
+    max_in_flight: int = Field(256, ge=1, description="records being handled at once per worker (routing + model call)")
     batches_in_flight: int = Field(2, ge=1, le=64, description="fetched batches of one partition handled at once; "
                                                                  "they commit in offset order (1 = one at a time)")
     gc_threshold0: int = Field(50_000, ge=0, description="first threshold of Python's cyclic garbage collector "
