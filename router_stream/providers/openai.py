@@ -19,7 +19,7 @@ kind               cause                                       retryable
 ``malformed``      not JSON, no ``choices``, no content        yes
 ``auth``           HTTP 401 / 403                              no
 ``client_error``   any other 4xx (and unexpected statuses)     no
-``queue_timeout``  no free connection within ``call.timeout_s``  no
+``queue_timeout``  no free connection before the deadline      no
 =================  ==========================================  =========
 
 Calls wait for one of the candidate's ``max_connections`` slots in arrival order (an
