@@ -28,8 +28,8 @@ under a backlog some calls starved until they timed out and opened the breaker o
 model. A call that never got a slot is ``queue_timeout``: the endpoint was not contacted, so the
 breaker ignores it and the chain moves on to the next candidate. With ``call.deadline_at``
 (the dispatcher sets it) the slot wait is bounded by the request's deadline, not by the call's
-timeout, and the HTTP exchange then gets the full ``request_timeout_ms`` (or what is left of the
-deadline: a timeout then is ``deadline_exceeded``, no verdict on the endpoint either).
+timeout, and the HTTP exchange then gets the full ``request_timeout_ms`` or what is left of the
+deadline (the dispatcher reports a timeout at the deadline as ``deadline_exceeded``).
 
 Messages are built only from the candidate name, status codes and exception class names, never
 from headers or response bodies (providers echo masked keys in 401 bodies), so the API key cannot
@@ -267,9 +267,8 @@ class OpenAIChatClient:
                                   f"(max_connections={self.cfg.max_connections})", kind="queue_timeout") from None
         try:
             started = time.monotonic()
-            full_s = self.cfg.request_timeout_ms / 1000.0
             if call.deadline_at is not None:  # the slot wait did not eat the call's own timeout
-                timeout_s = max(0.001, min(full_s, call.deadline_at - started))
+                timeout_s = max(0.001, min(self.cfg.request_timeout_ms / 1000.0, call.deadline_at - started))
             try:
                 async with asyncio.timeout(timeout_s):
                     resp = await self._http.send(self._request(body))
@@ -277,9 +276,6 @@ class OpenAIChatClient:
                 error = transport_error(exc, self.name, timeout_s)
                 if error is None:
                     raise
-                if error.kind == "timeout" and call.deadline_at is not None and timeout_s < full_s - 0.001:
-                    error = FatalModelError(f"{self.name}: no answer in the {timeout_s:.3g}s left before the "
-                                            f"request's deadline", kind="deadline_exceeded")
                 raise error from None
         finally:
             self._slots.release()

@@ -315,10 +315,11 @@ class Dispatcher:
                 completion = await client.complete(ChatCall(messages=messages, params=params, timeout_s=timeout_s,
                                                             deadline_at=deadline_at))
             except ModelError as exc:
-                if exc.kind == "timeout" and timeout_s < cand.request_timeout_ms / 1000.0 - 0.001:
-                    # the request's deadline cut the call short: the endpoint was not given its due
-                    exc = FatalModelError(f"{name}: no answer in the {timeout_s:.3g}s left before the "
-                                          f"request's deadline", kind="deadline_exceeded")
+                if exc.kind == "timeout" and self._clock() >= deadline_at - 0.005:
+                    # the request's deadline, not request_timeout_ms, ended the call (directly, or
+                    # after a wait for a connection slot): the endpoint was not given its due
+                    exc = FatalModelError(f"{name}: no answer before the request's deadline",
+                                          kind="deadline_exceeded")
                 if exc.kind in NO_VERDICT:
                     release()  # no verdict on the endpoint: not a probe result either way
                 self._failed(st, name, exc, self._clock() - started, retry)
