@@ -91,6 +91,12 @@ def _pair(records: Sequence[Record], weak: str, strong: str) -> list[Record]:
     return [r for r in records if weak in r.scores and strong in r.scores]
 
 
+def _provenance(rows: Sequence[Record], c: float) -> dict[str, Any]:
+    """What an artifact was trained on (rows, a digest of their ids, C, the split) and when."""
+    return {"trained_on": {"rows": len(rows), "ids_digest": _data_digest(rows), "C": c, "split": "blake2b(id) >= 0.2"},
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
 def _data_digest(records: Sequence[Record]) -> str:
     h = hashlib.blake2b(digest_size=8)
     for r in sorted(records, key=lambda r: r.id):
@@ -139,8 +145,7 @@ def train_two_model(
         "score": "P(gain=+1) - P(gain=-1) of strong over weak",
         "threshold": 0.0,
         "abstain_band": 0.0,
-        "trained_on": {"rows": len(rows), "ids_digest": _data_digest(rows), "C": c, "split": "blake2b(id) >= 0.2"},
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **_provenance(rows, c),
     }
     return Artifact(meta=meta, coef=np.asarray(coef, np.float32), intercept=np.asarray(intercept, np.float32),
                     feature_arrays=feat.arrays())
@@ -250,8 +255,7 @@ def train_multi_model(
         "score": "P(model succeeds); pick the cheapest model reaching the threshold",
         "threshold": 0.7,
         "abstain_band": 0.0,
-        "trained_on": {"rows": len(train), "ids_digest": _data_digest(train), "C": c, "split": "blake2b(id) >= 0.2"},
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **_provenance(train, c),
     }
     return Artifact(meta=meta, coef=np.asarray(coefs, np.float32), intercept=np.asarray(intercepts, np.float32),
                     feature_arrays=feat.arrays())
