@@ -35,29 +35,26 @@ BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "What i
 Call = Callable[[], Awaitable[Any]]
 
 
+def _httpx_caller(client: Any, url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    """A closed-loop caller over an ``httpx.AsyncClient`` (whatever its transport) and its close."""
+    async def call() -> Any:
+        r = await client.post(url, json=BODY)
+        r.raise_for_status()
+        return r.json()
+    return call, client.aclose
+
+
 async def _client(kind: str, base_url: str, conc: int) -> tuple[Call, Callable[[], Awaitable[None]]]:
     url = f"{base_url}/chat/completions"
     if kind == "httpx default":
         import httpx
-        client = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
-
-        async def call() -> Any:
-            r = await client.post(url, json=BODY)
-            r.raise_for_status()
-            return r.json()
-        return call, client.aclose
+        return _httpx_caller(httpx.AsyncClient(timeout=httpx.Timeout(30.0)), url)
     if kind == "httpx + AiohttpTransport":
         import httpx
         from httpx_aiohttp import AiohttpTransport
         limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
-        client = httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits, trust_env=False,
-                                   timeout=httpx.Timeout(30.0))
-
-        async def call() -> Any:
-            r = await client.post(url, json=BODY)
-            r.raise_for_status()
-            return r.json()
-        return call, client.aclose
+        return _httpx_caller(httpx.AsyncClient(transport=AiohttpTransport(limits=limits), limits=limits,
+                                               trust_env=False, timeout=httpx.Timeout(30.0)), url)
     if kind == "router-stream client":
         from router_stream.config import CandidateConfig
         from router_stream.providers.base import ChatCall
