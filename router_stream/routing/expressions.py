@@ -42,7 +42,7 @@ class ExpressionError(ValueError):
 class Expression:
     """A compiled boolean expression; :meth:`evaluate` returns ``(matched, problem)``."""
 
-    __slots__ = ("source", "_tree")
+    __slots__ = ("source", "_tree", "_evaluator")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -65,12 +65,21 @@ class Expression:
             elif isinstance(node, (ast.Lambda, ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp)):
                 raise ExpressionError(f"{type(node).__name__} is not allowed in {source!r}")
         self._tree = tree
+        # One evaluator per expression, its names swapped per call: building one per call
+        # (operator and node tables) was most of a rule's cost. Evaluation is synchronous, so
+        # no two calls share it at once.
+        self._evaluator = EvalWithCompoundTypes(functions=FUNCTIONS)
 
     def evaluate(self, names: dict[str, Any]) -> tuple[bool, str | None]:
-        evaluator = EvalWithCompoundTypes(
-            names={**names, "true": True, "false": False, "null": None}, functions=FUNCTIONS)
+        """``(matched, None)``, or ``(False, problem)`` when the expression fails on these names.
+
+        ``names`` is what :func:`request_names` returns (its ``true``/``false``/``null``
+        included); the evaluator keeps a reference only until the next call.
+        """
+        evaluator = self._evaluator
+        evaluator.names = names
         try:
-            return bool(evaluator.eval(self.source.strip(), previously_parsed=self._tree.body)), None
+            return bool(evaluator.eval(self.source, previously_parsed=self._tree.body)), None
         except (InvalidExpression, TypeError, ValueError, KeyError, IndexError, AttributeError,
                 ZeroDivisionError, OverflowError) as exc:
             return False, f"{type(exc).__name__}: {exc}"
@@ -88,4 +97,5 @@ def request_names(request: Request, key: str, headers: dict[str, str] | None = N
         "key": key,
         "headers": headers or {},
         "n_messages": len(request.messages or []) or 1,
+        "true": True, "false": False, "null": None,  # JSON spellings of the constants
     }

@@ -46,6 +46,28 @@ def test_unsafe_or_invalid_expressions_are_rejected(expr):
         Expression(expr)
 
 
+def test_one_expression_evaluates_each_request_on_its_own_names():
+    """The evaluator is kept per expression: a later request must not see an earlier one's names."""
+    expr = Expression('fields.lang == "de" and fields.tier == true')
+    de = request_names(Request(request_id="a", prompt="x", fields={"lang": "de", "tier": True}), "k")
+    en = request_names(Request(request_id="b", prompt="x", fields={"lang": "en", "tier": True}), "k")
+    broken = request_names(Request(request_id="c", prompt="x", fields={"lang": "de"}), "k")
+    assert [expr.evaluate(n)[0] for n in (de, en, de, broken, de)] == [True, False, True, False, True]
+    assert "tier" in (expr.evaluate(broken)[1] or "")
+
+
+def test_metric_children_are_the_registry_series():
+    from router_stream import metrics
+
+    before = metrics.REGISTRY.get_sample_value(
+        "router_stream_cache_lookups_total", {"result": "test-children"}) or 0.0
+    metrics.cache_lookups("test-children").inc()
+    metrics.cache_lookups("test-children").inc(2)
+    assert metrics.cache_lookups("test-children") is metrics.CACHE.labels("test-children")
+    assert metrics.REGISTRY.get_sample_value(
+        "router_stream_cache_lookups_total", {"result": "test-children"}) == before + 3
+
+
 def test_runtime_problem_reported_not_raised():
     matched, problem = Expression("fields.nope > 1").evaluate(request_names(Request(request_id="r", prompt="x"), "k"))
     assert matched is False and "nope" in problem
