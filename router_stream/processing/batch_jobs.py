@@ -157,7 +157,7 @@ class PartitionJobs:
                               received_at=entry["received_at"], headers=entry["headers"], batch=response.batch)
                 outputs.append((t.responses, key_bytes, response.model_dump_json(exclude_none=True).encode()))
                 outputs.append((t.audit, key_bytes, audit.model_dump_json(exclude_none=True).encode()))
-                metrics.REQUESTS.labels(job["candidate"], entry["decided_by"], "ok" if error is None else kind).inc()
+                metrics.requests(job["candidate"], entry["decided_by"], "ok" if error is None else kind).inc()
                 writes[parked_key(rid)] = None
                 if self.p.config.cache.dedup_window_s > 0:
                     writes[request_key(rid)] = response.model_dump_json().encode()

@@ -111,7 +111,7 @@ class Handler:
         return f"request:{request.request_id}" if request is not None else f"offset:{source.partition}:{source.offset}"
 
     def dead_letter(self, source: Source, poison: Poison, error_class: str = "PoisonRecord") -> Outcome:
-        metrics.DEAD_LETTERS.labels(poison.reason).inc()
+        metrics.dead_letters(poison.reason).inc()
         return Outcome(dead_letter=DeadLetter(
             reason=poison.reason, message=poison.message, error_class=error_class,
             topic=source.topic, partition=source.partition, offset=source.offset,
@@ -182,12 +182,12 @@ class Handler:
             fresh = received - cached.decided_at <= self.config.cache.ttl_s * 1000
             if fresh and cached.candidate in self.candidates:
                 chosen, decided_by, cache_hit = cached.candidate, cached.decided_by, True
-                metrics.CACHE.labels("hit").inc()
+                metrics.cache_lookups("hit").inc()
             else:
-                metrics.CACHE.labels("expired").inc()
+                metrics.cache_lookups("expired").inc()
                 state["decision"] = None
         elif chosen is None:
-            metrics.CACHE.labels("miss").inc()
+            metrics.cache_lookups("miss").inc()
 
         if chosen is None:
             ctx = RoutingContext(key=key, candidates=self.candidates, headers=headers, now_ms=received)
@@ -198,7 +198,7 @@ class Handler:
                 state["decision"] = CachedDecision(candidate=chosen, decided_by=decided_by,
                                                    decided_at=received).model_dump()
         for v in verdicts:
-            metrics.STRATEGY.labels(v.strategy, v.outcome).inc()
+            metrics.strategy_verdicts(v.strategy, v.outcome).inc()
 
         if self.config.candidates[chosen].mode == "batch":
             state["count"] = int(state.get("count", 0)) + 1
@@ -238,9 +238,9 @@ class Handler:
         if self.config.cache.dedup_window_s > 0:
             view.put(request_key(request.request_id), response.model_dump_json().encode())
         outcome_label = "ok" if completion is not None else (result.error_kind or "error")
-        metrics.REQUESTS.labels(response.candidate or "", decided_by, outcome_label).inc()
+        metrics.requests(response.candidate or "", decided_by, outcome_label).inc()
         if completion is not None:
-            metrics.TOKENS.labels(result.served_by, "input").inc(completion.usage.prompt_tokens)
-            metrics.TOKENS.labels(result.served_by, "output").inc(completion.usage.completion_tokens)
-            metrics.COST.labels(result.served_by).inc(result.cost_usd)
+            metrics.tokens(result.served_by, "input").inc(completion.usage.prompt_tokens)
+            metrics.tokens(result.served_by, "output").inc(completion.usage.completion_tokens)
+            metrics.cost(result.served_by).inc(result.cost_usd)
         return Outcome(response=response, audit=audit, model_called=True)
