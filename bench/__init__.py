@@ -8,8 +8,8 @@ name               what is compared                                             
 =================  =================================================================  ===========
 ``kafka-limit``    worker (instant loopback model, rule routing) vs a bare aiokafka   ≥ 0.5×
                    transactional consume→produce pass-through, records/s
-``latency-bound``  worker throughput with a 200 ms model vs Little's bound C / L;     ≥ 0.8
-                   per-key order checked in the read_committed output
+``latency-bound``  worker throughput with a 200 ms model vs Little's bound C / L,     ≥ 0.8
+                   for C = 64, 128, 256; per-key order checked in the output
 ``micro-batching`` ``batch.size`` 20 vs 1 on 10,000 records, 200 ms model, calls       calls A/B
                    capped by ``max_connections`` 16: model calls, records/s, and      ≥ 10×,
                    per-record answers identical (read_committed, per request_id)      speed ≥ 5×
