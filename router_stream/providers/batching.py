@@ -59,6 +59,7 @@ from ..config import BatchResponseConfig, CandidateConfig
 from ..errors import ConfigError, FatalModelError, ModelError, RetryableModelError
 from ..schemas import Usage
 from .base import ChatCall, Completion, ModelClient, estimate_tokens
+from .ratelimit import RateLimiter
 
 try:  # pragma: no cover - depends on the environment
     from defusedxml.ElementTree import fromstring as _xml_fromstring
@@ -511,12 +512,21 @@ class BatchingClient:
 
     ``inner`` is the candidate's real client; it is closed by :meth:`aclose` only when
     ``owns_inner`` is true. One instance serves one candidate on one event loop.
+
+    With a ``limiter`` (the candidate's requests-per-minute bucket), every call to ``inner``
+    (batched, retried, or a record answered alone) books one request first: the provider counts
+    HTTP calls, not records. A wait longer than ``rate_limit.max_wait_ms`` or than the callers'
+    time fails the call as ``rate_limited`` (no verdict on the endpoint; the dispatcher moves on
+    down the fallback chain). Tokens stay booked per record by the dispatcher.
     """
 
     def __init__(self, candidate_name: str, cfg: CandidateConfig, inner: ModelClient, *,
                  owns_inner: bool = False, rng: random.Random | None = None,
-                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Any] = asyncio.sleep, limiter: RateLimiter | None = None,
+                 on_rate_limit_wait: Callable[[float], Any] | None = None) -> None:
         self.name = candidate_name
+        self.limiter = limiter if limiter is not None and limiter.requests is not None else None
+        self._on_wait = on_rate_limit_wait
         self.cfg = cfg
         self.batch_cfg = cfg.batch
         self.inner = inner
@@ -551,6 +561,7 @@ class BatchingClient:
         content = _user_text(call.messages)
         key = _params_key(call.params) if content is not None else None
         if content is None or key is None:
+            await self._book_call(call.timeout_s)
             return await self.inner.complete(call)
         if self._closed:
             raise RetryableModelError(f"{self.name}: batching client is closed", kind="connection")
@@ -717,6 +728,9 @@ class BatchingClient:
             if timeout_s <= 0:
                 raise RetryableModelError(f"{self.name}: no time left for the batched call", kind="timeout")
             try:
+                started = loop.time()
+                await self._book_call(timeout_s)
+                timeout_s = max(0.001, timeout_s - (loop.time() - started))
                 return await self.inner.complete(ChatCall(messages=messages, params=params, timeout_s=timeout_s))
             except RetryableModelError as exc:
                 if retry >= self.batch_cfg.max_retries:
@@ -743,8 +757,10 @@ class BatchingClient:
         remaining = item.deadline - loop.time()
         if remaining <= 0:
             return  # the caller has timed out already
-        call = ChatCall(messages=item.call.messages, params=item.call.params, timeout_s=remaining)
         try:
+            await self._book_call(remaining)
+            remaining = item.deadline - loop.time()
+            call = ChatCall(messages=item.call.messages, params=item.call.params, timeout_s=max(0.001, remaining))
             completion = await self.inner.complete(call)
         except ModelError as exc:
             self._fail(item, exc)
@@ -758,6 +774,21 @@ class BatchingClient:
                 text=completion.text, provider_model=completion.provider_model,
                 usage=_add(completion.usage, share), latency_ms=completion.latency_ms,
                 status=completion.status, batch=dict(info)))
+
+    async def _book_call(self, time_left_s: float) -> None:
+        """Book one request with the limiter, waiting for the budget if it comes in time."""
+        if self.limiter is None:
+            return
+        max_wait = min(self.cfg.rate_limit.max_wait_ms / 1000.0, max(0.0, time_left_s))
+        wait = self.limiter.reserve(0, max_wait, requests=1)
+        if wait is None:
+            raise FatalModelError(f"{self.name}: rate limit budget exhausted "
+                                  f"(requests_per_minute={self.cfg.rate_limit.requests_per_minute})",
+                                  kind="rate_limited")
+        if wait > 0:
+            if self._on_wait is not None:
+                self._on_wait(wait)
+            await self._sleep(wait)
 
     @staticmethod
     def _fail(item: _Item, exc: ModelError) -> None:

@@ -55,18 +55,23 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self.requests is not None or self.tokens is not None
 
-    def reserve(self, tokens: int, max_wait_s: float) -> float | None:
-        """Book one request of ``tokens``; the seconds to wait first, or ``None`` if too long."""
+    def reserve(self, tokens: int, max_wait_s: float, requests: int = 1) -> float | None:
+        """Book ``requests`` calls (0 or 1) and ``tokens``; the seconds to wait first, or ``None``
+        if that would be longer than ``max_wait_s`` (then nothing is booked).
+
+        A micro-batching candidate books its tokens per record (``requests=0``) and its requests
+        per batched call, since the provider counts HTTP calls.
+        """
         wait = 0.0
-        if self.requests is not None:
-            wait = max(wait, self.requests.wait_for(1))
-        if self.tokens is not None:
+        if self.requests is not None and requests:
+            wait = max(wait, self.requests.wait_for(requests))
+        if self.tokens is not None and tokens:
             wait = max(wait, self.tokens.wait_for(tokens))
         if wait > max_wait_s:
             return None
-        if self.requests is not None:
-            self.requests.take(1)
-        if self.tokens is not None:
+        if self.requests is not None and requests:
+            self.requests.take(requests)
+        if self.tokens is not None and tokens:
             self.tokens.take(tokens)
         return wait
 

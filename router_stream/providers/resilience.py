@@ -10,7 +10,10 @@ config.fallbacks`` (duplicates dropped, order kept). For each candidate, in this
 3. **circuit breaker** (:mod:`.breaker`): skipped while open (``breaker_open``); after the
    cooldown a single half-open probe goes through.
 4. **rate limit** (:mod:`.ratelimit`): waits up to ``rate_limit.max_wait_ms`` (and never past the
-   deadline) for request / token budget, else skipped (``rate_limited``).
+   deadline) for request / token budget, else skipped (``rate_limited``). A micro-batching
+   candidate books tokens here per record and requests per batched HTTP call in its
+   :class:`~.batching.BatchingClient`, which fails the call as ``rate_limited`` when the wait
+   would be too long.
 5. **call** with a timeout of ``min(request_timeout_ms, time left)``; on a
    ``RetryableModelError`` it retries up to ``max_retries`` times with exponential backoff and
    "equal jitter", waiting at least the endpoint's ``Retry-After``; it gives up on the
@@ -25,6 +28,7 @@ Breakers and limiters live as long as the dispatcher (one per candidate, shared 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -41,7 +45,7 @@ from .ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 #: error kinds that say nothing about the endpoint's health: the breaker ignores them
-NO_VERDICT = frozenset({"queue_timeout", "deadline_exceeded"})
+NO_VERDICT = frozenset({"queue_timeout", "deadline_exceeded", "rate_limited"})
 
 __all__ = ["CallResult", "DispatchObserver", "Dispatcher", "cost_usd"]
 
@@ -148,8 +152,11 @@ class Dispatcher:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._limiters = {name: RateLimiter(cand.rate_limit, clock=clock)
+                          for name, cand in config.candidates.items()}
         self._clients: dict[str, ModelClient] = dict(clients or {})
         self._owned: list[ModelClient] = []
+        self._books_requests: set[str] = set()  # candidates whose client books its own HTTP calls
         for name, cand in config.candidates.items():
             if name not in self._clients:
                 from .openai import OpenAIChatClient
@@ -160,15 +167,15 @@ class Dispatcher:
             if cand.batch.size > 1:  # micro-batching wraps whichever client the candidate has
                 from .batching import BatchingClient
 
-                batcher = BatchingClient(name, cand, self._clients[name])
+                batcher = BatchingClient(name, cand, self._clients[name], limiter=self._limiters[name],
+                                         on_rate_limit_wait=functools.partial(self._notify, "on_rate_limit_wait", name))
                 self._clients[name] = batcher
                 self._owned.insert(0, batcher)  # closed before the client it wraps
+                self._books_requests.add(name)
         self._breakers = {
             name: CircuitBreaker(cand.breaker, clock=clock, on_change=self._breaker_hook(name))
             for name, cand in config.candidates.items()
         }
-        self._limiters = {name: RateLimiter(cand.rate_limit, clock=clock)
-                          for name, cand in config.candidates.items()}
 
     # ---- public ----------------------------------------------------------------------------
     def chain_for(self, chosen: str) -> list[str]:
@@ -295,7 +302,7 @@ class Dispatcher:
             if limiter.enabled:
                 booked = prompt_tokens + _max_tokens(params)
                 max_wait = min(cand.rate_limit.max_wait_ms / 1000.0, remaining)
-                wait = limiter.reserve(booked, max_wait)
+                wait = limiter.reserve(booked, max_wait, requests=0 if name in self._books_requests else 1)
                 if wait is None:
                     release()
                     self._skip(st, name, "rate_limited", "rate limit budget exhausted", retry)

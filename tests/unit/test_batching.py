@@ -16,7 +16,7 @@ from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.batching import (BatchParseError, BatchingClient, compile_json_path, json_path_find,
                                               parse_batch_answer, render_batch)
 from router_stream.providers.openai import OpenAIChatClient
-from router_stream.providers.resilience import Dispatcher
+from router_stream.providers.resilience import DispatchObserver, Dispatcher
 from router_stream.schemas import Request
 
 KEY = "sk-batching-secret-17"
@@ -332,6 +332,64 @@ async def test_dispatcher_reports_the_batch_of_a_failure(server):
         await d.aclose()
     assert all(not r.ok and r.error_kind == "server_error" for r in results)
     assert sorted(r.batch["position"] for r in results) == [0, 1]
+
+
+async def test_a_batched_call_books_one_request_of_the_rate_limit(server):
+    """requests_per_minute counts HTTP calls: 10 records in one batch take one request of budget."""
+    config = router_config(server, size=10, timeout_ms=2000)
+    config.candidates["cheap"].rate_limit.requests_per_minute = 1
+    config.candidates["cheap"].rate_limit.max_wait_ms = 50
+    waits: list[float] = []
+
+    class Observer(DispatchObserver):
+        def on_rate_limit_wait(self, candidate, seconds):
+            waits.append(seconds)
+
+    d = Dispatcher(config, observer=Observer(), backoff_initial_s=0.01, backoff_max_s=0.02)
+    try:
+        first = await asyncio.gather(*(
+            d.call(Request(request_id=f"a{i}", prompt=t), "cheap", time.monotonic() + 10)
+            for i, t in enumerate(prompts(10))))
+        assert all(r.ok for r in first), [r.error for r in first]
+        assert server.stats()["calls"] == 1
+        # the minute's one request is spent: the next batch cannot book within max_wait_ms
+        second = await asyncio.gather(*(
+            d.call(Request(request_id=f"b{i}", prompt=t), "cheap", time.monotonic() + 10)
+            for i, t in enumerate(prompts(3))))
+        assert all(not r.ok and r.error_kind == "rate_limited" for r in second)
+        assert "requests_per_minute=1" in (second[0].error or "")
+        assert server.stats()["calls"] == 1
+        assert d.breaker_states()["cheap"] == "closed"  # no verdict on the endpoint
+        assert waits == []
+    finally:
+        await d.aclose()
+
+
+async def test_a_batched_call_waits_for_request_budget_within_max_wait(server):
+    from router_stream.providers.ratelimit import RateLimiter
+
+    now = [0.0]
+    cfg = CandidateConfig(base_url=server.base_url, model="cheap-model", api_key_env="RS_BATCH_KEY",
+                          request_timeout_ms=3000, batch={"size": 3, "timeout_ms": 2000},
+                          rate_limit={"requests_per_minute": 60, "max_wait_ms": 1000})
+    limiter = RateLimiter(cfg.rate_limit, clock=lambda: now[0])
+    limiter.requests.take(59.5)  # half a request left: the next whole one is 0.5 s away
+    slept: list[float] = []
+    waits: list[float] = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    client = BatchingClient("cheap", cfg, OpenAIChatClient("cheap", cfg), owns_inner=True, sleep=sleep,
+                            limiter=limiter, on_rate_limit_wait=waits.append)
+    try:
+        out = await ask_all(client, prompts(3))
+    finally:
+        await client.aclose()
+    assert all(isinstance(o, Completion) for o in out), out
+    assert server.stats()["calls"] == 1
+    assert slept == waits == [pytest.approx(0.5)]
 
 
 async def test_handler_records_the_batch_in_response_and_audit(server):
