@@ -15,6 +15,11 @@ worker's responses and audit records (read back from the worker's output), to to
 same partition count. The worker is timed from the moment its backlog is in place (it started on an empty topic and
 settled first) to its last commit; the pass-throughs from their first commit to their last. So
 start-up (Faust, group join, ``init_transactions``) is in neither. Ratio = worker / pass-through, target ≥ 0.5.
+
+Then a **CPU budget**: the worker's CPU per record next to its parts measured apart in the same
+run (the pass-through's Kafka CPU, the worker's own logic with an in-process model client, one
+model call through router-stream's client and through raw aiohttp) and to the CPU per record
+that 0.5× the pass-through leaves a single process.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from router_stream.devtools.harness import read_topic
 
-from .common import (CpuWatch, Ctx, Headline, ModelServerProc, Result, Table, drain_data, drain_with_worker,
-                     fmt_load, health_note, loadavg, produce_fast, ratio, router_topics, topic_end_total, traffic,
+from .common import (RULES_STRATEGY, CpuWatch, Ctx, Headline, ModelServerProc, Result, Table, drain_data,
+                     drain_with_worker, fmt_load, health_note, loadavg, produce_fast, ratio, router_topics, topic_end_total, traffic,
                      worker_config)
 
 NAME = "kafka-limit"
@@ -161,6 +166,44 @@ def baseline_only(ctx: Ctx, n: int) -> dict[str, Any]:
                                    per_partition=True, say=ctx.say, broker_pid=ctx.broker_pid))
 
 
+def cpu_budget(ctx: Ctx, kafka_us: float | None, worker_us: float, passthrough_rate: float) -> dict[str, Any]:
+    """The worker's CPU per record in parts measured apart in this run, against the budget that
+    ``TARGET`` × the pass-through leaves one process: is the target within reach of any tuning?"""
+    from .handler_cpu import handler_cpu_us
+    from .http_client import cell
+
+    ctx.say("CPU budget: worker logic without Kafka or HTTP (in-process instant client)")
+    logic_us = handler_cpu_us([RULES_STRATEGY], n=1_000 if ctx.quick else 5_000)
+    calls: dict[str, float] = {}
+    with ModelServerProc(ctx.workdir, "budget", latency_ms=0) as model:
+        for kind in ("router-stream client", "aiohttp"):
+            r = asyncio.run(cell(kind, model.base_url, 64, 0.3 if ctx.quick else 1.0, 1.0 if ctx.quick else 3.0))
+            calls[kind] = r["cpu_ms_per_call"] * 1000
+            ctx.say(f"CPU budget: model call through {kind}: {calls[kind]:,.0f} µs CPU per call")
+    budget_us = 1e6 / (TARGET * passthrough_rate)
+    parts = (kafka_us or 0) + logic_us + calls["router-stream client"]
+    rows = [
+        ["Kafka: transactional consume + 2 sends (the pass-through's own CPU)", kafka_us],
+        ["worker logic: intake, rules, cache, dispatcher, response + audit JSON, metrics", logic_us],
+        ["model call: router-stream client (httpx + aiohttp transport), instant model, 64 in flight",
+         calls["router-stream client"]],
+        ["sum of the three parts", parts],
+        ["measured: worker process CPU per record (rest: changelog, state, tasks, event loop)", worker_us],
+        ["for comparison: the same call on raw aiohttp (no httpx)", calls["aiohttp"]],
+        [f"budget for {TARGET:g}× the pass-through in one process (1 core)", budget_us],
+    ]
+    table = Table("CPU per record in parts, measured apart in this run (µs)", ["part", "µs"], rows)
+    call = calls["router-stream client"]
+    verdict = ("so no tuning of the rest reaches the target in one process" if call >= budget_us else
+               f"which leaves {budget_us - call:,.0f} µs for everything else")
+    note = (f"CPU budget: {TARGET:g}× the pass-through ({TARGET * passthrough_rate:,.0f} records/s) leaves one "
+            f"Python process {budget_us:,.0f} µs per record; the model call alone costs {call:,.0f} µs through "
+            f"httpx ({calls['aiohttp']:,.0f} µs on raw aiohttp), {verdict}. Worker processes on more cores add up "
+            f"(this machine has 2, shared with the broker and the model server)")
+    return {"table": table, "note": note, "budget_us": budget_us, "kafka_us": kafka_us, "logic_us": logic_us,
+            "call_us": calls, "worker_us": worker_us}
+
+
 def run(ctx: Ctx) -> Result:
     bootstrap = ctx.need_kafka()
     n = 3_000 if ctx.quick else int(os.environ.get("BENCH_KL_RECORDS", 24_000))
@@ -252,6 +295,9 @@ def run(ctx: Ctx) -> Result:
                          f"when all its records are answered, and the {ctx.partitions} partitions' batches share the "
                          f"in-flight slots, so they finish together (commit latency ≈ all batches' work, not one's)")
     worker_cpu_us = (w.cpu.get("worker") or 0) / wc * 1e6
+    budget = cpu_budget(ctx, us(pp["cpu_client_s"], pp["counted"]), worker_cpu_us, pp["rate"])
+    res.tables.append(budget.pop("table"))
+    res.notes.append(budget.pop("note"))
     if worker_cpu_us:
         res.notes.append(f"CPU ceiling: one Python process has at most 1 core, so at {worker_cpu_us:,.0f} µs CPU per "
                          f"record the worker tops out near {1e6 / worker_cpu_us:,.0f}/s = "
@@ -262,7 +308,7 @@ def run(ctx: Ctx) -> Result:
     res.notes.append("worker during the measured window: " + health_note(w.extra["health"]))
     res.notes.append(f"worker RSS {w.rss_ready_mb:.0f} MB at ready → {w.rss_end_mb:.0f} MB after {n:,} records "
                      f"({keys:,} keys); {errors} responses carried an error")
-    res.data = {"n": n, "keys": keys, "partitions": ctx.partitions, "worker": drain_data(w),
+    res.data = {"cpu_budget": budget, "n": n, "keys": keys, "partitions": ctx.partitions, "worker": drain_data(w),
                 "pass_per_partition": pp, "pass_one_producer": pw, "sizes": sizes, "ratio_pp": r_pp,
                 "ratio_pw": r_pw, "changelog_end": changelog_end,
                 "kafka_us_per_record_wall": 1e6 / pp["rate"],
