@@ -5,10 +5,11 @@ A loopback model answering after L = 200 ms, a backlog over 1,000 keys, one work
 the ratio measured / bound is the share of the concurrency budget the worker actually uses
 (target ≥ 0.8). C is swept (64, 128, 256; ``BENCH_LB_C`` overrides), each with a fresh worker
 and about 20 s of backlog at its bound: at small C the figure measures the worker's scheduling
-(slots, same-key chains, commits), at large C it runs into the CPU of one Python process. Per-key order is part of the contract, so it is checked on the way: each request
-carries its key's produce sequence number (in ``request_id``, ``fields`` and the prompt, which
-the model echoes), and in the read_committed responses topic every key's sequence must rise
-with the offset, with every request answered exactly once and by its own answer.
+(slots, same-key chains, commits), at large C it runs into the CPU of one Python process.
+Per-key order is part of the contract, so it is checked on the way: each request carries its
+key's produce sequence number (in ``request_id``, ``fields`` and the prompt, which the model
+echoes), and in the read_committed responses topic every key's sequence must rise with the
+offset, with every request answered exactly once and by its own answer.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _one(ctx: Ctx, concurrency: int) -> dict[str, Any]:
     with ModelServerProc(ctx.workdir, f"slow{concurrency}", latency_ms=LATENCY_MS) as model:
         cfg = worker_config(ctx, prefix, model.base_url, max_in_flight=concurrency)
         load0 = loadavg()
-        w = drain_with_worker(ctx, cfg, records, label=f"worker C={concurrency}", timeout=900, model=model,
+        w = drain_with_worker(ctx, cfg, records, label=f"worker-c{concurrency}", timeout=900, model=model,
                               settle_s=4 if ctx.quick else 8)
         load1 = loadavg()
         stats = model.stats()

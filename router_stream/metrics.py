@@ -36,6 +36,7 @@ class Children(Generic[M]):
             child = self._children[values] = self.metric.labels(*values)
             return child
 
+
 REQUESTS = Counter("router_stream_requests_total", "Requests answered, by candidate, deciding strategy and outcome",
                    ["candidate", "decided_by", "outcome"], registry=REGISTRY)
 DEAD_LETTERS = Counter("router_stream_dead_letters_total", "Records sent to the dead-letter topic, by reason",
