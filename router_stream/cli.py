@@ -3,6 +3,7 @@
     router-stream run --config routing.yaml          run a worker (a Faust worker process)
     router-stream topics apply --config routing.yaml create missing topics, report differences
     router-stream check-config routing.yaml          validate a config file and say what is wrong
+    router-stream explain --config c.yaml --request '{...}'   what routing would decide, no model call
     router-stream demo                               the embedded demo (local broker, models, traffic)
     router-stream model-server --name cheap          a loopback dev/test model endpoint
     router-stream train | calibrate | eval           the learned router
@@ -43,6 +44,43 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_arg(value: str, what: str) -> bytes:
+    """``@file`` (``@-`` = stdin) as bytes, else the text itself, UTF-8 encoded."""
+    if not value.startswith("@"):
+        return value.encode("utf-8")
+    if value == "@-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(value[1:], "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot read {value[1:]}: {exc.strerror}") from None
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import json
+
+    from .explain import explain
+    config = load_config(args.config)
+    try:
+        request_bytes = _read_arg(args.request, "--request")
+        headers = None
+        if args.headers is not None:
+            raw_headers = _read_arg(args.headers, "--headers")
+            try:
+                headers = json.loads(raw_headers)
+            except ValueError as exc:
+                raise ValueError(f"--headers: not JSON: {exc}") from None
+            if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+                raise ValueError('--headers: expected a JSON object of strings, e.g. {"traceparent": "00-..."}')
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = asyncio.run(explain(config, request_bytes, key=args.key, headers=headers, no_io=args.no_io))
+    print(result.to_json() if args.json else result.table())
+    return result.exit_code
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .devtools.demo import run_demo
     return run_demo(requests=args.requests, bootstrap=args.bootstrap)
@@ -75,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("config")
     check.set_defaults(func=_cmd_check)
+
+    ex = sub.add_parser("explain", help="show each strategy's verdict and the final choice for one request "
+                                        "(no model call, no Kafka)")
+    ex.add_argument("--config", required=True)
+    ex.add_argument("--request", required=True, help="the request JSON, or @file.json (@- = stdin)")
+    ex.add_argument("--key", default=None, help="the Kafka key of the record (default: none)")
+    ex.add_argument("--headers", default=None, help='record headers as a JSON object, or @file.json '
+                                                    '(strategies see only trace headers, as in the worker)')
+    ex.add_argument("--no-io", action="store_true",
+                    help="do not run judge and scorer strategies (they abstain: skipped by --no-io)")
+    ex.add_argument("--json", action="store_true", help="machine-readable output")
+    ex.set_defaults(func=_cmd_explain)
 
     demo = sub.add_parser("demo", help="run the embedded demo and print a summary")
     demo.add_argument("--requests", type=int, default=200)

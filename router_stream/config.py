@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .routing.config import StrategyConfig
+from .routing.expressions import Expression, ExpressionError
 
 
 class _Strict(BaseModel):
@@ -136,20 +137,37 @@ class CandidateConfig(_Strict):
 
 
 class CacheConfig(_Strict):
-    """Sticky decisions per key. ``scope`` picks the key: the Kafka key or a request field."""
+    """Sticky decisions per key. ``scope`` picks the key: the Kafka key, a request field, or an
+    expression (``scope_expression``, the rules' expression language, e.g. ``get(fields, "tenant", key)``);
+    an empty, null or non-scalar field/expression value falls back to the Kafka key. A strategy's own
+    ``cache: {enabled, ttl_s}`` overrides ``enabled``/``ttl_s`` for its decisions (docs/strategies.md)."""
 
     enabled: bool = True
-    scope: Literal["key", "field"] = "key"
+    scope: Literal["key", "field", "expression"] = "key"
     scope_field: str | None = None
+    scope_expression: str | None = Field(None, description="scope 'expression': evaluated per request to the "
+                                                            "cache key; names as in rules (fields, key, tags, ...)")
     ttl_s: float = Field(3600.0, gt=0)
     dedup_window_s: float = Field(3600.0, ge=0, description="repeats of a request_id inside it are answered from the first answer")
     state_dir: str = "./.state"
     purge_interval_s: float = Field(600.0, gt=0, description="how often expired decisions and dedup entries are deleted")
 
+    @field_validator("scope_expression")
+    @classmethod
+    def _scope_expression_compiles(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                Expression(v)
+            except ExpressionError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
     @model_validator(mode="after")
     def _field_scope(self) -> "CacheConfig":
         if self.scope == "field" and not self.scope_field:
             raise ValueError("scope 'field' needs scope_field (a key of request.fields)")
+        if self.scope == "expression" and not (self.scope_expression or "").strip():
+            raise ValueError("scope 'expression' needs scope_expression (e.g. 'get(fields, \"tenant\", key)')")
         return self
 
 

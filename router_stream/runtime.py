@@ -19,6 +19,7 @@ from .metrics import MetricsObserver
 from .processing.handler import Handler
 from .processing.processor import Processor
 from .providers.resilience import Dispatcher
+from .routing.caching import cache_policy
 from .routing.pipeline import Pipeline
 
 
@@ -37,7 +38,8 @@ def build_strategy(strategy_config, config: RouterConfig):
 
 def build_pipeline(config: RouterConfig) -> Pipeline:
     strategies = [build_strategy(s, config) for s in config.strategies]
-    return Pipeline(strategies, tuple(config.candidates), config.default)
+    return Pipeline(strategies, tuple(config.candidates), config.default,
+                    cache_policies=[cache_policy(s) for s in config.strategies])
 
 
 async def _tcp_reachable(url: str, timeout: float = 1.0) -> bool:

@@ -137,6 +137,8 @@ class Audit(BaseModel):
     error: str | None = None
     duplicate: bool = False
     batch: dict[str, Any] | None = None
+    #: a cascade's steps, in order: {candidate, served_by, accepted, reason, cost_usd, served, ...}
+    cascade: list[dict[str, Any]] | None = None
     worker_id: str = ""
     source: dict[str, Any] = Field(default_factory=dict)
     received_at: int = 0
@@ -168,3 +170,5 @@ class CachedDecision(BaseModel):
     decided_by: str
     decided_at: int
     count: int = 0
+    #: the deciding strategy's ``cache.ttl_s``; None (and entries written before it existed): ``cache.ttl_s``
+    ttl_s: float | None = None

@@ -2,7 +2,8 @@
 
 For development and tests: the real client talks to it over real HTTP on 127.0.0.1. It answers
 ``POST /v1/chat/completions`` with ``"[<name>] answer to: <first 40 chars of the last user
-message>"`` and rough usage (chars / 4), and can misbehave on purpose.
+message>"`` (or the fixed text of the ``answer`` setting) and rough usage (chars / 4), and can
+misbehave on purpose.
 
 Fault modes (each with a probability per call; one mode is drawn per call):
 
@@ -113,6 +114,7 @@ class FaultConfig:
     malformed_kind: str = "not_json"  # not_json | no_choices | no_content
     down_mode: str = "503"  # 503 | close
     batch_fault_position: int = -1  # which entry batch_drop / batch_bad_index spoil
+    answer: str | None = None  # the text of every normal answer (None: the "[<name>] answer to: ..." echo)
 
     def validate(self) -> "FaultConfig":
         for mode, p in self.faults.items():
@@ -457,6 +459,8 @@ class ModelServer:
         raise web.HTTPServiceUnavailable()  # pragma: no cover
 
     def _answer_text(self, prompt: str) -> str:
+        if self._cfg.answer is not None:
+            return self._cfg.answer
         return f"[{self.name}] answer to: {prompt[:40]}"
 
     @staticmethod

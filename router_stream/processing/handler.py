@@ -18,9 +18,12 @@ from typing import Protocol
 from .. import metrics
 from ..config import RouterConfig
 from ..routing.base import RoutingContext
+from ..routing.cascade import CascadePlan
+from ..routing.expressions import Expression, request_names
 from ..routing.pipeline import Pipeline
 from ..schemas import Attempt, Audit, CachedDecision, DeadLetter, Request, Response, Usage, Verdict, now_ms
 from ..state.store import key_state_key, parked_dup_key, parked_key, request_key
+from .cascade import run_cascade
 from .intake import Poison, classify, context_limit
 
 log = logging.getLogger(__name__)
@@ -98,17 +101,32 @@ class Handler:
         self.worker_id = worker_id
         self.candidates = tuple(config.candidates)
         self.max_prompt_tokens = context_limit(c.context_window for c in config.candidates.values())
+        cache = config.cache  # the expression was checked at config load (cache.scope_expression)
+        self._scope_expression = (Expression(cache.scope_expression)
+                                  if cache.scope == "expression" and cache.scope_expression else None)
 
     def scope_key(self, source: Source, request: Request | None) -> str:
-        """The sticky-decision key: the configured request field, else the Kafka key, else the id."""
+        """The sticky-decision key: the configured request field or expression, else the Kafka key,
+        else the request id. A field/expression value that is empty, null, a bool, or not a string
+        or an integer (or an expression that fails on this request) falls back to the Kafka key."""
         cache = self.config.cache
-        if request is not None and cache.scope == "field" and cache.scope_field:
-            value = request.fields.get(cache.scope_field)
-            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-                return str(value)
         if source.key:
-            return source.key.decode("utf-8", "replace")
-        return f"request:{request.request_id}" if request is not None else f"offset:{source.partition}:{source.offset}"
+            fallback = source.key.decode("utf-8", "replace")
+        else:
+            fallback = (f"request:{request.request_id}" if request is not None
+                        else f"offset:{source.partition}:{source.offset}")
+        if request is None:
+            return fallback
+        if cache.scope == "field" and cache.scope_field:
+            value = request.fields.get(cache.scope_field)
+        elif self._scope_expression is not None:
+            value, _problem = self._scope_expression.value(
+                request_names(request, fallback, _trace_headers(source.headers)))
+        else:
+            return fallback
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+            return str(value)
+        return fallback
 
     def dead_letter(self, source: Source, poison: Poison, error_class: str = "PoisonRecord") -> Outcome:
         metrics.dead_letters(poison.reason).inc()
@@ -165,6 +183,7 @@ class Handler:
         cache_hit = False
         chosen: str | None = None
         decided_by = ""
+        plan = None  # a strategy's execution plan (a cascade), never from the cache
 
         field_name = self.config.allow_request_candidate_field
         if field_name and field_name in request.fields:
@@ -179,7 +198,8 @@ class Handler:
 
         if chosen is None and self.config.cache.enabled and state.get("decision"):
             cached = CachedDecision.model_validate(state["decision"])
-            fresh = received - cached.decided_at <= self.config.cache.ttl_s * 1000
+            ttl_s = cached.ttl_s if cached.ttl_s is not None else self.config.cache.ttl_s  # the decider's TTL
+            fresh = received - cached.decided_at <= ttl_s * 1000
             if fresh and cached.candidate in self.candidates:
                 chosen, decided_by, cache_hit = cached.candidate, cached.decided_by, True
                 metrics.cache_lookups("hit").inc()
@@ -190,13 +210,15 @@ class Handler:
             metrics.cache_lookups("miss").inc()
 
         if chosen is None:
-            ctx = RoutingContext(key=key, candidates=self.candidates, headers=headers, now_ms=received)
+            ctx = RoutingContext(key=key, candidates=self.candidates, headers=headers, now_ms=received,
+                                 stats=getattr(self.dispatcher, "stats", None), state=view)
             routed = await self.pipeline.route(request, ctx)
             verdicts.extend(routed.verdicts)
             chosen, decided_by = routed.candidate, routed.decided_by
+            plan = routed.plan
             if routed.cacheable and self.config.cache.enabled:
                 state["decision"] = CachedDecision(candidate=chosen, decided_by=decided_by,
-                                                   decided_at=received).model_dump()
+                                                   decided_at=received, ttl_s=routed.ttl_s).model_dump()
         for v in verdicts:
             metrics.strategy_verdicts(v.strategy, v.outcome).inc()
 
@@ -212,7 +234,11 @@ class Handler:
             return Outcome(parked=True)
 
         budget_ms = request.deadline_ms or self.config.worker.default_deadline_ms
-        result = await self.dispatcher.call(request, chosen, time.monotonic() + budget_ms / 1000)
+        deadline_at = time.monotonic() + budget_ms / 1000
+        if isinstance(plan, CascadePlan):  # cheapest first, escalating while the validator rejects
+            result = await run_cascade(self.dispatcher, request, plan, deadline_at)
+        else:
+            result = await self.dispatcher.call(request, chosen, deadline_at)
         completion = result.completion
         error = result.error if completion is None else None
         response = Response(
@@ -232,6 +258,7 @@ class Handler:
             verdicts=verdicts, cache_hit=cache_hit, attempts=list(result.attempts),
             estimated_cost_usd=result.cost_usd, error=error, worker_id=self.worker_id, source=src,
             received_at=received, headers=headers, batch=getattr(result, "batch", None),
+            cascade=getattr(result, "cascade", None),
         )
         state["count"] = int(state.get("count", 0)) + 1
         view.put(state_key, json.dumps(state, separators=(",", ":")).encode())

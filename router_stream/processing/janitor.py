@@ -4,7 +4,10 @@ Without this, the partition stores and the compacted changelog would keep one en
 id and per key forever. Every ``cache.purge_interval_s`` the janitor scans its partition's store
 and writes tombstones for what expired — through the changelog, in a transaction on the
 partition's producer, under the partition's state lock — so local state and Kafka stay equal.
-A key's request counter goes with its expired decision.
+A key's request counter goes with its expired decision; a decision whose strategy set its own
+``cache.ttl_s`` expires after that one. Only ``k:`` and ``r:`` entries are ever purged: parked
+Batch API requests (``j:``/``b:``/``p:``) and controller state (``c:``, e.g. the learned router's
+recalibrated threshold) are not touched.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ def expired_keys(entries_k: list[tuple[bytes, bytes]], entries_r: list[tuple[byt
     for key, raw in entries_k:
         state = json.loads(raw)
         decision = state.get("decision")
-        if decision is None or now - decision.get("decided_at", 0) > ttl_ms:
+        # a decision carries its strategy's own ttl_s (strategy ``cache.ttl_s``) when it has one
+        own_ttl = decision.get("ttl_s") if decision is not None else None
+        if decision is None or now - decision.get("decided_at", 0) > (own_ttl * 1000 if own_ttl else ttl_ms):
             out.append(key)
     for key, raw in entries_r:
         if now - json.loads(raw).get("produced_at", 0) > dedup_ms:

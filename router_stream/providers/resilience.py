@@ -23,6 +23,7 @@ config.fallbacks`` (duplicates dropped, order kept). For each candidate, in this
 
 Every attempt, skipped ones included, is recorded as an :class:`~router_stream.schemas.Attempt`.
 Breakers and limiters live as long as the dispatcher (one per candidate, shared by all calls).
+So do the live call stats (latency EWMA, calls in flight; :mod:`.stats`), read via ``Dispatcher.stats``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ..schemas import Attempt, Request, Usage
 from .base import ChatCall, Completion, ModelClient, estimate_prompt_tokens
 from .breaker import CircuitBreaker
 from .ratelimit import RateLimiter
+from .stats import CandidateStats, StatsView
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] = asyncio.sleep,
         rng: random.Random | None = None,
+        stats_alpha: float = 0.2,
     ) -> None:
         self.config = config
         self.observer = observer or DispatchObserver()
@@ -176,6 +179,8 @@ class Dispatcher:
             name: CircuitBreaker(cand.breaker, clock=clock, on_change=self._breaker_hook(name))
             for name, cand in config.candidates.items()
         }
+        self._stats = CandidateStats(config.candidates, alpha=stats_alpha, clock=clock)
+        self._stats_view = StatsView(self._stats, self.breaker_states)
 
     # ---- public ----------------------------------------------------------------------------
     def chain_for(self, chosen: str) -> list[str]:
@@ -187,6 +192,11 @@ class Dispatcher:
             if name not in chain:
                 chain.append(name)
         return chain
+
+    @property
+    def stats(self) -> StatsView:
+        """Live per-candidate latency EWMA and calls in flight (read-only; see :mod:`.stats`)."""
+        return self._stats_view
 
     def breaker_states(self) -> dict[str, str]:
         """``{candidate: "closed" | "open" | "half_open"}``."""
@@ -318,6 +328,7 @@ class Dispatcher:
             timeout_s = min(cand.request_timeout_ms / 1000.0, remaining)
             client = self._clients[name]
             started = self._clock()
+            self._stats.call_started(name)
             try:
                 completion = await client.complete(ChatCall(messages=messages, params=params, timeout_s=timeout_s,
                                                             deadline_at=deadline_at))
@@ -336,10 +347,13 @@ class Dispatcher:
                 err = FatalModelError(f"{name}: client error ({type(exc).__name__})", kind="internal")
                 self._failed(st, name, err, self._clock() - started, retry)
                 raise err from None
+            finally:
+                self._stats.call_ended(name)
         except asyncio.CancelledError:
             release()
             raise
         latency_s = self._clock() - started
+        self._stats.record_latency(name, latency_s)
         breaker.record_success()
         if booked and completion.usage.total_tokens:
             limiter.adjust_tokens(completion.usage.total_tokens - booked)

@@ -24,6 +24,9 @@ class Decision:
     reason: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     cacheable: bool = True
+    #: an execution plan for the worker instead of one call (e.g. a cascade's
+    #: :class:`~router_stream.routing.cascade.CascadePlan`); passed through as ``Routed.plan``
+    plan: Any = None
 
 
 @dataclass(slots=True)
@@ -38,6 +41,13 @@ class RoutingContext:
     candidates: tuple[str, ...]
     headers: dict[str, str] = field(default_factory=dict)
     now_ms: int = 0
+    #: live candidate stats (a :class:`~router_stream.providers.stats.StatsView`: latency EWMA,
+    #: calls in flight, breaker states), or None outside a worker (tests, offline tools)
+    stats: Any = None
+    #: the partition's state (get/put of bytes: the batch's ``StateView``, written in the batch's
+    #: transaction), for strategies that keep state (the learned router's recalibration); None
+    #: outside a worker (``router-stream explain``, tests)
+    state: Any = None
     _note: str | None = None
 
     def explain(self, reason: str) -> None:

@@ -13,9 +13,12 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
+from .cascade import CascadeConfig
+from .custom import CustomConfig
 from .judge import JudgeConfig
 from .keywords import KeywordsConfig
 from .learned import LearnedConfig
+from .optimize import OptimizeConfig
 from .rules import RulesConfig
 from .scorer import ScorerConfig
 from .split import SplitConfig
@@ -28,6 +31,9 @@ StrategyConfig = Annotated[
         JudgeConfig,
         ScorerConfig,
         LearnedConfig,
+        CascadeConfig,
+        OptimizeConfig,
+        CustomConfig,
     ],
     Field(discriminator="type"),
 ]

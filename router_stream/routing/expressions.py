@@ -40,7 +40,7 @@ class ExpressionError(ValueError):
 
 
 class Expression:
-    """A compiled boolean expression; :meth:`evaluate` returns ``(matched, problem)``."""
+    """A compiled expression; :meth:`evaluate` returns ``(matched, problem)``, :meth:`value` ``(value, problem)``."""
 
     __slots__ = ("source", "_tree", "_evaluator")
 
@@ -83,6 +83,17 @@ class Expression:
         except (InvalidExpression, TypeError, ValueError, KeyError, IndexError, AttributeError,
                 ZeroDivisionError, OverflowError) as exc:
             return False, f"{type(exc).__name__}: {exc}"
+
+    def value(self, names: dict[str, Any]) -> tuple[Any, str | None]:
+        """``(value, None)``, or ``(None, problem)``: the expression's result itself, not its truth
+        (e.g. a cache-scope key such as ``get(fields, "tenant", key)``)."""
+        evaluator = self._evaluator
+        evaluator.names = names
+        try:
+            return evaluator.eval(self.source, previously_parsed=self._tree.body), None
+        except (InvalidExpression, TypeError, ValueError, KeyError, IndexError, AttributeError,
+                ZeroDivisionError, OverflowError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
 
 
 def request_names(request: Request, key: str, headers: dict[str, str] | None = None) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from ..errors import ConfigError, ModelError
 from ..providers.base import ChatCall, ModelClient, estimate_prompt_tokens
 from ..schemas import Request
 from .base import Decision, RoutingContext
+from .caching import StrategyCache
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
@@ -57,6 +58,7 @@ class JudgeConfig(BaseModel):
 
     type: Literal["judge"]
     name: str = "judge"
+    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     candidate: str = Field(description="the candidate that judges")
     allowed: dict[str, str] | None = Field(
         None, description="candidate name -> description; a list of names also works; default all")

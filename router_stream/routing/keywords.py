@@ -41,6 +41,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from ..schemas import Request
 from .base import Decision, RoutingContext
+from .caching import StrategyCache
 
 if TYPE_CHECKING:  # router_stream.config imports this package: no runtime import back
     from ..config import RouterConfig
@@ -153,6 +154,7 @@ class KeywordsConfig(BaseModel):
 
     type: Literal["keywords"]
     name: str = "keywords"
+    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     case_sensitive: bool = False
     whole_word: bool = False
     max_scan_chars: int = Field(10_000, ge=1, description="characters of each field scanned, from the start")

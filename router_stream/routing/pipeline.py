@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..schemas import Request, Verdict
 from .base import Decision, RoutingContext, Strategy
+from .caching import DEFAULT_POLICY, CachePolicy
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +29,20 @@ class Routed:
     decided_by: str
     verdicts: list[Verdict] = field(default_factory=list)
     cacheable: bool = False
+    plan: Any = None  # the deciding strategy's Decision.plan (e.g. a cascade), for the worker
+    ttl_s: float | None = None  # the deciding strategy's cache.ttl_s (None: the global cache.ttl_s)
 
 
 class Pipeline:
-    def __init__(self, strategies: list[Strategy], candidates: tuple[str, ...], default: str) -> None:
+    def __init__(self, strategies: list[Strategy], candidates: tuple[str, ...], default: str,
+                 cache_policies: list[CachePolicy] | None = None) -> None:
         if default not in candidates:
             raise ValueError(f"default {default!r} is not a candidate")
+        if cache_policies is not None and len(cache_policies) != len(strategies):
+            raise ValueError("cache_policies needs one entry per strategy")
         self.strategies = strategies
+        # per strategy object: its config's ``cache: {enabled, ttl_s}`` (routing/caching.py)
+        self.cache_policies = {id(s): p for s, p in zip(strategies, cache_policies or [])}
         self.candidates = candidates
         self.default = default
 
@@ -59,5 +68,7 @@ class Pipeline:
                 continue
             verdicts.append(Verdict(strategy=strategy.name, outcome="chose", candidate=decision.candidate,
                                     reason=decision.reason, detail=decision.detail))
-            return Routed(decision.candidate, strategy.name, verdicts, cacheable=decision.cacheable)
+            policy = self.cache_policies.get(id(strategy), DEFAULT_POLICY)
+            return Routed(decision.candidate, strategy.name, verdicts, cacheable=policy.cacheable(decision.cacheable),
+                          plan=decision.plan, ttl_s=policy.ttl_s)
         return Routed(self.default, DEFAULT, verdicts, cacheable=False)

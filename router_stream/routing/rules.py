@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..schemas import Request
 from .base import Decision, RoutingContext
+from .caching import StrategyCache
 from .expressions import Expression, ExpressionError, request_names
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class RulesConfig(BaseModel):
 
     type: Literal["rules"]
     name: str = "rules"
+    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     rules: list[Rule] = Field(min_length=1)
 
     def referenced_candidates(self) -> list[tuple[str, str]]:

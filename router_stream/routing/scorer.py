@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..schemas import Request
 from .base import Decision, RoutingContext
+from .caching import StrategyCache
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
@@ -50,6 +51,7 @@ class ScorerConfig(BaseModel):
 
     type: Literal["scorer"]
     name: str = "scorer"
+    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     url: str
     allowed: list[str] | None = Field(None, min_length=1, description="default: all candidates")
     min_score: float | None = Field(None, allow_inf_nan=False)

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..schemas import Request, now_ms
 from .base import Decision, RoutingContext, stable_fraction
+from .caching import StrategyCache
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
@@ -115,6 +116,7 @@ class SplitConfig(BaseModel):
 
     type: Literal["split"]
     name: str = "split"
+    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     salt: str | None = Field(None, description="hash salt; default the strategy name")
     weights: dict[str, Weight] = Field(min_length=1)
     sticky: bool = True

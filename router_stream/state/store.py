@@ -14,7 +14,9 @@ Keys:
 * ``r:<request_id>`` → the response first given to that request id (JSON), for answering
   producer retries without a second model call;
 * ``j:<request_id>`` → a request parked for a Batch API job, ``b:<job id>`` → a submitted job,
-  ``p:<request_id>\0<offset>`` → a repeat of a parked request (see ``processing/batch_jobs.py``).
+  ``p:<request_id>\0<offset>`` → a repeat of a parked request (see ``processing/batch_jobs.py``);
+* ``c:recal:<strategy name>`` → a learned strategy's recalibration controller (JSON: threshold,
+  measured strong share, decision count; see ``routing/learned.py``). The janitor never purges it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ def parked_key(request_id: str) -> bytes:
 def parked_dup_key(request_id: str, offset: int) -> bytes:
     """A repeat of a parked request, answered when the job completes."""
     return b"p:" + request_id.encode("utf-8", "surrogatepass") + b"\x00" + str(offset).encode()
+
+
+def controller_key(strategy_name: str) -> bytes:
+    """A strategy's controller state (e.g. the learned router's recalibrated threshold)."""
+    return b"c:recal:" + strategy_name.encode("utf-8", "surrogatepass")
 
 
 def job_key(job_id: str) -> bytes:

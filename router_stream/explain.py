@@ -1,0 +1,230 @@
+"""``router-stream explain``: what the pipeline would decide for one request, without Kafka or a model.
+
+:func:`explain` takes the raw request bytes (as a producer would send them), reads them with the
+worker's own intake (:func:`~router_stream.processing.intake.classify`, same limits), so a
+malformed request yields the same dead-letter reason the worker would give, and then runs the
+configured strategy pipeline on it, exactly as the worker does, reporting every strategy's
+verdict (chose / abstained with its reason / miss / error) and the final choice.
+
+What it does not do, and says so in its notes:
+
+* it calls no candidate model (nothing is served) and talks to no broker;
+* it does not consult the sticky decision cache nor the request_id dedup window (the worker
+  would answer from them first when they hold a fresh entry for this key / id);
+* strategies that do I/O still do it (a ``judge`` calls its judge candidate, a ``scorer`` its
+  URL) unless ``no_io`` is set, which replaces ``judge`` and ``scorer`` strategies with an
+  abstention "skipped by --no-io". ``custom`` strategies always run as configured.
+
+The cache-scope key and the headers a strategy sees are computed as in the worker: ``cache.scope``
+(a request field, else the Kafka key, else ``request:<id>``), and only trace headers are passed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .config import RouterConfig
+from .processing.handler import TRACE_HEADERS, Handler, Source, _trace_headers
+from .processing.intake import Poison, classify, context_limit
+from .routing.base import Decision, RoutingContext
+from .routing.pipeline import Pipeline
+from .runtime import build_pipeline
+from .schemas import Request, Verdict, now_ms
+
+#: strategy types that call an HTTP endpoint while deciding (skipped by ``no_io``)
+IO_TYPES = ("judge", "scorer")
+
+
+class _Skipped:
+    """Stands in for an I/O strategy under ``--no-io``: always abstains, saying so."""
+
+    def __init__(self, name: str, type_: str) -> None:
+        self.name = name
+        self.type = type_
+
+    async def decide(self, request: Request, ctx: RoutingContext) -> Decision | None:
+        ctx.explain(f"skipped by --no-io ({self.type} strategies call an endpoint)")
+        return None
+
+
+@dataclass
+class ExplainResult:
+    """The verdicts and the final choice, or the dead letter the request would become."""
+
+    request_id: str | None = None
+    key: str | None = None
+    key_source: str | None = None
+    now_ms: int = 0
+    verdicts: list[Verdict] = field(default_factory=list)
+    candidate: str | None = None
+    decided_by: str | None = None
+    cacheable: bool = False
+    dead_letter: Poison | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when routed, 2 when the request would be a dead letter."""
+        return 2 if self.dead_letter is not None else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"request_id": self.request_id}
+        if self.dead_letter is not None:
+            out["dead_letter"] = {"reason": self.dead_letter.reason, "message": self.dead_letter.message,
+                                  "request_id": self.dead_letter.request_id}
+        else:
+            out.update({
+                "key": self.key, "key_source": self.key_source, "now_ms": self.now_ms,
+                "verdicts": [v.model_dump(mode="json") for v in self.verdicts],
+                "final": {"candidate": self.candidate, "decided_by": self.decided_by, "cacheable": self.cacheable},
+            })
+        out["notes"] = list(self.notes)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    def table(self) -> str:
+        """A human-readable report."""
+        lines: list[str] = []
+        if self.dead_letter is not None:
+            poison = self.dead_letter
+            lines.append(f"dead letter: {poison.reason}: {poison.message}")
+            if poison.request_id is not None:
+                lines.append(f"request_id: {poison.request_id}")
+        else:
+            at = datetime.fromtimestamp(self.now_ms / 1000, timezone.utc).isoformat(timespec="seconds")
+            lines.append(f"request {self.request_id!r}, key {self.key!r} ({self.key_source}), "
+                         f"at {at.replace('+00:00', 'Z')}")
+            lines.append("")
+            rows = [("#", "strategy", "outcome", "candidate", "reason", "detail")]
+            for i, v in enumerate(self.verdicts, 1):
+                detail = json.dumps(v.detail, ensure_ascii=False, separators=(",", ":"), default=str) if v.detail else ""
+                if len(detail) > 80:
+                    detail = detail[:79] + "…"
+                rows.append((str(i), v.strategy, v.outcome, v.candidate or "-", v.reason or "-", detail))
+            if len(rows) == 1:
+                rows.append(("-", "(no strategies configured)", "", "", "", ""))
+            widths = [max(len(r[c]) for r in rows) for c in range(5)]
+            for r in rows:
+                cells = "  ".join(r[c].ljust(widths[c]) for c in range(5))
+                lines.append(f"{cells}  {r[5]}" if r[5] else cells.rstrip())
+            lines.append("")
+            why = " (no strategy decided)" if self.decided_by == "default" else ""
+            lines.append(f"final: {self.candidate} (decided_by {self.decided_by}{why})"
+                         f"{', cacheable' if self.cacheable else ''}")
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        return "\n".join(lines)
+
+
+def _key_source(config: RouterConfig, request: Request, kafka_key: bytes | None, scope_key: str) -> str:
+    """Where :meth:`Handler.scope_key` took the key from (it falls back to the Kafka key, then the id)."""
+    cache = config.cache
+    fallback = kafka_key.decode("utf-8", "replace") if kafka_key else f"request:{request.request_id}"
+    if cache.scope == "field" and cache.scope_field:
+        value = request.fields.get(cache.scope_field)
+        if value is not None and not isinstance(value, bool) and str(value) == scope_key:
+            return f"request field fields.{cache.scope_field}"
+    elif cache.scope != "key" and scope_key != fallback:
+        expression = getattr(cache, "scope_expression", None)
+        return f"cache.scope {cache.scope}" + (f": {expression}" if expression else "")
+    return "the Kafka key" if kafka_key else "no Kafka key: the request id"
+
+
+async def build_explain_pipeline(config: RouterConfig, no_io: bool = False) -> Pipeline:
+    """The worker's pipeline (:func:`~router_stream.runtime.build_pipeline`); under ``no_io`` its
+    judge and scorer strategies are replaced by an abstention (and their clients closed)."""
+    pipeline = build_pipeline(config)
+    if no_io:
+        for i, strategy_config in enumerate(config.strategies):
+            if strategy_config.type in IO_TYPES:
+                built, pipeline.strategies[i] = pipeline.strategies[i], _Skipped(strategy_config.name,
+                                                                                 strategy_config.type)
+                close = getattr(built, "aclose", None)
+                if close is not None:
+                    await close()
+    return pipeline
+
+
+async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | bytes | None = None,
+                  headers: dict[str, str] | None = None, no_io: bool = False,
+                  at_ms: int | None = None) -> ExplainResult:
+    """Run intake and the strategy pipeline on one request as the worker would; call no model."""
+    kafka_key = key.encode("utf-8") if isinstance(key, str) else key
+    max_prompt_tokens = context_limit(c.context_window for c in config.candidates.values())
+    parsed = classify(request_bytes, config.kafka.max_record_bytes, max_prompt_tokens)
+    if isinstance(parsed, Poison):
+        return ExplainResult(request_id=parsed.request_id, dead_letter=parsed,
+                             notes=["the worker would send this record to the dead-letter topic "
+                                    f"({config.topics.dead_letter}) without routing it"])
+    request = parsed
+    received = now_ms() if at_ms is None else at_ms
+    raw_headers = tuple((name, value.encode("utf-8")) for name, value in (headers or {}).items())
+    source = Source(topic=config.topics.requests, partition=0, offset=0, key=kafka_key, value=request_bytes,
+                    headers=raw_headers)
+    pipeline = await build_explain_pipeline(config, no_io)
+    handler = Handler(config, pipeline, dispatcher=None, worker_id="explain")  # type: ignore[arg-type]
+    scope_key = handler.scope_key(source, request)
+    ttl_s = config.cache.ttl_s
+    result = ExplainResult(request_id=request.request_id, key=scope_key,
+                           key_source=_key_source(config, request, kafka_key, scope_key), now_ms=received)
+    trace = _trace_headers(raw_headers)
+    dropped = sorted(name for name, _ in raw_headers if name.lower() not in trace)
+    if dropped:
+        result.notes.append(f"headers not passed to strategies (the worker passes only {', '.join(TRACE_HEADERS)}"
+                            f", of at most 512 bytes): {', '.join(dropped)}")
+
+    try:
+        # as in the worker (processing/handler.py): a request field may name the candidate first
+        field_name = config.allow_request_candidate_field
+        if field_name and field_name in request.fields:
+            asked = request.fields[field_name]
+            if isinstance(asked, str) and asked in config.candidates:
+                result.verdicts.append(Verdict(strategy="request", outcome="chose", candidate=asked,
+                                               reason=f"fields.{field_name} allowed by config"))
+                result.candidate, result.decided_by = asked, "request"
+            else:
+                result.verdicts.append(Verdict(strategy="request", outcome="miss", candidate=str(asked)[:100],
+                                               reason=f"fields.{field_name} names no candidate"))
+        if result.candidate is None:
+            ctx = RoutingContext(key=scope_key, candidates=tuple(config.candidates), headers=trace, now_ms=received)
+            routed = await pipeline.route(request, ctx)
+            result.verdicts.extend(routed.verdicts)
+            result.candidate, result.decided_by = routed.candidate, routed.decided_by
+            result.cacheable = routed.cacheable and config.cache.enabled
+            ttl_s = getattr(routed, "ttl_s", None) or ttl_s  # the deciding strategy's own cache.ttl_s
+            plan = getattr(routed, "plan", None)
+            if plan is not None:
+                order = getattr(plan, "candidates", None)
+                result.notes.append(f"{routed.decided_by} returned an execution plan ({type(plan).__name__}"
+                                    + (f": {' -> '.join(order)}" if order else "") + "): the worker would run "
+                                    "it instead of one call to the chosen candidate")
+    finally:
+        for strategy in pipeline.strategies:  # a judge's or scorer's HTTP client
+            close = getattr(strategy, "aclose", None)
+            if close is not None:
+                await close()
+
+    if config.cache.enabled:
+        result.notes.append(
+            f"the sticky decision cache was not consulted: the worker serves a fresh cached decision for key "
+            f"{scope_key!r} without asking the strategies"
+            + (f"; this decision would be cached for that key for {ttl_s:g}s" if result.cacheable else ""))
+    if config.cache.dedup_window_s > 0:
+        result.notes.append(f"the dedup window was not consulted: a repeat of request_id {request.request_id!r} "
+                            f"within {config.cache.dedup_window_s:g}s is answered from the first answer")
+    if result.candidate is not None and config.candidates[result.candidate].mode == "batch":
+        result.notes.append(f"candidate {result.candidate!r} has mode: batch: the worker would park the request "
+                            f"for a Batch API job")
+    io_names = [s.name for s in config.strategies if s.type in IO_TYPES]
+    if io_names and no_io:
+        result.notes.append(f"skipped by --no-io: {', '.join(io_names)}")
+    elif io_names:
+        result.notes.append(f"strategies that call an endpoint ran as configured: {', '.join(io_names)} "
+                            f"(--no-io skips them)")
+    result.notes.append("the request was not sent to any candidate: nothing was served")
+    return result
