@@ -14,7 +14,17 @@ For each request the strategy POSTs ``{"request_id", "prompt", "fields", "candid
 to ``url`` (``prompt`` is the request's text, cut at ``max_prompt_chars``) and expects either
 ``{"scores": {"<candidate>": <number>, ...}}`` (the highest score among the allowed candidates
 wins if it is at least ``min_score``; ties go to the one listed first in ``allowed``) or
-``{"candidate": "<name>"}`` (taken if it is exactly an allowed name, case-insensitively).
+``{"candidate": "<name>"}`` (taken if it is exactly an allowed name, case-insensitively), or,
+with ``threshold`` configured, one number ``{"score": <number>}`` (a scorer that says how hard
+the request is, e.g. P(the strong model is needed)): ``above`` if it is at least ``threshold``,
+else ``below``::
+
+    - type: scorer
+      name: difficulty
+      url: http://scorer.internal:8080/difficulty
+      threshold: 0.6
+      above: smart                 # score >= threshold
+      below: cheap                 # score <  threshold
 
 The reply is untrusted, as with the judge: a status other than 2xx, a body over
 ``max_reply_bytes``, not JSON, scores that are not finite numbers, names that are not allowed
@@ -36,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..schemas import Request
 from .base import Decision, RoutingContext
@@ -59,6 +69,16 @@ class ScorerConfig(BaseModel):
     api_key_env: str | None = Field(None, description="name of the env var holding a bearer key")
     max_prompt_chars: int = Field(32_000, ge=0)
     max_reply_bytes: int = Field(65_536, ge=1)
+    threshold: float | None = Field(None, allow_inf_nan=False,
+                                    description='one-score replies {"score": x}: above if x >= threshold, else below')
+    above: str | None = None
+    below: str | None = None
+
+    @model_validator(mode="after")
+    def _one_score(self) -> "ScorerConfig":
+        if (self.threshold is None) != (self.above is None) or (self.threshold is None) != (self.below is None):
+            raise ValueError("threshold, above and below go together (one-score replies)")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -68,7 +88,8 @@ class ScorerConfig(BaseModel):
         return v
 
     def referenced_candidates(self) -> list[tuple[str, str]]:
-        return [(f".allowed[{i}]", name) for i, name in enumerate(self.allowed or [])]
+        refs = [(f".allowed[{i}]", name) for i, name in enumerate(self.allowed or [])]
+        return refs + [(f".{side}", name) for side, name in (("above", self.above), ("below", self.below)) if name]
 
     def build(self, router_config: RouterConfig | None = None) -> "ScorerStrategy":
         candidates = tuple(router_config.candidates) if router_config is not None else ()
@@ -82,10 +103,25 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def parse_reply(data: Any, offered: list[str], min_score: float | None) -> tuple[str | None, str, dict[str, Any]]:
-    """``(candidate, reason, detail)`` from an untrusted scorer reply; candidate ``None`` = abstain."""
+def parse_reply(data: Any, offered: list[str], min_score: float | None,
+                one_score: tuple[float, str, str] | None = None) -> tuple[str | None, str, dict[str, Any]]:
+    """``(candidate, reason, detail)`` from an untrusted scorer reply; candidate ``None`` = abstain.
+
+    ``one_score`` = ``(threshold, above, below)`` accepts ``{"score": x}`` replies too.
+    """
     if not isinstance(data, dict):
         return None, f"scorer reply is not a JSON object ({type(data).__name__})", {}
+    if one_score is not None and "score" in data and "scores" not in data and "candidate" not in data:
+        threshold, above, below = one_score
+        score = _number(data["score"])
+        if score is None:
+            return None, "scorer 'score' is not a finite number", {}
+        name = above if score >= threshold else below
+        detail = {"score": round(score, 6), "threshold": threshold}
+        if name not in offered:
+            return None, f"score {score:.4g} picks {name!r}, which is not allowed here", detail
+        op = ">=" if score >= threshold else "<"
+        return name, f"scorer score {score:.4g} {op} threshold {threshold:g}", detail
     lookup = {name.lower(): name for name in offered}
     if "scores" in data:
         raw = data["scores"]
@@ -117,7 +153,7 @@ def parse_reply(data: Any, offered: list[str], min_score: float | None) -> tuple
         if name is None:
             return None, f"scorer named {raw[:40]!r}, not an allowed candidate", {}
         return name, f"scorer chose {name!r}", {}
-    return None, "scorer reply has neither 'scores' nor 'candidate'", {}
+    return None, "scorer reply has neither 'scores' nor 'candidate'" + (" nor 'score'" if one_score else ""), {}
 
 
 class ScorerStrategy:
@@ -186,7 +222,9 @@ class ScorerStrategy:
         except (ValueError, UnicodeDecodeError):
             ctx.explain("scorer reply is not JSON")
             return None
-        name, reason, detail = parse_reply(data, offered, self.config.min_score)
+        c = self.config
+        one = (c.threshold, c.above, c.below) if c.threshold is not None and c.above and c.below else None
+        name, reason, detail = parse_reply(data, offered, c.min_score, one)
         if name is None:
             ctx.explain(reason)
             return None

@@ -180,3 +180,33 @@ def test_config_errors_name_the_field():
     assert error({"type": "scorer", "url": "scorer:8080"}) == (
         "strategies[0].url: 'scorer:8080' is not an http(s) URL (got 'scorer:8080')")
     assert error({"type": "scorer"}) == "strategies[0].url: Field required"
+
+
+async def test_one_score_and_threshold(scorer):
+    s = build(scorer.url, threshold=0.6, above="smart", below="cheap", allowed=["cheap", "smart"], timeout_ms=300)
+    try:
+        scorer.replies.extend([{"score": 0.75}, {"score": 0.6}, {"score": 0.2}, {"score": "high"}, {"scores": {"cheap": 1}}])
+        d = await s.decide(REQ, ctx())
+        assert (d.candidate, d.reason, d.detail) == ("smart", "scorer score 0.75 >= threshold 0.6",
+                                                     {"score": 0.75, "threshold": 0.6})
+        assert (await s.decide(REQ, ctx())).candidate == "smart"  # the boundary goes above
+        assert (await s.decide(REQ, ctx())).candidate == "cheap"
+        c = ctx()
+        assert await s.decide(REQ, c) is None and c.take_note() == "scorer 'score' is not a finite number"
+        assert (await s.decide(REQ, ctx())).candidate == "cheap"  # the per-candidate form still works
+    finally:
+        await s.aclose()
+
+
+def test_one_score_config_needs_all_three_and_real_candidates():
+    def error(spec) -> str:
+        with pytest.raises(ConfigError) as info:
+            parse_config({"candidates": CANDIDATES, "default": "cheap", "strategies": [spec]}, environ={})
+        return str(info.value)
+
+    assert "threshold, above and below go together" in error({"type": "scorer", "url": "http://s/x", "threshold": 0.5,
+                                                             "above": "smart"})
+    assert error({"type": "scorer", "url": "http://s/x", "threshold": 0.5, "above": "smrt", "below": "cheap"}) == (
+        "strategies[0].above: 'smrt' is not a candidate (known: cheap, expensive, smart)")
+    # a one-score reply without a configured threshold is not understood
+    assert parse_reply({"score": 0.9}, ["cheap"], None)[0] is None
