@@ -74,7 +74,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from xml.sax.saxutils import escape as xml_escape, quoteattr
 
 from aiohttp import web
@@ -157,9 +157,13 @@ class ModelServer:
         seed: int | None = None,
         script: list[str] | None = None,
         batch_complete_s: float = 1.0,
+        answer_for: Callable[[str], str] | None = None,
         **faults: Any,
     ) -> None:
         self.name = name
+        #: per-prompt answers for tests (e.g. a scripted judge): called with the last user message
+        #: (a batched record's content), returns the answer text; the fixed ``answer`` setting wins
+        self.answer_for = answer_for
         self.provider_model = provider_model
         self.host = host
         self.port = port
@@ -461,6 +465,8 @@ class ModelServer:
     def _answer_text(self, prompt: str) -> str:
         if self._cfg.answer is not None:
             return self._cfg.answer
+        if self.answer_for is not None:
+            return self.answer_for(prompt)
         return f"[{self.name}] answer to: {prompt[:40]}"
 
     @staticmethod

@@ -92,12 +92,12 @@ class ScriptedJudgeServer(ModelServer):
     """A loopback model server whose answer depends on which scripted prompt the judge quotes."""
 
     def __init__(self, replies: dict[str, str], **kw) -> None:
-        super().__init__(name="judge", **kw)
+        super().__init__(name="judge", answer_for=self._reply, **kw)
         self.replies = replies
         self.asked: list[str] = []  # the scripted prompts the judge was asked about, in call order
         self._asked_lock = threading.Lock()
 
-    def _answer_text(self, prompt: str) -> str:
+    def _reply(self, prompt: str) -> str:
         hits = [p for p in self.replies if json.dumps(p, ensure_ascii=False) in prompt]
         with self._asked_lock:
             self.asked.extend(hits or ["<unscripted>"])
