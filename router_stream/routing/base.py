@@ -49,9 +49,16 @@ class RoutingContext:
     #: outside a worker (``router-stream explain``, tests)
     state: Any = None
     _note: str | None = None
+    _uncacheable: str | None = None
 
     def explain(self, reason: str) -> None:
         self._note = reason
+
+    def forbid_cache(self, reason: str) -> None:
+        """Whoever decides this request, the decision must not become sticky: e.g. a judge that
+        failed transiently gets another chance with the key's next request instead of the next
+        strategy's answer being cached for ``ttl_s``."""
+        self._uncacheable = reason
 
     def take_note(self) -> str | None:
         note, self._note = self._note, None

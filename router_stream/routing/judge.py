@@ -25,7 +25,10 @@ outside ``allowed``, nor a candidate whose estimated cost for this request (requ
 ``expected_output_tokens`` at its output price) exceeds ``max_cost_usd``: those are not offered,
 and a reply naming them is refused. When only one candidate is left, it is chosen without a call.
 
-Judge decisions are cacheable, so with the decision cache on the judge runs once per key. The
+Judge decisions are cacheable, so with the decision cache on the judge runs once per key. A
+transient failure (timeout, 429, 5xx, a connection error) abstains *and* keeps whatever decides
+this request out of the cache (``RoutingContext.forbid_cache``), so the key's next request asks
+the judge again; an unusable reply is a plain abstention. The
 judge's call goes straight to its candidate's endpoint (its own HTTP client, made on first use
 from the candidate's config; not through the dispatcher's retries, breaker or rate limit); its
 latency, tokens and estimated cost are in ``Decision.detail``.
@@ -222,6 +225,8 @@ class JudgeStrategy:
             kind = getattr(exc, "kind", "timeout")
             ctx.explain(f"judge {self.judge!r} gave no answer within {self.config.timeout_ms} ms"
                         if kind == "timeout" else f"judge {self.judge!r} call failed ({kind})")
+            if isinstance(exc, TimeoutError) or getattr(exc, "retryable", False):  # timeout, 429, 5xx, connection
+                ctx.forbid_cache(f"judge {self.judge!r} failed transiently ({kind})")
             return None
         name, problem = parse_reply(completion.text, offered, self.config.max_reply_chars)
         if name is None:

@@ -213,3 +213,23 @@ def test_config_errors_name_the_field():
         config.strategies[0].build()
     judge = config.strategies[0].build(config)
     assert isinstance(judge, JudgeStrategy) and list(judge.allowed) == ["cheap", "smart"]  # default: all
+
+
+async def test_transient_judge_failure_keeps_the_next_decision_out_of_the_cache(server):
+    """A judge that timed out or got a 5xx must be asked again for the key's next request."""
+    config = make_config(server.base_url, timeout_ms=200)
+    config.strategies.append(parse_config({
+        "candidates": {"cheap": {"base_url": server.base_url, "model": "c"}}, "default": "cheap",
+        "strategies": [{"type": "rules", "name": "fallback-rule", "rules": [{"when": "True", "then": "cheap"}]}],
+    }, environ={}).strategies[0])
+    pipeline = build_pipeline(config)
+    try:
+        for fault in ("timeout", "503"):
+            server.script(fault)
+            routed = await pipeline.route(req(), ctx())
+            assert (routed.decided_by, routed.cacheable) == ("fallback-rule", False), fault
+        server.replies.append("gpt-4")  # an unusable reply is a plain abstention: the rule's decision sticks
+        routed = await pipeline.route(req(), ctx())
+        assert (routed.decided_by, routed.cacheable) == ("fallback-rule", True)
+    finally:
+        await pipeline.strategies[0].aclose()
