@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .config import RouterConfig
-from .processing.handler import TRACE_HEADERS, Handler, Source, _trace_headers
+from .processing.handler import TRACE_HEADERS, Handler, Source, _trace_headers, request_override
 from .processing.intake import Poison, classify, context_limit
 from .routing.base import Decision, RoutingContext
 from .routing.pipeline import Pipeline
@@ -179,17 +179,12 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
                             f", of at most 512 bytes): {', '.join(dropped)}")
 
     try:
-        # as in the worker (processing/handler.py): a request field may name the candidate first
-        field_name = config.allow_request_candidate_field
-        if field_name and field_name in request.fields:
-            asked = request.fields[field_name]
-            if isinstance(asked, str) and asked in config.candidates:
-                result.verdicts.append(Verdict(strategy="request", outcome="chose", candidate=asked,
-                                               reason=f"fields.{field_name} allowed by config"))
-                result.candidate, result.decided_by = asked, "request"
-            else:
-                result.verdicts.append(Verdict(strategy="request", outcome="miss", candidate=str(asked)[:100],
-                                               reason=f"fields.{field_name} names no candidate"))
+        # as in the worker: a request field may name the candidate first
+        asked = request_override(config, request)
+        if asked is not None:
+            result.verdicts.append(asked)
+            if asked.outcome == "chose":
+                result.candidate, result.decided_by = asked.candidate, "request"
         if result.candidate is None:
             ctx = RoutingContext(key=scope_key, candidates=tuple(config.candidates), headers=trace, now_ms=received)
             routed = await pipeline.route(request, ctx)

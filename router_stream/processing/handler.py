@@ -79,6 +79,21 @@ class Dispatcher(Protocol):
     async def call(self, request: Request, chosen: str, deadline_at: float): ...
 
 
+def request_override(config: RouterConfig, request: Request) -> Verdict | None:
+    """The verdict on a request naming its own candidate (``allow_request_candidate_field``):
+    ``chose`` when the field names a candidate, ``miss`` when it names something else, ``None``
+    when the option is off or the field absent. Checked before the cache and the strategies."""
+    field_name = config.allow_request_candidate_field
+    if not field_name or field_name not in request.fields:
+        return None
+    asked = request.fields[field_name]
+    if isinstance(asked, str) and asked in config.candidates:
+        return Verdict(strategy="request", outcome="chose", candidate=asked,
+                       reason=f"fields.{field_name} allowed by config")
+    return Verdict(strategy="request", outcome="miss", candidate=str(asked)[:100],
+                   reason=f"fields.{field_name} names no candidate")
+
+
 def _trace_headers(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in headers:
@@ -185,16 +200,11 @@ class Handler:
         decided_by = ""
         plan = None  # a strategy's execution plan (a cascade), never from the cache
 
-        field_name = self.config.allow_request_candidate_field
-        if field_name and field_name in request.fields:
-            asked = request.fields[field_name]
-            if isinstance(asked, str) and asked in self.candidates:
-                chosen, decided_by = asked, "request"
-                verdicts.append(Verdict(strategy="request", outcome="chose", candidate=asked,
-                                        reason=f"fields.{field_name} allowed by config"))
-            else:
-                verdicts.append(Verdict(strategy="request", outcome="miss", candidate=str(asked)[:100],
-                                        reason=f"fields.{field_name} names no candidate"))
+        asked = request_override(self.config, request)
+        if asked is not None:
+            verdicts.append(asked)
+            if asked.outcome == "chose":
+                chosen, decided_by = asked.candidate, "request"
 
         if chosen is None and self.config.cache.enabled and state.get("decision"):
             cached = CachedDecision.model_validate(state["decision"])

@@ -164,13 +164,18 @@ async def test_timeout_abstains(server):
         await judge.aclose()
 
 
-async def test_through_the_pipeline_a_miss_falls_to_the_next_strategy(server):
-    config = make_config(server.base_url)
+def judge_then_rule(server, **judge: Any):
+    """A pipeline of the judge, then a rule that always picks ``cheap`` (named ``fallback-rule``)."""
+    config = make_config(server.base_url, **judge)
     config.strategies.append(parse_config({
         "candidates": {"cheap": {"base_url": server.base_url, "model": "c"}}, "default": "cheap",
         "strategies": [{"type": "rules", "name": "fallback-rule", "rules": [{"when": "True", "then": "cheap"}]}],
     }, environ={}).strategies[0])
-    pipeline = build_pipeline(config)
+    return build_pipeline(config)
+
+
+async def test_through_the_pipeline_a_miss_falls_to_the_next_strategy(server):
+    pipeline = judge_then_rule(server)
     try:
         server.replies.extend(["expensive", "smart"])
         routed = await pipeline.route(req(INJECTION), ctx())
@@ -217,12 +222,7 @@ def test_config_errors_name_the_field():
 
 async def test_transient_judge_failure_keeps_the_next_decision_out_of_the_cache(server):
     """A judge that timed out or got a 5xx must be asked again for the key's next request."""
-    config = make_config(server.base_url, timeout_ms=200)
-    config.strategies.append(parse_config({
-        "candidates": {"cheap": {"base_url": server.base_url, "model": "c"}}, "default": "cheap",
-        "strategies": [{"type": "rules", "name": "fallback-rule", "rules": [{"when": "True", "then": "cheap"}]}],
-    }, environ={}).strategies[0])
-    pipeline = build_pipeline(config)
+    pipeline = judge_then_rule(server, timeout_ms=200)
     try:
         for fault in ("timeout", "503"):
             server.script(fault)
