@@ -60,6 +60,11 @@ class RoutingContext:
         strategy's answer being cached for ``ttl_s``."""
         self._uncacheable = reason
 
+    @property
+    def cache_forbidden(self) -> bool:
+        """True once a strategy called :meth:`forbid_cache` for this request."""
+        return self._uncacheable is not None
+
     def take_note(self) -> str | None:
         note, self._note = self._note, None
         return note

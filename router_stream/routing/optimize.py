@@ -45,6 +45,7 @@ first seen. A ``price`` choice only changes with the config and may be made stic
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -81,10 +82,9 @@ class OptimizeConfig(BaseModel):
     @field_validator("candidates")
     @classmethod
     def _unique(cls, v: list[str]) -> list[str]:
-        seen: set[str] = set()
-        dupes = [name for name in v if name in seen or seen.add(name)]  # type: ignore[func-returns-value]
+        dupes = sorted(name for name, n in Counter(v).items() if n > 1)
         if dupes:
-            raise ValueError(f"listed more than once: {', '.join(sorted(set(dupes)))}")
+            raise ValueError(f"listed more than once: {', '.join(dupes)}")
         return v
 
     @field_validator("quality")

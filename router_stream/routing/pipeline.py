@@ -69,7 +69,7 @@ class Pipeline:
             verdicts.append(Verdict(strategy=strategy.name, outcome="chose", candidate=decision.candidate,
                                     reason=decision.reason, detail=decision.detail))
             policy = self.cache_policies.get(id(strategy), DEFAULT_POLICY)
-            cacheable = policy.cacheable(decision.cacheable) and ctx._uncacheable is None  # see forbid_cache
+            cacheable = policy.cacheable(decision.cacheable) and not ctx.cache_forbidden  # see forbid_cache
             return Routed(decision.candidate, strategy.name, verdicts, cacheable=cacheable,
                           plan=decision.plan, ttl_s=policy.ttl_s)
         return Routed(self.default, DEFAULT, verdicts, cacheable=False)
