@@ -151,18 +151,29 @@ class Handler:
             key_b64=_b64(source.key), value_b64=_b64(source.value), request_id=poison.request_id,
             worker_id=self.worker_id))
 
-    async def handle(self, source: Source, view: StateView) -> Outcome:
-        """Never raises for a record's content; an unexpected bug becomes a dead letter too."""
+    def classify(self, source: Source) -> Request | Poison:
+        """The record's request, or why it is poison (:func:`~.intake.classify` with this
+        worker's size and context limits). Pure: a caller that needs the request earlier (the
+        processor, for a field/expression scope's order token) parses once and passes it on."""
+        return classify(source.value, self.config.kafka.max_record_bytes, self.max_prompt_tokens)
+
+    async def handle(self, source: Source, view: StateView,
+                     parsed: Request | Poison | None = None) -> Outcome:
+        """Never raises for a record's content; an unexpected bug becomes a dead letter too.
+
+        ``parsed``: :meth:`classify` of this very source, when the caller already has it.
+        """
         try:
-            return await self._handle(source, view)
+            return await self._handle(source, view, parsed)
         except Exception as exc:
             log.exception("unexpected error handling %s[%d]@%d", source.topic, source.partition, source.offset)
             return self.dead_letter(source, Poison("internal_error", f"{type(exc).__name__} while handling the record"),
                                     error_class=type(exc).__name__)
 
-    async def _handle(self, source: Source, view: StateView) -> Outcome:
+    async def _handle(self, source: Source, view: StateView, parsed: Request | Poison | None) -> Outcome:
         received = now_ms()
-        parsed = classify(source.value, self.config.kafka.max_record_bytes, self.max_prompt_tokens)
+        if parsed is None:
+            parsed = self.classify(source)
         if isinstance(parsed, Poison):
             return self.dead_letter(source, parsed)
         request = parsed

@@ -46,7 +46,7 @@ from ..state.store import PartitionStore
 from .gate import Gate
 from .slots import OrderedSlots
 from .handler import Handler, Outcome, Source, StateView
-from .intake import Poison, classify
+from .intake import Poison
 from .janitor import run_janitor
 
 log = logging.getLogger(__name__)
@@ -666,10 +666,15 @@ class Processor:
         sources = [Source(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
                    for r in records]
         keys = []
-        for s in sources:
-            parsed = _peek_id(s.value)
-            keys.append((self.handler.scope_key(s, None) if self.config.cache.scope == "key" else
-                         self._scope_for(s), parsed))
+        # a field/expression scope needs the parsed request for the order token; parse it once here
+        # and hand it to the handler (the Kafka-key scope needs no parse before the handler's own)
+        parsed: list[Request | Poison | None] = [None] * len(sources)
+        by_key = self.config.cache.scope == "key"
+        for i, s in enumerate(sources):
+            if not by_key:
+                parsed[i] = self.handler.classify(s)
+            request = parsed[i] if isinstance(parsed[i], Request) else None
+            keys.append((self.handler.scope_key(s, request), _peek_id(s.value)))
         outcomes: list[Outcome | None] = [None] * len(records)
 
         async def chain(indices: list[int], before: list[asyncio.Task[None]]) -> None:
@@ -679,7 +684,7 @@ class Processor:
                 async with self._slots.slot(batch.seq):
                     metrics.IN_FLIGHT.inc()
                     try:
-                        outcomes[i] = await self.handler.handle(sources[i], view)
+                        outcomes[i] = await self.handler.handle(sources[i], view, parsed[i])
                     finally:
                         metrics.IN_FLIGHT.dec()
 
@@ -701,10 +706,6 @@ class Processor:
                 task.cancel()
             raise
         return [o for o in outcomes if o is not None]
-
-    def _scope_for(self, source: Source) -> str:
-        parsed = classify(source.value, self.config.kafka.max_record_bytes)
-        return self.handler.scope_key(source, parsed if isinstance(parsed, Request) else None)
 
     def _serialize(self, records: list[Any], outcomes: list[Outcome]) -> list[list[tuple[str, bytes]]]:
         """JSON of every output, before the transaction begins.

@@ -18,7 +18,8 @@ from aiokafka.errors import KafkaError
 from router_stream.config import RouterConfig
 from router_stream.processing.handler import Outcome, Source, StateView
 from router_stream.processing.processor import Processor, _Partition
-from router_stream.schemas import Response
+from router_stream.processing.intake import classify
+from router_stream.schemas import Request, Response
 
 TP = TopicPartition("router.requests", 0)
 
@@ -102,7 +103,7 @@ class CountingHandler:
     def scope_key(self, source: Source, request: Any) -> str:
         return source.key.decode()
 
-    async def handle(self, source: Source, view: StateView) -> Outcome:
+    async def handle(self, source: Source, view: StateView, parsed: Any = None) -> Outcome:
         key = source.key.decode()
         self.events.append(("start", key, source.offset))
         state_key = b"k:" + source.key
@@ -120,10 +121,11 @@ def record(offset: int, key: str) -> SimpleNamespace:
                            headers=(), timestamp=0)
 
 
-def processor(handler: CountingHandler, producer: FakeProducer) -> tuple[Processor, _Partition, FakeConsumer]:
+def processor(handler: CountingHandler, producer: FakeProducer,
+              cache: dict[str, Any] | None = None) -> tuple[Processor, _Partition, FakeConsumer]:
     config = RouterConfig.model_validate({
         "candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}, "default": "cheap",
-        "worker": {"batches_in_flight": 4}})
+        "worker": {"batches_in_flight": 4}, "cache": cache or {}})
     p = Processor(config, handler, "w-test")  # type: ignore[arg-type]
     consumer = FakeConsumer()
     p._consumer = consumer  # type: ignore[assignment]
@@ -192,3 +194,54 @@ async def test_the_batches_in_flight_budget_pauses_and_resumes_the_partition():
     await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
     assert not consumer.paused  # resumed as batches committed
     assert outputs(producer) == [f"a#{i}" for i in range(1, 9)]
+
+
+class FieldScopeHandler(CountingHandler):
+    """Scopes by the request's ``conv`` field; counts parses and records what handle() was given."""
+
+    def __init__(self, slow_keys: dict[str, float] | None = None) -> None:
+        super().__init__(slow_keys)
+        self.parses = 0
+        self.given: list[Any] = []
+
+    def classify(self, source: Source) -> Any:
+        self.parses += 1
+        return classify(source.value)
+
+    def scope_key(self, source: Source, request: Any) -> str:
+        return request.fields["conv"] if request is not None else source.key.decode()
+
+    async def handle(self, source: Source, view: StateView, parsed: Any = None) -> Outcome:
+        self.given.append((source.offset, parsed))
+        return await super().handle(source, view)
+
+
+def conv_record(offset: int, key: str, conv: str) -> SimpleNamespace:
+    value = json.dumps({"request_id": f"r-{offset}", "prompt": "hi", "fields": {"conv": conv}}).encode()
+    return SimpleNamespace(topic=TP.topic, partition=0, offset=offset, key=key.encode(), value=value,
+                           headers=(), timestamp=0)
+
+
+async def test_a_field_scope_orders_by_the_field_and_parses_each_record_once():
+    handler = FieldScopeHandler(slow_keys={"x": 0.05})
+    producer = FakeProducer()
+    p, part, _ = processor(handler, producer, cache={"scope": "field", "scope_field": "conv"})
+    # x and y are different Kafka keys in one conversation: y must wait for x; z is free
+    p._dispatch(part, [conv_record(0, "x", "c1"), conv_record(1, "y", "c1"), conv_record(2, "z", "c2")])
+    await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
+
+    ev = handler.events
+    assert ev.index(("end", "x", 0)) < ev.index(("start", "y", 1))
+    assert ev.index(("start", "z", 2)) < ev.index(("end", "x", 0))
+    assert handler.parses == 3  # once per record, by the processor
+    given = dict(handler.given)
+    assert set(given) == {0, 1, 2}
+    assert all(isinstance(r, Request) and r.request_id == f"r-{o}" for o, r in given.items())
+
+
+async def test_the_kafka_key_scope_leaves_the_parse_to_the_handler():
+    handler = FieldScopeHandler()
+    p, part, _ = processor(handler, FakeProducer())
+    p._dispatch(part, [conv_record(0, "x", "c1")])
+    await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
+    assert handler.parses == 0 and handler.given == [(0, None)]
