@@ -19,9 +19,11 @@ consecutive slices of [0, 1) in proportion to their weights, so a key stays in i
 as the weights (and the salt) stay. Weights need not add up to 1 or 100, only to more than 0.
 
 A ramp moves ``share`` of ``from``'s weight to ``to`` linearly between ``start`` and ``end``
-(before: none of it, after: all of it), using the record's time (``ctx.now_ms``). The two arms
-are laid side by side at the end of [0, 1), so while the ramp runs keys only ever move from
-``from`` to ``to``: never back, and no other arm's keys move. With ``sticky: true`` a key that
+(before: none of it, after: all of it), by the time the worker reads the request
+(``ctx.now_ms``, not the record's producer timestamp, so a replayed backlog follows the ramp as
+it is now). It hands over the top part of ``from``'s slice, whatever the arms' order, so adding a
+ramp moves no key before ``start``, and while it runs keys only ever move from ``from`` to
+``to``: never back, and no other arm's keys move. With ``sticky: true`` a key that
 was decided before keeps its cached arm until ``cache.ttl_s`` passes; set ``sticky: false`` to
 follow a ramp exactly (the split is deterministic anyway, the cache only freezes it).
 
@@ -153,35 +155,41 @@ class SplitStrategy:
         self.salt = config.salt if config.salt is not None else config.name
         self.sticky = config.sticky
         self.ramp = config.ramp
-        weights = dict(config.weights)
-        if self.ramp is not None:  # from, then to, last: the boundary between them is all that moves
-            ramp_from = weights.pop(self.ramp.from_)
-            ramp_to = weights.pop(self.ramp.to, 0.0)
-            weights[self.ramp.from_] = ramp_from
-            weights[self.ramp.to] = ramp_to
-        self.weights = weights
+        self.weights = dict(config.weights)  # configured order: adding a ramp must move no key by itself
+        self._total = sum(self.weights.values())
+
+    def moved_fraction(self, at_ms: int) -> float:
+        """The fraction of ``from``'s slice that the ramp has handed to ``to`` at ``at_ms``."""
+        return 0.0 if self.ramp is None else self.ramp.share * self.ramp.progress(at_ms)
 
     def weights_at(self, at_ms: int) -> dict[str, float]:
-        """The arms' weights at ``at_ms`` (the configured ones unless a ramp moves some)."""
+        """The arms' effective weights at ``at_ms`` (the configured ones unless a ramp moves some)."""
         if self.ramp is None:
             return self.weights
-        moved = self.weights[self.ramp.from_] * self.ramp.share * self.ramp.progress(at_ms)
+        moved = self.weights[self.ramp.from_] * self.moved_fraction(at_ms)
         weights = dict(self.weights)
         weights[self.ramp.from_] -= moved
-        weights[self.ramp.to] += moved
+        weights[self.ramp.to] = weights.get(self.ramp.to, 0.0) + moved
         return weights
 
-    def arm(self, bucket: float, weights: dict[str, float]) -> str:
-        total = sum(weights.values())
-        point = bucket * total
+    def arm(self, bucket: float, moved: float = 0.0) -> str:
+        """The arm of a key in ``bucket``; ``moved``: the ramp's :meth:`moved_fraction`.
+
+        The arms take consecutive slices of [0, 1) in configured order. A ramp hands over the
+        *top* ``moved`` part of ``from``'s slice to ``to``, wherever ``to``'s own slice is, so as
+        it progresses keys only move from ``from`` to ``to`` and no other key changes arm.
+        """
+        point = bucket * self._total
         acc = 0.0
         last = None
-        for name, weight in weights.items():
+        for name, weight in self.weights.items():
             if weight <= 0:
                 continue
-            acc += weight
-            last = name
+            start, acc, last = acc, acc + weight, name
             if point < acc:
+                if self.ramp is not None and name == self.ramp.from_ and moved > 0 \
+                        and (point - start) / weight >= 1.0 - moved:
+                    return self.ramp.to
                 return name
         assert last is not None  # the config guarantees a positive total
         return last  # float rounding at the very top of [0, 1)
@@ -189,12 +197,12 @@ class SplitStrategy:
     async def decide(self, request: Request, ctx: RoutingContext) -> Decision | None:
         bucket = stable_fraction(self.salt, ctx.key)
         detail: dict[str, Any] = {"bucket": round(bucket, 6)}
-        weights = self.weights
+        moved = 0.0
         if self.ramp is not None:
             at = ctx.now_ms or now_ms()
-            weights = self.weights_at(at)
+            moved = self.moved_fraction(at)
             detail["ramp"] = round(self.ramp.progress(at), 4)
-        arm = self.arm(bucket, weights)
+        arm = self.arm(bucket, moved)
         detail = {"arm": arm, **detail}
         return Decision(arm, reason=f"bucket {bucket:.4f} is in arm {arm!r}", detail=detail,
                         cacheable=self.sticky)

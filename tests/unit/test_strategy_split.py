@@ -89,6 +89,18 @@ async def test_ramp_at_start_middle_and_end():
     assert d.detail["ramp"] == 0.25 and set(d.detail) == {"arm", "bucket", "ramp"}
 
 
+async def test_adding_a_ramp_moves_no_key_before_it_starts_whatever_the_arm_order():
+    # from/to are not the last arms: a ramp must not reorder the slices (it once did: ~20% moved)
+    weights = {"smart": 10, "cheap": 80, "canary": 10}
+    plain = await arms(strategy(name="c", weights=weights))
+    ramped = strategy(name="c", weights=weights, ramp={"from": "cheap", "to": "smart", "start": START, "end": END})
+    assert await arms(ramped, START) == plain
+    middle = await arms(ramped, (START + END) // 2)
+    moved = {k for k in KEYS if middle[k] != plain[k]}
+    assert all((plain[k], middle[k]) == ("cheap", "smart") for k in moved)
+    assert abs(len(moved) / len(KEYS) - 0.4) <= 0.02  # half of cheap's 80%
+
+
 async def test_ramp_share_moves_part_of_the_weight():
     s = strategy(weights={"cheap": 1}, ramp={"from": "cheap", "to": "smart", "start": START, "end": END_ISO,
                                               "share": 0.3})
