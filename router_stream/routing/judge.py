@@ -15,18 +15,21 @@ Example::
 The judge gets a system prompt listing the allowed candidates (with their descriptions) and the
 request's text as a JSON string between random markers, introduced as data to classify, never
 instructions (prompt-injection mitigation); it is asked for one candidate name and nothing else.
-Its reply is untrusted: it is stripped, cut to its first line and first word (surrounding quotes,
-backticks, asterisks, brackets and a trailing full stop are ignored) and must then be exactly one
-of the candidates offered, case-insensitively. A reply longer than ``max_reply_chars`` (200),
-empty, not text, or naming anything else makes the judge abstain with the reason in the audit:
-a routing miss, never an error. So does a timeout or a failed call. The judge can never pick
+Its reply is untrusted and matched case-insensitively against the candidates offered
+(:func:`parse_reply`): its first word, once wrapping quotes, backticks, asterisks, brackets and a
+full stop are stripped, if that is an offered name; else the offered names as whole tokens
+anywhere in the reply, longest name first (``gpt-4o-mini`` never counts as ``gpt-4``), and
+exactly one distinct name must be found. A reply longer than ``max_reply_chars`` (200), empty,
+not text, naming no offered candidate or several makes the judge abstain with the reason in the
+audit: a routing miss, never an error. So does a timeout or a failed call. The judge can never pick
 outside ``allowed``, nor a candidate whose estimated cost for this request (request tokens
 ≈ chars / 4 at the candidate's input price, plus ``max_tokens`` from the request's params or
 ``expected_output_tokens`` at its output price) exceeds ``max_cost_usd``: those are not offered,
 and a reply naming them is refused. When only one candidate is left, it is chosen without a call.
 
 Judge decisions are cacheable, so with the decision cache on the judge runs once per key. A
-transient failure (timeout, 429, 5xx, a connection error) abstains *and* keeps whatever decides
+transient failure (timeout, 429, 5xx, a connection error, no free connection to the judge within
+the timeout) abstains *and* keeps whatever decides
 this request out of the cache (``RoutingContext.forbid_cache``), so the key's next request asks
 the judge again; an unusable reply is a plain abstention. The
 judge's call goes straight to its candidate's endpoint (its own HTTP client, made on first use
@@ -109,11 +112,45 @@ def _case_insensitive(names: Any) -> dict[str, str]:
     return lookup
 
 
+def _bounds_a_name(text: str, i: int, step: int) -> bool:
+    """Whether ``text[i]`` (the character just before or after a match, ``step`` -1 or +1) ends
+    a name: the text's edge, whitespace, a wrapping character, or a full stop not between two
+    letters/digits (so ``gpt-4.1`` is not ``gpt-4``). Anything else (a letter, digit, ``-``,
+    ``_``, an invisible character) continues it."""
+    if i < 0 or i >= len(text):
+        return True
+    ch = text[i]
+    if ch == ".":
+        nxt = i + step
+        return not (0 <= nxt < len(text) and text[nxt].isalnum())
+    return ch.isspace() or ch in _WRAPPERS
+
+
+def _whole_token_spans(text: str, name: str) -> list[tuple[int, int]]:
+    """Where ``name`` (already lower-cased, like ``text``) occurs as a whole token in ``text``."""
+    spans = []
+    at = text.find(name)
+    while at >= 0:
+        end = at + len(name)
+        if _bounds_a_name(text, at - 1, -1) and _bounds_a_name(text, end, +1):
+            spans.append((at, end))
+        at = text.find(name, at + 1)
+    return spans
+
+
 def parse_reply(text: Any, offered: Any, max_chars: int = 200) -> tuple[str | None, str]:
     """The candidate an untrusted judge reply names, or ``(None, why not)``.
 
-    ``offered`` are the names the judge may pick; the reply must be exactly one of them
-    (case-insensitive) once stripped and cut to its first line and first word.
+    ``offered`` are the names the judge may pick, matched case-insensitively:
+
+    1. the reply's first word, stripped of wrapping quotes, backticks, asterisks, brackets and a
+       full stop, is one of them (the answer format the judge is asked for; ``"smart" because…``);
+    2. else the offered names are looked for as whole tokens anywhere in the reply, longest name
+       first, each match claiming its span (so ``gpt-4o-mini`` and ``gpt-4-turbo`` never count as
+       ``gpt-4``); exactly one distinct name found decides (``I choose smart``), none or several
+       (``not cheap, smart``) abstain.
+
+    Empty or blank names are never matched.
     """
     if not isinstance(text, str):
         return None, f"judge reply is not text ({type(text).__name__})"
@@ -122,12 +159,25 @@ def parse_reply(text: Any, offered: Any, max_chars: int = 200) -> tuple[str | No
     stripped = text.strip()
     if not stripped:
         return None, "judge reply is empty"
-    word = stripped.splitlines()[0].split()[0]
-    lookup = {name.lower(): name for name in offered}
+    lookup = {name.lower(): name for name in offered if isinstance(name, str) and name.strip()}
+    word = stripped.split()[0]
     name = lookup.get(word.strip(_WRAPPERS).lower()) or lookup.get(word.strip(_WRAPPERS + ".").lower())
-    if name is None:
-        return None, f"judge reply {word[:40]!r} names no allowed candidate"
-    return name, ""
+    if name is not None:
+        return name, ""
+    lowered = stripped.lower()
+    claimed: list[tuple[int, int]] = []
+    found: list[str] = []
+    for key in sorted(lookup, key=len, reverse=True):
+        spans = [sp for sp in _whole_token_spans(lowered, key)
+                 if not any(sp[0] < end and start < sp[1] for start, end in claimed)]
+        if spans:
+            claimed.extend(spans)
+            found.append(lookup[key])
+    if len(found) == 1:
+        return found[0], ""
+    if found:
+        return None, f"judge reply names several candidates ({', '.join(sorted(found))})"
+    return None, f"judge reply {stripped[:40]!r} names no allowed candidate"
 
 
 class JudgeStrategy:
@@ -225,7 +275,8 @@ class JudgeStrategy:
             kind = getattr(exc, "kind", "timeout")
             ctx.explain(f"judge {self.judge!r} gave no answer within {self.config.timeout_ms} ms"
                         if kind == "timeout" else f"judge {self.judge!r} call failed ({kind})")
-            if isinstance(exc, TimeoutError) or getattr(exc, "retryable", False):  # timeout, 429, 5xx, connection
+            if isinstance(exc, TimeoutError) or getattr(exc, "retryable", False) or kind == "queue_timeout":
+                # timeout, 429, 5xx, connection, no free connection in time: worth asking again
                 ctx.forbid_cache(f"judge {self.judge!r} failed transiently ({kind})")
             return None
         name, problem = parse_reply(completion.text, offered, self.config.max_reply_chars)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from router_stream.config import parse_config
-from router_stream.errors import ConfigError
+from router_stream.errors import ConfigError, FatalModelError, RetryableModelError
 from router_stream.devtools.model_server import ModelServer
 from router_stream.routing.base import RoutingContext
 from router_stream.routing.judge import JudgeStrategy, parse_reply
@@ -94,11 +94,13 @@ async def test_lenient_only_about_wrapping(judge, server):
 
 @pytest.mark.parametrize("reply, why", [
     ("gpt-5", "judge reply 'gpt-5' names no allowed candidate"),
-    ("The answer is smart", "judge reply 'The' names no allowed candidate"),
+    ("The answer is gpt-4o", "judge reply 'The answer is gpt-4o' names no allowed candidate"),
+    ("not cheap, smart", "judge reply names several candidates (cheap, smart)"),
     ("smart" + " because" * 40, "judge reply is too long (325 > 200 characters)"),
     ("x" * 100_000, "judge reply is too long (100000 > 200 characters)"),
     ("   ", "judge reply is empty"),
     ("judge", "judge reply 'judge' names no allowed candidate"),  # a candidate, but not allowed
+    ('""', "judge reply '\"\"' names no allowed candidate"),
 ])
 async def test_unusable_replies_abstain_with_a_reason(judge, server, reply, why):
     server.replies.append(reply)
@@ -194,6 +196,31 @@ def test_parse_reply_unit():
     assert parse_reply("SMART.V2", offered) == ("smart.v2", "")
     assert parse_reply(None, offered)[0] is None
     assert parse_reply("cheap\u200b", offered)[0] is None  # invisible characters are not stripped
+    assert parse_reply("I pick smart.v2.", offered) == ("smart.v2", "")
+    assert parse_reply("smart because cheap is too weak", ["cheap", "smart"]) == ("smart", "")  # first word
+
+
+@pytest.mark.parametrize("reply, want", [
+    ("gpt-4o-mini", "gpt-4o-mini"),
+    ("The answer is gpt-4o-mini.", "gpt-4o-mini"),   # longest first: gpt-4 inside it is not a match
+    ("Answer: **GPT-4**", "gpt-4"),
+    ("I'd route this to `gpt-4`.", "gpt-4"),
+    ("use gpt-4-turbo", None),                       # not offered, and gpt-4 is not a whole token of it
+    ("use gpt-4.1", None),
+    ("use gpt-4o", None),
+    ("not gpt-4o-mini but gpt-4", None),             # two distinct names: ambiguous
+    ("gpt-4, not gpt-4o-mini", "gpt-4"),             # the first word is a name: the asked-for format
+    ('""', None), ("''", None), ("", None),
+])
+def test_whole_token_longest_name_first(reply, want):
+    got, why = parse_reply(reply, ["gpt-4", "gpt-4o-mini"])
+    assert got == want, (reply, why)
+    assert (why == "") == (want is not None)
+
+
+def test_an_empty_or_blank_offered_name_never_matches():
+    assert parse_reply('""', ["", "x"])[0] is None
+    assert parse_reply("  hello  ", [" ", "x"])[0] is None
 
 
 def test_config_errors_name_the_field():
@@ -233,3 +260,31 @@ async def test_transient_judge_failure_keeps_the_next_decision_out_of_the_cache(
         assert (routed.decided_by, routed.cacheable) == ("fallback-rule", True)
     finally:
         await pipeline.strategies[0].aclose()
+
+
+class _FailingClient:
+    """A judge client whose every call fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def complete(self, call: Any) -> Any:
+        raise self.error
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("error, transient", [
+    (FatalModelError("no free connection", kind="queue_timeout"), True),  # the judge's own pool was busy
+    (RetryableModelError("reset", kind="connection"), True),
+    (FatalModelError("401", kind="auth", status=401), False),
+    (FatalModelError("400", kind="client_error", status=400), False),
+])
+async def test_which_judge_failures_forbid_caching(server, error, transient):
+    config = make_config(server.base_url)
+    judge = JudgeStrategy(config.strategies[0], config, client=_FailingClient(error))
+    c = ctx()
+    assert await judge.decide(req(), c) is None
+    assert c.cache_forbidden is transient
+    assert c.take_note() == f"judge 'judge' call failed ({error.kind})"
