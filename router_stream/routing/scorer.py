@@ -219,7 +219,7 @@ class ScorerStrategy:
             return None
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
             ctx.explain("scorer reply is not JSON")
             return None
         c = self.config

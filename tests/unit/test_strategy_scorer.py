@@ -117,6 +117,7 @@ async def test_candidate_reply(strategy, scorer):
     ({"verdict": "smart"}, "scorer reply has neither 'scores' nor 'candidate'"),
     (["smart"], "scorer reply is not a JSON object (list)"),
     (b"<html>oops</html>", "scorer reply is not JSON"),
+    (b"[" * 60_000, "scorer reply is not JSON"),  # nesting deeper than the JSON parser recurses
     (b'{"candidate": "' + b"a" * 70_000 + b'"}', "scorer reply is larger than 65536 bytes"),
     ((503, {"error": "busy"}), "scorer answered HTTP 503"),
     ("hang", "scorer gave no answer within 300 ms"),
