@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .config import RouterConfig
+from .errors import ConfigError
 from .metrics import MetricsObserver
 from .processing.handler import Handler
 from .processing.processor import Processor
@@ -37,9 +38,46 @@ def build_strategy(strategy_config, config: RouterConfig):
 
 
 def build_pipeline(config: RouterConfig) -> Pipeline:
-    strategies = [build_strategy(s, config) for s in config.strategies]
+    """The configured strategies, built (artifacts loaded, custom classes constructed).
+
+    Anything a strategy's build raises becomes a :class:`ConfigError` naming ``strategies[i]``
+    (``strategies[i].artifact`` for an unreadable learned-router artifact), so ``check-config``
+    and a starting worker report it like any other config mistake instead of a traceback.
+    """
+    from .learning.artifact import ArtifactError
+
+    strategies = []
+    for i, strategy_config in enumerate(config.strategies):
+        try:
+            strategies.append(build_strategy(strategy_config, config))
+        except ConfigError as exc:
+            if str(exc).startswith("strategies["):
+                raise
+            raise ConfigError(f"strategies[{i}]: {exc}") from None
+        except ArtifactError as exc:
+            raise ConfigError(f"strategies[{i}].artifact: {exc}") from None
+        except Exception as exc:
+            raise ConfigError(f"strategies[{i}] ({strategy_config.type} {strategy_config.name!r}) could not be "
+                              f"built: {type(exc).__name__}: {exc}") from exc
     return Pipeline(strategies, tuple(config.candidates), config.default,
                     cache_policies=[cache_policy(s) for s in config.strategies])
+
+
+def check_pipeline(config: RouterConfig) -> None:
+    """Build the pipeline once and release it: what a worker would fail on at start, now.
+
+    Raises :class:`ConfigError`. Judge and scorer clients are made on first use, so nothing
+    is called; any client a strategy did open is closed.
+    """
+    pipeline = build_pipeline(config)
+
+    async def close() -> None:
+        for strategy in pipeline.strategies:
+            aclose = getattr(strategy, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    asyncio.run(close())
 
 
 async def _tcp_reachable(url: str, timeout: float = 1.0) -> bool:

@@ -1,0 +1,58 @@
+"""``check-config``, ``explain`` and ``run`` build the pipeline: a strategy that cannot be built is a
+config error naming it (exit 2), found before any broker is contacted."""
+
+from __future__ import annotations
+
+import pytest
+
+from router_stream.cli import main
+
+HEAD = """\
+candidates:
+  cheap: {base_url: "http://127.0.0.1:9/v1", model: cheap}
+  smart: {base_url: "http://127.0.0.1:9/v1", model: smart}
+default: cheap
+strategies:
+"""
+MISSING_ARTIFACT = HEAD + """\
+  - type: learned
+    weak: cheap
+    strong: smart
+    artifact: /nonexistent/router-v1.npz
+"""
+FAILING_CUSTOM = HEAD + """\
+  - type: custom
+    name: mine
+    class: "router_stream.devtools.example_strategy:ByLength"
+    config: {threshold: -5}
+"""
+
+
+@pytest.fixture
+def write(tmp_path):
+    def _write(text: str):
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        return str(path)
+    return _write
+
+
+@pytest.mark.parametrize("argv", [["check-config", "{}"], ["run", "--config", "{}"],
+                                  ["explain", "--config", "{}", "--request", '{"request_id": "r", "prompt": "hi"}']])
+def test_a_missing_artifact_is_a_config_error_naming_the_field(write, capsys, argv):
+    path = write(MISSING_ARTIFACT)
+    assert main([a.replace("{}", path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("config error: strategies[0].artifact: learned-router artifact not found: ")
+    assert "/nonexistent/router-v1.npz" in err and "Traceback" not in err
+
+
+def test_check_config_still_says_ok_for_a_good_config(write, capsys):
+    assert main(["check-config", write(HEAD + "  - {type: split, weights: {cheap: 1}}\n")]) == 0
+    assert capsys.readouterr().out.startswith("ok: 2 candidates (cheap, smart), 1 strategies")
+
+
+def test_a_custom_strategy_whose_constructor_fails_is_a_config_error(write, capsys):
+    assert main(["check-config", write(FAILING_CUSTOM)]) == 2
+    err = capsys.readouterr().err
+    assert "strategies[0]" in err and "'mine'" in err and "threshold must be a non-negative integer" in err
