@@ -2,7 +2,7 @@
 
     router-stream run --config routing.yaml          run a worker (a Faust worker process)
     router-stream topics apply --config routing.yaml create missing topics, report differences
-    router-stream check-config routing.yaml          validate a config file and say what is wrong
+    router-stream check-config routing.yaml          validate a config file (and build its strategies)
     router-stream explain --config c.yaml --request '{...}'   what routing would decide, no model call
     router-stream demo                               the embedded demo (local broker, models, traffic)
     router-stream model-server --name cheap          a loopback dev/test model endpoint
@@ -21,7 +21,9 @@ from .errors import ConfigError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from .runtime import check_pipeline
     config = load_config(args.config)
+    check_pipeline(config)  # a missing artifact or a failing custom strategy: a config error, before Kafka
     from .app import run_worker
     run_worker(config, loglevel=args.loglevel)
     return 0
@@ -38,7 +40,9 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from .runtime import check_pipeline
     config = load_config(args.config)
+    check_pipeline(config)  # load artifacts, construct custom strategies: what the worker does at start
     print(f"ok: {len(config.candidates)} candidates ({', '.join(config.candidates)}), "
           f"{len(config.strategies)} strategies, default {config.default!r}")
     return 0
@@ -76,7 +80,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = asyncio.run(explain(config, request_bytes, key=args.key, headers=headers, no_io=args.no_io))
+    result = asyncio.run(explain(config, request_bytes, key=args.key, headers=headers, with_io=args.with_io))
     print(result.to_json() if args.json else result.table())
     return result.exit_code
 
@@ -121,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--key", default=None, help="the Kafka key of the record (default: none)")
     ex.add_argument("--headers", default=None, help='record headers as a JSON object, or @file.json '
                                                     '(strategies see only trace headers, as in the worker)')
-    ex.add_argument("--no-io", action="store_true",
-                    help="do not run judge and scorer strategies (they abstain: skipped by --no-io)")
+    ex.add_argument("--with-io", action="store_true",
+                    help="also run judge and scorer strategies: calls the judge's model and the scorer's URL "
+                         "(default: they abstain, 'not run'; no candidate serves the request either way)")
+    ex.add_argument("--no-io", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
     ex.add_argument("--json", action="store_true", help="machine-readable output")
     ex.set_defaults(func=_cmd_explain)
 

@@ -8,12 +8,12 @@ verdict (chose / abstained with its reason / miss / error) and the final choice.
 
 What it does not do, and says so in its notes:
 
-* it calls no candidate model (nothing is served) and talks to no broker;
+* it calls no model and talks to no broker: nothing is served, and ``judge`` and ``scorer``
+  strategies (which call a model, or a scoring endpoint) are replaced by an abstention
+  "not run: …" unless ``with_io`` is set (``--with-io``: they then call their judge candidate /
+  URL as in the worker; still nothing is served). ``custom`` strategies always run as configured;
 * it does not consult the sticky decision cache nor the request_id dedup window (the worker
   would answer from them first when they hold a fresh entry for this key / id);
-* strategies that do I/O still do it (a ``judge`` calls its judge candidate, a ``scorer`` its
-  URL) unless ``no_io`` is set, which replaces ``judge`` and ``scorer`` strategies with an
-  abstention "skipped by --no-io". ``custom`` strategies always run as configured.
 
 The cache-scope key and the headers a strategy sees are computed as in the worker: ``cache.scope``
 (a request field, else the Kafka key, else ``request:<id>``), and only trace headers are passed.
@@ -34,19 +34,20 @@ from .routing.pipeline import Pipeline
 from .runtime import build_pipeline
 from .schemas import Request, Verdict, now_ms
 
-#: strategy types that call an HTTP endpoint while deciding (skipped by ``no_io``)
+#: strategy types that call a model or an HTTP endpoint while deciding (run only ``with_io``)
 IO_TYPES = ("judge", "scorer")
+_WHAT_THEY_CALL = {"judge": "a model", "scorer": "an endpoint"}
 
 
 class _Skipped:
-    """Stands in for an I/O strategy under ``--no-io``: always abstains, saying so."""
+    """Stands in for an I/O strategy unless ``--with-io``: always abstains, saying so."""
 
     def __init__(self, name: str, type_: str) -> None:
         self.name = name
         self.type = type_
 
     async def decide(self, request: Request, ctx: RoutingContext) -> Decision | None:
-        ctx.explain(f"skipped by --no-io ({self.type} strategies call an endpoint)")
+        ctx.explain(f"not run: {self.type} strategies call {_WHAT_THEY_CALL[self.type]} (--with-io runs them)")
         return None
 
 
@@ -135,11 +136,11 @@ def _key_source(config: RouterConfig, request: Request, kafka_key: bytes | None,
     return "the Kafka key" if kafka_key else "no Kafka key: the request id"
 
 
-async def build_explain_pipeline(config: RouterConfig, no_io: bool = False) -> Pipeline:
-    """The worker's pipeline (:func:`~router_stream.runtime.build_pipeline`); under ``no_io`` its
-    judge and scorer strategies are replaced by an abstention (and their clients closed)."""
+async def build_explain_pipeline(config: RouterConfig, with_io: bool = False) -> Pipeline:
+    """The worker's pipeline (:func:`~router_stream.runtime.build_pipeline`); unless ``with_io``
+    its judge and scorer strategies are replaced by an abstention (and their clients closed)."""
     pipeline = build_pipeline(config)
-    if no_io:
+    if not with_io:
         for i, strategy_config in enumerate(config.strategies):
             if strategy_config.type in IO_TYPES:
                 built, pipeline.strategies[i] = pipeline.strategies[i], _Skipped(strategy_config.name,
@@ -151,9 +152,10 @@ async def build_explain_pipeline(config: RouterConfig, no_io: bool = False) -> P
 
 
 async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | bytes | None = None,
-                  headers: dict[str, str] | None = None, no_io: bool = False,
+                  headers: dict[str, str] | None = None, with_io: bool = False,
                   at_ms: int | None = None) -> ExplainResult:
-    """Run intake and the strategy pipeline on one request as the worker would; call no model."""
+    """Run intake and the strategy pipeline on one request as the worker would; call no model
+    (``with_io``: run judge and scorer strategies, which call theirs)."""
     kafka_key = key.encode("utf-8") if isinstance(key, str) else key
     max_prompt_tokens = context_limit(c.context_window for c in config.candidates.values())
     parsed = classify(request_bytes, config.kafka.max_record_bytes, max_prompt_tokens)
@@ -166,7 +168,7 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
     raw_headers = tuple((name, value.encode("utf-8")) for name, value in (headers or {}).items())
     source = Source(topic=config.topics.requests, partition=0, offset=0, key=kafka_key, value=request_bytes,
                     headers=raw_headers)
-    pipeline = await build_explain_pipeline(config, no_io)
+    pipeline = await build_explain_pipeline(config, with_io)
     handler = Handler(config, pipeline, dispatcher=None, worker_id="explain")  # type: ignore[arg-type]
     scope_key = handler.scope_key(source, request)
     ttl_s = config.cache.ttl_s
@@ -185,11 +187,16 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
             result.verdicts.append(asked)
             if asked.outcome == "chose":
                 result.candidate, result.decided_by = asked.candidate, "request"
+                result.notes.append("no strategy was asked: the request named its candidate")
         if result.candidate is None:
             ctx = RoutingContext(key=scope_key, candidates=tuple(config.candidates), headers=trace, now_ms=received)
             routed = await pipeline.route(request, ctx)
             result.verdicts.extend(routed.verdicts)
             result.candidate, result.decided_by = routed.candidate, routed.decided_by
+            seen = {v.strategy for v in routed.verdicts}
+            not_reached = [s.name for s in config.strategies if s.name not in seen]
+            if not_reached:
+                result.notes.append(f"not reached ({routed.decided_by} decided first): {', '.join(not_reached)}")
             result.cacheable = routed.cacheable and config.cache.enabled
             ttl_s = getattr(routed, "ttl_s", None) or ttl_s  # the deciding strategy's own cache.ttl_s
             plan = getattr(routed, "plan", None)
@@ -216,10 +223,9 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
         result.notes.append(f"candidate {result.candidate!r} has mode: batch: the worker would park the request "
                             f"for a Batch API job")
     io_names = [s.name for s in config.strategies if s.type in IO_TYPES]
-    if io_names and no_io:
-        result.notes.append(f"skipped by --no-io: {', '.join(io_names)}")
+    if io_names and not with_io:
+        result.notes.append(f"not run (they call a model or an endpoint; --with-io runs them): {', '.join(io_names)}")
     elif io_names:
-        result.notes.append(f"strategies that call an endpoint ran as configured: {', '.join(io_names)} "
-                            f"(--no-io skips them)")
+        result.notes.append(f"run with --with-io, calling their model or endpoint: {', '.join(io_names)}")
     result.notes.append("the request was not sent to any candidate: nothing was served")
     return result

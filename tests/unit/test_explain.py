@@ -8,6 +8,7 @@ import pytest
 
 from router_stream.cli import main
 from router_stream.config import parse_config
+from router_stream.devtools.model_server import ModelServer
 from router_stream.explain import explain
 from router_stream.routing.base import stable_fraction
 
@@ -84,14 +85,30 @@ async def test_malformed_request_is_the_workers_dead_letter():
     assert (await explain(tight, req(prompt="x" * 500))).dead_letter.reason == "context_window"
 
 
-async def test_no_io_skips_judge_and_scorer():
-    strategies = [{"type": "judge", "name": "j", "candidate": "cheap"},
-                  {"type": "scorer", "name": "s", "url": "http://127.0.0.1:9/score"}, STRATEGIES[1]]
-    result = await explain(config(strategies=strategies), req(), key="k", no_io=True)
-    assert [(v.strategy, v.outcome) for v in result.verdicts[:2]] == [("j", "abstained"), ("s", "abstained")]
-    assert all(v.reason.startswith("skipped by --no-io") for v in result.verdicts[:2])
-    assert result.decided_by == "canary"
-    assert "skipped by --no-io: j, s" in result.notes
+async def test_by_default_judge_and_scorer_are_not_run_and_no_model_is_called():
+    async with ModelServer(name="judge", answer="smart") as judge_server:
+        candidates = {**CANDIDATES, "judge": {"base_url": judge_server.base_url, "model": "j"}}
+        strategies = [{"type": "judge", "name": "j", "candidate": "judge", "allowed": ["cheap", "smart"]},
+                      {"type": "scorer", "name": "s", "url": "http://127.0.0.1:9/score"}, STRATEGIES[1]]
+        cfg = config(candidates=candidates, strategies=strategies)
+        result = await explain(cfg, req(), key="k")
+        assert [(v.strategy, v.outcome) for v in result.verdicts[:2]] == [("j", "abstained"), ("s", "abstained")]
+        assert result.verdicts[0].reason == "not run: judge strategies call a model (--with-io runs them)"
+        assert result.verdicts[1].reason == "not run: scorer strategies call an endpoint (--with-io runs them)"
+        assert result.decided_by == "canary"
+        assert "not run (they call a model or an endpoint; --with-io runs them): j, s" in result.notes
+        assert judge_server.stats()["calls"] == 0
+        # --with-io: the judge's model is asked (and decides); the scorer is not reached
+        result = await explain(cfg, req(), key="k", with_io=True)
+        assert (result.candidate, result.decided_by) == ("smart", "j")
+        assert judge_server.stats()["calls"] == 1
+        assert "not reached (j decided first): s, canary" in result.notes
+
+
+async def test_strategies_after_the_decider_are_listed_as_not_reached():
+    result = await explain(config(), req(tags=["legal"]))
+    assert result.decided_by == "by-content" and len(result.verdicts) == 1
+    assert "not reached (by-content decided first): canary" in result.notes
 
 
 async def test_only_trace_headers_reach_strategies():
@@ -109,12 +126,12 @@ def config_file(tmp_path):
 
 
 def test_cli_table(config_file, capsys):
-    code = main(["explain", "--config", str(config_file), "--request", req().decode(), "--key", "user-7", "--no-io"])
+    code = main(["explain", "--config", str(config_file), "--request", req().decode(), "--key", "user-7"])
     out = capsys.readouterr().out
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("request 'r1', key 'user-7' (the Kafka key)")
-    assert any(line.startswith("2  the-judge   abstained") and "skipped by --no-io" in line for line in lines)
+    assert any(line.startswith("2  the-judge   abstained") and "not run: judge" in line for line in lines)
     arm = "cheap" if stable_fraction("canary", "user-7") < 0.5 else "smart"
     assert f"final: {arm} (decided_by canary), cacheable" in lines
     assert any(line.startswith("note: the sticky decision cache was not consulted") for line in lines)
@@ -123,7 +140,7 @@ def test_cli_table(config_file, capsys):
 def test_cli_json_from_file_with_headers(config_file, tmp_path, capsys):
     request_file = tmp_path / "r.json"
     request_file.write_bytes(req(tags=["legal"]))
-    code = main(["explain", "--config", str(config_file), "--request", f"@{request_file}", "--no-io", "--json",
+    code = main(["explain", "--config", str(config_file), "--request", f"@{request_file}", "--no-io", "--json",  # --no-io: the default, still accepted
                  "--headers", '{"traceparent": "00-1"}'])
     data = json.loads(capsys.readouterr().out)
     assert code == 0
