@@ -1,6 +1,7 @@
-"""Per-strategy decision-cache settings: ``cache: {enabled, ttl_s}`` on any strategy.
+"""Per-strategy decision-cache settings: ``cache: {enabled, ttl_s}`` on any strategy but ``cascade``.
 
-Every strategy config has an optional ``cache`` field of type :class:`StrategyCache`::
+Every strategy config (but ``cascade``, never cached) has an optional ``cache`` field of type
+:class:`StrategyCache`::
 
     - type: judge
       candidate: cheap
