@@ -51,6 +51,7 @@ cached (each request runs its own cascade). A ``mode: batch`` candidate cannot b
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -63,6 +64,8 @@ from .base import Decision, RoutingContext
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +337,23 @@ class CascadeConfig(BaseModel):
                 if cand is not None and cand.mode == "batch":
                     raise ConfigError(f"strategy {self.name!r}: candidates[{i}] {name!r} has mode: batch, "
                                       "which a cascade cannot wait for")
+            _warn_if_not_cheapest_first(self, router_config)
         return CascadeStrategy(self)
+
+
+def _warn_if_not_cheapest_first(config: CascadeConfig, router_config: RouterConfig) -> None:
+    """The listed order is the calling order (it may be meant: latency, quality); a priced
+    candidate listed after a pricier one is probably a mistake, so say so once, at load."""
+    priced = []
+    for i, name in enumerate(config.candidates):
+        cand = router_config.candidates.get(name)
+        if cand is not None and (cand.price_input_per_1k or cand.price_output_per_1k):
+            priced.append((i, name, cand.price_input_per_1k + cand.price_output_per_1k))
+    for (i, a, pa), (j, b, pb) in zip(priced, priced[1:]):
+        if pb < pa:
+            log.warning("cascade %r: candidates[%d] %r (%.4g USD per 1k in+out tokens) is cheaper than "
+                        "candidates[%d] %r (%.4g) but is called after it; list candidates cheapest first",
+                        config.name, j, b, pb, i, a, pa)
 
 
 class CascadeStrategy:

@@ -304,3 +304,20 @@ async def test_handler_puts_the_cascade_steps_in_the_audit(servers):
     # the audit record round-trips, and the decision was not cached for the key
     assert type(audit).model_validate_json(audit.model_dump_json()).cascade == audit.cascade
     assert b'"decision":null' in next(v for k, v in view.pending.items() if b"user-1" in k)
+
+
+def test_a_cascade_not_listed_cheapest_first_is_warned_about_at_build(caplog):
+    def build(order):
+        cfg = parse_config({
+            "candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "c", "price_input_per_1k": 0.1},
+                           "smart": {"base_url": "http://127.0.0.1:9/v1", "model": "s", "price_input_per_1k": 2.0}},
+            "default": "cheap",
+            "strategies": [{"type": "cascade", "name": "c1", "candidates": order,
+                            "validator": {"type": "min_length", "chars": 1}}]}, environ={})
+        caplog.clear()
+        cfg.strategies[0].build(cfg)
+        return [r.getMessage() for r in caplog.records if r.name == "router_stream.routing.cascade"]
+
+    assert build(["cheap", "smart"]) == []
+    (warning,) = build(["smart", "cheap"])
+    assert "candidates[1] 'cheap'" in warning and "cheaper than candidates[0] 'smart'" in warning
