@@ -7,7 +7,7 @@ Example::
       candidates: [cheap, smart, best]   # cheapest first; at least 2
       validator:                          # one of the four below
         type: regex
-        pattern: '^\\s*\\{'               # compiled at load; an invalid regex is a config error
+        pattern: '^\\s*\\{'               # compiled at load; invalid or catastrophic: a config error
         must_match: true                  # false: the answer must NOT match
       when_all_rejected: last             # or best_effort
 
@@ -61,6 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from ..errors import ConfigError
 from ..schemas import Request
 from .base import Decision, RoutingContext
+from .regex_safety import check_regex
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
@@ -101,11 +102,7 @@ class RegexValidator(BaseModel):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
-        return v
+        return check_regex(v)  # it runs over model answers: refuse catastrophic shapes too
 
     _regex: re.Pattern[str] = PrivateAttr()
 

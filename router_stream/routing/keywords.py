@@ -22,10 +22,10 @@ is found when it occurs in at least one of the rule's ``fields``: ``prompt`` (al
 scanned one item per line). ``case_sensitive`` applies to keywords and regexes, ``whole_word`` to
 keywords only (write ``\\b`` in a regex yourself); a rule may override both.
 
-Regexes are compiled at config load: an invalid one fails naming it
-(``strategies[1].rules[0].regex[2]: invalid regex '(' ...``), and so does one that repeats a
-group which itself repeats with nothing mandatory between (``(a+)+``, ``(\\w+\\s?)*``), the
-usual shape of catastrophic backtracking. Python's ``re`` has no timeout, so the scanned text is
+Regexes are compiled at config load (:func:`~router_stream.routing.regex_safety.check_regex`):
+an invalid one fails naming it (``strategies[1].rules[0].regex[2]: invalid regex '(' ...``), and
+so does one with a shape that backtracks catastrophically (nested quantifiers, ``(a+)+``; a
+repeated ambiguous choice, ``(a|aa)+``). Python's ``re`` has no timeout, so the scanned text is
 capped as well (``max_scan_chars``): even a merely quadratic pattern costs seconds on a
 megabyte-long prompt. A keyword beyond the cap is not seen.
 """
@@ -33,8 +33,6 @@ megabyte-long prompt. A keyword beyond the cap is not seen.
 from __future__ import annotations
 
 import re
-from re import _constants as _sre  # type: ignore[attr-defined]
-from re import _parser as _sre_parse  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -42,81 +40,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from ..schemas import Request
 from .base import Decision, RoutingContext
 from .caching import StrategyCache
+from .regex_safety import check_regex
 
 if TYPE_CHECKING:  # router_stream.config imports this package: no runtime import back
     from ..config import RouterConfig
-
-_UNBOUNDED_REPEATS = (_sre.MAX_REPEAT, _sre.MIN_REPEAT)
-
-
-def _loose(items: Any) -> bool:
-    """True when ``items`` can match by an unbounded repeat alone (everything else optional)."""
-    has_repeat = False
-    for op, av in items:
-        if op is _sre.SUBPATTERN:
-            if _loose(av[-1]):
-                has_repeat = True
-            elif av[-1].getwidth()[0] != 0:
-                return False
-        elif op in _UNBOUNDED_REPEATS or op is _sre.POSSESSIVE_REPEAT:
-            lo, hi, _sub = av
-            if hi == _sre.MAXREPEAT and op is not _sre.POSSESSIVE_REPEAT:
-                has_repeat = True
-            elif lo != 0:
-                return False
-        elif op is _sre.BRANCH:
-            if any(_loose(branch) for branch in av[1]):
-                has_repeat = True
-            else:
-                return False
-        elif op is _sre.AT:
-            continue
-        else:
-            return False
-    return has_repeat
-
-
-def _nested_repeat(items: Any) -> bool:
-    """True when an unbounded, backtracking repeat's body is itself a loose repeat."""
-    for op, av in items:
-        if op in _UNBOUNDED_REPEATS:
-            _lo, hi, sub = av
-            if hi == _sre.MAXREPEAT and _loose(sub):
-                return True
-            if _nested_repeat(sub):
-                return True
-        elif op is _sre.POSSESSIVE_REPEAT:
-            if _nested_repeat(av[2]):
-                return True
-        elif op in (_sre.SUBPATTERN,):
-            if _nested_repeat(av[-1]):
-                return True
-        elif op is _sre.ATOMIC_GROUP or op is _sre.ASSERT or op is _sre.ASSERT_NOT:
-            body = av if op is _sre.ATOMIC_GROUP else av[1]
-            if _nested_repeat(body):
-                return True
-        elif op is _sre.BRANCH:
-            if any(_nested_repeat(branch) for branch in av[1]):
-                return True
-        elif op is _sre.GROUPREF_EXISTS:
-            if any(b is not None and _nested_repeat(b) for b in av[1:]):
-                return True
-    return False
-
-
-def check_regex(pattern: str) -> str:
-    """Compile ``pattern`` or raise ``ValueError`` saying what is wrong with it."""
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
-    if _nested_repeat(_sre_parse.parse(pattern)):
-        raise ValueError(
-            f"regex {pattern!r} repeats a group that itself repeats (nested quantifier), which can "
-            "backtrack catastrophically; rewrite it (e.g. 'a+' for '(a+)+', '(\\w+\\s)*' for "
-            "'(\\w+\\s?)*') or make the outer repeat possessive ('++', '*+')")
-    return pattern
-
 
 def _check_field(name: str) -> str:
     if name in ("prompt", "tags"):

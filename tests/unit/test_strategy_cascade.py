@@ -256,7 +256,9 @@ def config_error(servers, validator: dict[str, Any], **cascade: Any) -> str:
 
 async def test_config_errors_name_the_field(servers):
     msg = config_error(servers, {"type": "regex", "pattern": "([a-z"})
-    assert msg.startswith("strategies[0].validator.regex.pattern: invalid regular expression"), msg
+    assert msg.startswith("strategies[0].validator.regex.pattern: invalid regex '([a-z'"), msg
+    msg = config_error(servers, {"type": "regex", "pattern": r"^(\w+\s?)*$"})  # it runs over model answers
+    assert msg.startswith("strategies[0].validator.regex.pattern: regex ") and "nested quantifier" in msg, msg
     msg = config_error(servers, {"type": "min_length", "chars": 3}, candidates=["cheap", "nope"])
     assert msg == "strategies[0].candidates[1]: 'nope' is not a candidate (known: cheap, judge, strong)"
     msg = config_error(servers, {"type": "min_length", "chars": 3}, candidates=["cheap"])

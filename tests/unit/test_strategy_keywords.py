@@ -123,6 +123,20 @@ def test_catastrophic_shapes_are_refused_and_plain_ones_pass():
     assert msg.startswith("strategies[0].rules[1].regex[0]: regex '(a+)+' repeats a group")
 
 
+def test_a_repeated_choice_with_overlapping_alternatives_is_refused():
+    # each of these takes seconds on ~25 characters in Python's re; the parser factors common
+    # prefixes out first ((a|aa) is a(?:|a)), so what is left is an ambiguous choice in a repeat
+    for bad in [r"(a|a)*b", r"(?:a|aa)+b", r"(x|x)+y", r"(.|\s)*z", r"(ab|abab)*c", r"x(?:(?:a|a))*y"]:
+        with pytest.raises(ValueError, match="repeats a choice whose alternatives can match the same text"):
+            check_regex(bad)
+    for good in [r"(a|ab)*c", r"(.|\n)*end", r"(foo|bar)*", r"(?:\s|,)*", r"(\w|\.)+", r"(\w|\d)+x",
+                 r"(?i)(yes|no)+", r"(?:Mr|Mrs|Ms)\.? \w+", r"(cat|dog)s?( and (cat|dog)s?)*", r"((?:a|a))*+b",
+                 r"(?:\s*(?:,|;)\s*\w+)*", r"((https?|ftp)://\S+\s*)+"]:
+        assert check_regex(good) == good
+    msg = config_error([{"type": "keywords", "rules": [{"regex": [r"(a|aa)+$"], "then": "smart"}]}])
+    assert msg.startswith("strategies[0].rules[0].regex[0]: regex '(a|aa)+$' repeats a choice")
+
+
 def test_other_config_errors_name_the_field():
     assert config_error([{"type": "keywords", "rules": [{"keywords": ["x"], "then": "smartt"}]}]) == (
         "strategies[0].rules[0].then: 'smartt' is not a candidate (known: cheap, legal, smart)")
