@@ -40,8 +40,10 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from .kafka_settings import client_settings
     from .runtime import check_pipeline
     config = load_config(args.config)
+    client_settings(config.kafka)  # SASL/TLS settings complete (names kafka.<field> otherwise)
     check_pipeline(config)  # load artifacts, construct custom strategies: what the worker does at start
     print(f"ok: {len(config.candidates)} candidates ({', '.join(config.candidates)}), "
           f"{len(config.strategies)} strategies, default {config.default!r}")

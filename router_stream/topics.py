@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from .config import RouterConfig
@@ -61,7 +62,12 @@ def load_spec(path: str | Path | None, config: RouterConfig, partitions: int | N
 async def apply_topics(config: RouterConfig, specs: list[TopicSpec]) -> list[str]:
     """Create missing topics; return one line per topic saying what was done or what differs."""
     admin = AIOKafkaAdminClient(**client_settings(config.kafka))
-    await admin.start()
+    try:
+        await admin.start()
+    except KafkaConnectionError:
+        await admin.close()
+        raise ConfigError(f"kafka.bootstrap_servers: cannot reach Kafka at {config.kafka.bootstrap_servers} "
+                          "(is the broker up, and is this the address it advertises?)") from None
     report: list[str] = []
     try:
         existing = await admin.describe_topics([s.name for s in specs])

@@ -56,3 +56,17 @@ def test_a_custom_strategy_whose_constructor_fails_is_a_config_error(write, caps
     assert main(["check-config", write(FAILING_CUSTOM)]) == 2
     err = capsys.readouterr().err
     assert "strategies[0]" in err and "'mine'" in err and "threshold must be a non-negative integer" in err
+
+
+def test_check_config_checks_the_kafka_security_settings(write, capsys):
+    path = write(HEAD.replace("strategies:\n", "kafka: {security_protocol: SASL_SSL}\n"))
+    assert main(["check-config", path]) == 2
+    assert capsys.readouterr().err.startswith("config error: kafka.sasl_mechanism: required")
+
+
+def test_topics_apply_says_when_the_broker_cannot_be_reached(write, capsys):
+    path = write(HEAD.replace("strategies:\n", 'kafka: {bootstrap_servers: "127.0.0.1:1"}\n'))
+    assert main(["topics", "apply", "--config", path]) == 2
+    err = capsys.readouterr().err
+    assert "config error: kafka.bootstrap_servers: cannot reach Kafka at 127.0.0.1:1" in err
+    assert "Traceback" not in err
