@@ -188,6 +188,8 @@ class Handler:
                 first = Response.model_validate_json(seen)
                 if received - first.produced_at <= self.config.cache.dedup_window_s * 1000:
                     metrics.DUPLICATES.inc()
+                    metrics.requests(first.candidate or "", "duplicate",
+                                     "ok" if first.error is None else (first.error_kind or "error")).inc()
                     response = first.model_copy(update={"duplicate": True, "produced_at": now_ms()})
                     audit = Audit(request_id=request.request_id, key=key, chosen=first.candidate,
                                   served_by=first.candidate, decided_by="duplicate", duplicate=True,

@@ -317,6 +317,12 @@ def test_handler_answers_a_duplicate_from_the_first_answer() -> None:
     assert first.response is not None and again.response is not None and again.audit is not None
     assert first.response.duplicate is False and again.response.duplicate is True and again.audit.duplicate
     assert (again.response.output, again.response.candidate) == (first.response.output, first.response.candidate)
+    # counted as answered, with decided_by="duplicate" (the operations guide's metrics table)
+    from router_stream import metrics
+    series = metrics.requests(first.response.candidate, "duplicate", "ok")
+    before = series._value.get()
+    asyncio.run(handler.handle(_source(_req(), 2), view))
+    assert series._value.get() == before + 1
 
 
 def test_handler_request_candidate_field_only_when_allowed() -> None:
