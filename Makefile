@@ -3,8 +3,12 @@
 # and fetch Apache Kafka jars from Maven Central (deploy/local-kafka/fetch.sh).
 
 SHELL := /bin/bash
-PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-            command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+# the first Python >= 3.11 on PATH, probed once (pyenv shims of absent versions fail quietly)
+ifeq ($(origin PYTHON), undefined)
+PYTHON := $(shell for p in python3.13 python3.12 python3.11 python3; do \
+            command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+            && { echo $$p; break; }; done)
+endif
 VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_VERSION ?= 3.9.1

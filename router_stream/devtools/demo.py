@@ -109,6 +109,7 @@ def run_demo(requests: int = 200, bootstrap: str | None = None) -> int:
         print(f"[demo] {msg}", flush=True)
 
     started = time.monotonic()
+    bootstrap_given = bootstrap
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="router-stream-demo-") as tmp:
         work = Path(tmp)
         if bootstrap is None:
@@ -150,18 +151,24 @@ def run_demo(requests: int = 200, bootstrap: str | None = None) -> int:
         malformed = sum(1 for _, v in traffic if v is None or not v.startswith(b'{"request_id"'))
         say(f"produced {len(traffic)} requests ({malformed} malformed on purpose)")
         expect = len(traffic) - malformed
+        tty = sys.stdout.isatty()  # a progress line redrawn in place; in a log, one line every 5 s
+        last = 0.0
         while True:
             done = worker.records_done()
-            print(f"\r[demo] processed {done}/{len(traffic)}", end="", flush=True)
-            if done >= len(traffic) or time.monotonic() - t0 > 120:
+            finished = done >= len(traffic) or time.monotonic() - t0 > 120
+            if tty:
+                print(f"\r[demo] processed {done}/{len(traffic)}", end="\n" if finished else "", flush=True)
+            elif finished or time.monotonic() - last >= 5:
+                say(f"processed {done}/{len(traffic)}")
+                last = time.monotonic()
+            if finished:
                 break
             time.sleep(0.5)
-        print()
         responses = asyncio.run(read_topic(bootstrap, config["topics"]["responses"], expect=expect, timeout=60, idle=1))
         audits = asyncio.run(read_topic(bootstrap, config["topics"]["audit"], expect=expect, timeout=30, idle=1))
         dead = asyncio.run(read_topic(bootstrap, config["topics"]["dead_letter"], expect=malformed, timeout=30, idle=1))
         print(summarize(responses, audits, dead, len(traffic), time.monotonic() - t0))
-        say("stopping worker, models and broker ...")
+        say("stopping worker, models" + (" and broker ..." if bootstrap_given is None else " ... (the broker given stays up)"))
         code = worker.terminate()
         ok = len(responses) == expect and len(dead) == malformed and code == 0
         if not ok:
