@@ -29,6 +29,7 @@ from typing import Any
 from .config import RouterConfig
 from .processing.handler import TRACE_HEADERS, Handler, Source, _trace_headers, request_override
 from .processing.intake import Poison, classify, context_limit
+from .providers.base import estimate_prompt_tokens
 from .routing.base import Decision, RoutingContext
 from .routing.pipeline import Pipeline
 from .runtime import build_pipeline
@@ -219,6 +220,13 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
     if config.cache.dedup_window_s > 0:
         result.notes.append(f"the dedup window was not consulted: a repeat of request_id {request.request_id!r} "
                             f"within {config.cache.dedup_window_s:g}s is answered from the first answer")
+    chosen_cfg = config.candidates.get(result.candidate) if result.candidate is not None else None
+    tokens = estimate_prompt_tokens(request.chat_messages())
+    if chosen_cfg is not None and chosen_cfg.context_window is not None and tokens > chosen_cfg.context_window:
+        chain = [n for n in dict.fromkeys([*chosen_cfg.fallbacks, *config.fallbacks]) if n != result.candidate]
+        result.notes.append(f"the prompt is ~{tokens} tokens, over {result.candidate!r}'s context window "
+                            f"({chosen_cfg.context_window}): the worker would skip it for its fallbacks "
+                            f"({', '.join(chain) or 'none configured'})")
     if result.candidate is not None and config.candidates[result.candidate].mode == "batch":
         result.notes.append(f"candidate {result.candidate!r} has mode: batch: the worker would park the request "
                             f"for a Batch API job")

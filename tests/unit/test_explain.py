@@ -85,6 +85,15 @@ async def test_malformed_request_is_the_workers_dead_letter():
     assert (await explain(tight, req(prompt="x" * 500))).dead_letter.reason == "context_window"
 
 
+
+async def test_a_chosen_candidate_too_small_for_the_prompt_is_noted():
+    cands = {"cheap": {**CANDIDATES["cheap"], "context_window": 50, "fallbacks": ["smart"]}, "smart": CANDIDATES["smart"]}
+    result = await explain(config(candidates=cands, strategies=[]), req(prompt="x" * 1000))
+    assert result.candidate == "cheap" and result.dead_letter is None
+    assert any(n.startswith("the prompt is ~") and "over 'cheap''s context window (50)" in n
+               and n.endswith("skip it for its fallbacks (smart)") for n in result.notes), result.notes
+
+
 async def test_by_default_judge_and_scorer_are_not_run_and_no_model_is_called():
     async with ModelServer(name="judge", answer="smart") as judge_server:
         candidates = {**CANDIDATES, "judge": {"base_url": judge_server.base_url, "model": "j"}}
