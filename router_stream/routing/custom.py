@@ -146,6 +146,16 @@ class CustomConfig(BaseModel):
 
     _cls: type | None = PrivateAttr(None)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_both(cls, data: Any) -> Any:
+        """Both given: say so first, before trying to import either (one error, the real one)."""
+        if isinstance(data, dict) and data.get("entry_point") is not None and \
+                (data.get("class") is not None or data.get("class_") is not None):
+            raise ValueError("give exactly one of 'class' (e.g. 'package.module:ClassName') and 'entry_point', "
+                             "not both")
+        return data
+
     @field_validator("class_")
     @classmethod
     def _importable(cls, v: str | None) -> str | None:
