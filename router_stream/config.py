@@ -7,20 +7,27 @@ so a user can fix the file without reading our code.
 Environment overrides (highest precedence): ``ROUTER_STREAM_BOOTSTRAP_SERVERS`` (or
 ``KAFKA_BOOTSTRAP_SERVERS``), ``ROUTER_STREAM_GROUP_ID``, ``ROUTER_STREAM_WORKER_ID``,
 ``ROUTER_STREAM_METRICS_PORT``, and any dotted path with ``ROUTER_STREAM__`` and ``__`` as
-separator, e.g. ``ROUTER_STREAM__CANDIDATES__CHEAP__BASE_URL=http://...``.
-API keys are never in the file: a candidate names the env var that holds its key.
+separator, e.g. ``ROUTER_STREAM__CANDIDATES__CHEAP__BASE_URL=http://...`` (the words match
+existing keys case-insensitively, a number indexes a list: ``ROUTER_STREAM__STRATEGIES__0__NAME``).
+An error caused by an env value names the env var.
+API keys are never in the file: a candidate names the env var that holds its key, and no error
+echoes the value of a field whose name suggests a secret (see :func:`_is_secret_field`).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
+from .config_sources import DuplicateKeyError, apply_env, kind_of, load_yaml, path_of, yaml_problem
 from .errors import ConfigError
 from .routing.config import StrategyConfig
 from .routing.expressions import Expression, ExpressionError
@@ -28,6 +35,33 @@ from .routing.expressions import Expression, ExpressionError
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY_PREFIX = re.compile(r"(sk|pk|rk)[-_]|gh[pousr]_|github_pat_|xox[a-z]-|glpat-|hf_|AKIA|AIza")
+
+
+def _looks_like_env_name(value: str) -> bool:
+    """Whether ``value`` reads as an env var NAME rather than a pasted key or password.
+
+    A name is ``[A-Za-z_][A-Za-z0-9_]*``, does not start like a well-known key (``sk-``, ``sk_``,
+    ``ghp_``, ``AKIA``, ...) and has no long random-looking word (20+ characters between
+    underscores with a digit or mixed case): ``OPENAI_API_KEY`` passes, ``sk-proj-...``,
+    ``my-key`` and a 32-character hex string do not.
+    """
+    if not _ENV_NAME.fullmatch(value) or _KEY_PREFIX.match(value):
+        return False
+    return not any(len(word) >= 20 and (any(c.isdigit() for c in word) or word not in (word.lower(), word.upper()))
+                   for word in value.split("_"))
+
+
+def _check_env_name(value: str | None, secret: str, example: str) -> str | None:
+    """The validator of ``*_env`` fields. Its message never contains ``value``: when a user puts
+    the secret itself where the variable's name belongs, the error must not print it."""
+    if value is not None and not _looks_like_env_name(value):
+        raise ValueError(f"must be the NAME of an environment variable holding the {secret} (like {example}), "
+                         f"not the {secret} itself")
+    return value
 
 
 class BreakerConfig(_Strict):
@@ -131,6 +165,11 @@ class CandidateConfig(_Strict):
             raise ValueError(f"{v!r} is not an http(s) URL")
         return v.rstrip("/")
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_env_is_a_name(cls, v: str | None) -> str | None:
+        return _check_env_name(v, "key", "OPENAI_API_KEY")
+
     def api_key(self) -> str | None:
         """The key from the environment (never stored in config objects or logged)."""
         return os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -193,6 +232,11 @@ class KafkaConfig(_Strict):
     max_record_bytes: int = Field(1_000_000, ge=1)
     internal_replication_factor: int = Field(1, ge=1, description="replication of Faust's own internal topics")
 
+    @field_validator("sasl_username_env", "sasl_password_env")
+    @classmethod
+    def _secret_env_is_a_name(cls, v: str | None) -> str | None:
+        return _check_env_name(v, "secret", "KAFKA_PASSWORD")
+
 
 class WorkerConfig(_Strict):
     worker_id: str | None = None
@@ -235,87 +279,173 @@ class RouterConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _references(self) -> "RouterConfig":
+    def _references(self, info: ValidationInfo) -> "RouterConfig":
+        """Checks across sections: every candidate reference exists, no candidate falls back to
+        itself, strategy names are unique (audit records, metrics and recalibration state are
+        keyed by them, so two strategies with one name would mix their numbers). A problem whose
+        value came from an env var (``parse_config`` passes them as validation context) names it."""
         names = set(self.candidates)
+        env_notes = (info.context or {}).get(_ENV_NOTES, {})
         problems: list[str] = []
+
+        def problem(path: str, text: str) -> None:
+            note = _env_note(path, env_notes)
+            problems.append(f"{path}: {text}" + (f" ({note})" if note else ""))
 
         def check(path: str, value: str) -> None:
             if value not in names:
-                problems.append(f"{path}: {value!r} is not a candidate (known: {', '.join(sorted(names))})")
+                problem(path, f"{value!r} is not a candidate (known: {', '.join(sorted(names))})")
 
         check("default", self.default)
         for i, name in enumerate(self.fallbacks):
             check(f"fallbacks[{i}]", name)
         for cname, cand in self.candidates.items():
             for i, name in enumerate(cand.fallbacks):
-                check(f"candidates.{cname}.fallbacks[{i}]", name)
+                if name == cname:
+                    problem(f"candidates.{cname}.fallbacks[{i}]", f"{cname!r} cannot fall back to itself; remove it "
+                                                                  "(retries on the same candidate are max_retries)")
+                else:
+                    check(f"candidates.{cname}.fallbacks[{i}]", name)
+        first_with_name: dict[str, int] = {}
         for i, strategy in enumerate(self.strategies):
             for sub, name in strategy.referenced_candidates():
                 check(f"strategies[{i}]{sub}", name)
+            j = first_with_name.setdefault(strategy.name, i)
+            if j != i:
+                unset = "name" not in strategy.model_fields_set
+                default = f" (the default name of a {strategy.type} strategy)" if unset else ""
+                problem(f"strategies[{i}].name", f"{strategy.name!r}{default} is already the name of "
+                                                 f"strategies[{j}]; give each strategy a unique name")
         if problems:
             raise ConfigError("; ".join(problems))
         return self
 
 
-def _format_validation(exc: ValidationError) -> str:
+# ---------------------------------------------------------------- error messages
+_ENV_NOTES = "env_notes"  # validation-context key: {field path: "from env var X" note}
+_SECRET_WORDS = frozenset({"key", "apikey", "token", "password", "passwd", "pwd", "secret", "secrets", "auth",
+                           "authorization", "credential", "credentials", "bearer", "cookie", "passphrase"})
+
+
+def _is_secret_field(loc: list[Any]) -> bool:
+    """Whether a field on the path is named like a secret (``api_key_env``, ``sasl_password_env``,
+    ``token``, ``apiKey``, ...): its value is never echoed in an error. Whole words only, so
+    ``keywords`` and ``tokens_per_minute`` still show what was given."""
+    for part in loc:
+        if isinstance(part, str):
+            words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", part).lower())
+            if _SECRET_WORDS.intersection(words):
+                return True
+    return False
+
+
+
+
+def _env_note(path: str, env_notes: dict[str, str]) -> str | None:
+    """The note of the env var that set ``path`` or the closest section above it, if any."""
+    best = None
+    for where, note in env_notes.items():
+        if (path == where or path.startswith((where + ".", where + "["))) and (best is None or len(where) > len(best)):
+            best = where
+    return env_notes[best] if best is not None else None
+
+
+
+
+def _strategy_types() -> list[str]:
+    """The ``type:`` values of the strategy union, in its order."""
+    union = typing.get_args(StrategyConfig)[0]
+    return [typing.get_args(model.model_fields["type"].annotation)[0] for model in typing.get_args(union)]
+
+
+def _fields_hint(class_name: str | None, loc: list[Any]) -> str:
+    """`` (base_url, model, ...)`` for "expected a mapping": the required fields of the expected
+    section (its first fields when none is required), so the user sees what goes under it."""
+    if len(loc) == 2 and loc[0] == "strategies":
+        return " (type, name, ...)"
+    model = {cls.__name__: cls for cls in _Strict.__subclasses__()}.get(class_name or "")
+    if model is None:
+        return ""
+    names = [name for name, field in model.model_fields.items() if field.is_required()] or list(model.model_fields)[:3]
+    return f" ({', '.join(names)}, ...)"
+
+
+def _reworded(err: Any, loc: list[Any]) -> tuple[str, str] | None:
+    """``(path, message)`` in our words for pydantic errors whose own text means nothing to a config
+    author, chosen by error ``type`` (not message text); ``None`` keeps pydantic's message."""
+    kind, ctx, path = err["type"], err.get("ctx") or {}, path_of(loc)
+    is_strategy = len(loc) == 2 and loc[0] == "strategies"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        field = str(ctx.get("discriminator", "type")).strip("'")
+        if kind == "union_tag_not_found":
+            known = ", ".join(_strategy_types()) if is_strategy else ""
+            return f"{path}.{field}", "missing" + (f"; give one of: {known}" if known else "")
+        known = str(ctx.get("expected_tags", "")).replace("'", "")
+        what = f"strategy {field}" if is_strategy else field
+        return f"{path}.{field}", f"unknown {what} {ctx.get('tag')!r} (known: {known})"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return path, f"expected a mapping{_fields_hint(ctx.get('class_name'), loc)}, got {kind_of(err.get('input'))}"
+    if kind == "list_type":
+        return path, f"expected a list, got {kind_of(err.get('input'))}"
+    if kind == "extra_forbidden" and _is_secret_field(loc[-1:]):
+        return path, ("unknown field; secrets never go in the config file: put the value in an environment "
+                      "variable and give that variable's name (e.g. api_key_env: OPENAI_API_KEY)")
+    return None
+
+
+def _shows_input(err: Any, msg: str, loc: list[Any]) -> bool:
+    """Whether "(got ...)" adds something: not for missing fields or whole sections, not when the
+    message already quotes the input, and never for a secret-named field."""
+    if err["type"] == "missing" or "input" not in err or _is_secret_field(loc):
+        return False
+    value = err["input"]
+    if isinstance(value, (dict, list)):
+        return False
+    return not (isinstance(value, str) and (repr(value) in msg or f'"{value}"' in msg))
+
+
+def _format_validation(exc: ValidationError, env_notes: dict[str, str] | None = None) -> str:
+    """One ``path: message`` per error, joined by "; ". ``env_notes`` ({path: "from env var X"})
+    names the env var behind a value, or behind a section it created."""
     lines = []
     for err in exc.errors():
-        path = ""
         loc = list(err["loc"])
         if len(loc) >= 3 and loc[0] == "strategies" and isinstance(loc[1], int) and isinstance(loc[2], str):
             del loc[2]  # the discriminated union puts the strategy type into the location
-        for part in loc:
-            if isinstance(part, int):
-                path += f"[{part}]"
-            else:
-                path += ("." if path else "") + str(part)
-        msg = err["msg"].removeprefix("Value error, ")
-        if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list)):
-            lines.append(f"{path or '<root>'}: {msg} (got {err['input']!r})")
+        reworded = _reworded(err, loc)
+        if reworded is not None:
+            path, msg = reworded
+            notes = []
         else:
-            lines.append(f"{path or '<root>'}: {msg}")
+            path, msg = path_of(loc), err["msg"].removeprefix("Value error, ")
+            notes = [f"got {err['input']!r}"] if _shows_input(err, msg, loc) else []
+        note = _env_note(path, env_notes or {})
+        notes += [note] if note else []
+        lines.append(f"{path or '<root>'}: {msg}" + (f" ({', '.join(notes)})" if notes else ""))
     return "; ".join(lines)
 
 
-def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
-    bootstrap = environ.get("ROUTER_STREAM_BOOTSTRAP_SERVERS") or environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if bootstrap:
-        data.setdefault("kafka", {})["bootstrap_servers"] = bootstrap
-    if environ.get("ROUTER_STREAM_GROUP_ID"):
-        data.setdefault("kafka", {})["group_id"] = environ["ROUTER_STREAM_GROUP_ID"]
-    if environ.get("ROUTER_STREAM_WORKER_ID"):
-        data.setdefault("worker", {})["worker_id"] = environ["ROUTER_STREAM_WORKER_ID"]
-    if environ.get("ROUTER_STREAM_METRICS_PORT"):
-        data.setdefault("worker", {})["metrics_port"] = environ["ROUTER_STREAM_METRICS_PORT"]
-    if environ.get("ROUTER_STREAM_STATE_DIR"):
-        data.setdefault("cache", {})["state_dir"] = environ["ROUTER_STREAM_STATE_DIR"]
-    for name, value in environ.items():
-        if not name.startswith("ROUTER_STREAM__"):
-            continue
-        path = [p.lower() for p in name.removeprefix("ROUTER_STREAM__").split("__") if p]
-        node: Any = data
-        for part in path[:-1]:
-            if isinstance(node, dict):
-                if part not in node and part.upper() in node:
-                    part = part.upper()
-                node = node.setdefault(part, {})
-        if isinstance(node, dict) and path:
-            node[path[-1]] = yaml.safe_load(value)
-    return data
+# ---------------------------------------------------------------- entry points
+_NEEDS = "it needs at least 'candidates' and 'default' (see the example in README.md)"
 
 
 def parse_config(data: Any, environ: dict[str, str] | None = None) -> RouterConfig:
-    """Validate a parsed YAML document (plus env overrides); raise :class:`ConfigError`."""
+    """Validate a parsed YAML document (plus env overrides); raise :class:`ConfigError`.
+
+    ``data`` is not modified (the overrides go into a deep copy)."""
+    if data is None:
+        raise ConfigError(f"<root>: the config is empty; {_NEEDS}")
     if not isinstance(data, dict):
-        raise ConfigError(f"<root>: the config must be a mapping, got {type(data).__name__}")
-    data = _apply_env(dict(data), dict(os.environ if environ is None else environ))
+        raise ConfigError(f"<root>: the config must be a mapping (key: value lines), got {kind_of(data)}")
+    data = copy.deepcopy(data)
+    env_notes = apply_env(data, dict(os.environ if environ is None else environ))
     try:
-        return RouterConfig.model_validate(data)
+        return RouterConfig.model_validate(data, context={_ENV_NOTES: env_notes})
     except ConfigError:
         raise
     except ValidationError as exc:
         # a ConfigError raised inside a validator arrives wrapped; keep its text
-        raise ConfigError(_format_validation(exc)) from None
+        raise ConfigError(_format_validation(exc, env_notes)) from None
 
 
 def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> RouterConfig:
@@ -326,7 +456,11 @@ def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = N
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{p}: not valid YAML: {yaml_problem(exc)}") from None
+    if data is None:
+        raise ConfigError(f"{p}: the file is empty (or only comments); {_NEEDS}")
     return parse_config(data, environ)

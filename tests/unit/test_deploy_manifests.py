@@ -38,7 +38,7 @@ K8S = ROOT / "deploy" / "k8s"
 DOCKER = ROOT / "deploy" / "docker"
 DASHBOARD = ROOT / "deploy" / "grafana" / "router-stream.json"
 APP_SOURCE = (ROOT / "router_stream" / "app.py").read_text()
-CONFIG_SOURCE = (ROOT / "router_stream" / "config.py").read_text()
+CONFIG_SOURCE = "".join((ROOT / "router_stream" / name).read_text() for name in ("config.py", "config_sources.py"))
 
 PLACEHOLDER = re.compile(r"^(|REPLACE_ME|CHANGE_ME|changeme|<[^<>]*>|\$\{[A-Z0-9_]+\})$")
 GENERIC_ENV = re.compile(r"^(PYTHON[A-Z_]*|PATH|HOME|TZ|LANG|LC_[A-Z]+)$")
@@ -74,7 +74,7 @@ def _pages() -> set[str]:
 
 
 def _config_env_names() -> set[str]:
-    """Env variables router_stream/config.py reads by name."""
+    """Env variables router_stream/config.py and config_sources.py read by name."""
     return set(re.findall(r"environ(?:\.get\(|\[)\s*[\"']([A-Z0-9_]+)[\"']", CONFIG_SOURCE))
 
 
@@ -200,7 +200,7 @@ def test_statefulset_env_names_are_known_and_api_keys_come_from_the_secret():
     secret_keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
     env = {e["name"]: e for e in container["env"]}
     for name in env:
-        assert _env_allowed(name, config), f"env {name} is read by nothing in router_stream/config.py"
+        assert _env_allowed(name, config), f"env {name} is read by nothing in router_stream/config.py or config_sources.py"
     for cname, cand in config.candidates.items():
         if not cand.api_key_env:
             continue
