@@ -53,7 +53,9 @@ def load_jsonl(path: str | Path, subset: str = "all", limit: int | None = None) 
                     scores={str(k): float(v) for k, v in raw["scores"].items()},
                     costs={str(k): float(v) for k, v in (raw.get("costs") or {}).items()},
                 )
-            except (KeyError, TypeError, ValueError) as exc:
+            except KeyError as exc:
+                raise ValueError(f"{path}:{lineno}: bad record (no {exc} field)") from None
+            except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}:{lineno}: bad record ({exc})") from None
             if subset == "mmlu" and not rec.source.startswith("routellm-mmlu"):
                 continue
@@ -62,6 +64,44 @@ def load_jsonl(path: str | Path, subset: str = "all", limit: int | None = None) 
             out.append(rec)
             if limit is not None and len(out) >= limit:
                 break
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One line of a prompt sample (calibration needs no labels): ``id`` is None when absent."""
+
+    id: str | None
+    source: str
+    prompt: str
+
+
+def load_prompts(path: str | Path) -> list[Prompt]:
+    """Read a jsonl of prompts: each line a JSON object with a string ``prompt``; ``id`` and
+    ``source`` are kept when present, every other field (``scores``, ``costs``...) is ignored.
+    A line that is not JSON, not an object or has no string ``prompt`` raises ``ValueError``
+    naming ``path:line``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"prompt file not found: {path} (pass --data PATH)")
+    out: list[Prompt] = []
+    with path.open("rb") as fh:
+        for lineno, raw_line in enumerate(fh, 1):
+            try:
+                line = raw_line.decode("utf-8-sig" if lineno == 1 else "utf-8")  # tolerate a BOM
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{lineno}: not JSON ({exc})") from None
+            if not isinstance(raw, dict) or not isinstance(raw.get("prompt"), str):
+                what = "no string 'prompt' field" if isinstance(raw, dict) else f"not a JSON object (a {type(raw).__name__})"
+                raise ValueError(f"{path}:{lineno}: {what} (each line needs {{\"prompt\": \"...\"}})")
+            rid = raw.get("id")
+            out.append(Prompt(None if rid is None else str(rid), str(raw.get("source") or ""), raw["prompt"]))
     return out
 
 
