@@ -15,14 +15,23 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import Any
 
 from .config import load_config
 from .errors import ConfigError
 
 
+def _warn_unset_secrets(config: Any) -> None:
+    for entry in config.unset_secret_envs():
+        path, var = entry.split(": ", 1)
+        print(f"warning: {path}: environment variable {var} is not set; calls that need it will go "
+              "without it", file=sys.stderr)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runtime import check_pipeline
     config = load_config(args.config)
+    _warn_unset_secrets(config)
     check_pipeline(config)  # a missing artifact or a failing custom strategy: a config error, before Kafka
     from .app import run_worker
     run_worker(config, loglevel=args.loglevel)
@@ -44,6 +53,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .runtime import check_pipeline
     config = load_config(args.config)
     client_settings(config.kafka)  # SASL/TLS settings complete (names kafka.<field> otherwise)
+    _warn_unset_secrets(config)
     check_pipeline(config)  # load artifacts, construct custom strategies: what the worker does at start
     print(f"ok: {len(config.candidates)} candidates ({', '.join(config.candidates)}), "
           f"{len(config.strategies)} strategies, default {config.default!r}")

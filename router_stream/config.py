@@ -28,6 +28,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       model_validator)
 
 from .config_sources import DuplicateKeyError, apply_env, kind_of, load_yaml, path_of, yaml_problem
+from .env_names import check_env_name, check_http_url
 from .errors import ConfigError
 from .routing.config import StrategyConfig
 from .routing.expressions import Expression, ExpressionError
@@ -35,33 +36,6 @@ from .routing.expressions import Expression, ExpressionError
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_KEY_PREFIX = re.compile(r"(sk|pk|rk)[-_]|gh[pousr]_|github_pat_|xox[a-z]-|glpat-|hf_|AKIA|AIza")
-
-
-def _looks_like_env_name(value: str) -> bool:
-    """Whether ``value`` reads as an env var NAME rather than a pasted key or password.
-
-    A name is ``[A-Za-z_][A-Za-z0-9_]*``, does not start like a well-known key (``sk-``, ``sk_``,
-    ``ghp_``, ``AKIA``, ...) and has no long random-looking word (20+ characters between
-    underscores with a digit or mixed case): ``OPENAI_API_KEY`` passes, ``sk-proj-...``,
-    ``my-key`` and a 32-character hex string do not.
-    """
-    if not _ENV_NAME.fullmatch(value) or _KEY_PREFIX.match(value):
-        return False
-    return not any(len(word) >= 20 and (any(c.isdigit() for c in word) or word not in (word.lower(), word.upper()))
-                   for word in value.split("_"))
-
-
-def _check_env_name(value: str | None, secret: str, example: str) -> str | None:
-    """The validator of ``*_env`` fields. Its message never contains ``value``: when a user puts
-    the secret itself where the variable's name belongs, the error must not print it."""
-    if value is not None and not _looks_like_env_name(value):
-        raise ValueError(f"must be the NAME of an environment variable holding the {secret} (like {example}), "
-                         f"not the {secret} itself")
-    return value
 
 
 class BreakerConfig(_Strict):
@@ -161,14 +135,12 @@ class CandidateConfig(_Strict):
     @field_validator("base_url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://", v):
-            raise ValueError(f"{v!r} is not an http(s) URL")
-        return v.rstrip("/")
+        return check_http_url(v).rstrip("/")
 
     @field_validator("api_key_env")
     @classmethod
     def _key_env_is_a_name(cls, v: str | None) -> str | None:
-        return _check_env_name(v, "key", "OPENAI_API_KEY")
+        return check_env_name(v, "key", "OPENAI_API_KEY")
 
     def api_key(self) -> str | None:
         """The key from the environment (never stored in config objects or logged)."""
@@ -235,7 +207,7 @@ class KafkaConfig(_Strict):
     @field_validator("sasl_username_env", "sasl_password_env")
     @classmethod
     def _secret_env_is_a_name(cls, v: str | None) -> str | None:
-        return _check_env_name(v, "secret", "KAFKA_PASSWORD")
+        return check_env_name(v, "secret", "KAFKA_PASSWORD")
 
 
 class WorkerConfig(_Strict):
@@ -277,6 +249,17 @@ class RouterConfig(_Strict):
             if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
                 raise ValueError(f"candidate name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
         return v
+
+    def unset_secret_envs(self, environ: dict[str, str] | None = None) -> list[str]:
+        """``path: NAME`` of every ``*_env`` field naming an env var that is not set (or empty):
+        not an error (a local endpoint may need no key), but the calls would go out without one
+        and fail with 401 much later, so ``check-config`` and a starting worker warn about it."""
+        env = os.environ if environ is None else environ
+        named = [(f"candidates.{name}.api_key_env", c.api_key_env) for name, c in self.candidates.items()]
+        named += [(f"strategies[{i}].api_key_env", getattr(s, "api_key_env", None))
+                  for i, s in enumerate(self.strategies)]
+        named += [(f"kafka.{f}", getattr(self.kafka, f)) for f in ("sasl_username_env", "sasl_password_env")]
+        return [f"{path}: {var}" for path, var in named if var and not env.get(var)]
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> "RouterConfig":
@@ -325,6 +308,9 @@ class RouterConfig(_Strict):
 _ENV_NOTES = "env_notes"  # validation-context key: {field path: "from env var X" note}
 _SECRET_WORDS = frozenset({"key", "apikey", "token", "password", "passwd", "pwd", "secret", "secrets", "auth",
                            "authorization", "credential", "credentials", "bearer", "cookie", "passphrase"})
+
+
+_USERINFO = re.compile(r"[^\s/@:]+:[^\s/@]+@")
 
 
 def _is_secret_field(loc: list[Any]) -> bool:
@@ -399,8 +385,8 @@ def _shows_input(err: Any, msg: str, loc: list[Any]) -> bool:
     if err["type"] == "missing" or "input" not in err or _is_secret_field(loc):
         return False
     value = err["input"]
-    if isinstance(value, (dict, list)):
-        return False
+    if isinstance(value, (dict, list)) or (isinstance(value, str) and _USERINFO.search(value)):
+        return False  # a whole section; or user:password@ (a URL with credentials)
     return not (isinstance(value, str) and (repr(value) in msg or f'"{value}"' in msg))
 
 

@@ -40,7 +40,6 @@ import asyncio
 import json
 import math
 import os
-import re
 from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
@@ -48,6 +47,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..env_names import check_env_name, check_http_url
 from ..schemas import Request
 from .base import Decision, RoutingContext
 from .caching import StrategyCache
@@ -83,9 +83,12 @@ class ScorerConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://", v):
-            raise ValueError(f"{v!r} is not an http(s) URL")
-        return v
+        return check_http_url(v)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_env_is_a_name(cls, v: str | None) -> str | None:
+        return check_env_name(v, "key", "SCORER_KEY")
 
     def referenced_candidates(self) -> list[tuple[str, str]]:
         refs = [(f".allowed[{i}]", name) for i, name in enumerate(self.allowed or [])]

@@ -70,3 +70,15 @@ def test_topics_apply_says_when_the_broker_cannot_be_reached(write, capsys):
     err = capsys.readouterr().err
     assert "config error: kafka.bootstrap_servers: cannot reach Kafka at 127.0.0.1:1" in err
     assert "Traceback" not in err
+
+
+def test_check_config_warns_about_unset_key_variables(write, capsys, monkeypatch):
+    monkeypatch.delenv("RS_TEST_UNSET_KEY", raising=False)
+    monkeypatch.setenv("RS_TEST_SET_KEY", "sk-value-never-printed")
+    path = write(HEAD.replace('model: cheap}', 'model: cheap, api_key_env: RS_TEST_UNSET_KEY}')
+                     .replace('model: smart}', 'model: smart, api_key_env: RS_TEST_SET_KEY}')
+                 + "  - {type: split, weights: {cheap: 1}}\n")
+    assert main(["check-config", path]) == 0
+    err = capsys.readouterr().err
+    assert "warning: candidates.cheap.api_key_env: environment variable RS_TEST_UNSET_KEY is not set" in err
+    assert "RS_TEST_SET_KEY" not in err and "sk-value-never-printed" not in err

@@ -281,3 +281,32 @@ def test_fallback_to_unknown_candidate_is_still_an_error():
     data = _cfg()
     data["candidates"]["cheap"]["fallbacks"] = ["ghost"]
     assert "candidates.cheap.fallbacks[0]: 'ghost' is not a candidate (known: cheap, smart)" in _error(data)
+
+
+def test_a_scorer_api_key_env_that_looks_like_a_key_is_refused_without_echo():
+    msg = _error(_cfg(strategies=[{"type": "scorer", "url": "http://s/score", "api_key_env": FAKE_KEY}]))
+    assert msg.startswith("strategies[0].api_key_env: must be the NAME of an environment variable")
+    assert FAKE_KEY not in msg
+
+
+@pytest.mark.parametrize("where", ["candidate", "scorer"])
+def test_credentials_in_a_url_are_refused_without_echo(where):
+    url = "https://alice:hunter2-secret@models.example.com/v1"
+    if where == "candidate":
+        data = _cfg()
+        data["candidates"]["cheap"]["base_url"] = url
+        path = "candidates.cheap.base_url"
+    else:
+        data = _cfg(strategies=[{"type": "scorer", "url": url}])
+        path = "strategies[0].url"
+    msg = _error(data)
+    assert msg.startswith(f"{path}: the URL has credentials in it"), msg
+    assert "hunter2" not in msg and "alice" not in msg
+    # not a URL at all, but with an @ in it: still not echoed
+    bad = "alice:hunter2-secret@models.example.com"
+    if where == "candidate":
+        data["candidates"]["cheap"]["base_url"] = bad
+    else:
+        data["strategies"][0]["url"] = bad
+    msg = _error(data)
+    assert "is not an http(s) URL" in msg and "hunter2" not in msg
