@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = topics.add_subparsers(dest="action", required=True)
     apply = tsub.add_parser("apply", help="create missing topics, report differences, delete nothing")
     apply.add_argument("--config", required=True)
-    apply.add_argument("--spec", default=None, help="topics spec YAML (default: built-in, same as topics/topics.yaml)")
+    apply.add_argument("--spec", default=None, help="topics spec YAML (default: a built-in dev spec: 12 partitions, "
+                       "rf 1, compacted changelog; production: topics/topics.yaml, rf 3 with retention settings)")
     apply.add_argument("--partitions", type=int, default=None, help="override the partition count")
     apply.set_defaults(func=_cmd_topics)
 

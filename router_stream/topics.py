@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import errors as kafka_errors
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -59,8 +60,20 @@ def load_spec(path: str | Path | None, config: RouterConfig, partitions: int | N
     return out
 
 
+#: Kafka's TOPIC_ALREADY_EXISTS: another run created it between our listing and our create
+_TOPIC_ALREADY_EXISTS = 36
+
+
 async def apply_topics(config: RouterConfig, specs: list[TopicSpec]) -> list[str]:
-    """Create missing topics; return one line per topic saying what was done or what differs."""
+    """Create missing topics; return one line per topic saying what was done or what differs.
+
+    A line starting ``ERROR`` means the topics are not fit to run on (the CLI exits 1): a topic
+    the broker refused to create (its reason given), a changelog that is not compacted (sticky
+    decisions and dedup state would be deleted by retention), or requests and changelog with
+    different partition counts. Existing topics are found by listing, not by describing them by
+    name: a metadata request for a missing topic makes a broker with
+    ``auto.create.topics.enable=true`` (Kafka's default) create it with its own defaults.
+    """
     admin = AIOKafkaAdminClient(**client_settings(config.kafka))
     try:
         await admin.start()
@@ -70,14 +83,24 @@ async def apply_topics(config: RouterConfig, specs: list[TopicSpec]) -> list[str
                           "(is the broker up, and is this the address it advertises?)") from None
     report: list[str] = []
     try:
-        existing = await admin.describe_topics([s.name for s in specs])
+        listed = set(await admin.list_topics())
+        wanted = [s.name for s in specs if s.name in listed]
+        existing = await admin.describe_topics(wanted) if wanted else []
         by_name = {t["topic"]: t for t in existing if t.get("error_code", 0) == 0}
         missing = [s for s in specs if s.name not in by_name]
         if missing:
-            await admin.create_topics([NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.config)
-                                       for s in missing])
+            response = await admin.create_topics([NewTopic(s.name, s.partitions, s.replication_factor,
+                                                           topic_configs=s.config) for s in missing])
+            errors = {e[0]: (e[1], e[2] if len(e) > 2 else None) for e in response.topic_errors}
             for s in missing:
-                report.append(f"created {s.name} ({s.role}): {s.partitions} partitions, rf {s.replication_factor}")
+                code, message = errors.get(s.name, (0, None))
+                if code == 0:
+                    report.append(f"created {s.name} ({s.role}): {s.partitions} partitions, rf {s.replication_factor}")
+                elif code == _TOPIC_ALREADY_EXISTS:
+                    report.append(f"exists {s.name} ({s.role}): created meanwhile by someone else; run again to compare")
+                else:
+                    why = kafka_errors.for_code(code).__name__
+                    report.append(f"ERROR {s.name} ({s.role}): not created: {why}" + (f": {message}" if message else ""))
         present = [s for s in specs if s.name in by_name]
         if present:
             configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name) for s in present])
@@ -86,15 +109,7 @@ async def apply_topics(config: RouterConfig, specs: list[TopicSpec]) -> list[str
                 for res in resp.resources:
                     actual_cfg[res[3]] = {c[0]: c[1] for c in res[4]}
             for s in present:
-                diffs = []
-                n = len(by_name[s.name]["partitions"])
-                if n != s.partitions:
-                    diffs.append(f"partitions {n} (spec {s.partitions}; not changed)")
-                for k, v in s.config.items():
-                    have = actual_cfg.get(s.name, {}).get(k)
-                    if have != v:
-                        diffs.append(f"{k}={have} (spec {v}; not changed)")
-                report.append(f"differs {s.name}: " + ", ".join(diffs) if diffs else f"ok {s.name}")
+                report.append(_compare(s, by_name[s.name], actual_cfg.get(s.name, {})))
         req = next(s for s in specs if s.role == "requests")
         cl = next(s for s in specs if s.role == "changelog")
         n_req = len(by_name[req.name]["partitions"]) if req.name in by_name else req.partitions
@@ -104,3 +119,24 @@ async def apply_topics(config: RouterConfig, specs: list[TopicSpec]) -> list[str
     finally:
         await admin.close()
     return report
+
+
+def _compare(spec: TopicSpec, described: dict[str, Any], actual: dict[str, str]) -> str:
+    """One report line for an existing topic: ``ok``, ``differs`` (nothing is changed), or
+    ``ERROR`` for a changelog that is not compacted."""
+    diffs = []
+    n = len(described["partitions"])
+    if n != spec.partitions:
+        diffs.append(f"partitions {n} (spec {spec.partitions}; not changed)")
+    rf = min((len(p.get("replicas", ())) for p in described["partitions"]), default=0)
+    if rf != spec.replication_factor:
+        diffs.append(f"replication factor {rf} (spec {spec.replication_factor}; not changed)")
+    for k, v in spec.config.items():
+        have = actual.get(k)
+        if have != v:
+            diffs.append(f"{k}={have} (spec {v}; not changed)")
+    if spec.role == "changelog" and "compact" not in (actual.get("cleanup.policy") or ""):
+        return (f"ERROR {spec.name} (changelog) has cleanup.policy={actual.get('cleanup.policy')}: retention would "
+                "delete sticky decisions and dedup state; set cleanup.policy=compact (kafka-configs --alter)"
+                + (f"; also differs: {', '.join(diffs)}" if diffs else ""))
+    return f"differs {spec.name}: " + ", ".join(diffs) if diffs else f"ok {spec.name}"
