@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .config import RouterConfig
-from .processing.handler import TRACE_HEADERS, Handler, Source, _trace_headers, request_override
+from .processing.handler import TRACE_HEADERS, Handler, Source, _trace_headers, kafka_key_text, request_override
 from .processing.intake import Poison, classify, context_limit
 from .providers.base import estimate_prompt_tokens
 from .routing.base import Decision, RoutingContext
@@ -126,7 +126,7 @@ class ExplainResult:
 def _key_source(config: RouterConfig, request: Request, kafka_key: bytes | None, scope_key: str) -> str:
     """Where :meth:`Handler.scope_key` took the key from (it falls back to the Kafka key, then the id)."""
     cache = config.cache
-    fallback = kafka_key.decode("utf-8", "replace") if kafka_key else f"request:{request.request_id}"
+    fallback = kafka_key_text(kafka_key) if kafka_key else f"request:{request.request_id}"
     if cache.scope == "field" and cache.scope_field:
         value = request.fields.get(cache.scope_field)
         if value is not None and not isinstance(value, bool) and str(value) == scope_key:

@@ -102,6 +102,15 @@ def _trace_headers(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
     return out
 
 
+def kafka_key_text(key: bytes) -> str:
+    """A Kafka key as a scope key: its text when it is UTF-8, else ``b64:<base64>`` (decoding
+    with replacement characters would give two different binary keys one sticky decision)."""
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        return "b64:" + base64.b64encode(key).decode()
+
+
 def _b64(raw: bytes | None) -> str | None:
     return base64.b64encode(raw).decode() if raw is not None else None
 
@@ -126,7 +135,7 @@ class Handler:
         or an integer (or an expression that fails on this request) falls back to the Kafka key."""
         cache = self.config.cache
         if source.key:
-            fallback = source.key.decode("utf-8", "replace")
+            fallback = kafka_key_text(source.key)
         else:
             fallback = (f"request:{request.request_id}" if request is not None
                         else f"offset:{source.partition}:{source.offset}")
@@ -139,8 +148,13 @@ class Handler:
                 request_names(request, fallback, _trace_headers(source.headers)))
         else:
             return fallback
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-            return str(value)
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            try:
+                text = str(value)
+            except ValueError:  # an integer too long to print (Python's 4,300-digit limit)
+                return fallback
+            if text:
+                return text
         return fallback
 
     def dead_letter(self, source: Source, poison: Poison, error_class: str = "PoisonRecord") -> Outcome:

@@ -571,8 +571,8 @@ class Processor:
             self._settle(part, batch, False)
             log.error("partition %s: batch at offset %d failed (%s: %s); it will be re-read",
                       part.tp, records[0].offset, type(exc).__name__, exc)
-            self._discard_from(part, batch)
-            for attempt in range(5):  # the broker may be restarting: give it a moment
+            rewind_to = self._discard_from(part, batch)
+            for attempt in range(5 if batch.in_txn else 0):  # the broker may be restarting: give it a moment
                 try:
                     await part.producer.abort_transaction()
                     metrics.TRANSACTIONS.labels("abort").inc()
@@ -590,7 +590,7 @@ class Processor:
                         return
                     await asyncio.sleep(2.0 * (attempt + 1))
             if self._consumer is not None and part.tp in self._parts:
-                self._consumer.seek(part.tp, records[0].offset)
+                self._consumer.seek(part.tp, rewind_to)
             part.held_until = time.monotonic() + 1.0
             part.rewinding = False
             await asyncio.sleep(1.0)
@@ -609,22 +609,29 @@ class Processor:
         if committed:  # its writes are in the store now: later views stop going through it
             batch.view.store, batch.view.pending = part.store, {}
 
-    def _discard_from(self, part: _Partition, failed: _Batch) -> None:
-        """After ``failed``'s commit failed: every later batch is void, the partition rewinds.
+    def _discard_from(self, part: _Partition, failed: _Batch) -> int:
+        """After ``failed`` failed: every batch still in flight is void, the partition rewinds;
+        returns the offset to seek to.
 
-        Later batches are cancelled (none has begun a transaction: each waits for the one before
-        it to commit first); nothing new is dispatched until the failed batch has aborted and the
-        consumer has sought back to its first offset (``rewinding``)."""
+        When the commit failed, ``failed`` was the oldest batch in flight (each waits for the one
+        before it to commit first), so the others are all later and none has begun a transaction.
+        A batch that failed *before* its commit (a bug: a record's content never makes handling
+        raise) may have earlier batches still in flight: they are void too, and the rewind goes
+        to the first offset of the oldest one, so no record is skipped. Nothing new is dispatched
+        until the consumer has sought back (``rewinding``)."""
         part.gen += 1
         part.rewinding = True
         if self._consumer is not None and part.tp in self._consumer.assignment():
             self._consumer.pause(part.tp)
-        for later in part.inflight:
-            if later.task is not None and later is not failed:
-                later.task.cancel()
+        rewind_to = failed.records[0].offset
+        for other in part.inflight:
+            if other.task is not None and other is not failed:
+                other.task.cancel()
+            rewind_to = min(rewind_to, other.records[0].offset)
         part.inflight.clear()
         part.tails.clear()
-        part.dispatched = failed.records[0].offset
+        part.dispatched = rewind_to
+        return rewind_to
 
     def _maybe_resume(self, part: _Partition) -> None:
         if self._stopping or part.lost or part.rewinding or self._consumer is None or part.tp not in self._parts \
@@ -674,7 +681,12 @@ class Processor:
             if not by_key:
                 parsed[i] = self.handler.classify(s)
             request = parsed[i] if isinstance(parsed[i], Request) else None
-            keys.append((self.handler.scope_key(s, request), _peek_id(s.value)))
+            try:
+                scope = self.handler.scope_key(s, request)
+            except Exception:  # never for a record's content; if it does, order by offset, not crash
+                log.exception("scope key of %s[%d]@%d failed; ordering it by offset", s.topic, s.partition, s.offset)
+                scope = f"offset:{s.partition}:{s.offset}"
+            keys.append((scope, _peek_id(s.value)))
         outcomes: list[Outcome | None] = [None] * len(records)
 
         async def chain(indices: list[int], before: list[asyncio.Task[None]]) -> None:

@@ -381,3 +381,17 @@ def test_handler_null_key_scope() -> None:
     out = asyncio.run(handler.handle(_source(_req(fields={"tenant": "acme"}), key=None),
                                      StateView({})))  # type: ignore[arg-type]
     assert out.audit is not None and out.audit.key == "acme"
+
+
+def test_scope_key_never_raises_and_keeps_binary_kafka_keys_apart() -> None:
+    handler, _ = _handler(cache={"scope": "expression", "scope_expression": 'get(fields, "tenant", 0) * 10'})
+    huge = Request.model_validate({"request_id": "r", "prompt": "hi", "fields": {"tenant": int("9" * 4300)}})
+    # the expression makes a 4,301-digit integer, which str() refuses: the Kafka key is used
+    assert handler.scope_key(_source(b"{}", key=b"alice"), huge) == "alice"
+    field_handler, _ = _handler(cache={"scope": "field", "scope_field": "tenant"})
+    assert field_handler.scope_key(_source(b"{}", key=b"k"), huge) == "9" * 4300  # at the limit: fine
+    # two binary keys that decode to the same text with replacement characters stay apart
+    plain, _ = _handler()
+    one, two = plain.scope_key(_source(b"{}", key=b"\x80k"), None), plain.scope_key(_source(b"{}", key=b"\x81k"), None)
+    assert one != two and one.startswith("b64:")
+    assert plain.scope_key(_source(b"{}", key="zoë".encode()), None) == "zoë"

@@ -245,3 +245,48 @@ async def test_the_kafka_key_scope_leaves_the_parse_to_the_handler():
     p._dispatch(part, [conv_record(0, "x", "c1")])
     await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
     assert handler.parses == 0 and handler.given == [(0, None)]
+
+
+class ExplodingHandler(CountingHandler):
+    """Raises (a bug, never a record's content) in scope_key or handle for chosen offsets, once."""
+
+    def __init__(self, slow_keys=None, bad_scope: set[int] = frozenset(), bad_handle: set[int] = frozenset()):
+        super().__init__(slow_keys)
+        self.bad_scope, self.bad_handle = set(bad_scope), set(bad_handle)
+
+    def scope_key(self, source: Source, request: Any) -> str:
+        if source.offset in self.bad_scope:
+            raise ValueError("Exceeds the limit (4300 digits) for integer string conversion")
+        return super().scope_key(source, request)
+
+    async def handle(self, source: Source, view: StateView, parsed: Any = None) -> Outcome:
+        if source.offset in self.bad_handle:
+            self.bad_handle.discard(source.offset)
+            raise RuntimeError("a bug")
+        return await super().handle(source, view)
+
+
+async def test_a_failing_scope_key_orders_that_record_by_offset_instead_of_failing_the_batch():
+    handler = ExplodingHandler(bad_scope={1})
+    producer = FakeProducer()
+    p, part, consumer = processor(handler, producer)
+    p._dispatch(part, [record(0, "a"), record(1, "b")])
+    await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
+    assert outputs(producer) == ["a#1", "b#1"] and producer.aborts == 0 and consumer.seeks == []
+    assert p.fatal is None
+
+
+async def test_a_later_batch_failing_before_its_commit_rewinds_to_the_oldest_batch_in_flight():
+    # batch 1 is slow; batch 2 fails while handling (before any transaction): nothing may be
+    # skipped (it used to seek to batch 2's first offset and cancel batch 1), nothing aborted
+    handler = ExplodingHandler(slow_keys={"a": 0.1}, bad_handle={2})
+    producer = FakeProducer()
+    p, part, consumer = processor(handler, producer)
+    p._dispatch(part, [record(0, "a"), record(1, "b")])
+    p._dispatch(part, [record(2, "c"), record(3, "d")])
+    await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
+    assert consumer.seeks == [0] and part.dispatched == 0
+    assert producer.aborts == 0 and p.fatal is None  # no transaction had begun: nothing to abort
+    p._dispatch(part, [record(0, "a"), record(1, "b"), record(2, "c"), record(3, "d")])
+    await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
+    assert sorted(outputs(producer)) == ["a#1", "b#1", "c#1", "d#1"] and part.next_offset == 4
