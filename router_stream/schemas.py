@@ -158,6 +158,12 @@ class DeadLetter(BaseModel):
     offset: int
     key_b64: str | None = None
     value_b64: str | None = None
+    #: the original value's size and SHA-256 (to find it in the input topic when the copy is cut)
+    value_bytes: int | None = None
+    value_sha256: str | None = None
+    #: the copies in ``key_b64``/``value_b64`` are the first bytes only (see ``DEAD_LETTER_COPY_BYTES``)
+    key_truncated: bool = False
+    value_truncated: bool = False
     request_id: str | None = None
     worker_id: str = ""
     produced_at: int = Field(default_factory=now_ms)

@@ -9,11 +9,12 @@ raises for a bad record: each record ends as a response (maybe with ``error``) o
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .. import metrics
 from ..config import RouterConfig
@@ -111,6 +112,46 @@ def kafka_key_text(key: bytes) -> str:
         return "b64:" + base64.b64encode(key).decode()
 
 
+#: aiokafka's default ``max_request_size`` (not changed by this project): one produced record
+#: (key, value and headers) must fit in it, or the send fails and the partition could never move
+MAX_PRODUCED_RECORD_BYTES = 1_048_576
+#: what a response or audit value may take, leaving room for the key, headers and record overhead
+_HEADROOM_BYTES = 16 * 1024
+
+
+def output_budget(key: bytes | None) -> int:
+    """The largest value (bytes) that can be produced with ``key``."""
+    return MAX_PRODUCED_RECORD_BYTES - len(key or b"") - _HEADROOM_BYTES
+
+
+def _answer_too_large(completion: Any, key: bytes | None) -> str | None:
+    """Why an answer cannot be delivered, or None. The response (and the dedup entry in the
+    changelog) carry the answer as JSON: at most ~6 bytes per character (``\\u00XX``), so short
+    answers are never measured; a long one is measured as the JSON it will become."""
+    if completion is None:
+        return None
+    budget = output_budget(key)
+    if len(completion.text) * 6 <= budget:
+        return None
+    size = len(json.dumps(completion.text, ensure_ascii=False).encode("utf-8", "surrogatepass")) + 2048
+    if size <= budget:
+        return None
+    return (f"the answer is about {size} bytes as JSON, more than one Kafka record can carry "
+            f"({budget} bytes with this key); ask for fewer max_tokens")
+
+
+#: how much of a dead record's value (key) a dead letter copies: with base64 and the other fields
+#: it stays far below the producer's 1 MiB record limit whatever the input was
+DEAD_LETTER_COPY_BYTES = 256 * 1024
+DEAD_LETTER_KEY_COPY_BYTES = 16 * 1024
+
+
+def _cut(raw: bytes | None, limit: int) -> tuple[bytes | None, bool]:
+    if raw is None or len(raw) <= limit:
+        return raw, False
+    return raw[:limit], True
+
+
 def _b64(raw: bytes | None) -> str | None:
     return base64.b64encode(raw).decode() if raw is not None else None
 
@@ -158,12 +199,21 @@ class Handler:
         return fallback
 
     def dead_letter(self, source: Source, poison: Poison, error_class: str = "PoisonRecord") -> Outcome:
+        """The record as a dead letter, with a copy of its key and value cut to
+        ``DEAD_LETTER_COPY_BYTES``: base64 makes a copy a third larger, and a dead letter over the
+        producer's record limit could never be produced (its partition would stall). The value's
+        size and SHA-256 identify it in the input topic when the copy is cut."""
         metrics.dead_letters(poison.reason).inc()
+        key, key_cut = _cut(source.key, DEAD_LETTER_KEY_COPY_BYTES)
+        value, value_cut = _cut(source.value, DEAD_LETTER_COPY_BYTES)
+        raw = source.value
         return Outcome(dead_letter=DeadLetter(
             reason=poison.reason, message=poison.message, error_class=error_class,
             topic=source.topic, partition=source.partition, offset=source.offset,
-            key_b64=_b64(source.key), value_b64=_b64(source.value), request_id=poison.request_id,
-            worker_id=self.worker_id))
+            key_b64=_b64(key), value_b64=_b64(value), key_truncated=key_cut, value_truncated=value_cut,
+            value_bytes=len(raw) if raw is not None else None,
+            value_sha256=hashlib.sha256(raw).hexdigest() if raw is not None else None,
+            request_id=poison.request_id, worker_id=self.worker_id))
 
     def classify(self, source: Source) -> Request | Poison:
         """The record's request, or why it is poison (:func:`~.intake.classify` with this
@@ -278,20 +328,25 @@ class Handler:
             result = await self.dispatcher.call(request, chosen, deadline_at)
         completion = result.completion
         error = result.error if completion is None else None
+        error_kind = result.error_kind if completion is None else None
+        too_large = _answer_too_large(completion, source.key)
+        if too_large is not None:  # served, but no Kafka record could carry it: an error response
+            log.warning("%s[%d]@%d: %s", source.topic, source.partition, source.offset, too_large)
+            completion, error, error_kind = None, too_large, "answer_too_large"
         response = Response(
             request_id=request.request_id,
-            candidate=result.served_by if completion is not None else chosen,
+            candidate=result.served_by if result.completion is not None else chosen,
             provider_model=completion.provider_model if completion is not None else None,
             output=completion.text if completion is not None else None,
             usage=completion.usage if completion is not None else None,
             latency_ms=round(sum(a.latency_ms for a in result.attempts), 3),
             error=error,
-            error_kind=result.error_kind if completion is None else None,
+            error_kind=error_kind,
             batch=getattr(result, "batch", None),
         )
         audit = Audit(
             request_id=request.request_id, key=key, chosen=chosen,
-            served_by=result.served_by if completion is not None else None, decided_by=decided_by,
+            served_by=result.served_by if result.completion is not None else None, decided_by=decided_by,
             verdicts=verdicts, cache_hit=cache_hit, attempts=list(result.attempts),
             estimated_cost_usd=result.cost_usd, error=error, worker_id=self.worker_id, source=src,
             received_at=received, headers=headers, batch=getattr(result, "batch", None),
@@ -301,9 +356,10 @@ class Handler:
         view.put(state_key, json.dumps(state, separators=(",", ":")).encode())
         if self.config.cache.dedup_window_s > 0:
             view.put(request_key(request.request_id), response.model_dump_json().encode())
-        outcome_label = "ok" if completion is not None else (result.error_kind or "error")
+        outcome_label = "ok" if completion is not None else (error_kind or "error")
         metrics.requests(response.candidate or "", decided_by, outcome_label).inc()
-        if completion is not None:
+        if result.completion is not None:  # paid for even when too large to deliver
+            completion = result.completion
             metrics.tokens(result.served_by, "input").inc(completion.usage.prompt_tokens)
             metrics.tokens(result.served_by, "output").inc(completion.usage.completion_tokens)
             metrics.cost(result.served_by).inc(result.cost_usd)

@@ -45,7 +45,7 @@ from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
 from .gate import Gate
 from .slots import OrderedSlots
-from .handler import Handler, Outcome, Source, StateView
+from .handler import Handler, Outcome, Source, StateView, output_budget
 from .intake import Poison
 from .janitor import run_janitor
 
@@ -729,6 +729,7 @@ class Processor:
         t = self.topics
         out: list[list[tuple[str, bytes]]] = []
         for record, outcome in zip(records, outcomes):
+            problem = None
             try:
                 values = []
                 if outcome.response is not None:
@@ -738,12 +739,17 @@ class Processor:
                 if outcome.dead_letter is not None:
                     values.append((t.dead_letter, outcome.dead_letter.model_dump_json(exclude_none=True).encode()))
             except (ValueError, TypeError, UnicodeError) as exc:
-                log.error("%s[%d]@%d: output not serializable (%s); dead-lettering it",
-                          record.topic, record.partition, record.offset, type(exc).__name__)
+                problem = (f"the answer could not be serialized ({type(exc).__name__})", type(exc).__name__)
+            else:  # the handler keeps answers within a record; anything else too big is a bug, not a stall
+                budget = output_budget(record.key)
+                big = next(((topic, len(v)) for topic, v in values if len(v) > budget), None)
+                if big is not None:
+                    problem = (f"the {big[0]} record would be {big[1]} bytes, over the {budget}-byte limit", "RecordTooLarge")
+            if problem is not None:
+                log.error("%s[%d]@%d: %s; dead-lettering it", record.topic, record.partition, record.offset, problem[0])
                 source = Source(record.topic, record.partition, record.offset, record.key, record.value)
-                dead = self.handler.dead_letter(source, Poison(
-                    "internal_error", f"the answer could not be serialized ({type(exc).__name__})"),
-                    error_class=type(exc).__name__).dead_letter
+                dead = self.handler.dead_letter(source, Poison("internal_error", problem[0]),
+                                                error_class=problem[1]).dead_letter
                 assert dead is not None
                 values = [(t.dead_letter, dead.model_dump_json(exclude_none=True).encode())]
             out.append(values)

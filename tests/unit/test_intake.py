@@ -265,15 +265,17 @@ def test_classify_survives_a_bug_inside() -> None:
 
 # ---------------------------------------------------------------- the handler's use of it
 class _Dispatcher:
-    def __init__(self) -> None:
+    def __init__(self, answer: str | None = None) -> None:
         self.calls = 0
+        self.answer = answer
 
     async def call(self, request: Request, chosen: str, deadline_at: float):
         from router_stream.providers.base import Completion
         from router_stream.providers.resilience import CallResult
         from router_stream.schemas import Usage
         self.calls += 1
-        return CallResult(completion=Completion(text=f"[{chosen}] {self.calls}", provider_model="m",
+        text = self.answer if self.answer is not None else f"[{chosen}] {self.calls}"
+        return CallResult(completion=Completion(text=text, provider_model="m",
                                                 usage=Usage(), latency_ms=1.0), served_by=chosen)
 
 
@@ -395,3 +397,35 @@ def test_scope_key_never_raises_and_keeps_binary_kafka_keys_apart() -> None:
     one, two = plain.scope_key(_source(b"{}", key=b"\x80k"), None), plain.scope_key(_source(b"{}", key=b"\x81k"), None)
     assert one != two and one.startswith("b64:")
     assert plain.scope_key(_source(b"{}", key="zoë".encode()), None) == "zoë"
+
+
+def test_a_dead_letter_of_a_huge_record_copies_only_its_start_and_stays_producible() -> None:
+    import hashlib
+
+    from router_stream.processing.handler import DEAD_LETTER_COPY_BYTES, MAX_PRODUCED_RECORD_BYTES, StateView
+    handler, _ = _handler(kafka={"max_record_bytes": 2_000_000})
+    value = b"{" + b"x" * 900_000  # not JSON, and a base64 copy of all of it would be 1.2 MB
+    out = asyncio.run(handler.handle(_source(value, key=b"k" * 20_000), StateView({})))  # type: ignore[arg-type]
+    dead = out.dead_letter
+    assert dead is not None and dead.reason == "not_json"
+    assert dead.value_truncated and base64.b64decode(dead.value_b64) == value[:DEAD_LETTER_COPY_BYTES]
+    assert dead.value_bytes == len(value) and dead.value_sha256 == hashlib.sha256(value).hexdigest()
+    assert dead.key_truncated and len(base64.b64decode(dead.key_b64)) == 16 * 1024
+    assert len(dead.model_dump_json(exclude_none=True)) < MAX_PRODUCED_RECORD_BYTES // 2
+    small = asyncio.run(handler.handle(_source(b"{", key=b"k"), StateView({}))).dead_letter  # type: ignore[arg-type]
+    assert small is not None and not small.value_truncated and base64.b64decode(small.value_b64) == b"{"
+
+
+def test_an_answer_too_large_for_a_kafka_record_becomes_an_error_response() -> None:
+    from router_stream.processing.handler import Handler, StateView, output_budget
+    handler, _ = _handler()
+    handler.dispatcher = _Dispatcher(answer="\x01" * 200_000)  # 6 bytes each as JSON: 1.2 MB
+    out = asyncio.run(handler.handle(_source(_req()), StateView({})))  # type: ignore[arg-type]
+    assert out.response is not None and out.response.output is None
+    assert out.response.error_kind == "answer_too_large" and "ask for fewer max_tokens" in out.response.error
+    assert out.audit is not None and out.audit.served_by == "cheap" and out.audit.error == out.response.error
+    assert len(out.response.model_dump_json()) < output_budget(b"k")
+    handler.dispatcher = _Dispatcher(answer="y" * 500_000)  # long, but fits as JSON: delivered
+    out = asyncio.run(handler.handle(_source(_req(request_id="r2")), StateView({})))  # type: ignore[arg-type]
+    assert out.response is not None and out.response.output == "y" * 500_000 and out.response.error is None
+    assert isinstance(handler, Handler)

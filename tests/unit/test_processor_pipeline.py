@@ -290,3 +290,21 @@ async def test_a_later_batch_failing_before_its_commit_rewinds_to_the_oldest_bat
     p._dispatch(part, [record(0, "a"), record(1, "b"), record(2, "c"), record(3, "d")])
     await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
     assert sorted(outputs(producer)) == ["a#1", "b#1", "c#1", "d#1"] and part.next_offset == 4
+
+
+def test_an_output_too_large_to_produce_becomes_a_small_dead_letter():
+    from router_stream.processing.handler import Handler, output_budget
+    from router_stream.runtime import build_pipeline
+    config = RouterConfig.model_validate({
+        "candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}, "default": "cheap"})
+    p = Processor(config, Handler(config, build_pipeline(config), None, "w"), "w-test")  # type: ignore[arg-type]
+    rec = record(0, "a")
+    huge = Outcome(response=Response(request_id="r-0", candidate="cheap", output="z" * 1_100_000))
+    fine = Outcome(response=Response(request_id="r-1", candidate="cheap", output="ok"))
+    (first,), (second,) = p._serialize([rec, record(1, "b")], [huge, fine])
+    topic, value = first
+    dead = json.loads(value)
+    assert topic == "router.dead-letter" and dead["reason"] == "internal_error"
+    assert dead["error_class"] == "RecordTooLarge" and "over the" in dead["message"]
+    assert len(value) < output_budget(rec.key)
+    assert second[0] == "router.responses" and json.loads(second[1])["output"] == "ok"
