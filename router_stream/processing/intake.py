@@ -14,7 +14,8 @@ and alerted on. Checks run in this order, the first that fails names the reason:
                       record (response, audit, dead letter) could ever carry
 7. ``unsupported_schema_version``  ``schema_version`` is an integer this worker does not know
                       (newer than :data:`~router_stream.schemas.SCHEMA_VERSION`, or below 1)
-8. ``missing_request_id``  no non-blank string ``request_id`` of at most 256 characters
+8. ``missing_request_id``  no non-blank string ``request_id`` of at most 256 characters without
+                          control characters
 9. ``invalid_request``     the object does not match the request schema
 10. ``context_window``     the prompt estimate exceeds every candidate's context window
 
@@ -111,6 +112,9 @@ def _read_id(data: dict[str, Any]) -> tuple[str | None, str | None]:
         return None, "request_id is empty"
     if len(rid) > MAX_REQUEST_ID_CHARS:
         return None, f"request_id is longer than {MAX_REQUEST_ID_CHARS} characters ({len(rid)})"
+    bad = next((i for i, c in enumerate(rid) if c < " " or "\x7f" <= c <= "\x9f"), None)
+    if bad is not None:  # ids go into state-store keys, logs and headers: NUL or a newline there is trouble
+        return None, f"request_id has a control character (U+{ord(rid[bad]):04X} at position {bad})"
     return rid, None
 
 

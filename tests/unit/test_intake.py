@@ -104,7 +104,7 @@ def test_arbitrary_json(data: Any, ascii_only: bool) -> None:
 # objects shaped like requests, each field valid, wrong or missing: reaches the deeper checks
 VALID = {
     "schema_version": st.just(SCHEMA_VERSION) | st.sampled_from([str(SCHEMA_VERSION), float(SCHEMA_VERSION)]),
-    "request_id": st.text(min_size=1, max_size=8).filter(str.strip),
+    "request_id": st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=8).filter(str.strip),
     "messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": ANY_TEXT},
                                                optional={"name": ANY_TEXT}), min_size=1, max_size=3),
     "prompt": ANY_TEXT.filter(bool),
@@ -115,7 +115,7 @@ VALID = {
 }
 INVALID = {
     "schema_version": st.integers(-2, SCHEMA_VERSION + 2) | st.sampled_from(["2", 2.0, 2.5, True, None, "x", 10**30]),
-    "request_id": st.sampled_from(["", "  ", "x" * 257, "\ud800", None, 5, ["a"]]),
+    "request_id": st.sampled_from(["", "  ", "x" * 257, "\ud800", None, 5, ["a"], "a\x00b", "line\nbreak"]),
     "messages": st.sampled_from([[], [{"role": "user"}], [{"content": "x"}], "hi", [{"role": 1, "content": "x"}]]),
     "prompt": st.sampled_from(["", 5, None, ["x"]]),
     "fields": st.sampled_from([[], "x", 1]),
@@ -157,7 +157,8 @@ def test_request_like_json(data: dict[str, Any], ascii_only: bool, max_tokens: i
             Request.model_validate(data)
 
 
-REQUEST_ID = st.text(st.characters(codec="utf-8"), min_size=1, max_size=MAX_REQUEST_ID_CHARS).filter(str.strip)
+REQUEST_ID = st.text(st.characters(codec="utf-8", exclude_categories=("Cc",)), min_size=1,
+                     max_size=MAX_REQUEST_ID_CHARS).filter(str.strip)
 
 
 @PROPS
@@ -429,3 +430,10 @@ def test_an_answer_too_large_for_a_kafka_record_becomes_an_error_response() -> N
     out = asyncio.run(handler.handle(_source(_req(request_id="r2")), StateView({})))  # type: ignore[arg-type]
     assert out.response is not None and out.response.output == "y" * 500_000 and out.response.error is None
     assert isinstance(handler, Handler)
+
+
+@pytest.mark.parametrize("rid, where", [("a\x00b", "U+0000 at position 1"), ("x\n", "U+000A at position 1"),
+                                        ("\x85y", "U+0085 at position 0")])
+def test_a_request_id_with_a_control_character_is_dead_lettered(rid: str, where: str) -> None:
+    out = check_outcome(json.dumps({"request_id": rid, "prompt": "hi"}).encode())
+    assert isinstance(out, Poison) and out.reason == "missing_request_id" and out.message.endswith(f"({where})")
