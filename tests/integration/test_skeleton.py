@@ -61,7 +61,8 @@ def test_malformed_records_dead_lettered_and_neighbours_answered(kafka_bootstrap
     bad = [b"\xff\xfe not utf8", b"{not json", b"[1,2,3]", json.dumps({"prompt": "no id"}).encode(),
            json.dumps({"request_id": "", "prompt": "x"}).encode(),
            json.dumps({"request_id": "v9", "prompt": "x", "schema_version": 99}).encode(),
-           json.dumps({"request_id": "nop"}).encode(), None]
+           json.dumps({"request_id": "nop"}).encode(), None,
+           b"{" + b"x" * 900_000]  # its dead letter must stay producible (a full base64 copy was 1.2 MB)
     records = []
     for i, value in enumerate(bad):
         records.append((b"k", request_value(f"good-{i}", "hello")))
@@ -76,7 +77,9 @@ def test_malformed_records_dead_lettered_and_neighbours_answered(kafka_bootstrap
     assert_exactly_once(ids_of(responses), {f"good-{i}" for i in range(len(bad))}, "responses")
     reasons = sorted(json.loads(r.value)["reason"] for r in dead)
     assert reasons == sorted(["not_utf8", "not_json", "wrong_shape", "missing_request_id", "missing_request_id",
-                              "unsupported_schema_version", "invalid_request", "tombstone"])
+                              "unsupported_schema_version", "invalid_request", "tombstone", "not_json"])
+    big = [d for d in map(json.loads, (r.value for r in dead)) if d.get("value_bytes") == 900_001]
+    assert len(big) == 1 and big[0]["value_truncated"] is True and len(big[0]["value_b64"]) < 400_000
     first = json.loads(dead[0].value)
     assert first["topic"] == config["topics"]["requests"] and first["offset"] >= 0 and first["message"]
 
