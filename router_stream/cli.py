@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from .config import load_config
-from .errors import ConfigError
+from .errors import ConfigError, KafkaUnavailable
 
 
 def _warn_unset_secrets(config: Any) -> None:
@@ -39,10 +39,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
     from .topics import apply_topics, load_spec
     config = load_config(args.config)
     specs = load_spec(args.spec, config, partitions=args.partitions)
-    report = asyncio.run(apply_topics(config, specs))
+    try:
+        report = asyncio.run(apply_topics(config, specs))
+    except (KafkaError, TimeoutError, OSError) as exc:  # a broker problem, not ours: retry later
+        raise KafkaUnavailable(f"topics apply failed talking to Kafka: {type(exc).__name__}: {exc}") from None
     for line in report:
         print(line)
     return 1 if any(line.startswith("ERROR") for line in report) else 0
@@ -176,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    except KafkaUnavailable as exc:
+        print(f"kafka unavailable: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: try again later (the topics Job retries this one)
 
 
 if __name__ == "__main__":

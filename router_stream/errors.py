@@ -26,6 +26,11 @@ class ConfigError(RouterStreamError):
     """The configuration cannot be used; the message says which field and what to change."""
 
 
+class KafkaUnavailable(RouterStreamError):
+    """The brokers could not be reached: worth retrying later (the CLI exits 75, EX_TEMPFAIL),
+    unlike a config error (exit 2), which fails the same way every time."""
+
+
 class RoutingError(RouterStreamError):
     """Routing could not produce a usable candidate."""
 

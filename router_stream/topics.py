@@ -19,14 +19,15 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from .config import RouterConfig
-from .errors import ConfigError
+from .errors import ConfigError, KafkaUnavailable
 from .kafka_settings import client_settings
 
 ROLES = ("requests", "responses", "audit", "dead_letter", "changelog")
 
 DEFAULT_SPEC: dict[str, Any] = {
     "defaults": {"partitions": 12, "replication_factor": 1},
-    "topics": {role: {"config": {"cleanup.policy": "compact"}} if role == "changelog" else {} for role in ROLES},
+    "topics": {role: {"config": {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000",
+                                 "segment.ms": "3600000"}} if role == "changelog" else {} for role in ROLES},
 }
 
 
@@ -79,8 +80,8 @@ async def apply_topics(config: RouterConfig, specs: list[TopicSpec]) -> list[str
         await admin.start()
     except KafkaConnectionError:
         await admin.close()
-        raise ConfigError(f"kafka.bootstrap_servers: cannot reach Kafka at {config.kafka.bootstrap_servers} "
-                          "(is the broker up, and is this the address it advertises?)") from None
+        raise KafkaUnavailable(f"cannot reach Kafka at {config.kafka.bootstrap_servers} (kafka.bootstrap_servers; "
+                               "is the broker up, and is this the address it advertises?)") from None
     report: list[str] = []
     try:
         listed = set(await admin.list_topics())
