@@ -132,11 +132,24 @@ def _is_timeout(exc: BaseException) -> bool:
 
 def _content_text(content: Any) -> str | None:
     if isinstance(content, str):
-        return content
+        return _well_formed(content)
     if isinstance(content, list):  # content parts: [{"type": "text", "text": "..."}]
         parts = [p.get("text") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        return "".join(parts) if parts else None
+        return _well_formed("".join(parts)) if parts else None
     return None
+
+
+def _well_formed(text: str) -> str:
+    """``text`` with each lone surrogate (JSON allows ``"\\ud800"``; UTF-8 cannot carry it) replaced
+    by U+FFFD: otherwise the response could not be serialized, and a served answer would become a
+    dead letter. Escaped surrogate *pairs* are joined into their character."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _usage(raw: Any, messages: list[dict[str, Any]], text: str) -> Usage:

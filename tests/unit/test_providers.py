@@ -233,3 +233,10 @@ async def test_request_carries_headers_body_and_key(server, key_env):
         assert _json.loads(req.content)["messages"][0]["content"] == "héllo"
     finally:
         await client.aclose()
+
+
+async def test_a_lone_surrogate_in_an_answer_is_replaced_so_the_response_serializes(client, server):
+    server.set_faults(answer="ok \ud800 then \U0001f600")  # JSON carries "\ud800": valid JSON, not UTF-8
+    result = await client.complete(call())
+    assert result.text == "ok \ufffd then \U0001f600"
+    result.text.encode("utf-8")  # what the response record needs
