@@ -557,11 +557,7 @@ class Processor:
             raise
         except FENCED as exc:
             self._settle(part, batch, False)
-            part.lost = True
-            metrics.TRANSACTIONS.labels("fenced").inc()
-            log.warning("partition %s: fenced (%s); dropping this batch, it will be re-read", part.tp,
-                        type(exc).__name__)
-            asyncio.create_task(self._reopen_if_still_ours(part))
+            self._fenced(part, exc, "dropping this batch, it will be re-read")
             return
         except FatalProcessorError as exc:
             self._settle(part, batch, False)
@@ -577,9 +573,8 @@ class Processor:
                     await part.producer.abort_transaction()
                     metrics.TRANSACTIONS.labels("abort").inc()
                     break
-                except FENCED:
-                    part.lost = True
-                    asyncio.create_task(self._reopen_if_still_ours(part))
+                except FENCED as fenced:
+                    self._fenced(part, fenced, "while aborting")
                     return
                 except Exception as abort_exc:
                     if "Not in the middle" in str(abort_exc) or "not in transaction" in str(abort_exc).lower():
@@ -640,6 +635,17 @@ class Processor:
         if time.monotonic() < part.held_until or len(part.inflight) >= self.config.worker.batches_in_flight:
             return
         self._consumer.resume(part.tp)
+
+    def _fenced(self, part: _Partition, exc: BaseException, doing: str) -> None:
+        """Our producer of ``part`` was fenced (another owner, or the broker timed our transaction
+        out): stop using the partition and reopen it if it is still ours. Once per fence, whoever
+        sees it first (a batch, the janitor or a Batch API completion)."""
+        if part.lost:
+            return
+        part.lost = True
+        metrics.TRANSACTIONS.labels("fenced").inc()
+        log.warning("partition %s: fenced (%s); %s", part.tp, type(exc).__name__, doing)
+        asyncio.create_task(self._reopen_if_still_ours(part))
 
     async def _reopen_if_still_ours(self, part: _Partition) -> None:
         """After a fence without a rebalance (e.g. the broker timed our transaction out), reopen.
@@ -793,7 +799,8 @@ class Processor:
             changelog = [await producer.send(self.topics.changelog, key=k, value=v, partition=part.tp.partition)
                          for k, v in writes.items()]
             await producer.commit_transaction()
-        except FENCED:
+        except FENCED as exc:
+            self._fenced(part, exc, "a janitor or Batch API transaction was refused")
             raise
         except BaseException:
             await self._abort_quietly(part)

@@ -12,6 +12,7 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -308,3 +309,27 @@ def test_an_output_too_large_to_produce_becomes_a_small_dead_letter():
     assert dead["error_class"] == "RecordTooLarge" and "over the" in dead["message"]
     assert len(value) < output_budget(rec.key)
     assert second[0] == "router.responses" and json.loads(second[1])["output"] == "ok"
+
+
+async def test_a_fence_seen_by_a_janitor_transaction_reopens_the_partition_once():
+    from aiokafka.errors import ProducerFenced
+
+    class FencedProducer(FakeProducer):
+        async def commit_transaction(self) -> None:
+            raise ProducerFenced()
+
+    producer = FencedProducer()
+    p, part, _ = processor(CountingHandler(), producer)
+    reopened: list[Any] = []
+
+    async def reopen(pt):
+        reopened.append(pt)
+    p._reopen_if_still_ours = reopen  # type: ignore[method-assign]
+    with pytest.raises(ProducerFenced):
+        await p._transact(part, [], {b"k:x": None})  # what the janitor does
+    await asyncio.sleep(0)
+    assert part.lost and reopened == [part]  # it used to be only logged: the partition stayed fenced
+    p._dispatch(part, [record(0, "a")])  # a batch that also meets the fence does not reopen again
+    await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
+    await asyncio.sleep(0)
+    assert reopened == [part] and producer.committed == []
