@@ -22,6 +22,7 @@ Keys:
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
@@ -58,7 +59,13 @@ def job_key(job_id: str) -> bytes:
 
 
 class PartitionStore:
-    """RocksDB for one input partition. Not shared between partitions or processes."""
+    """RocksDB for one input partition. Not shared between partitions or processes.
+
+    ``scan``, ``apply``, ``wipe`` and ``close`` run in worker threads (``asyncio.to_thread``) and
+    hold one lock: cancelling the coroutine that awaits a scan does not stop its thread, and
+    closing the database under a running iterator is a use-after-free in RocksDB. ``get`` runs on
+    the event loop and needs none (nothing closes the store while batches can still read it).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -70,6 +77,8 @@ class PartitionStore:
         self._options.set_write_buffer_size(4 * 1024 * 1024)
         self._options.set_max_write_buffer_number(2)
         self._db = Rdict(str(path), self._options)
+        self._io = threading.Lock()
+        self._closed = False
 
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
@@ -77,10 +86,13 @@ class PartitionStore:
     def scan(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Every (key, value) whose key starts with ``prefix``, in key order."""
         out = []
-        for key, value in self._db.items(from_key=prefix):
-            if not key.startswith(prefix):
-                break
-            out.append((key, value))
+        with self._io:
+            if self._closed:
+                return out
+            for key, value in self._db.items(from_key=prefix):
+                if not key.startswith(prefix):
+                    break
+                out.append((key, value))
         return out
 
     @property
@@ -98,14 +110,22 @@ class PartitionStore:
             else:
                 batch.put(key, value)
         batch.put(CHECKPOINT_KEY, str(checkpoint).encode())
-        self._db.write(batch)
+        with self._io:
+            if self._closed:
+                raise RuntimeError(f"state store {self.path} is closed; {len(writes)} writes not applied")
+            self._db.write(batch)
 
     def wipe(self) -> None:
         """Drop everything (used when the checkpoint cannot be trusted); reopen empty."""
-        self._db.close()
-        Rdict.destroy(str(self.path), self._options)
-        shutil.rmtree(self.path, ignore_errors=True)
-        self._db = Rdict(str(self.path), self._options)
+        with self._io:
+            self._db.close()
+            Rdict.destroy(str(self.path), self._options)
+            shutil.rmtree(self.path, ignore_errors=True)
+            self._db = Rdict(str(self.path), self._options)
 
     def close(self) -> None:
-        self._db.close()
+        """Close after any scan or apply still running in a thread (idempotent)."""
+        with self._io:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
