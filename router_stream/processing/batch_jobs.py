@@ -31,6 +31,7 @@ from ..errors import ModelError
 from ..providers.base import ChatCall, Completion
 from ..schemas import Attempt, Audit, Request, Response, Verdict, now_ms
 from ..state.store import job_key, parked_key, request_key
+from .handler import answer_too_large
 
 if TYPE_CHECKING:
     from .processor import Processor, _Partition
@@ -130,25 +131,27 @@ class PartitionJobs:
                     continue
                 entry = json.loads(raw)
                 result = results.get(rid)
+                key_bytes = _unb64(entry.get("kafka_key_b64"))
+                cost = 0.0
                 if isinstance(result, Completion):
                     usage = result.usage
                     cost = discount * (usage.prompt_tokens * cand_cfg.price_input_per_1k
                                        + usage.completion_tokens * cand_cfg.price_output_per_1k) / 1000
+                too_large = answer_too_large(result, key_bytes) if isinstance(result, Completion) else None
+                if isinstance(result, Completion) and too_large is None:
                     response = Response(request_id=rid, candidate=job["candidate"], provider_model=result.provider_model,
                                         output=result.text, usage=usage, latency_ms=elapsed,
                                         batch={"job_id": job_id, "mode": "batch_api"})
                     attempt = Attempt(candidate=job["candidate"], outcome="ok", latency_ms=elapsed)
                     error = None
-                else:
-                    kind = getattr(result, "kind", None) or "batch_missing"
-                    error = (f"{job['candidate']}: batch job {job_id} ended {state}; "
-                             f"no answer for this request ({kind})")
+                else:  # no answer, or one no Kafka record could carry (paid for all the same)
+                    kind = "answer_too_large" if too_large else (getattr(result, "kind", None) or "batch_missing")
+                    error = too_large or (f"{job['candidate']}: batch job {job_id} ended {state}; "
+                                          f"no answer for this request ({kind})")
                     response = Response(request_id=rid, candidate=job["candidate"], latency_ms=elapsed, error=error,
                                         error_kind=kind, batch={"job_id": job_id, "mode": "batch_api"})
                     attempt = Attempt(candidate=job["candidate"], outcome="error", latency_ms=elapsed, error_kind=kind,
                                       error=error)
-                    cost = 0.0
-                key_bytes = _unb64(entry.get("kafka_key_b64"))
                 audit = Audit(request_id=rid, key=entry["key"], chosen=entry["chosen"],
                               served_by=job["candidate"] if error is None else None, decided_by=entry["decided_by"],
                               verdicts=[Verdict.model_validate(v) for v in entry["verdicts"]],

@@ -124,7 +124,7 @@ def output_budget(key: bytes | None) -> int:
     return MAX_PRODUCED_RECORD_BYTES - len(key or b"") - _HEADROOM_BYTES
 
 
-def _answer_too_large(completion: Any, key: bytes | None) -> str | None:
+def answer_too_large(completion: Any, key: bytes | None) -> str | None:
     """Why an answer cannot be delivered, or None. The response (and the dedup entry in the
     changelog) carry the answer as JSON: at most ~6 bytes per character (``\\u00XX``), so short
     answers are never measured; a long one is measured as the JSON it will become."""
@@ -329,7 +329,7 @@ class Handler:
         completion = result.completion
         error = result.error if completion is None else None
         error_kind = result.error_kind if completion is None else None
-        too_large = _answer_too_large(completion, source.key)
+        too_large = answer_too_large(completion, source.key)
         if too_large is not None:  # served, but no Kafka record could carry it: an error response
             log.warning("%s[%d]@%d: %s", source.topic, source.partition, source.offset, too_large)
             completion, error, error_kind = None, too_large, "answer_too_large"
