@@ -46,6 +46,9 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     specs = load_spec(args.spec, config, partitions=args.partitions)
     try:
         report = asyncio.run(apply_topics(config, specs))
+    except _kafka_refused() as exc:  # credentials or ACLs: retrying cannot help
+        raise ConfigError(f"kafka: the broker refused us ({type(exc).__name__}: {exc}); check the SASL "
+                          "settings and the ACLs (docs/operations.md)") from None
     except (KafkaError, TimeoutError, OSError) as exc:  # a broker problem, not ours: retry later
         raise KafkaUnavailable(f"topics apply failed talking to Kafka: {type(exc).__name__}: {exc}") from None
     for line in report:
@@ -63,6 +66,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(f"ok: {len(config.candidates)} candidates ({', '.join(config.candidates)}), "
           f"{len(config.strategies)} strategies, default {config.default!r}")
     return 0
+
+
+def _kafka_refused() -> tuple[type[BaseException], ...]:
+    from aiokafka import errors as e
+    return (e.AuthenticationFailedError, e.SaslAuthenticationFailed, e.UnsupportedSaslMechanismError,
+            e.TopicAuthorizationFailedError, e.ClusterAuthorizationFailedError, e.GroupAuthorizationFailedError,
+            e.TransactionalIdAuthorizationFailed)
 
 
 def _read_arg(value: str, what: str) -> bytes:

@@ -310,9 +310,6 @@ _SECRET_WORDS = frozenset({"key", "apikey", "token", "password", "passwd", "pwd"
                            "authorization", "credential", "credentials", "bearer", "cookie", "passphrase"})
 
 
-_USERINFO = re.compile(r"[^\s/@:]+:[^\s/@]+@")
-
-
 def _is_secret_field(loc: list[Any]) -> bool:
     """Whether a field on the path is named like a secret (``api_key_env``, ``sasl_password_env``,
     ``token``, ``apiKey``, ...): its value is never echoed in an error. Whole words only, so
@@ -385,8 +382,8 @@ def _shows_input(err: Any, msg: str, loc: list[Any]) -> bool:
     if err["type"] == "missing" or "input" not in err or _is_secret_field(loc):
         return False
     value = err["input"]
-    if isinstance(value, (dict, list)) or (isinstance(value, str) and _USERINFO.search(value)):
-        return False  # a whole section; or user:password@ (a URL with credentials)
+    if isinstance(value, (dict, list)) or (isinstance(value, str) and "@" in value):
+        return False  # a whole section; or maybe user:password@ (a URL with credentials)
     return not (isinstance(value, str) and (repr(value) in msg or f'"{value}"' in msg))
 
 

@@ -47,9 +47,10 @@ def check_http_url(value: str) -> str:
         raise ValueError(f"{shown} is not an http(s) URL")
     try:
         parts = urlsplit(value)
+        parts.port  # noqa: B018 - validates it: "https://user:pa/ss@host" parses with port "pa"
     except ValueError:
-        raise ValueError("not a valid URL") from None
-    if parts.username is not None or parts.password is not None:
+        raise ValueError("not a valid URL (check the host and port)") from None
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise ValueError("the URL has credentials in it (user:password@); put the secret in an environment "
                          "variable and name it in api_key_env instead")
     return value

@@ -605,26 +605,34 @@ class Processor:
             batch.view.store, batch.view.pending = part.store, {}
 
     def _discard_from(self, part: _Partition, failed: _Batch) -> int:
-        """After ``failed`` failed: every batch still in flight is void, the partition rewinds;
-        returns the offset to seek to.
+        """After ``failed`` failed: the batches in flight after it are void, the partition
+        rewinds; returns the offset to seek to.
 
         When the commit failed, ``failed`` was the oldest batch in flight (each waits for the one
         before it to commit first), so the others are all later and none has begun a transaction.
         A batch that failed *before* its commit (a bug: a record's content never makes handling
-        raise) may have earlier batches still in flight: they are void too, and the rewind goes
-        to the first offset of the oldest one, so no record is skipped. Nothing new is dispatched
-        until the consumer has sought back (``rewinding``)."""
+        raise) may have earlier batches still in flight. One of those that is committing
+        (``in_txn``) is left to finish: its commit cannot be called back (aiokafka shields it), so
+        cancelling it would re-read records whose answers are already out. It stays in
+        ``inflight``, so what is dispatched next waits for it and reads its writes. The other
+        earlier ones are void too, and the rewind goes to the first offset of the oldest batch
+        voided, so no record is skipped. Nothing new is dispatched until the consumer has sought
+        back (``rewinding``)."""
         part.gen += 1
         part.rewinding = True
         if self._consumer is not None and part.tp in self._consumer.assignment():
             self._consumer.pause(part.tp)
-        rewind_to = failed.records[0].offset
+        first = failed.records[0].offset
+        committing = [b for b in part.inflight if b.in_txn and b.records[0].offset < first]
+        rewind_to = first
         for other in part.inflight:
-            if other.task is not None and other is not failed:
+            if other is failed or other in committing:
+                continue
+            if other.task is not None:
                 other.task.cancel()
             rewind_to = min(rewind_to, other.records[0].offset)
-        part.inflight.clear()
-        part.tails.clear()
+        part.inflight[:] = committing
+        part.tails.clear()  # a committing batch's chains have all finished
         part.dispatched = rewind_to
         return rewind_to
 

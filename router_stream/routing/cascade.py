@@ -102,7 +102,7 @@ class RegexValidator(BaseModel):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, v: str) -> str:
-        return check_regex(v)  # it runs over model answers: refuse catastrophic shapes too
+        return check_regex(v, ignorecase=False)  # over model answers, case-sensitive unless (?i)
 
     _regex: re.Pattern[str] = PrivateAttr()
 

@@ -92,11 +92,11 @@ _CATEGORIES = {name: re.compile(rx) for name, rx in [
     ("CATEGORY_NOT_SPACE", r"\S"), ("CATEGORY_WORD", r"\w"), ("CATEGORY_NOT_WORD", r"\W")]}
 
 
-def _cased(c: str) -> frozenset[str]:
-    return frozenset((c, c.lower(), c.upper()))  # as if case-insensitive: errs towards overlap
+def _cased(c: str, ignorecase: bool) -> frozenset[str]:
+    return frozenset((c, c.lower(), c.upper())) if ignorecase else frozenset(c)
 
 
-def _charset(entries: Any) -> frozenset[str]:
+def _charset(entries: Any, ignorecase: bool) -> frozenset[str]:
     """The probe characters an ``IN`` set (``[...]``, ``\\d``) matches."""
     chars: set[str] = set()
     negate = False
@@ -104,7 +104,7 @@ def _charset(entries: Any) -> frozenset[str]:
         if op is _sre.NEGATE:
             negate = True
         elif op is _sre.LITERAL:
-            chars |= _cased(chr(av))
+            chars |= _cased(chr(av), ignorecase)
         elif op is _sre.RANGE:
             chars |= {c for c in _PROBE if av[0] <= ord(c) <= av[1]}
         elif op is _sre.CATEGORY and str(av) in _CATEGORIES:
@@ -115,27 +115,27 @@ def _charset(entries: Any) -> frozenset[str]:
     return frozenset(_PROBE - chars) if negate else frozenset(chars)
 
 
-def _first(items: Any, dotall: bool) -> tuple[frozenset[str], bool]:
+def _first(items: Any, dotall: bool, ignorecase: bool = True) -> tuple[frozenset[str], bool]:
     """(probe characters a match of ``items`` can start with, whether it can match empty)."""
     first: set[str] = set()
     for op, av in items:
         if op is _sre.LITERAL:
-            f, nullable = _cased(chr(av)), False
+            f, nullable = _cased(chr(av), ignorecase), False
         elif op is _sre.NOT_LITERAL:
             f, nullable = _PROBE - {chr(av)}, False
         elif op is _sre.ANY:
             f, nullable = (_PROBE if dotall else _PROBE - {"\n"}), False
         elif op is _sre.IN:
-            f, nullable = _charset(av), False
+            f, nullable = _charset(av, ignorecase), False
         elif op is _sre.SUBPATTERN:
-            f, nullable = _first(av[-1], dotall)
+            f, nullable = _first(av[-1], dotall, ignorecase)
         elif op is _sre.ATOMIC_GROUP:
-            f, nullable = _first(av, dotall)
+            f, nullable = _first(av, dotall, ignorecase)
         elif op in _UNBOUNDED_REPEATS or op is _sre.POSSESSIVE_REPEAT:
-            f, nullable = _first(av[2], dotall)
+            f, nullable = _first(av[2], dotall, ignorecase)
             nullable = nullable or av[0] == 0
         elif op is _sre.BRANCH:
-            parts = [_first(branch, dotall) for branch in av[1]]
+            parts = [_first(branch, dotall, ignorecase) for branch in av[1]]
             f = frozenset().union(*(p[0] for p in parts))
             nullable = any(p[1] for p in parts)
         elif op in (_sre.AT, _sre.ASSERT, _sre.ASSERT_NOT):
@@ -148,14 +148,14 @@ def _first(items: Any, dotall: bool) -> tuple[frozenset[str], bool]:
     return frozenset(first), True
 
 
-def _overlapping(branches: Any, dotall: bool, follow: frozenset[str]) -> bool:
+def _overlapping(branches: Any, dotall: bool, follow: frozenset[str], ignorecase: bool) -> bool:
     """True when two alternatives can start alike: an alternative that can match empty starts
     with whatever follows the choice (``follow``). The parser has factored common prefixes out
     by then: ``(a|a)`` is ``a(?:|)``, ``(a|aa)`` is ``a(?:|a)``, ``(a|ab)`` is ``a(?:|b)``."""
     seen: set[str] = set()
     empties = 0
     for branch in branches:
-        first, nullable = _first(branch, dotall)
+        first, nullable = _first(branch, dotall, ignorecase)
         if nullable:
             empties += 1
             first = first | follow
@@ -166,21 +166,21 @@ def _overlapping(branches: Any, dotall: bool, follow: frozenset[str]) -> bool:
 
 
 def _ambiguous_repeat(items: Any, dotall: bool, repeated: bool = False,
-                      follow: frozenset[str] = frozenset()) -> bool:
+                      follow: frozenset[str] = frozenset(), ignorecase: bool = True) -> bool:
     """True when a choice inside an unbounded, backtracking repeat has :func:`_overlapping`
     alternatives (``(a|a)*``, ``(a|aa)+``): each iteration can then match in several ways, and a
     failing match tries them all. ``follow``: what can come right after ``items`` (inside a repeat,
     the next iteration). Atomic groups and possessive repeats do not backtrack."""
     for i, (op, av) in enumerate(items):
-        rest, rest_nullable = _first(items[i + 1:], dotall)
+        rest, rest_nullable = _first(items[i + 1:], dotall, ignorecase)
         after = rest | follow if rest_nullable else rest
         if op is _sre.BRANCH:
-            if repeated and _overlapping(av[1], dotall, after):
+            if repeated and _overlapping(av[1], dotall, after, ignorecase):
                 return True
             subs, inner = [(b, after) for b in av[1]], repeated
         elif op in _UNBOUNDED_REPEATS:
             unbounded = av[1] == _sre.MAXREPEAT
-            body_first = _first(av[2], dotall)[0] if unbounded else frozenset()
+            body_first = _first(av[2], dotall, ignorecase)[0] if unbounded else frozenset()
             subs, inner = [(av[2], body_first | after)], repeated or unbounded
         elif op is _sre.POSSESSIVE_REPEAT:
             subs, inner = [(av[2], after)], False
@@ -194,13 +194,16 @@ def _ambiguous_repeat(items: Any, dotall: bool, repeated: bool = False,
             subs, inner = [(b, after) for b in av[1:] if b is not None], repeated
         else:
             continue
-        if any(_ambiguous_repeat(sub, dotall, inner, sub_follow) for sub, sub_follow in subs):
+        if any(_ambiguous_repeat(sub, dotall, inner, sub_follow, ignorecase) for sub, sub_follow in subs):
             return True
     return False
 
 
-def check_regex(pattern: str) -> str:
-    """Compile ``pattern`` or raise ``ValueError`` saying what is wrong with it."""
+def check_regex(pattern: str, ignorecase: bool = True) -> str:
+    """Compile ``pattern`` or raise ``ValueError`` saying what is wrong with it.
+
+    ``ignorecase``: the pattern may run case-insensitively (the keyword rules' default), so ``a``
+    and ``A`` start alike; ``False`` unless the pattern itself says ``(?i)``."""
     try:
         re.compile(pattern)
     except re.error as exc:
@@ -211,7 +214,8 @@ def check_regex(pattern: str) -> str:
             f"regex {pattern!r} repeats a group that itself repeats (nested quantifier), which can "
             "backtrack catastrophically; rewrite it (e.g. 'a+' for '(a+)+', '(\\w+\\s)*' for "
             "'(\\w+\\s?)*') or make the outer repeat possessive ('++', '*+')")
-    if _ambiguous_repeat(parsed, bool(parsed.state.flags & re.DOTALL)):
+    flags = parsed.state.flags
+    if _ambiguous_repeat(parsed, bool(flags & re.DOTALL), ignorecase=ignorecase or bool(flags & re.IGNORECASE)):
         raise ValueError(
             f"regex {pattern!r} repeats a choice whose alternatives can match the same text "
             "(e.g. '(a|a)*', '(a|aa)+'), which can backtrack catastrophically; make the alternatives "

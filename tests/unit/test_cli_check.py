@@ -82,3 +82,15 @@ def test_check_config_warns_about_unset_key_variables(write, capsys, monkeypatch
     err = capsys.readouterr().err
     assert "warning: candidates.cheap.api_key_env: environment variable RS_TEST_UNSET_KEY is not set" in err
     assert "RS_TEST_SET_KEY" not in err and "sk-value-never-printed" not in err
+
+
+@pytest.mark.parametrize("error, code", [("TopicAuthorizationFailedError", 2), ("SaslAuthenticationFailed", 2),
+                                         ("KafkaTimeoutError", 75), ("RequestTimedOutError", 75)])
+def test_topics_apply_exit_code_says_whether_a_retry_can_help(write, capsys, monkeypatch, error, code):
+    from aiokafka import errors
+
+    async def failing(config, specs):
+        raise getattr(errors, error)()
+    monkeypatch.setattr("router_stream.topics.apply_topics", failing)
+    assert main(["topics", "apply", "--config", write(HEAD + "  - {type: split, weights: {cheap: 1}}\n")]) == code
+    assert error in capsys.readouterr().err

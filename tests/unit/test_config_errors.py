@@ -310,3 +310,12 @@ def test_credentials_in_a_url_are_refused_without_echo(where):
         data["strategies"][0]["url"] = bad
     msg = _error(data)
     assert "is not an http(s) URL" in msg and "hunter2" not in msg
+
+
+@pytest.mark.parametrize("url", ["http://:s3cretpw@api.example.com", "https://user:s3cretpw word@h",
+                                 "ftp://user:s3cret/pw@h", "https://user:s3cret/pw@api.example.com/v1"])
+def test_no_form_of_a_url_with_a_password_is_accepted_or_echoed(url):
+    data = _cfg()
+    data["candidates"]["cheap"]["base_url"] = url
+    msg = _error(data)
+    assert msg.startswith("candidates.cheap.base_url: ") and "s3cret" not in msg, msg

@@ -263,8 +263,19 @@ class ExplodingHandler(CountingHandler):
     async def handle(self, source: Source, view: StateView, parsed: Any = None) -> Outcome:
         if source.offset in self.bad_handle:
             self.bad_handle.discard(source.offset)
+            await asyncio.sleep(self.fail_after)
             raise RuntimeError("a bug")
         return await super().handle(source, view)
+
+    fail_after = 0.0
+
+
+class SlowCommitProducer(FakeProducer):
+    """Commits like aiokafka: the broker round trip is shielded, a cancel cannot call it back."""
+
+    async def commit_transaction(self) -> None:
+        await asyncio.shield(asyncio.sleep(0.2))
+        await super().commit_transaction()
 
 
 async def test_a_failing_scope_key_orders_that_record_by_offset_instead_of_failing_the_batch():
@@ -311,6 +322,23 @@ def test_an_output_too_large_to_produce_becomes_a_small_dead_letter():
     assert second[0] == "router.responses" and json.loads(second[1])["output"] == "ok"
 
 
+async def test_an_earlier_batch_that_is_committing_is_left_to_commit_when_a_later_one_fails():
+    # batch 1 is inside its (shielded) commit when batch 2 fails while handling: batch 1 must
+    # commit once and not be re-read (cancelling it re-read records whose answers were out)
+    handler = ExplodingHandler(bad_handle={2})
+    handler.fail_after = 0.05
+    producer = SlowCommitProducer()
+    p, part, consumer = processor(handler, producer)
+    p._dispatch(part, [record(0, "a"), record(1, "b")])
+    p._dispatch(part, [record(2, "c"), record(3, "d")])
+    await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
+    assert consumer.seeks == [2] and part.dispatched == 2 and part.next_offset == 2
+    assert part.store.data[b"k:a"] == b"1" and producer.aborts == 0
+    p._dispatch(part, [record(2, "c"), record(3, "d")])
+    await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
+    assert outputs(producer) == ["a#1", "b#1", "c#1", "d#1"] and part.next_offset == 4
+
+
 async def test_a_fence_seen_by_a_janitor_transaction_reopens_the_partition_once():
     from aiokafka.errors import ProducerFenced
 
@@ -329,7 +357,6 @@ async def test_a_fence_seen_by_a_janitor_transaction_reopens_the_partition_once(
         await p._transact(part, [], {b"k:x": None})  # what the janitor does
     await asyncio.sleep(0)
     assert part.lost and reopened == [part]  # it used to be only logged: the partition stayed fenced
-    p._dispatch(part, [record(0, "a")])  # a batch that also meets the fence does not reopen again
-    await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
+    p._fenced(part, ProducerFenced(), "a batch met it too")  # whoever sees the same fence next
     await asyncio.sleep(0)
     assert reopened == [part] and producer.committed == []

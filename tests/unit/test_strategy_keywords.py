@@ -133,6 +133,12 @@ def test_a_repeated_choice_with_overlapping_alternatives_is_refused():
                  r"(?i)(yes|no)+", r"(?:Mr|Mrs|Ms)\.? \w+", r"(cat|dog)s?( and (cat|dog)s?)*", r"((?:a|a))*+b",
                  r"(?:\s*(?:,|;)\s*\w+)*", r"((https?|ftp)://\S+\s*)+"]:
         assert check_regex(good) == good
+    # case: the keyword rules may run case-insensitively (their default), where E and e start alike
+    with pytest.raises(ValueError, match="repeats a choice"):
+        check_regex(r"(Error|error)+x")
+    assert check_regex(r"(Error|error)+x", ignorecase=False) == r"(Error|error)+x"
+    with pytest.raises(ValueError, match="repeats a choice"):
+        check_regex(r"(?i)(Error|error)+x", ignorecase=False)
     msg = config_error([{"type": "keywords", "rules": [{"regex": [r"(a|aa)+$"], "then": "smart"}]}])
     assert msg.startswith("strategies[0].rules[0].regex[0]: regex '(a|aa)+$' repeats a choice")
 
