@@ -15,15 +15,13 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Any
 
-from .config import load_config
+from .config import RouterConfig, load_config
 from .errors import ConfigError, KafkaUnavailable
 
 
-def _warn_unset_secrets(config: Any) -> None:
-    for entry in config.unset_secret_envs():
-        path, var = entry.split(": ", 1)
+def _warn_unset_secrets(config: RouterConfig) -> None:
+    for path, var in config.unset_secret_envs():
         print(f"warning: {path}: environment variable {var} is not set; calls that need it will go "
               "without it", file=sys.stderr)
 

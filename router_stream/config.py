@@ -250,8 +250,8 @@ class RouterConfig(_Strict):
                 raise ValueError(f"candidate name {name!r} must be 1-64 of [A-Za-z0-9_.-]")
         return v
 
-    def unset_secret_envs(self, environ: dict[str, str] | None = None) -> list[str]:
-        """``path: NAME`` of every ``*_env`` field naming an env var that is not set (or empty):
+    def unset_secret_envs(self, environ: dict[str, str] | None = None) -> list[tuple[str, str]]:
+        """``(path, NAME)`` of every ``*_env`` field naming an env var that is not set (or empty):
         not an error (a local endpoint may need no key), but the calls would go out without one
         and fail with 401 much later, so ``check-config`` and a starting worker warn about it."""
         env = os.environ if environ is None else environ
@@ -259,7 +259,7 @@ class RouterConfig(_Strict):
         named += [(f"strategies[{i}].api_key_env", getattr(s, "api_key_env", None))
                   for i, s in enumerate(self.strategies)]
         named += [(f"kafka.{f}", getattr(self.kafka, f)) for f in ("sasl_username_env", "sasl_password_env")]
-        return [f"{path}: {var}" for path, var in named if var and not env.get(var)]
+        return [(path, var) for path, var in named if var and not env.get(var)]
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> "RouterConfig":
