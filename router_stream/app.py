@@ -23,13 +23,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .config import RouterConfig
 from .kafka_settings import faust_credentials
 from .metrics import REGISTRY
+from .routing.pipeline import Pipeline
 from .runtime import Runtime, build_runtime
 
 log = logging.getLogger("router_stream")
 
 
-def build_app(config: RouterConfig) -> tuple[faust.App, dict[str, Any]]:
-    """The Faust app for ``config``; the dict exposes the runtime once started (for tests)."""
+def build_app(config: RouterConfig, pipeline: Pipeline | None = None) -> tuple[faust.App, dict[str, Any]]:
+    """The Faust app for ``config``; the dict exposes the runtime once started (for tests).
+
+    ``pipeline``: the strategies, already built (``router-stream run`` builds them before Kafka
+    to report a bad artifact or class as a config error); default: built at start."""
     holder: dict[str, Any] = {}
     w = config.worker
     os.makedirs(config.cache.state_dir, exist_ok=True)
@@ -49,7 +53,7 @@ def build_app(config: RouterConfig) -> tuple[faust.App, dict[str, Any]]:
         runtime: Runtime
 
         async def on_start(self) -> None:
-            self.runtime = build_runtime(config, on_fatal=self._fatal)
+            self.runtime = build_runtime(config, on_fatal=self._fatal, pipeline=pipeline)
             holder["runtime"] = self.runtime
             holder["started_at"] = time.time()
             await self.runtime.processor.start()
@@ -117,9 +121,9 @@ def tune_gc(threshold0: int) -> None:
     gc.set_threshold(threshold0, max(second, 20), max(third, 20))
 
 
-def run_worker(config: RouterConfig, loglevel: str = "info") -> None:
+def run_worker(config: RouterConfig, loglevel: str = "info", pipeline: Pipeline | None = None) -> None:
     """Run a Faust worker for ``config`` until SIGTERM/SIGINT (blocks)."""
-    app, _ = build_app(config)
+    app, _ = build_app(config, pipeline)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per model call is noise
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
     worker.execute_from_commandline()

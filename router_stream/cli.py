@@ -27,12 +27,14 @@ def _warn_unset_secrets(config: RouterConfig) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runtime import check_pipeline
+    from .runtime import build_pipeline
     config = load_config(args.config)
     _warn_unset_secrets(config)
-    check_pipeline(config)  # a missing artifact or a failing custom strategy: a config error, before Kafka
+    # built before Kafka, so a missing artifact or a failing custom strategy is a config error
+    # (exit 2) rather than a traceback inside Faust; the worker then uses this very pipeline
+    pipeline = build_pipeline(config)
     from .app import run_worker
-    run_worker(config, loglevel=args.loglevel)
+    run_worker(config, loglevel=args.loglevel, pipeline=pipeline)
     return 0
 
 

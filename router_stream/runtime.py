@@ -118,9 +118,9 @@ class Runtime:
         await self.dispatcher.aclose()
 
 
-def build_runtime(config: RouterConfig, on_fatal=None) -> Runtime:
+def build_runtime(config: RouterConfig, on_fatal=None, pipeline: Pipeline | None = None) -> Runtime:
     wid = worker_id(config)
     dispatcher = Dispatcher(config, observer=MetricsObserver())
-    handler = Handler(config, build_pipeline(config), dispatcher, wid)
+    handler = Handler(config, pipeline if pipeline is not None else build_pipeline(config), dispatcher, wid)
     processor = Processor(config, handler, wid, on_fatal=on_fatal)
     return Runtime(config, wid, dispatcher, handler, processor)
