@@ -136,28 +136,25 @@ def _env_value(env_name: str, text: str) -> Any:
                           "quote it if it is meant as a plain string") from None
 
 
+#: env vars with a short name: (names, the first set one wins), section, field
+SHORT_FORMS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("ROUTER_STREAM_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"), "kafka", "bootstrap_servers"),
+    (("ROUTER_STREAM_GROUP_ID",), "kafka", "group_id"),
+    (("ROUTER_STREAM_WORKER_ID",), "worker", "worker_id"),
+    (("ROUTER_STREAM_METRICS_PORT",), "worker", "metrics_port"),
+    (("ROUTER_STREAM_STATE_DIR",), "cache", "state_dir"),
+)
+
+
 def apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
     """Apply the env overrides to ``data`` in place; return {field path: note naming the env var}
     for error messages. The short forms go first, then the ``ROUTER_STREAM__`` paths in name order
     (a section before its fields, and the same result whatever the order of ``environ``)."""
     env_notes: dict[str, str] = {}
-
-    def short(name: str, section: str, field: str) -> None:  # taken as a string, not parsed as YAML
-        _set_from_env(data, [section, field], environ[name], name, env_notes)
-
-    # each name read literally: tests/unit/test_deploy_manifests.py collects them from this source
-    if environ.get("ROUTER_STREAM_BOOTSTRAP_SERVERS"):
-        short("ROUTER_STREAM_BOOTSTRAP_SERVERS", "kafka", "bootstrap_servers")
-    elif environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        short("KAFKA_BOOTSTRAP_SERVERS", "kafka", "bootstrap_servers")
-    if environ.get("ROUTER_STREAM_GROUP_ID"):
-        short("ROUTER_STREAM_GROUP_ID", "kafka", "group_id")
-    if environ.get("ROUTER_STREAM_WORKER_ID"):
-        short("ROUTER_STREAM_WORKER_ID", "worker", "worker_id")
-    if environ.get("ROUTER_STREAM_METRICS_PORT"):
-        short("ROUTER_STREAM_METRICS_PORT", "worker", "metrics_port")
-    if environ.get("ROUTER_STREAM_STATE_DIR"):
-        short("ROUTER_STREAM_STATE_DIR", "cache", "state_dir")
+    for names, section, field in SHORT_FORMS:  # taken as strings, not parsed as YAML
+        name = next((n for n in names if environ.get(n)), None)
+        if name is not None:
+            _set_from_env(data, [section, field], environ[name], name, env_notes)
     for name in sorted(n for n in environ if n.startswith(_ENV_PREFIX)):
         words = [w.lower() for w in name.removeprefix(_ENV_PREFIX).split("__") if w]
         if words:

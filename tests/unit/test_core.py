@@ -104,6 +104,15 @@ def test_env_overrides_apply():
     assert cfg.kafka.bootstrap_servers == "h:1" and cfg.candidates["cheap"].max_retries == 7
 
 
+def test_every_short_env_form_and_its_precedence():
+    env = {"ROUTER_STREAM_BOOTSTRAP_SERVERS": "rs:1", "KAFKA_BOOTSTRAP_SERVERS": "k:1", "ROUTER_STREAM_GROUP_ID": "g",
+           "ROUTER_STREAM_WORKER_ID": "w-7", "ROUTER_STREAM_METRICS_PORT": "7001", "ROUTER_STREAM_STATE_DIR": "/s"}
+    cfg = parse_config(_cfg(), environ=env)
+    assert cfg.kafka.bootstrap_servers == "rs:1"  # the router-stream name wins over KAFKA_BOOTSTRAP_SERVERS
+    assert (cfg.kafka.group_id, cfg.worker.worker_id, cfg.worker.metrics_port, cfg.cache.state_dir) == (
+        "g", "w-7", 7001, "/s")
+
+
 # ---------------------------------------------------------------- pipeline
 class _Fixed:
     def __init__(self, name, answer, boom=False):

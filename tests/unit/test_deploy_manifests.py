@@ -144,8 +144,11 @@ def _pages() -> set[str]:
 
 
 def _config_env_names() -> set[str]:
-    """Env variables router_stream/config.py and config_sources.py read by name."""
-    return set(re.findall(r"environ(?:\.get\(|\[)\s*[\"']([A-Z0-9_]+)[\"']", CONFIG_SOURCE))
+    """Env variables router_stream/config.py and config_sources.py read by name: the short forms
+    (``config_sources.SHORT_FORMS``) and any literal ``environ.get("NAME")``."""
+    from router_stream.config_sources import SHORT_FORMS
+    literal = set(re.findall(r"environ(?:\.get\(|\[)\s*[\"']([A-Z0-9_]+)[\"']", CONFIG_SOURCE))
+    return literal | {name for names, _section, _field in SHORT_FORMS for name in names}
 
 
 def _env_allowed(name: str, config: RouterConfig) -> bool:
