@@ -56,31 +56,31 @@ def _loose(items: Any) -> bool:
     return has_repeat
 
 
+def _children(op: Any, av: Any) -> list[Any]:
+    """The item sequences inside one parsed item: a repeat's body, a group's or an assertion's
+    contents, the alternatives of a choice or a conditional. Empty for a leaf."""
+    if op in _UNBOUNDED_REPEATS or op is _sre.POSSESSIVE_REPEAT:
+        return [av[2]]
+    if op is _sre.SUBPATTERN:
+        return [av[-1]]
+    if op is _sre.ATOMIC_GROUP:
+        return [av]
+    if op is _sre.ASSERT or op is _sre.ASSERT_NOT:
+        return [av[1]]
+    if op is _sre.BRANCH:
+        return list(av[1])
+    if op is _sre.GROUPREF_EXISTS:
+        return [b for b in av[1:] if b is not None]
+    return []
+
+
 def _nested_repeat(items: Any) -> bool:
     """True when an unbounded, backtracking repeat's body is itself a loose repeat."""
     for op, av in items:
-        if op in _UNBOUNDED_REPEATS:
-            _lo, hi, sub = av
-            if hi == _sre.MAXREPEAT and _loose(sub):
-                return True
-            if _nested_repeat(sub):
-                return True
-        elif op is _sre.POSSESSIVE_REPEAT:
-            if _nested_repeat(av[2]):
-                return True
-        elif op in (_sre.SUBPATTERN,):
-            if _nested_repeat(av[-1]):
-                return True
-        elif op is _sre.ATOMIC_GROUP or op is _sre.ASSERT or op is _sre.ASSERT_NOT:
-            body = av if op is _sre.ATOMIC_GROUP else av[1]
-            if _nested_repeat(body):
-                return True
-        elif op is _sre.BRANCH:
-            if any(_nested_repeat(branch) for branch in av[1]):
-                return True
-        elif op is _sre.GROUPREF_EXISTS:
-            if any(b is not None and _nested_repeat(b) for b in av[1:]):
-                return True
+        if op in _UNBOUNDED_REPEATS and av[1] == _sre.MAXREPEAT and _loose(av[2]):
+            return True
+        if any(_nested_repeat(sub) for sub in _children(op, av)):
+            return True
     return False
 
 
@@ -172,29 +172,21 @@ def _ambiguous_repeat(items: Any, dotall: bool, repeated: bool = False,
     failing match tries them all. ``follow``: what can come right after ``items`` (inside a repeat,
     the next iteration). Atomic groups and possessive repeats do not backtrack."""
     for i, (op, av) in enumerate(items):
+        subs = _children(op, av)
+        if not subs:
+            continue
         rest, rest_nullable = _first(items[i + 1:], dotall, ignorecase)
         after = rest | follow if rest_nullable else rest
-        if op is _sre.BRANCH:
-            if repeated and _overlapping(av[1], dotall, after, ignorecase):
-                return True
-            subs, inner = [(b, after) for b in av[1]], repeated
-        elif op in _UNBOUNDED_REPEATS:
-            unbounded = av[1] == _sre.MAXREPEAT
-            body_first = _first(av[2], dotall, ignorecase)[0] if unbounded else frozenset()
-            subs, inner = [(av[2], body_first | after)], repeated or unbounded
-        elif op is _sre.POSSESSIVE_REPEAT:
-            subs, inner = [(av[2], after)], False
-        elif op is _sre.ATOMIC_GROUP:
-            subs, inner = [(av, after)], False
-        elif op is _sre.SUBPATTERN:
-            subs, inner = [(av[-1], after)], repeated
-        elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
-            subs, inner = [(av[1], frozenset())], repeated
-        elif op is _sre.GROUPREF_EXISTS:
-            subs, inner = [(b, after) for b in av[1:] if b is not None], repeated
-        else:
-            continue
-        if any(_ambiguous_repeat(sub, dotall, inner, sub_follow, ignorecase) for sub, sub_follow in subs):
+        if op is _sre.BRANCH and repeated and _overlapping(av[1], dotall, after, ignorecase):
+            return True
+        inner, sub_follow = repeated, after
+        if op in _UNBOUNDED_REPEATS and av[1] == _sre.MAXREPEAT:  # the next iteration follows the body
+            inner, sub_follow = True, _first(av[2], dotall, ignorecase)[0] | after
+        elif op is _sre.POSSESSIVE_REPEAT or op is _sre.ATOMIC_GROUP:  # no backtracking into them
+            inner = False
+        elif op is _sre.ASSERT or op is _sre.ASSERT_NOT:  # zero-width: nothing follows inside
+            sub_follow = frozenset()
+        if any(_ambiguous_repeat(sub, dotall, inner, sub_follow, ignorecase) for sub in subs):
             return True
     return False
 
