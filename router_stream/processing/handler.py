@@ -221,27 +221,29 @@ class Handler:
         processor, for a field/expression scope's order token) parses once and passes it on."""
         return classify(source.value, self.config.kafka.max_record_bytes, self.max_prompt_tokens)
 
-    async def handle(self, source: Source, view: StateView,
-                     parsed: Request | Poison | None = None) -> Outcome:
+    async def handle(self, source: Source, view: StateView, parsed: Request | Poison | None = None,
+                     scope: str | None = None) -> Outcome:
         """Never raises for a record's content; an unexpected bug becomes a dead letter too.
 
-        ``parsed``: :meth:`classify` of this very source, when the caller already has it.
+        ``parsed``: :meth:`classify` of this very source, and ``scope``: :meth:`scope_key` of it
+        and that request, when the caller already has them.
         """
         try:
-            return await self._handle(source, view, parsed)
+            return await self._handle(source, view, parsed, scope)
         except Exception as exc:
             log.exception("unexpected error handling %s[%d]@%d", source.topic, source.partition, source.offset)
             return self.dead_letter(source, Poison("internal_error", f"{type(exc).__name__} while handling the record"),
                                     error_class=type(exc).__name__)
 
-    async def _handle(self, source: Source, view: StateView, parsed: Request | Poison | None) -> Outcome:
+    async def _handle(self, source: Source, view: StateView, parsed: Request | Poison | None,
+                      scope: str | None) -> Outcome:
         received = now_ms()
         if parsed is None:
             parsed = self.classify(source)
         if isinstance(parsed, Poison):
             return self.dead_letter(source, parsed)
         request = parsed
-        key = self.scope_key(source, request)
+        key = scope if scope is not None else self.scope_key(source, request)
         headers = _trace_headers(source.headers)
         src = {"topic": source.topic, "partition": source.partition, "offset": source.offset}
 

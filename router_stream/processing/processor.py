@@ -687,9 +687,11 @@ class Processor:
         sources = [Source(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
                    for r in records]
         keys = []
-        # a field/expression scope needs the parsed request for the order token; parse it once here
-        # and hand it to the handler (the Kafka-key scope needs no parse before the handler's own)
+        # a field/expression scope needs the parsed request for the order token; parse it and work
+        # out its scope key once here and hand both to the handler (the Kafka-key scope needs
+        # neither before the handler's own)
         parsed: list[Request | Poison | None] = [None] * len(sources)
+        scopes: list[str | None] = [None] * len(sources)
         by_key = self.config.cache.scope == "key"
         for i, s in enumerate(sources):
             if not by_key:
@@ -700,7 +702,10 @@ class Processor:
             except Exception:  # never for a record's content; if it does, order by offset, not crash
                 log.exception("scope key of %s[%d]@%d failed; ordering it by offset", s.topic, s.partition, s.offset)
                 scope = f"offset:{s.partition}:{s.offset}"
-            keys.append((scope, _peek_id(s.value)))
+            else:
+                if request is not None:
+                    scopes[i] = scope  # the handler's key for this very request
+            keys.append((scope, request.request_id if request is not None else _peek_id(s.value)))
         outcomes: list[Outcome | None] = [None] * len(records)
 
         async def chain(indices: list[int], before: list[asyncio.Task[None]]) -> None:
@@ -710,7 +715,7 @@ class Processor:
                 async with self._slots.slot(batch.seq):
                     metrics.IN_FLIGHT.inc()
                     try:
-                        outcomes[i] = await self.handler.handle(sources[i], view, parsed[i])
+                        outcomes[i] = await self.handler.handle(sources[i], view, parsed[i], scopes[i])
                     finally:
                         metrics.IN_FLIGHT.dec()
 

@@ -104,7 +104,7 @@ class CountingHandler:
     def scope_key(self, source: Source, request: Any) -> str:
         return source.key.decode()
 
-    async def handle(self, source: Source, view: StateView, parsed: Any = None) -> Outcome:
+    async def handle(self, source: Source, view: StateView, parsed: Any = None, scope: Any = None) -> Outcome:
         key = source.key.decode()
         self.events.append(("start", key, source.offset))
         state_key = b"k:" + source.key
@@ -204,6 +204,7 @@ class FieldScopeHandler(CountingHandler):
         super().__init__(slow_keys)
         self.parses = 0
         self.given: list[Any] = []
+        self.scopes: list[Any] = []
 
     def classify(self, source: Source) -> Any:
         self.parses += 1
@@ -212,8 +213,9 @@ class FieldScopeHandler(CountingHandler):
     def scope_key(self, source: Source, request: Any) -> str:
         return request.fields["conv"] if request is not None else source.key.decode()
 
-    async def handle(self, source: Source, view: StateView, parsed: Any = None) -> Outcome:
+    async def handle(self, source: Source, view: StateView, parsed: Any = None, scope: Any = None) -> Outcome:
         self.given.append((source.offset, parsed))
+        self.scopes.append((source.offset, scope))
         return await super().handle(source, view)
 
 
@@ -238,6 +240,7 @@ async def test_a_field_scope_orders_by_the_field_and_parses_each_record_once():
     given = dict(handler.given)
     assert set(given) == {0, 1, 2}
     assert all(isinstance(r, Request) and r.request_id == f"r-{o}" for o, r in given.items())
+    assert dict(handler.scopes) == {0: "c1", 1: "c1", 2: "c2"}  # and the scope key, worked out once
 
 
 async def test_the_kafka_key_scope_leaves_the_parse_to_the_handler():
@@ -245,7 +248,7 @@ async def test_the_kafka_key_scope_leaves_the_parse_to_the_handler():
     p, part, _ = processor(handler, FakeProducer())
     p._dispatch(part, [conv_record(0, "x", "c1")])
     await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
-    assert handler.parses == 0 and handler.given == [(0, None)]
+    assert handler.parses == 0 and handler.given == [(0, None)] and handler.scopes == [(0, None)]
 
 
 class ExplodingHandler(CountingHandler):
@@ -260,7 +263,7 @@ class ExplodingHandler(CountingHandler):
             raise ValueError("Exceeds the limit (4300 digits) for integer string conversion")
         return super().scope_key(source, request)
 
-    async def handle(self, source: Source, view: StateView, parsed: Any = None) -> Outcome:
+    async def handle(self, source: Source, view: StateView, parsed: Any = None, scope: Any = None) -> Outcome:
         if source.offset in self.bad_handle:
             self.bad_handle.discard(source.offset)
             await asyncio.sleep(self.fail_after)
