@@ -31,7 +31,7 @@ from .processing.handler import TRACE_HEADERS, Handler, Source, _trace_headers, 
 from .processing.intake import Poison, classify, context_limit
 from .providers.base import estimate_prompt_tokens
 from .routing.base import Decision, RoutingContext
-from .routing.pipeline import Pipeline
+from .routing.pipeline import Pipeline, close_strategy
 from .runtime import build_pipeline
 from .schemas import Request, Verdict, now_ms
 
@@ -146,9 +146,7 @@ async def build_explain_pipeline(config: RouterConfig, with_io: bool = False) ->
             if strategy_config.type in IO_TYPES:
                 built, pipeline.strategies[i] = pipeline.strategies[i], _Skipped(strategy_config.name,
                                                                                  strategy_config.type)
-                close = getattr(built, "aclose", None)
-                if close is not None:
-                    await close()
+                await close_strategy(built)
     return pipeline
 
 
@@ -207,10 +205,7 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
                                     + (f": {' -> '.join(order)}" if order else "") + "): the worker would run "
                                     "it instead of one call to the chosen candidate")
     finally:
-        for strategy in pipeline.strategies:  # a judge's or scorer's HTTP client
-            close = getattr(strategy, "aclose", None)
-            if close is not None:
-                await close()
+        await pipeline.aclose()  # a judge's or scorer's HTTP client
 
     if config.cache.enabled:
         result.notes.append(

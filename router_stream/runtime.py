@@ -69,15 +69,7 @@ def check_pipeline(config: RouterConfig) -> None:
     Raises :class:`ConfigError`. Judge and scorer clients are made on first use, so nothing
     is called; any client a strategy did open is closed.
     """
-    pipeline = build_pipeline(config)
-
-    async def close() -> None:
-        for strategy in pipeline.strategies:
-            aclose = getattr(strategy, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-    asyncio.run(close())
+    asyncio.run(build_pipeline(config).aclose())
 
 
 async def _tcp_reachable(url: str, timeout: float = 1.0) -> bool:
@@ -111,10 +103,7 @@ class Runtime:
         return self._reach
 
     async def aclose(self) -> None:
-        for strategy in self.handler.pipeline.strategies:  # e.g. a judge's or scorer's HTTP client
-            close = getattr(strategy, "aclose", None)
-            if close is not None:
-                await close()
+        await self.handler.pipeline.aclose()  # e.g. a judge's or scorer's HTTP client
         await self.dispatcher.aclose()
 
 

@@ -71,6 +71,7 @@ from ..errors import ConfigError
 from ..schemas import Request
 from .base import Decision, RoutingContext
 from .caching import StrategyCache
+from .pipeline import close_strategy
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
@@ -234,6 +235,4 @@ class CustomStrategy:
         return decision
 
     async def aclose(self) -> None:
-        close = getattr(self.inner, "aclose", None)
-        if close is not None:
-            await close()
+        await close_strategy(self.inner)

@@ -33,6 +33,13 @@ class Routed:
     ttl_s: float | None = None  # the deciding strategy's cache.ttl_s (None: the global cache.ttl_s)
 
 
+async def close_strategy(strategy: Any) -> None:
+    """Release what a strategy holds (a judge's or scorer's HTTP client), if it has ``aclose()``."""
+    close = getattr(strategy, "aclose", None)
+    if close is not None:
+        await close()
+
+
 class Pipeline:
     def __init__(self, strategies: list[Strategy], candidates: tuple[str, ...], default: str,
                  cache_policies: list[CachePolicy] | None = None) -> None:
@@ -45,6 +52,11 @@ class Pipeline:
         self.cache_policies = {id(s): p for s, p in zip(strategies, cache_policies or [])}
         self.candidates = candidates
         self.default = default
+
+    async def aclose(self) -> None:
+        """Release what the strategies hold (:func:`close_strategy` each)."""
+        for strategy in self.strategies:
+            await close_strategy(strategy)
 
     async def route(self, request: Request, ctx: RoutingContext) -> Routed:
         verdicts: list[Verdict] = []
