@@ -91,9 +91,11 @@ def _read_arg(value: str, what: str) -> bytes:
 def _cmd_explain(args: argparse.Namespace) -> int:
     import json
 
-    from .explain import explain
+    from .explain import explain, parse_sticky
+    from .schemas import now_ms
     config = load_config(args.config)
     try:
+        sticky = parse_sticky(args.sticky, now_ms()) if args.sticky is not None else None
         request_bytes = _read_arg(args.request, "--request")
         headers = None
         if args.headers is not None:
@@ -107,7 +109,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = asyncio.run(explain(config, request_bytes, key=args.key, headers=headers, with_io=args.with_io))
+    result = asyncio.run(explain(config, request_bytes, key=args.key, headers=headers, with_io=args.with_io,
+                                 sticky=sticky))
     print(result.to_json() if args.json else result.table())
     return result.exit_code
 
@@ -156,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--with-io", action="store_true",
                     help="also run judge and scorer strategies: calls the judge's model and the scorer's URL "
                          "(default: they abstain, 'not run'; no candidate serves the request either way)")
+    ex.add_argument("--sticky", default=None, metavar="STRATEGY=CANDIDATE",
+                    help="the key's sticky decision, as the worker would hold it (e.g. learned=cheap): shows "
+                         "whether it applies or an earlier strategy decides first")
     ex.add_argument("--no-io", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
     ex.add_argument("--json", action="store_true", help="machine-readable output")
     ex.set_defaults(func=_cmd_explain)

@@ -12,8 +12,10 @@ What it does not do, and says so in its notes:
   strategies (which call a model, or a scoring endpoint) are replaced by an abstention
   "not run: …" unless ``with_io`` is set (``--with-io``: they then call their judge candidate /
   URL as in the worker; still nothing is served). ``custom`` strategies always run as configured;
-* it does not consult the sticky decision cache nor the request_id dedup window (the worker
-  would answer from them first when they hold a fresh entry for this key / id);
+* it does not read the key's sticky decision from the worker's state; ``sticky`` (``--sticky
+  STRATEGY=CANDIDATE``) supplies one, and it then applies exactly as in the worker: at its
+  decider's position, after the strategies before it, which run and win when they decide;
+* it does not consult the request_id dedup window (the worker answers a repeat from it first);
 
 The cache-scope key and the headers a strategy sees are computed as in the worker: ``cache.scope``
 (a request field, else the Kafka key, else ``request:<id>``), and only trace headers are passed.
@@ -33,7 +35,7 @@ from .providers.base import estimate_prompt_tokens
 from .routing.base import Decision, RoutingContext
 from .routing.pipeline import Pipeline, close_strategy
 from .runtime import build_pipeline
-from .schemas import Request, Verdict, now_ms
+from .schemas import CachedDecision, Request, Verdict, now_ms
 
 #: strategy types that call a model or an HTTP endpoint while deciding (run only ``with_io``)
 IO_TYPES = ("judge", "scorer")
@@ -137,6 +139,30 @@ def _key_source(config: RouterConfig, request: Request, kafka_key: bytes | None,
     return "the Kafka key" if kafka_key else "no Kafka key: the request id"
 
 
+def _sticky_note(config: RouterConfig, sticky: CachedDecision, outcome: str | None,
+                 verdicts: list[Verdict]) -> str:
+    """What became of a supplied sticky decision, in the worker's terms."""
+    what = f"sticky decision {sticky.decided_by}={sticky.candidate}"
+    if not config.cache.enabled:
+        return f"{what}: not applied, cache.enabled is false"
+    if outcome == "hit":
+        before = [v.strategy for v in verdicts[:-1]]
+        return (f"{what} applied at {sticky.decided_by!r}'s position" +
+                (f", after {', '.join(before)} abstained" if before else " (the first strategy)"))
+    if outcome == "preempted":
+        return f"{what} not applied: {verdicts[-1].strategy!r} comes before {sticky.decided_by!r} and decided"
+    return (f"{what} not applied: {sticky.decided_by!r} is not a caching strategy of this pipeline or "
+            f"{sticky.candidate!r} is not a candidate (the worker re-routes and replaces it)")
+
+
+def parse_sticky(text: str, now: int) -> CachedDecision:
+    """``STRATEGY=CANDIDATE`` (``--sticky``) as a decision made just now; ValueError otherwise."""
+    strategy, sep, candidate = text.partition("=")
+    if not sep or not strategy.strip() or not candidate.strip():
+        raise ValueError(f"--sticky: expected STRATEGY=CANDIDATE (e.g. learned=cheap), got {text!r}")
+    return CachedDecision(candidate=candidate.strip(), decided_by=strategy.strip(), decided_at=now)
+
+
 async def build_explain_pipeline(config: RouterConfig, with_io: bool = False) -> Pipeline:
     """The worker's pipeline (:func:`~router_stream.runtime.build_pipeline`); unless ``with_io``
     its judge and scorer strategies are replaced by an abstention (and their clients closed)."""
@@ -152,9 +178,10 @@ async def build_explain_pipeline(config: RouterConfig, with_io: bool = False) ->
 
 async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | bytes | None = None,
                   headers: dict[str, str] | None = None, with_io: bool = False,
-                  at_ms: int | None = None) -> ExplainResult:
+                  at_ms: int | None = None, sticky: CachedDecision | None = None) -> ExplainResult:
     """Run intake and the strategy pipeline on one request as the worker would; call no model
-    (``with_io``: run judge and scorer strategies, which call theirs)."""
+    (``with_io``: run judge and scorer strategies, which call theirs). ``sticky``: a cached
+    decision for the key, applied as the worker would (after the strategies before its decider)."""
     kafka_key = key.encode("utf-8") if isinstance(key, str) else key
     max_prompt_tokens = context_limit(c.context_window for c in config.candidates.values())
     parsed = classify(request_bytes, config.kafka.max_record_bytes, max_prompt_tokens)
@@ -189,8 +216,11 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
                 result.notes.append("no strategy was asked: the request named its candidate")
         if result.candidate is None:
             ctx = RoutingContext(key=scope_key, candidates=tuple(config.candidates), headers=trace, now_ms=received)
-            routed = await pipeline.route(request, ctx)
+            fresh = sticky if sticky is not None and config.cache.enabled else None
+            routed = await pipeline.route(request, ctx, fresh)
             result.verdicts.extend(routed.verdicts)
+            if sticky is not None:
+                result.notes.append(_sticky_note(config, sticky, routed.sticky, routed.verdicts))
             result.candidate, result.decided_by = routed.candidate, routed.decided_by
             seen = {v.strategy for v in routed.verdicts}
             not_reached = [s.name for s in config.strategies if s.name not in seen]
@@ -207,10 +237,10 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
     finally:
         await pipeline.aclose()  # a judge's or scorer's HTTP client
 
-    if config.cache.enabled:
+    if config.cache.enabled and sticky is None:
         result.notes.append(
-            f"the sticky decision cache was not consulted: the worker serves a fresh cached decision for key "
-            f"{scope_key!r} without asking the strategies"
+            f"the key's sticky decision was not read (--sticky STRATEGY=CANDIDATE supplies one): in the worker a "
+            f"fresh one for key {scope_key!r} applies at its decider's position, after the strategies before it"
             + (f"; this decision would be cached for that key for {ttl_s:g}s" if result.cacheable else ""))
     if config.cache.dedup_window_s > 0:
         result.notes.append(f"the dedup window was not consulted: a repeat of request_id {request.request_id!r} "

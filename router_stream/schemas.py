@@ -132,6 +132,9 @@ class Audit(BaseModel):
     decided_by: str
     verdicts: list[Verdict] = Field(default_factory=list)
     cache_hit: bool = False
+    #: the sticky decision that applied (``cache_hit``): ``{strategy, candidate, decided_at, age_ms,
+    #: ttl_s, ran_before}``; ``ran_before`` names the strategies asked first (they all abstained)
+    sticky: dict[str, Any] | None = None
     attempts: list[Attempt] = Field(default_factory=list)
     estimated_cost_usd: float = 0.0
     error: str | None = None

@@ -155,7 +155,7 @@ class PartitionJobs:
                 audit = Audit(request_id=rid, key=entry["key"], chosen=entry["chosen"],
                               served_by=job["candidate"] if error is None else None, decided_by=entry["decided_by"],
                               verdicts=[Verdict.model_validate(v) for v in entry["verdicts"]],
-                              cache_hit=entry["cache_hit"], attempts=[attempt], estimated_cost_usd=cost,
+                              cache_hit=entry["cache_hit"], sticky=entry.get("sticky"), attempts=[attempt], estimated_cost_usd=cost,
                               error=error, worker_id=self.p.worker_id, source=entry["source"],
                               received_at=entry["received_at"], headers=entry["headers"], batch=response.batch)
                 outputs.append((t.responses, key_bytes, response.model_dump_json(exclude_none=True).encode()))

@@ -95,6 +95,14 @@ def request_override(config: RouterConfig, request: Request) -> Verdict | None:
                    reason=f"fields.{field_name} names no candidate")
 
 
+def sticky_note(cached: CachedDecision, received_ms: int, verdicts: list[Verdict]) -> dict[str, Any]:
+    """The audit's account of a sticky decision that applied: which strategy made it, when, and
+    which strategies ran (and abstained) before it on this request."""
+    ran_before = [v.strategy for v in verdicts[:-1]]
+    return {"strategy": cached.decided_by, "candidate": cached.candidate, "decided_at": cached.decided_at,
+            "age_ms": max(0, received_ms - cached.decided_at), "ttl_s": cached.ttl_s, "ran_before": ran_before}
+
+
 def _trace_headers(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in headers:
@@ -285,26 +293,35 @@ class Handler:
             if asked.outcome == "chose":
                 chosen, decided_by = asked.candidate, "request"
 
+        # the key's sticky decision: it stands in for its decider, after the strategies before it
+        # (which run on every request and win when they decide: routing/pipeline.py)
+        sticky: CachedDecision | None = None
         if chosen is None and self.config.cache.enabled and state.get("decision"):
             cached = CachedDecision.model_validate(state["decision"])
             ttl_s = cached.ttl_s if cached.ttl_s is not None else self.config.cache.ttl_s  # the decider's TTL
-            fresh = received - cached.decided_at <= ttl_s * 1000
-            if fresh and cached.candidate in self.candidates:
-                chosen, decided_by, cache_hit = cached.candidate, cached.decided_by, True
-                metrics.cache_lookups("hit").inc()
+            if received - cached.decided_at <= ttl_s * 1000:
+                sticky = cached
             else:
                 metrics.cache_lookups("expired").inc()
                 state["decision"] = None
         elif chosen is None:
             metrics.cache_lookups("miss").inc()
 
+        sticky_audit: dict[str, Any] | None = None
         if chosen is None:
             ctx = RoutingContext(key=key, candidates=self.candidates, headers=headers, now_ms=received,
                                  stats=getattr(self.dispatcher, "stats", None), state=view)
-            routed = await self.pipeline.route(request, ctx)
+            routed = await self.pipeline.route(request, ctx, sticky)
             verdicts.extend(routed.verdicts)
             chosen, decided_by = routed.candidate, routed.decided_by
             plan = routed.plan
+            if routed.sticky is not None:
+                metrics.cache_lookups(routed.sticky).inc()
+            if routed.sticky == "hit" and sticky is not None:
+                cache_hit = True
+                sticky_audit = sticky_note(sticky, received, routed.verdicts)
+            elif routed.sticky == "orphaned":
+                state["decision"] = None  # its decider left the pipeline (or stopped caching)
             if routed.cacheable and self.config.cache.enabled:
                 state["decision"] = CachedDecision(candidate=chosen, decided_by=decided_by,
                                                    decided_at=received, ttl_s=routed.ttl_s).model_dump()
@@ -318,6 +335,7 @@ class Handler:
                 "request": request.model_dump(mode="json", exclude_none=True), "key": key,
                 "kafka_key_b64": _b64(source.key), "chosen": chosen, "decided_by": decided_by,
                 "verdicts": [v.model_dump(mode="json") for v in verdicts], "cache_hit": cache_hit,
+                "sticky": sticky_audit,
                 "received_at": received, "source": src, "headers": headers, "job": None,
             }, separators=(",", ":")).encode())
             return Outcome(parked=True)
@@ -349,7 +367,7 @@ class Handler:
         audit = Audit(
             request_id=request.request_id, key=key, chosen=chosen,
             served_by=result.served_by if result.completion is not None else None, decided_by=decided_by,
-            verdicts=verdicts, cache_hit=cache_hit, attempts=list(result.attempts),
+            verdicts=verdicts, cache_hit=cache_hit, sticky=sticky_audit, attempts=list(result.attempts),
             estimated_cost_usd=result.cost_usd, error=error, worker_id=self.worker_id, source=src,
             received_at=received, headers=headers, batch=getattr(result, "batch", None),
             cascade=getattr(result, "cascade", None),

@@ -53,7 +53,7 @@ async def test_rules_then_split_verdicts_and_final_choice():
     assert result.verdicts[0].reason == "no rule matched"
     assert (result.candidate, result.decided_by, result.cacheable) == (arm, "canary", True)
     assert (result.key, result.key_source, result.exit_code) == ("user-7", "the Kafka key", 0)
-    assert any("sticky decision cache was not consulted" in n for n in result.notes)
+    assert any("sticky decision was not read" in n for n in result.notes)
 
     legal = await explain(config(), req(tags=["legal"]), key="user-7")
     assert [(v.strategy, v.outcome) for v in legal.verdicts] == [("by-content", "chose")]
@@ -143,7 +143,7 @@ def test_cli_table(config_file, capsys):
     assert any(line.startswith("2  the-judge   abstained") and "not run: judge" in line for line in lines)
     arm = "cheap" if stable_fraction("canary", "user-7") < 0.5 else "smart"
     assert f"final: {arm} (decided_by canary), cacheable" in lines
-    assert any(line.startswith("note: the sticky decision cache was not consulted") for line in lines)
+    assert any(line.startswith("note: the key's sticky decision was not read") for line in lines)
 
 
 def test_cli_json_from_file_with_headers(config_file, tmp_path, capsys):
@@ -177,3 +177,30 @@ def test_cli_bad_arguments_exit_2(config_file, tmp_path, capsys):
     bad.write_text(CONFIG_YAML.replace("then: smart", "then: smartt"))
     assert main(["explain", "--config", str(bad), "--request", req().decode()]) == 2
     assert "strategies[0].rules[0].then: 'smartt' is not a candidate" in capsys.readouterr().err
+
+
+async def test_a_sticky_decision_applies_after_the_strategies_before_its_decider():
+    from router_stream.explain import parse_sticky
+    sticky = parse_sticky("canary=cheap", 0)
+    plain = await explain(config(), req(), key="user-7", sticky=sticky)
+    assert [(v.strategy, v.outcome, v.candidate) for v in plain.verdicts] == [
+        ("by-content", "abstained", None), ("canary", "chose", "cheap")]
+    assert plain.verdicts[1].detail["sticky"] is True
+    assert any("sticky decision canary=cheap applied at 'canary'" in n and "after by-content abstained" in n
+               for n in plain.notes)
+    legal = await explain(config(), req(tags=["legal"]), key="user-7", sticky=sticky)
+    assert (legal.candidate, legal.decided_by) == ("smart", "by-content")
+    assert any("'by-content' comes before 'canary' and decided" in n for n in legal.notes)
+    gone = await explain(config(), req(), key="user-7", sticky=parse_sticky("retired=cheap", 0))
+    assert gone.decided_by == "canary" and any("not applied: 'retired'" in n for n in gone.notes)
+    with pytest.raises(ValueError, match="expected STRATEGY=CANDIDATE"):
+        parse_sticky("canary", 0)
+
+
+def test_cli_sticky_flag(config_file, capsys):
+    code = main(["explain", "--config", str(config_file), "--request", req(tags=["legal"]).decode(),
+                 "--key", "user-7", "--sticky", "canary=cheap"])
+    out = capsys.readouterr().out
+    assert code == 0 and "final: smart (decided_by by-content)" in out
+    assert "note: sticky decision canary=cheap not applied: 'by-content' comes before 'canary'" in out
+    assert main(["explain", "--config", str(config_file), "--request", req().decode(), "--sticky", "x"]) == 2
