@@ -22,6 +22,7 @@ Shell use: ``python -m router_stream.devtools.kafka_jars [VERSION]`` prints the 
 from __future__ import annotations
 
 import argparse
+import base64
 import concurrent.futures
 import fcntl
 import hashlib
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,7 +140,9 @@ def fetch(
             "A maintainer adds one with: python deploy/local-kafka/lock.py " + version
         )
     artifacts = read_lock(lock)
-    repo = (repo_url or os.environ.get("ROUTER_STREAM_MAVEN_URL") or MAVEN_CENTRAL).rstrip("/")
+    repo, auth = _split_credentials(
+        (repo_url or os.environ.get("ROUTER_STREAM_MAVEN_URL") or MAVEN_CENTRAL).rstrip("/")
+    )
     (cache / "kafka").mkdir(parents=True, exist_ok=True)
     with _exclusive(cache / "kafka" / ".fetch.lock"):
         if marker.exists():  # another fetcher finished while we waited
@@ -149,7 +153,7 @@ def fetch(
             libs.mkdir()
             print(f"fetching Kafka {version} ({len(artifacts)} jars) from {repo}", file=sys.stderr)
             with concurrent.futures.ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-                jobs = [pool.submit(_download, repo, a, libs, timeout, attempts) for a in artifacts]
+                jobs = [pool.submit(_download, repo, auth, a, libs, timeout, attempts) for a in artifacts]
                 try:
                     for job in concurrent.futures.as_completed(jobs):
                         job.result()
@@ -178,7 +182,25 @@ def _exclusive(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _download(repo: str, artifact: Artifact, libs: Path, timeout: float, attempts: int) -> None:
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """A mirror URL without its ``user:password@`` and the Basic auth header value made of them.
+
+    Why: the credentials then never reach a message, a log line or an exception's text (urllib
+    would quote the netloc in its errors), and they are sent only to the mirror itself.
+    """
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+    return clean, "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+def _download(
+    repo: str, auth: str | None, artifact: Artifact, libs: Path, timeout: float, attempts: int
+) -> None:
     """Download one artifact to ``libs/<filename>`` via a ``.part`` file, verified, then renamed."""
     url = f"{repo}/{artifact.path}"
     part = libs / (artifact.filename + ".part")
@@ -187,10 +209,10 @@ def _download(repo: str, artifact: Artifact, libs: Path, timeout: float, attempt
         if attempt:
             time.sleep(0.5 * attempt)
         try:
-            digest, size = _stream(url, part, artifact.size, timeout)
+            digest, size = _stream(url, auth, part, artifact.size, timeout)
         except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, cut transfers
             if isinstance(exc, urllib.error.HTTPError) and exc.code < 500:
-                raise FetchError(f"{artifact.coordinate}: {url} answered HTTP {exc.code}") from exc
+                raise FetchError(f"{artifact.coordinate}: {url} answered HTTP {exc.code}") from None
             last = exc
             continue
         if size != artifact.size or digest != artifact.sha256:
@@ -205,12 +227,15 @@ def _download(repo: str, artifact: Artifact, libs: Path, timeout: float, attempt
         return
     part.unlink(missing_ok=True)
     raise FetchError(
-        f"{artifact.coordinate}: could not download {url} after {attempts} attempts ({last}); "
+        f"{artifact.coordinate}: could not download {url} after {attempts} attempts "
+        f"({type(last).__name__}: {last}); "
         "check the network or set ROUTER_STREAM_MAVEN_URL to a reachable Maven mirror"
     )
 
 
-def _stream(url: str, dest: Path, expected: int, timeout: float) -> tuple[str, int]:
+def _stream(
+    url: str, auth: str | None, dest: Path, expected: int, timeout: float
+) -> tuple[str, int]:
     """Write ``url`` to ``dest``; return (sha256, bytes). Stops reading past ``expected`` + 1.
 
     A body shorter than the server's Content-Length is a cut transfer (retried by the caller:
@@ -219,6 +244,8 @@ def _stream(url: str, dest: Path, expected: int, timeout: float) -> tuple[str, i
     sha = hashlib.sha256()
     size = 0
     request = urllib.request.Request(url, headers={"User-Agent": "router-stream kafka_jars"})
+    if auth:  # unredirected: a redirect to another host does not carry the credentials
+        request.add_unredirected_header("Authorization", auth)
     with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as out:
         declared = response.headers.get("Content-Length")
         while size <= expected:

@@ -8,6 +8,7 @@ once when several processes ask at the same time.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import threading
@@ -40,6 +41,7 @@ class Repo:
     url: str
     files: dict[str, bytes]
     requests: list[str] = field(default_factory=list)
+    authorization: list[str | None] = field(default_factory=list)
     # path -> a function of the request number for that path returning (status, body, cut_at)
     behaviour: dict[str, Callable[[int], tuple[int, bytes, int | None]]] = field(
         default_factory=dict
@@ -56,6 +58,7 @@ def repo() -> Iterator[Repo]:
             path = self.path.removeprefix("/maven2/")
             with lock:
                 state.requests.append(path)
+                state.authorization.append(self.headers.get("Authorization"))
                 nth = state.requests.count(path)
             if path in state.behaviour:
                 status, body, cut = state.behaviour[path](nth)
@@ -217,6 +220,20 @@ def test_concurrent_fetchers_download_once(repo: Repo, tmp_path: Path):
 
     assert results == [libs_dir(cache, "9.9.9")] * 4
     assert sorted(served(repo)) == sorted(ARTIFACTS)  # each artifact requested exactly once
+
+
+def test_mirror_credentials_are_sent_as_basic_auth_and_never_shown(repo: Repo, tmp_path: Path):
+    files = dict(ARTIFACTS, **{"org/example/gone/1/gone-1.jar": b"never served"})
+    lock = write_lock(tmp_path / "x.lock", files)
+    mirror = repo.url.replace("http://", "http://deploy%40corp:s3cr%3At@")
+
+    with pytest.raises(FetchError) as caught:
+        fetch("9.9.9", tmp_path / "cache", repo_url=mirror, lock=lock)
+
+    assert "gone-1.jar answered HTTP 404" in str(caught.value)
+    assert "s3cr" not in str(caught.value) and "deploy" not in str(caught.value)
+    expected = "Basic " + base64.b64encode(b"deploy@corp:s3cr:t").decode()
+    assert repo.authorization and set(repo.authorization) == {expected}
 
 
 def test_unknown_version_says_which_are_locked(tmp_path: Path):
