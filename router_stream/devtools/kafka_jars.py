@@ -9,7 +9,8 @@ and this module only downloads what the lock lists, checking each file's size an
 Layout and guarantees (the same as the former ``fetch.sh``, so caches carry over)::
 
     <cache>/kafka/<version>/libs/*.jar     the classpath
-    <cache>/kafka/<version>/.complete      written last: a fetch that died half-way is redone
+    <cache>/kafka/<version>/.complete      written last (holds the lock's sha256): a fetch that
+                                           died half-way, or one of an older lock, is redone
     <cache>/kafka/.fetch.lock              flock'ed: concurrent fetchers of one cache queue up
 
 Files are downloaded into a temporary directory beside the target and moved into place only when
@@ -109,8 +110,22 @@ def libs_dir(cache: Path, version: str) -> Path:
     return cache / "kafka" / version / "libs"
 
 
-def is_complete(cache: Path, version: str) -> bool:
-    return (cache / "kafka" / version / ".complete").exists()
+def is_complete(cache: Path, version: str, lock: Path | None = None) -> bool:
+    """Whether the cache holds the classpath ``lock`` lists (default: the version's lock file).
+
+    The marker holds the lock's sha256, so a regenerated lock refetches. An empty marker (written
+    by the former mvn-based fetch.sh) is taken as complete: those caches came from the same pom.
+    """
+    marker = cache / "kafka" / version / ".complete"
+    if not marker.exists():
+        return False
+    lock = lock or lock_file(version)
+    recorded = marker.read_text().strip()
+    return not recorded or not lock.exists() or recorded == _digest(lock)
+
+
+def _digest(lock: Path) -> str:
+    return hashlib.sha256(lock.read_bytes()).hexdigest()
 
 
 def fetch(
@@ -129,10 +144,9 @@ def fetch(
     and URL, nothing is marked complete, and the next call starts over.
     """
     base = cache / "kafka" / version
-    marker = base / ".complete"
-    if marker.exists():
-        return base / "libs"
     lock = lock or lock_file(version)
+    if is_complete(cache, version, lock):
+        return base / "libs"
     if not lock.exists():
         known = ", ".join(locked_versions()) or "none"
         raise FetchError(
@@ -145,7 +159,7 @@ def fetch(
     )
     (cache / "kafka").mkdir(parents=True, exist_ok=True)
     with _exclusive(cache / "kafka" / ".fetch.lock"):
-        if marker.exists():  # another fetcher finished while we waited
+        if is_complete(cache, version, lock):  # another fetcher finished while we waited
             return base / "libs"
         tmp = Path(tempfile.mkdtemp(prefix=f".fetch-{version}.", dir=cache / "kafka"))
         try:
@@ -164,7 +178,7 @@ def fetch(
             shutil.rmtree(base, ignore_errors=True)
             base.mkdir(parents=True)
             libs.rename(base / "libs")
-            marker.touch()
+            (base / ".complete").write_text(_digest(lock) + "\n")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return base / "libs"

@@ -201,6 +201,34 @@ def test_a_partial_earlier_fetch_is_replaced_not_trusted(repo: Repo, tmp_path: P
     assert is_complete(cache, "9.9.9")
 
 
+def test_a_regenerated_lock_refetches(repo: Repo, tmp_path: Path):
+    cache = tmp_path / "cache"
+    fetch("9.9.9", cache, repo_url=repo.url, lock=write_lock(tmp_path / "old.lock", ARTIFACTS))
+    newer = dict(ARTIFACTS, **{"org/example/gamma/3/gamma-3.jar": b"gamma"})
+    repo.files.update(newer)
+    new_lock = write_lock(tmp_path / "new.lock", newer)
+    assert not is_complete(cache, "9.9.9", new_lock)
+
+    libs = fetch("9.9.9", cache, repo_url=repo.url, lock=new_lock)
+
+    assert sorted(p.name for p in libs.iterdir()) == [
+        "alpha-1.0.jar", "beta-2.0-linux.jar", "gamma-3.jar"
+    ]
+    assert is_complete(cache, "9.9.9", new_lock)
+
+
+def test_an_empty_marker_of_the_mvn_fetcher_is_trusted(repo: Repo, tmp_path: Path):
+    """Caches filled by the former fetch.sh (same pom, empty marker) are not fetched again."""
+    cache = tmp_path / "cache"
+    libs = libs_dir(cache, "9.9.9")
+    libs.mkdir(parents=True)
+    (libs / "alpha-1.0.jar").write_bytes(b"from mvn")
+    (cache / "kafka" / "9.9.9" / ".complete").write_text("")
+
+    assert fetch("9.9.9", cache, repo_url=repo.url, lock=write_lock(tmp_path / "x.lock", ARTIFACTS)) == libs
+    assert repo.requests == []
+
+
 def test_concurrent_fetchers_download_once(repo: Repo, tmp_path: Path):
     lock = write_lock(tmp_path / "x.lock", ARTIFACTS)
     cache = tmp_path / "cache"
