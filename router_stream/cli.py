@@ -260,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         return 75  # EX_TEMPFAIL: try again later (the topics Job retries this one)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `router-stream tail ... | head -3`: the reader has what it wanted
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -197,7 +197,7 @@ def run(target: Target, records: list[Outgoing], **kw: Any) -> None:
 
     try:
         asyncio.run(send(target, records, **kw))
-    except WaitTimeout:
+    except (WaitTimeout, BrokenPipeError):  # BrokenPipe: our reader went away (| head), not Kafka
         raise
     except Exception as exc:
         raise translate(exc, target.kafka.bootstrap_servers, "send") from None

@@ -69,5 +69,7 @@ def run(target: Target, topic: str, partitions: int, emit: Emit, **kw: Any) -> i
 
     try:
         return asyncio.run(tail(target, topic, partitions, emit, **kw))
+    except BrokenPipeError:  # our reader went away (| head), not Kafka
+        raise
     except Exception as exc:
         raise translate(exc, target.kafka.bootstrap_servers, "tail") from None
