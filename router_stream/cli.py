@@ -173,9 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a worker (until SIGTERM/SIGINT)", epilog=EXIT_CODES,
                          formatter_class=argparse.RawDescriptionHelpFormatter,
-                         description="Run a worker: consume requests, route, call a model, produce answers "
-                         "and audit records, exactly once. Checks first that Kafka answers, accepts the "
-                         "credentials and has the topics (router-stream topics apply creates them).")
+                         description="Run a worker: consume requests, route, call a model, produce answers and\n"
+                         "audit records, exactly once. Checks first that Kafka answers, accepts the credentials\n"
+                         "and has the topics (router-stream topics apply creates them).")
     add_config_option(run)
     run.add_argument("--loglevel", default="info", choices=LOGLEVELS, type=str.lower,
                      help="the worker's log level: %(choices)s (default: %(default)s)")

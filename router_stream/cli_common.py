@@ -19,8 +19,7 @@ CONFIG_HELP = "the routing config YAML (candidates, strategies, topics, kafka); 
 
 def add_config_option(parser: argparse.ArgumentParser, required: bool = True, help: str = CONFIG_HELP) -> None:
     """``--config PATH`` plus an optional positional ``CONFIG``; :func:`resolve_config` merges them."""
-    parser.add_argument("--config", metavar="PATH", default=None,
-                        help=help + ("" if required else " (optional)"))
+    parser.add_argument("--config", metavar="PATH", default=None, help=help)
     parser.add_argument("config_positional", nargs="?", default=None, metavar="CONFIG", help=argparse.SUPPRESS)
     parser.set_defaults(config_required=required, config_parser=parser)
 

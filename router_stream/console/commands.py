@@ -37,9 +37,8 @@ records; 2 bad usage or config; 75 Kafka unreachable."""
 
 def register(sub: Any) -> None:
     s = sub.add_parser("send", help="produce requests (from arguments, a JSONL file or stdin); --wait prints answers",
-                       description="Produce requests to the requests topic. One request from --prompt, "
-                       "--messages or --request; or one per line of --file. Each is checked before "
-                       "anything is sent.", epilog=SEND_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description="Produce requests to the requests topic: one from --prompt, --messages or\n"
+                       "--request, or one per line of --file. Each is checked before anything is sent.", epilog=SEND_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_option(s, required=False, help="routing config: Kafka settings and topic names (without it: "
                       "127.0.0.1:9092 and the router.* topics, or ROUTER_STREAM_* env overrides)")
     _kafka_opts(s, "requests")
@@ -64,8 +63,8 @@ def register(sub: Any) -> None:
     s.set_defaults(func=_send)
 
     t = sub.add_parser("tail", help="follow the responses, audit or dead-letter topic",
-                       description="Print the records of one of the router's topics as they come "
-                       "(read_committed, no consumer group).", epilog=TAIL_EPILOG,
+                       description="Print the records of one of the router's topics as they come\n"
+                       "(read_committed, no consumer group: nothing is committed).", epilog=TAIL_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("topic_role", choices=tuple(TAIL_ROLES), metavar="{" + ",".join(TAIL_ROLES) + "}",
                    help="which topic: " + ", ".join(TAIL_ROLES))
@@ -82,7 +81,7 @@ def register(sub: Any) -> None:
 
 def _kafka_opts(p: argparse.ArgumentParser, which: str) -> None:
     p.add_argument("--bootstrap", metavar="HOST:PORT[,...]", help="Kafka bootstrap servers (overrides the config's)")
-    p.add_argument("--topic", metavar="NAME", help=f"the topic name (overrides the config's {which} topic)")
+    p.add_argument("--topic", metavar="NAME", help=f"the topic name (overrides the name of the {which} topic)")
 
 
 def _target(args: argparse.Namespace):

@@ -114,6 +114,17 @@ def test_send_wait_times_out_in_one_line_without_a_worker(routed):
     assert res.stderr.splitlines()[1].startswith("error: no answer within 2 s for 1 of 1 request(s) (lonely) on ")
 
 
+def test_send_wait_reads_only_answers_produced_after_it_started(routed, kafka_bootstrap):
+    """An older answer with the same request id (a client re-sending) is not taken for the new one:
+    the consumer starts at the end of the responses topic."""
+    config, path = routed
+    stale = json.dumps({"request_id": "again-1", "candidate": "cheap", "output": "stale"}).encode()
+    asyncio.run(produce(kafka_bootstrap, config["topics"]["responses"], [(b"k", stale)]))
+    res = cli("send", "--config", path, "--prompt", "hi", "--request-id", "again-1", "--wait", "--timeout", "2")
+    assert res.returncode == 1 and "stale" not in res.stdout
+    assert res.stderr.splitlines()[-1].startswith("error: no answer within 2 s for 1 of 1 request(s) (again-1)")
+
+
 def test_tail_dead_letters_shows_why(routed, kafka_bootstrap, tmp_path):
     config, path = routed
     asyncio.run(produce(kafka_bootstrap, config["topics"]["requests"], [(b"k", b"{not json")]))
