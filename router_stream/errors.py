@@ -4,6 +4,8 @@ Callers catch the level they care about::
 
     RouterStreamError
     ├── ConfigError            bad YAML / env; the message names the field path and the bad value
+    │   └── SetupError         Kafka lacks what the command needs (a topic): names the command that fixes it
+    ├── KafkaUnavailable       the brokers cannot be reached: retry later
     ├── RoutingError
     │   └── RoutingMiss        a strategy named something that is not a candidate
     ├── ModelError             a model call failed (after retries, if any)
@@ -24,6 +26,11 @@ class RouterStreamError(Exception):
 
 class ConfigError(RouterStreamError):
     """The configuration cannot be used; the message says which field and what to change."""
+
+
+class SetupError(ConfigError):
+    """Kafka answers but is not set up for this command (e.g. a topic is missing); the message
+    names what to run (``router-stream topics apply``). Fails the same way until someone does."""
 
 
 class KafkaUnavailable(RouterStreamError):

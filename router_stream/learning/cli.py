@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .data import DEFAULT_DATA, MMLU_STRONG, MMLU_WEAK, is_held_out, load_jsonl, load_prompts, split
+from .data import MMLU_STRONG, MMLU_WEAK, SAMPLE_DATA, is_held_out, load_jsonl, load_prompts, split
 
+_SAMPLE_HELP = ("default: a 200-record sample shipped in the package (RouteLLM MMLU rows): enough to try the "
+                "command, not to train a useful router")
 _KINDS = {"mmlu": "two-model", "routerbench": "multi-model"}
 _SUBSET_OF_KIND = {kind: subset for subset, kind in _KINDS.items()}
 
@@ -54,11 +56,11 @@ def register(subparsers: Any) -> None:
         "The sample needs only a 'prompt' per line (other fields are ignored); by default it is the "
         "held-out split of --data (by 'id'; a file whose lines lack ids is used whole).",
     )
-    p.add_argument("--artifact", type=Path, required=True)
+    p.add_argument("--artifact", type=Path, required=True, help="the artifact (.npz) to calibrate")
     p.add_argument("--strong-share", type=float, required=True,
                    help="0..1: share of calls to strong (multi-model: mean cost as a share of all-strong)")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="jsonl with a string 'prompt' per line (default: %(default)s)")
+    p.add_argument("--data", type=Path, default=None,
+                   help=f"jsonl with a string 'prompt' per line ({_SAMPLE_HELP})")
     p.add_argument("--all", action="store_true", help="use every prompt of --data, not only the held-out split")
     p.add_argument("--limit", type=int, default=None, help="use at most this many prompts")
     p.add_argument("--abstain-band", type=float, default=None, help="also set the abstain band (>= 0)")
@@ -81,7 +83,8 @@ def register(subparsers: Any) -> None:
 
 
 def _data_opts(p: argparse.ArgumentParser, for_eval: bool = False) -> None:
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="routing jsonl (default: %(default)s)")
+    p.add_argument("--data", type=Path, default=None,
+                   help=f"routing jsonl, one record a line, format in docs/learned-router.md ({_SAMPLE_HELP})")
     if for_eval:
         p.add_argument("--subset", choices=tuple(_KINDS), default=None,
                        help="optional check: the subset always follows the artifact (two-model: mmlu, "
@@ -99,6 +102,16 @@ def _data_opts(p: argparse.ArgumentParser, for_eval: bool = False) -> None:
                        help="held-out share, in [0, 1) (0: no evaluation, calibrate on the train prompts; "
                        "default: %(default)s)")
     p.add_argument("--limit", type=int, default=None, help="read at most this many records")
+
+
+def _data(args: argparse.Namespace) -> Path:
+    """``--data``, or the packaged sample (saying so on stderr, so nobody mistakes it for real data)."""
+    if args.data is not None:
+        return args.data
+    print(f"note: no --data given: using the packaged 200-record sample {SAMPLE_DATA.name} "
+          "(to try the command; train a real router with --data PATH)", file=sys.stderr)
+    args.data = SAMPLE_DATA
+    return SAMPLE_DATA
 
 
 def _fail(msg: str) -> int:
@@ -168,7 +181,10 @@ def _train(args: argparse.Namespace) -> int:
     if problem:
         return _fail(problem)
     try:
-        records = load_jsonl(args.data, args.subset, args.limit)
+        records = load_jsonl(_data(args), args.subset, args.limit)
+        if not records:
+            raise ValueError(f"no {args.subset} records in {args.data}" + (
+                " (the packaged sample has mmlu rows only; pass --data)" if args.data == SAMPLE_DATA else ""))
         art, report = run_training(
             records, _KINDS[args.subset], args.featurizer, args.c, args.strong_share, args.abstain_band,
             args.weak, args.strong, args.test_fraction, args.embed_dim, evaluate=not args.no_eval,
@@ -201,7 +217,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     try:
         art = A.load(args.artifact)
         router = A.LearnedRouter(art)
-        prompts = load_prompts(args.data)
+        prompts = load_prompts(_data(args))
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
     if not args.all:
@@ -275,7 +291,7 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"warning: the artifact was trained with --test-fraction {trained_fraction}; with "
               f"{args.test_fraction} some evaluation rows were training rows", file=sys.stderr)
     try:
-        records = load_jsonl(args.data, subset, args.limit)
+        records = load_jsonl(_data(args), subset, args.limit)
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
     train, test = split(records, args.test_fraction)

@@ -13,8 +13,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: Where the shared dataset lives relative to the project root (never needed at run time).
-DEFAULT_DATA = Path("../shared/datasets/routing/train.jsonl")
+#: The default ``--data``: 200 RouteLLM MMLU records shipped in the package (see
+#: ``router_stream/data/routing-sample.NOTICE``), so ``train``/``calibrate``/``eval`` run out of the
+#: box. Enough to try the commands; a useful router needs the full data (``--data``).
+SAMPLE_DATA = Path(__file__).resolve().parent.parent / "data" / "routing-sample.jsonl"
 
 #: The two-model pair of the RouteLLM MMLU rows.
 MMLU_WEAK = "mixtral-8x7b-instruct"

@@ -19,6 +19,12 @@ that ships the class, e.g. in its ``pyproject.toml``::
     [project.entry-points."router_stream.strategies"]
     house = "house_routing.strategy:HouseRouter"
 
+**Where ``class:`` is looked for.** ``router-stream`` commands put the config file's directory and
+the working directory at the front of ``sys.path`` before loading the config (see
+:func:`add_import_dirs`), so ``class: "myrouter:R"`` finds ``myrouter.py`` beside the config or in
+the directory the command runs in, without setting ``PYTHONPATH`` (a file there shadows an
+installed module of the same name, as with ``python -m``).
+
 **Resolved at config load.** The class is imported (or the entry point loaded) while the config is
 validated, so ``router-stream check-config`` and worker start-up fail on a bad one, naming the
 field and the class, e.g. ``strategies[2].class: cannot import 'pkg.mod:X': ModuleNotFoundError:
@@ -62,6 +68,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -113,6 +121,18 @@ def import_class(spec: str) -> type:
             raise ValueError(f"cannot import {spec!r}: module {module_name!r} has no attribute "
                              f"{attr_path!r}") from None
     return _check_strategy_class(obj, repr(spec))
+
+
+def add_import_dirs(config_path: str | os.PathLike[str]) -> list[str]:
+    """Put ``config_path``'s directory, then the working directory, first on ``sys.path`` (each
+    once); return the directories added. Why: a strategy written beside the config is the common
+    case, and a console script (unlike ``python -m``) does not put the working directory there."""
+    added = []
+    for directory in reversed((os.path.dirname(os.path.abspath(config_path)), os.getcwd())):
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+            added.append(directory)
+    return added
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
