@@ -82,6 +82,9 @@ BUDGET_SPEND = Counter("router_stream_budget_spend_usd_total", "Spend charged to
 #: only for the scope values a budget lists in ``metrics_scopes`` (scope values are unbounded)
 BUDGET_SCOPE_SPEND = Gauge("router_stream_budget_scope_spend_usd", "Spend of a listed scope in its current window "
                            "(budgets[].metrics_scopes)", ["budget", "scope"], registry=REGISTRY)
+BUDGET_TOTALS_DELAY = Gauge("router_stream_budget_totals_delay_seconds", "Spread budgets: age of the last other-"
+                            "partition spend record when this worker applied it (the enforcement lag)",
+                            registry=REGISTRY)
 
 # the per-record ones, with their children remembered (see Children)
 requests = Children(REQUESTS)

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from .. import metrics
 from .ledger import SPEND_PREFIX, Entry
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,17 @@ class ChangelogTotals:
                                           isolation_level="read_committed", auto_offset_reset="earliest",
                                           fetch_max_wait_ms=100)
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self._topic)
-        for _ in range(50):
-            if partitions:
+        # no group: aiokafka assigns every partition of a subscribed topic, starting at the earliest
+        self._consumer.subscribe(topics=[self._topic])
+        tps: list[TopicPartition] = []
+        for _ in range(100):
+            tps = sorted(self._consumer.assignment())
+            if tps:
                 break
             await asyncio.sleep(0.1)
-            partitions = self._consumer.partitions_for_topic(self._topic)
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions or ())]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
+        if not tps:
+            raise RuntimeError(f"budget totals: the changelog topic {self._topic!r} has no partitions; "
+                               "run `router-stream topics apply --config <file>` first")
         ends = await self._consumer.end_offsets(tps) if tps else {}
         self._task = asyncio.create_task(self._run(ends), name="router-stream-budget-totals")
 
@@ -96,8 +99,10 @@ class ChangelogTotals:
                 for r in records:
                     if r.key is not None:
                         self.apply(r.key, tp.partition, r.value)
-                if records:
-                    self.last_delay_s = max(0.0, now - records[-1].timestamp / 1000)
+                spends = [r for r in records if r.key is not None and r.key.startswith(SPEND_PREFIX)]
+                if spends and self.caught_up.is_set():  # catching up on history is not lag
+                    self.last_delay_s = max(0.0, now - spends[-1].timestamp / 1000)
+                    metrics.BUDGET_TOTALS_DELAY.set(self.last_delay_s)
             if not self.caught_up.is_set():
                 for tp in list(pending):
                     if await self._consumer.position(tp) >= pending[tp]:
