@@ -107,6 +107,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     check_pipeline(config)  # load artifacts, construct custom strategies: what the worker does at start
     print(f"ok: {len(config.candidates)} candidates ({', '.join(config.candidates)}), "
           f"{len(config.strategies)} strategies, default {config.default!r}")
+    for budget in config.budgets:  # which mode each budget is in (docs/budgets.md, "Modes")
+        print(budget.mode())
     return 0
 
 

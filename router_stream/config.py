@@ -27,6 +27,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from .budgets.config import BudgetConfig, check_names_unique
 from .config_sources import DuplicateKeyError, apply_env, kind_of, load_yaml, path_of, yaml_problem
 from .env_names import check_env_name, check_http_url
 from .errors import ConfigError
@@ -239,6 +240,7 @@ class RouterConfig(_Strict):
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    budgets: list[BudgetConfig] = Field(default_factory=list, description="per-scope spend limits (docs/budgets.md)")
 
     @field_validator("candidates")
     @classmethod
@@ -299,6 +301,10 @@ class RouterConfig(_Strict):
                 default = f" (the default name of a {strategy.type} strategy)" if unset else ""
                 problem(f"strategies[{i}].name", f"{strategy.name!r}{default} is already the name of "
                                                  f"strategies[{j}]; give each strategy a unique name")
+        for i, budget in enumerate(self.budgets):
+            if budget.downgrade_to is not None:
+                check(f"budgets[{i}].downgrade_to", budget.downgrade_to)
+        problems.extend(check_names_unique(self.budgets))
         if problems:
             raise ConfigError("; ".join(problems))
         return self

@@ -75,6 +75,17 @@ LAG = Gauge("router_stream_consumer_lag", "Records behind the end of the request
 BATCH_SECONDS = Histogram("router_stream_batch_seconds", "Time from fetch to commit of one partition batch",
                           registry=REGISTRY, buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 
+BUDGET_EVENTS = Counter("router_stream_budget_events_total", "Budget soft-limit notes, downgrades and rejections, "
+                        "by budget", ["budget", "event"], registry=REGISTRY)
+BUDGET_SPEND = Counter("router_stream_budget_spend_usd_total", "Spend charged to budgets, by budget (all scopes)",
+                       ["budget"], registry=REGISTRY)
+#: only for the scope values a budget lists in ``metrics_scopes`` (scope values are unbounded)
+BUDGET_SCOPE_SPEND = Gauge("router_stream_budget_scope_spend_usd", "Spend of a listed scope in its current window "
+                           "(budgets[].metrics_scopes)", ["budget", "scope"], registry=REGISTRY)
+BUDGET_TOTALS_DELAY = Gauge("router_stream_budget_totals_delay_seconds", "Spread budgets: age of the last other-"
+                            "partition spend record when this worker applied it (the enforcement lag)",
+                            registry=REGISTRY)
+
 # the per-record ones, with their children remembered (see Children)
 requests = Children(REQUESTS)
 dead_letters = Children(DEAD_LETTERS)
@@ -84,6 +95,8 @@ model_calls = Children(MODEL_CALLS)
 model_latency = Children(MODEL_LATENCY)
 tokens = Children(TOKENS)
 cost = Children(COST)
+budget_events = Children(BUDGET_EVENTS)
+budget_spend = Children(BUDGET_SPEND)
 
 
 class MetricsObserver:

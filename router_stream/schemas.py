@@ -140,6 +140,9 @@ class Audit(BaseModel):
     error: str | None = None
     duplicate: bool = False
     batch: dict[str, Any] | None = None
+    #: per budget: {budget, scope, window, spent_usd, estimate_usd, state: ok|soft|downgraded|rejected|skipped,
+    #: charged_usd, ...} (docs/budgets.md)
+    budgets: list[dict[str, Any]] | None = None
     #: a cascade's steps, in order: {candidate, served_by, accepted, reason, cost_usd, served, ...}
     cascade: list[dict[str, Any]] | None = None
     worker_id: str = ""

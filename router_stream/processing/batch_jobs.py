@@ -31,7 +31,7 @@ from ..errors import ModelError
 from ..providers.base import ChatCall, Completion
 from ..schemas import Attempt, Audit, Request, Response, Verdict, now_ms
 from ..state.store import job_key, parked_key, request_key
-from .handler import answer_too_large
+from .handler import StateView, answer_too_large
 
 if TYPE_CHECKING:
     from .processor import Processor, _Partition
@@ -124,6 +124,8 @@ class PartitionJobs:
                 return  # completed already (e.g. by a previous round that committed)
             outputs: list[tuple[str, bytes | None, bytes]] = []
             writes: dict[bytes, bytes | None] = {job_key(job_id): None}
+            ledger = self.p.handler.ledger
+            state_view = StateView(self.part.store, writes)  # budget spend: read the writes made so far
             elapsed = max(0.0, now_ms() - job["submitted_at"])
             for rid in job["request_ids"]:
                 raw = self.part.store.get(parked_key(rid))
@@ -137,6 +139,10 @@ class PartitionJobs:
                     usage = result.usage
                     cost = discount * (usage.prompt_tokens * cand_cfg.price_input_per_1k
                                        + usage.completion_tokens * cand_cfg.price_output_per_1k) / 1000
+                budget_notes = None
+                if ledger is not None and entry.get("budget_holds"):  # charged per record
+                    paid_tokens = result.usage.total_tokens if isinstance(result, Completion) else 0
+                    budget_notes = ledger.settle_parked(entry["budget_holds"], state_view, cost, paid_tokens)
                 too_large = answer_too_large(result, key_bytes) if isinstance(result, Completion) else None
                 if isinstance(result, Completion) and too_large is None:
                     response = Response(request_id=rid, candidate=job["candidate"], provider_model=result.provider_model,
@@ -157,7 +163,8 @@ class PartitionJobs:
                               verdicts=[Verdict.model_validate(v) for v in entry["verdicts"]],
                               cache_hit=entry["cache_hit"], sticky=entry.get("sticky"), attempts=[attempt], estimated_cost_usd=cost,
                               error=error, worker_id=self.p.worker_id, source=entry["source"],
-                              received_at=entry["received_at"], headers=entry["headers"], batch=response.batch)
+                              received_at=entry["received_at"], headers=entry["headers"], batch=response.batch,
+                              budgets=budget_notes)
                 outputs.append((t.responses, key_bytes, response.model_dump_json(exclude_none=True).encode()))
                 outputs.append((t.audit, key_bytes, audit.model_dump_json(exclude_none=True).encode()))
                 metrics.requests(job["candidate"], entry["decided_by"], "ok" if error is None else kind).inc()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import metrics
+from ..budgets import Ledger
 from ..config import RouterConfig
 from ..routing.base import RoutingContext
 from ..routing.cascade import CascadePlan
@@ -174,6 +175,8 @@ class Handler:
         self.worker_id = worker_id
         self.candidates = tuple(config.candidates)
         self.max_prompt_tokens = context_limit(c.context_window for c in config.candidates.values())
+        #: per-scope budgets (router_stream/budgets), or None when none are configured
+        self.ledger: Ledger | None = Ledger(config.budgets, config.candidates) if config.budgets else None
         cache = config.cache  # the expression was checked at config load (cache.scope_expression)
         self._scope_expression = (Expression(cache.scope_expression)
                                   if cache.scope == "expression" and cache.scope_expression else None)
@@ -205,6 +208,18 @@ class Handler:
             if text:
                 return text
         return fallback
+
+    def budget_tokens(self, source: Source, request: Request | None) -> list[str]:
+        """Order tokens for this record's budget scopes: the processor runs a partition's requests
+        of one scope value one after the other, so no two read the same spend (budgets/ledger.py)."""
+        if self.ledger is None:
+            return []
+        try:
+            return self.ledger.order_tokens(kafka_key_text(source.key) if source.key else None, request,
+                                            _trace_headers(source.headers))
+        except Exception:  # never for a record's content; if it does, the record is ordered by its key only
+            log.exception("budget scope of %s[%d]@%d failed", source.topic, source.partition, source.offset)
+            return []
 
     def dead_letter(self, source: Source, poison: Poison, error_class: str = "PoisonRecord") -> Outcome:
         """The record as a dead letter, with a copy of its key and value cut to
@@ -328,14 +343,38 @@ class Handler:
         for v in verdicts:
             metrics.strategy_verdicts(v.strategy, v.outcome).inc()
 
-        if self.config.candidates[chosen].mode == "batch":
+        # budgets: admit with the estimate (downgrade or reject at a hard limit), settle after the call
+        admission = None
+        served = chosen  # the candidate called: the routed choice, or a budget's downgrade
+        if self.ledger is not None:
+            admission = self.ledger.admit(request, chosen, kafka_key_text(source.key) if source.key else None,
+                                          headers, view, received, source.partition)
+            if admission.rejected is not None:
+                response = Response(request_id=request.request_id, candidate=chosen, error=admission.rejected,
+                                    error_kind="budget_exceeded", latency_ms=0.0)
+                audit = Audit(request_id=request.request_id, key=key, chosen=chosen, decided_by=decided_by,
+                              verdicts=verdicts, cache_hit=cache_hit, sticky=sticky_audit, error=admission.rejected,
+                              budgets=admission.notes, worker_id=self.worker_id, source=src, received_at=received,
+                              headers=headers)
+                state["count"] = int(state.get("count", 0)) + 1
+                view.put(state_key, json.dumps(state, separators=(",", ":")).encode())
+                if self.config.cache.dedup_window_s > 0:
+                    view.put(request_key(request.request_id), response.model_dump_json().encode())
+                metrics.requests(chosen, decided_by, "budget_exceeded").inc()
+                return Outcome(response=response, audit=audit)
+            if admission.candidate != chosen:
+                served, plan = admission.candidate, None  # a downgrade replaces a cascade's plan too
+
+        if self.config.candidates[served].mode == "batch":
             state["count"] = int(state.get("count", 0)) + 1
             view.put(state_key, json.dumps(state, separators=(",", ":")).encode())
             view.put(parked_key(request.request_id), json.dumps({
                 "request": request.model_dump(mode="json", exclude_none=True), "key": key,
-                "kafka_key_b64": _b64(source.key), "chosen": chosen, "decided_by": decided_by,
+                "kafka_key_b64": _b64(source.key), "chosen": served, "decided_by": decided_by,
                 "verdicts": [v.model_dump(mode="json") for v in verdicts], "cache_hit": cache_hit,
                 "sticky": sticky_audit,
+                "budget_holds": [h.to_json() for h in admission.holds] if admission is not None else None,
+                "budgets": admission.notes if admission is not None else None,
                 "received_at": received, "source": src, "headers": headers, "job": None,
             }, separators=(",", ":")).encode())
             return Outcome(parked=True)
@@ -345,7 +384,10 @@ class Handler:
         if isinstance(plan, CascadePlan):  # cheapest first, escalating while the validator rejects
             result = await run_cascade(self.dispatcher, request, plan, deadline_at)
         else:
-            result = await self.dispatcher.call(request, chosen, deadline_at)
+            result = await self.dispatcher.call(request, served, deadline_at)
+        if admission is not None and self.ledger is not None:
+            paid = result.completion  # paid for even when too large to deliver
+            self.ledger.settle(admission, view, result.cost_usd, paid.usage.total_tokens if paid is not None else 0)
         completion = result.completion
         error = result.error if completion is None else None
         error_kind = result.error_kind if completion is None else None
@@ -370,7 +412,7 @@ class Handler:
             verdicts=verdicts, cache_hit=cache_hit, sticky=sticky_audit, attempts=list(result.attempts),
             estimated_cost_usd=result.cost_usd, error=error, worker_id=self.worker_id, source=src,
             received_at=received, headers=headers, batch=getattr(result, "batch", None),
-            cascade=getattr(result, "cascade", None),
+            cascade=getattr(result, "cascade", None), budgets=admission.notes if admission is not None else None,
         )
         state["count"] = int(state.get("count", 0)) + 1
         view.put(state_key, json.dumps(state, separators=(",", ":")).encode())

@@ -39,6 +39,7 @@ from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 from aiokafka.protocol.commit import OffsetFetchRequest
 
 from .. import metrics
+from ..budgets.totals import ChangelogTotals
 from ..config import RouterConfig
 from ..schemas import Request
 from ..kafka_settings import client_settings
@@ -105,12 +106,13 @@ class _Listener(ConsumerRebalanceListener):
         await self._p._assign(list(assigned))
 
 
-def _tokens(scope: str, rid: str | None) -> tuple[str, ...]:
-    return (f"k\x00{scope}", f"r\x00{rid}") if rid else (f"k\x00{scope}",)
+def _tokens(scope: str, rid: str | None, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Order tokens of a record: its scope key, its request id, and ``extra`` (budget scopes)."""
+    return ((f"k\x00{scope}", f"r\x00{rid}") if rid else (f"k\x00{scope}",)) + extra
 
 
-def _group(keys: list[tuple[str, str | None]]) -> list[list[int]]:
-    """Indices of records that must run in order: same scope key or same request id."""
+def _group(keys: list[tuple[Any, ...]]) -> list[list[int]]:
+    """Indices of records that must run in order: same scope key, request id or budget scope."""
     parent = list(range(len(keys)))
 
     def find(i: int) -> int:
@@ -120,8 +122,8 @@ def _group(keys: list[tuple[str, str | None]]) -> list[list[int]]:
         return i
 
     seen: dict[str, int] = {}
-    for i, (scope, rid) in enumerate(keys):
-        for token in _tokens(scope, rid):
+    for i, key in enumerate(keys):
+        for token in _tokens(*key):
             if token in seen:
                 parent[find(i)] = find(seen[token])
             else:
@@ -162,6 +164,7 @@ class Processor:
         self.first_answer_at: float | None = None
         self.fatal: BaseException | None = None
         self._batch_clients: dict[str, Any] = {}
+        self._totals: ChangelogTotals | None = None
         batch_mode = [n for n, c in config.candidates.items() if c.mode == "batch"]
         if batch_mode:
             from ..providers.batch_api import BatchAPIClient
@@ -189,6 +192,13 @@ class Processor:
             rebalance_timeout_ms=max(60_000, int(self.config.worker.shutdown_grace_s * 1000) + 30_000),
             client_id=f"router-stream-{self.worker_id}")
         await self._consumer.start()
+        ledger = self.handler.ledger
+        if ledger is not None and any(not b.co_partitioned for b in ledger.budgets):
+            # spread budgets: other partitions' committed spend, from the changelog (budgets/totals.py)
+            self._totals = ChangelogTotals(common, self.topics.changelog)
+            await self._totals.start()
+            ledger.remote = self._totals
+            await asyncio.wait_for(self._totals.caught_up.wait(), timeout=120)
         self._consumer.subscribe([self.topics.requests], listener=_Listener(self))
         self._loop_task = asyncio.create_task(self._run(), name="router-stream-processor")
         if self.config.worker.standby:
@@ -218,6 +228,8 @@ class Processor:
         self._standby.clear()
         if self._restorer is not None:
             await self._restorer.stop()
+        if self._totals is not None:
+            await self._totals.stop()
         for client in self._batch_clients.values():
             await client.aclose()
 
@@ -692,7 +704,8 @@ class Processor:
         # neither before the handler's own)
         parsed: list[Request | Poison | None] = [None] * len(sources)
         scopes: list[str | None] = [None] * len(sources)
-        by_key = self.config.cache.scope == "key"
+        ledger = self.handler.ledger
+        by_key = self.config.cache.scope == "key" and (ledger is None or not ledger.needs_request_for_order)
         for i, s in enumerate(sources):
             if not by_key:
                 parsed[i] = self.handler.classify(s)
@@ -705,7 +718,8 @@ class Processor:
             else:
                 if request is not None:
                     scopes[i] = scope  # the handler's key for this very request
-            keys.append((scope, request.request_id if request is not None else _peek_id(s.value)))
+            extra = tuple(self.handler.budget_tokens(s, request)) if ledger is not None else ()
+            keys.append((scope, request.request_id if request is not None else _peek_id(s.value), extra))
         outcomes: list[Outcome | None] = [None] * len(records)
 
         async def chain(indices: list[int], before: list[asyncio.Task[None]]) -> None:

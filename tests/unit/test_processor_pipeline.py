@@ -97,6 +97,8 @@ class FakeConsumer:
 class CountingHandler:
     """Counts requests per key in the state (read-modify-write) and logs start/end per record."""
 
+    ledger = None  # no budgets
+
     def __init__(self, slow_keys: dict[str, float] | None = None) -> None:
         self.events: list[tuple[str, str, int]] = []
         self.slow = slow_keys or {}
