@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", type=Path, default=None, help="kept after the run (default: a temp dir, "
                    "removed when the run passes)")
+    p.add_argument("--budget-usd", type=float, default=None,
+                   help="a per-key budget of this many USD, checked to the micro-dollar (docs/budgets.md)")
     p.add_argument("--json", type=Path, default=None, help="also write the report here as JSON")
     args = p.parse_args(argv)
     # our own producer and readers log every connection error while the broker restarts: noise here
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = dict(records=args.records, workers=args.workers, partitions=args.partitions, kills=args.kills,
                   broker_restarts=args.broker_restarts, keys=args.keys, seed=args.seed, rate=args.rate,
                   max_batch=args.max_batch, workdir=workdir / "run",
-                  drain_timeout=max(600.0, args.records / 50))
+                  drain_timeout=max(600.0, args.records / 50), budget_usd=args.budget_usd)
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         report = run_chaos(os.environ["KAFKA_BOOTSTRAP_SERVERS"], **kwargs)
     else:

@@ -55,6 +55,7 @@ from typing import Any, Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from .chaos_budgets import BudgetReport, budget_config, verify_budgets
 from .harness import WorkerProcess, create_topics, free_port, make_config, read_topic, request_value, write_config
 from .local_kafka import LocalKafka
 from .model_server import ModelServer
@@ -113,12 +114,14 @@ class Report:
     notes: list[str] = field(default_factory=list)
     examples: dict[str, Any] = field(default_factory=dict)
     workdir: str = ""
+    budgets: BudgetReport | None = None  # with budget_usd: the exactness checks of chaos_budgets.py
 
     @property
     def ok(self) -> bool:
         return not (self.lost or self.duplicated or self.unexpected or self.audit_lost
                     or self.audit_duplicated or self.changed or self.redecided or self.counter_mismatch
-                    or self.dead_letters or self.input_records != self.records)
+                    or self.dead_letters or self.input_records != self.records
+                    or (self.budgets is not None and not self.budgets.ok))
 
     def summary(self) -> str:
         lines = [
@@ -135,6 +138,10 @@ class Report:
             f"  time: produce {self.produce_s:.1f}s, drain {self.drain_s:.1f}s, verify {self.verify_s:.1f}s, "
             f"total {self.total_s:.1f}s",
         ]
+        if self.budgets is not None:
+            lines.append(self.budgets.summary())
+            for name, ex in self.budgets.examples.items():
+                lines.append(f"  e.g. {name}: {ex}")
         lines += [f"  note: {n}" for n in self.notes]
         for name, ex in self.examples.items():
             lines.append(f"  e.g. {name}: {ex}")
@@ -242,7 +249,7 @@ def _schedule(rng: random.Random, kills: int, broker_restarts: int, start: float
 
 
 def verify(bootstrap: str, config: dict[str, Any], report: Report, expected_ids: set[str], *,
-           timeout: float = 180) -> None:
+           timeout: float = 180, budget_usd: float | None = None) -> None:
     """Read every topic in read_committed and fill the counts of ``report``."""
     topics = config["topics"]
     ttl_ms = float(config["cache"]["ttl_s"]) * 1000
@@ -354,6 +361,8 @@ def verify(bootstrap: str, config: dict[str, Any], report: Report, expected_ids:
     report.counter_mismatch = len(mismatch)
     if mismatch:
         report.examples["counter mismatch (key, changelog, sent)"] = mismatch[:5]
+    if budget_usd is not None:
+        report.budgets = verify_budgets(changelog, responses, audits, budget_usd)
 
 
 def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3, partitions: int = 12,
@@ -361,7 +370,7 @@ def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3
               rate: float | None = None, workdir: str | Path | None = None, ttl_s: float = 86_400,
               max_batch: int = 100, model_latency_ms: float = 5, session_timeout_ms: int = 6000,
               drain_timeout: float = 600, rebalance_on_broker_restart: bool = True,
-              log: Callable[[str], None] | None = print) -> Report:
+              budget_usd: float | None = None, log: Callable[[str], None] | None = print) -> Report:
     """Run the chaos experiment (module docstring) and return its :class:`Report`.
 
     ``broker``: a started :class:`LocalKafka` (broker restarts possible) or a bootstrap string
@@ -370,6 +379,8 @@ def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3
     ``rebalance_on_broker_restart``: SIGTERM a random worker half a second before each broker
     restart, so partitions change owner (restore, committed offsets read) while the broker
     shuts down and comes back.
+    ``budget_usd``: a per-key budget of this many USD (:mod:`.chaos_budgets`), checked to the
+    micro-dollar against the committed answers.
     """
     t_start = time.monotonic()
     rng = random.Random(seed)
@@ -401,7 +412,8 @@ def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3
                          candidates={n: s.base_url for n, s in servers.items()}, default="cheap",
                          strategies=STICKY_RULES,
                          extra={"kafka": {"max_batch": max_batch, "session_timeout_ms": session_timeout_ms},
-                                "cache": {"ttl_s": ttl_s}})
+                                "cache": {"ttl_s": ttl_s},
+                                **({"budgets": budget_config(budget_usd)} if budget_usd is not None else {})})
     t = config["topics"]
     asyncio.run(create_topics(bootstrap, [t[r] for r in ROLES], partitions, compact=[t["changelog"]]))
 
@@ -514,7 +526,7 @@ def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3
             s.stop()
 
     started_verify = time.monotonic()
-    verify(bootstrap, config, report, {f"req-{i}" for i in range(records)})
+    verify(bootstrap, config, report, {f"req-{i}" for i in range(records)}, budget_usd=budget_usd)
     report.verify_s = time.monotonic() - started_verify
     for w in procs.values():
         text = w.log_path.read_text(errors="replace") if w.log_path.exists() else ""

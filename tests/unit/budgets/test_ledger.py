@@ -209,3 +209,16 @@ async def test_handler_charges_downgrades_and_rejects_with_an_error_response(mon
     charged = sum(o.audit.estimated_cost_usd for o in outs if o.response.error is None)
     assert spent.usd == round(charged * 1_000_000) and spent.reserved_usd == 0
     assert spent.usd <= 40_000 + 20_000  # never past the limit by more than one estimate
+
+
+def test_check_config_says_which_mode_each_budget_is_in(tmp_path, capsys):
+    import yaml
+
+    from router_stream.cli import main
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"candidates": CANDIDATES, "default": "cheap", "budgets": [
+        {"name": "per-key", "limit": {"usd": 1}}, TENANT]}))
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "budget 'per-key': co-partitioned (scope is the Kafka key): exact accounting and exact enforcement" in out
+    assert "budget 'tenant': spread (scope is fields.tenant): exact accounting; enforcement lags" in out
