@@ -216,7 +216,7 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
         result.notes.append(f"the dedup window was not consulted: a repeat of request_id {request.request_id!r} "
                             f"within {config.cache.dedup_window_s:g}s is answered from the first answer")
     chosen_cfg = config.candidates.get(result.candidate) if result.candidate is not None else None
-    tokens = estimate_prompt_tokens(request.chat_messages())
+    tokens = estimate_prompt_tokens(request.chat_messages(), request.call_params())
     if chosen_cfg is not None and chosen_cfg.context_window is not None and tokens > chosen_cfg.context_window:
         chain = [n for n in dict.fromkeys([*chosen_cfg.fallbacks, *config.fallbacks]) if n != result.candidate]
         result.notes.append(f"the prompt is ~{tokens} tokens, over {result.candidate!r}'s context window "
