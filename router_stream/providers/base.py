@@ -114,7 +114,12 @@ def _json_tokens(value: Any) -> int:
 
 
 def _b64_bytes(data: Any) -> int:
-    return len(data) * 3 // 4 if isinstance(data, str) else 0
+    """The decoded size of base64 ``data`` (a ``data:...;base64,`` URL prefix left out)."""
+    if not isinstance(data, str):
+        return 0
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    return len(data.rstrip("=")) * 3 // 4
 
 
 def _part_tokens(part: Any) -> int:
