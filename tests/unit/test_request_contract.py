@@ -246,6 +246,10 @@ def test_a_text_only_completion_still_gets_a_message_a_consumer_can_append() -> 
 
 
 def test_notes_are_left_out_of_the_audit_json_when_there_are_none() -> None:
-    r = req(prompt="x", params={"temperature": 0.5})
-    assert audit_notes(r, None) == (None, None)
+    from router_stream.schemas import Audit
+    ignored, notes = audit_notes(req(prompt="x", params={"temperature": 0.5}), None)
+    assert (ignored, notes) == (None, None)
+    record = json.loads(Audit(request_id="r1", decided_by="default", ignored_fields=ignored, notes=notes)
+                        .model_dump_json(exclude_none=True))
+    assert "ignored_fields" not in record and "notes" not in record
     assert set(NOT_SENT) == {"model", "messages", "stream", "stream_options"}
