@@ -129,3 +129,31 @@ def test_every_content_part_type_and_unknown_fields_on_the_real_broker(kafka_boo
     assert audit["ignored_fields"] == ["x_client_trace", "params.temperature", "stream", "stream_options"]
     assert any("answered whole" in n for n in audit["notes"])
     assert "ignored_fields" not in audit_by_id["part-text"]  # nothing ignored: nothing said
+
+
+def test_micro_batching_carries_the_answer_and_sends_tool_requests_alone(kafka_bootstrap, model_servers, prefix,
+                                                                         tmp_path):
+    config = _config(kafka_bootstrap, model_servers, prefix, tmp_path,
+                     candidate_extra={"cheap": {"batch": {"size": 4, "timeout_ms": 300}}})
+    setup_topics(config, partitions=1)
+    worker = start_worker(tmp_path, config)
+    plain = [{"request_id": f"p{i}", "prompt": f"question {i}"} for i in range(8)]
+    tools = [{"request_id": f"t{i}", "messages": [{"role": "user", "content": f"weather {i}"}], "tools": TOOLS}
+             for i in range(2)]
+    try:
+        _send(config, *plain, *tools)
+        responses = read(config, "responses", expect=10)
+    finally:
+        worker.terminate()
+    assert_exactly_once(ids_of(responses), {b["request_id"] for b in plain + tools}, "responses")
+    by_id = _by_id(responses)
+    for i in range(8):
+        r = by_id[f"p{i}"]
+        assert r["output"] == f"[cheap] answer to: question {i}", r
+        assert r["message"] == {"role": "assistant", "content": r["output"]} and r["finish_reason"] == "stop"
+        assert r["batch"]["answered"] == "batch" and r["response_id"].startswith("chatcmpl-")
+    assert model_servers["cheap"].stats()["batched_records"] == 8
+    for i in range(2):
+        r = by_id[f"t{i}"]
+        assert "batch" not in r and "output" not in r and r["finish_reason"] == "tool_calls", r
+        assert r["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
