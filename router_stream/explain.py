@@ -29,6 +29,7 @@ from typing import Any
 from .config import RouterConfig
 from .processing.handler import TRACE_HEADERS, Handler, Source, _trace_headers, kafka_key_text, request_override
 from .processing.intake import Poison, classify, context_limit
+from .processing.request_notes import audit_notes
 from .providers.base import estimate_prompt_tokens
 from .routing.base import Decision, RoutingContext
 from .routing.pipeline import Pipeline, close_strategy
@@ -178,6 +179,8 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
     if dropped:
         result.notes.append(f"headers not passed to strategies (the worker passes only {', '.join(TRACE_HEADERS)}"
                             f", of at most 512 bytes): {', '.join(dropped)}")
+    _ignored, field_notes = audit_notes(request, config.allow_request_candidate_field)
+    result.notes.extend(field_notes or [])  # what the audit would say about fields no model gets
 
     try:
         # as in the worker: a request field may name the candidate first

@@ -253,3 +253,12 @@ def test_notes_are_left_out_of_the_audit_json_when_there_are_none() -> None:
                         .model_dump_json(exclude_none=True))
     assert "ignored_fields" not in record and "notes" not in record
     assert set(NOT_SENT) == {"model", "messages", "stream", "stream_options"}
+
+
+def test_explain_says_what_the_audit_would_say_about_ignored_fields() -> None:
+    from router_stream.explain import explain
+    value = json.dumps({"request_id": "r1", "prompt": "hi", "model": "gpt-4o", "stream": True, "x_app": 1}).encode()
+    result = asyncio.run(explain(_config(), value, key="k"))
+    assert any(n.startswith("unknown top-level field(s) ignored") and "x_app" in n for n in result.notes)
+    assert any("'gpt-4o' was not used" in n for n in result.notes)
+    assert any("answered whole" in n for n in result.notes)
