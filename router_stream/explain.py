@@ -31,6 +31,7 @@ from typing import Any
 from .config import RouterConfig
 from .processing.handler import TRACE_HEADERS, Handler, Source, _trace_headers, kafka_key_text, request_override
 from .processing.intake import Poison, classify, context_limit
+from .processing.request_notes import audit_notes
 from .providers.base import estimate_prompt_tokens
 from .routing.base import Decision, RoutingContext
 from .routing.pipeline import Pipeline, close_strategy
@@ -205,6 +206,8 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
     if dropped:
         result.notes.append(f"headers not passed to strategies (the worker passes only {', '.join(TRACE_HEADERS)}"
                             f", of at most 512 bytes): {', '.join(dropped)}")
+    _ignored, field_notes = audit_notes(request, config.allow_request_candidate_field)
+    result.notes.extend(field_notes or [])  # what the audit would say about fields no model gets
 
     try:
         # as in the worker: a request field may name the candidate first
@@ -246,7 +249,7 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
         result.notes.append(f"the dedup window was not consulted: a repeat of request_id {request.request_id!r} "
                             f"within {config.cache.dedup_window_s:g}s is answered from the first answer")
     chosen_cfg = config.candidates.get(result.candidate) if result.candidate is not None else None
-    tokens = estimate_prompt_tokens(request.chat_messages())
+    tokens = estimate_prompt_tokens(request.chat_messages(), request.call_params())
     if chosen_cfg is not None and chosen_cfg.context_window is not None and tokens > chosen_cfg.context_window:
         chain = [n for n in dict.fromkeys([*chosen_cfg.fallbacks, *config.fallbacks]) if n != result.candidate]
         result.notes.append(f"the prompt is ~{tokens} tokens, over {result.candidate!r}'s context window "

@@ -183,7 +183,7 @@ class Ledger:
         ``expected_output_tokens``), at the candidate's prices."""
         cfg = self.candidates[candidate]
         prompt = estimate_prompt_tokens(request.chat_messages())
-        params = request.params
+        params = request.call_params()  # top-level chat-completions fields win over params
         out = params.get("max_completion_tokens") or params.get("max_tokens")
         output = out if isinstance(out, int) and not isinstance(out, bool) and out > 0 else budget.expected_output_tokens
         usd = (prompt * cfg.price_input_per_1k + output * cfg.price_output_per_1k) / 1000

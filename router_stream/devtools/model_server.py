@@ -3,7 +3,10 @@
 For development and tests: the real client talks to it over real HTTP on 127.0.0.1. It answers
 ``POST /v1/chat/completions`` with ``"[<name>] answer to: <first 40 chars of the last user
 message>"`` (or the fixed text of the ``answer`` setting) and rough usage (chars / 4), and can
-misbehave on purpose.
+misbehave on purpose. Tool calls (a request with ``tools`` is answered with a call of the first
+tool; one ending in a ``tool`` message with text quoting the result), content parts and ``n``
+choices are answered as described in :mod:`router_stream.devtools.chat_replies`; the last bodies
+received are kept for tests (:meth:`ModelServer.received_bodies`).
 
 Fault modes (each with a probability per call; one mode is drawn per call):
 
@@ -79,6 +82,8 @@ from xml.sax.saxutils import escape as xml_escape, quoteattr
 
 from aiohttp import web
 
+from .chat_replies import choices_for, part_text, tool_reply
+
 from .batch_api_server import BatchAPIEmulator
 
 __all__ = ["FaultConfig", "ModelServer", "main"]
@@ -87,6 +92,8 @@ NAMED_MODES = ("ok", "slow", "timeout", "reset", "malformed", "slow_drip", "down
                "batch_drop", "batch_bad_index", "batch_garbage")
 
 #: one record of a batched prompt, as the default ``batch.prompt_template`` renders it
+#: how many received bodies :meth:`ModelServer.received_bodies` keeps
+RECENT_BODIES = 200
 BATCH_RECORD = re.compile(r'<record index="(\d+)">\n(.*?)\n</record>', re.DOTALL)
 #: the machine-readable spec line the batching client ends its format instructions with
 BATCH_SPEC = re.compile(r'Answer format: (json|xml|delimited)((?:; [a-z ]+: "(?:[^"\\]|\\.)*")*)')
@@ -232,6 +239,11 @@ class ModelServer:
                 "batches_created": self.batch_api.stats()["jobs_created"],  # shorthand of batch_api.jobs_created
             }
 
+    def received_bodies(self) -> list[Any]:
+        """The last :data:`RECENT_BODIES` chat-completions bodies received, oldest first."""
+        with self._lock:
+            return list(self._bodies)
+
     def reset_stats(self) -> None:
         with getattr(self, "_lock", threading.Lock()):
             self._calls = 0
@@ -243,6 +255,7 @@ class ModelServer:
             self._in_flight = 0
             self._max_in_flight = 0
             self._last_body: Any = None
+            self._bodies: collections.deque[Any] = collections.deque(maxlen=RECENT_BODIES)
             self._batched_calls = 0
             self._batched_records = 0
         if hasattr(self, "batch_api"):
@@ -378,6 +391,7 @@ class ModelServer:
             return self._error(400, "body is not JSON", "invalid_request_error")
         with self._lock:
             self._last_body = body
+            self._bodies.append(body)
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not messages:
             return self._error(400, "'messages' must be a non-empty list", "invalid_request_error")
@@ -473,9 +487,9 @@ class ModelServer:
     def _last_user(messages: list[Any]) -> str:
         for m in reversed(messages):
             if isinstance(m, dict) and m.get("role") == "user":
-                return str(m.get("content") or "")
+                return part_text(m.get("content"))
         if isinstance(messages[-1], dict):
-            return str(messages[-1].get("content") or "")
+            return part_text(messages[-1].get("content"))
         return ""
 
     @staticmethod
@@ -544,19 +558,26 @@ class ModelServer:
         return f"<{root}>{inner}</{root}>"
 
     def _completion(self, body: dict[str, Any], messages: list[Any], text: str | None = None) -> dict[str, Any]:
-        if text is None:
-            text = self._answer_text(self._last_user(messages))
+        reply = tool_reply(self.name, body, messages) if text is None else None
+        if reply is not None:  # a tool call, or the answer to a tool result (see chat_replies)
+            message, finish_reason = reply
+        else:
+            if text is None:
+                text = self._answer_text(self._last_user(messages))
+            message, finish_reason = {"role": "assistant", "content": text}, "stop"
         prompt_chars = sum(len(str(m.get("content") or "")) for m in messages if isinstance(m, dict))
         prompt_tokens = max(1, prompt_chars // 4) + 4 * len(messages)
-        completion_tokens = max(1, len(text) // 4)
+        produced = message.get("content")
+        if not isinstance(produced, str):
+            produced = json.dumps(message.get("tool_calls"))
+        completion_tokens = max(1, len(produced) // 4)
         model = self.provider_model or str(body.get("model") or self.name)
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop"}],
+            "choices": choices_for(message, finish_reason, body.get("n")),
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }

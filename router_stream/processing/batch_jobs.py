@@ -32,6 +32,7 @@ from ..providers.base import ChatCall, Completion
 from ..schemas import Attempt, Audit, Request, Response, Verdict, now_ms
 from ..state.store import job_key, parked_key, request_key
 from .handler import StateView, answer_too_large
+from .request_notes import audit_notes
 
 if TYPE_CHECKING:
     from .processor import Processor, _Partition
@@ -82,7 +83,7 @@ class PartitionJobs:
         items = []
         for _, entry in entries:
             request = Request.model_validate(entry["request"])
-            items.append((request.request_id, ChatCall(request.chat_messages(), dict(request.params),
+            items.append((request.request_id, ChatCall(request.chat_messages(), request.call_params(),
                                                        self.p.config.candidates[candidate].request_timeout_ms / 1000)))
         job_id = await self.clients[candidate].submit(items)
         log.info("partition %s: submitted batch job %s to %s with %d requests", self.part.tp, job_id,
@@ -145,9 +146,8 @@ class PartitionJobs:
                     budget_notes = ledger.settle_parked(entry["budget_holds"], state_view, cost, paid_tokens)
                 too_large = answer_too_large(result, key_bytes) if isinstance(result, Completion) else None
                 if isinstance(result, Completion) and too_large is None:
-                    response = Response(request_id=rid, candidate=job["candidate"], provider_model=result.provider_model,
-                                        output=result.text, usage=usage, latency_ms=elapsed,
-                                        batch={"job_id": job_id, "mode": "batch_api"})
+                    response = Response(request_id=rid, candidate=job["candidate"], latency_ms=elapsed,
+                                        batch={"job_id": job_id, "mode": "batch_api"}, **result.answer_fields())
                     attempt = Attempt(candidate=job["candidate"], outcome="ok", latency_ms=elapsed)
                     error = None
                 else:  # no answer, or one no Kafka record could carry (paid for all the same)
@@ -158,13 +158,15 @@ class PartitionJobs:
                                         error_kind=kind, batch={"job_id": job_id, "mode": "batch_api"})
                     attempt = Attempt(candidate=job["candidate"], outcome="error", latency_ms=elapsed, error_kind=kind,
                                       error=error)
+                ignored, notes = audit_notes(Request.model_validate(entry["request"]),
+                                             self.p.config.allow_request_candidate_field)
                 audit = Audit(request_id=rid, key=entry["key"], chosen=entry["chosen"],
                               served_by=job["candidate"] if error is None else None, decided_by=entry["decided_by"],
                               verdicts=[Verdict.model_validate(v) for v in entry["verdicts"]],
                               cache_hit=entry["cache_hit"], sticky=entry.get("sticky"), attempts=[attempt], estimated_cost_usd=cost,
                               error=error, worker_id=self.p.worker_id, source=entry["source"],
                               received_at=entry["received_at"], headers=entry["headers"], batch=response.batch,
-                              budgets=budget_notes)
+                              budgets=budget_notes, ignored_fields=ignored, notes=notes)
                 outputs.append((t.responses, key_bytes, response.model_dump_json(exclude_none=True).encode()))
                 outputs.append((t.audit, key_bytes, audit.model_dump_json(exclude_none=True).encode()))
                 metrics.requests(job["candidate"], entry["decided_by"], "ok" if error is None else kind).inc()

@@ -27,6 +27,7 @@ from ..schemas import Attempt, Audit, CachedDecision, DeadLetter, Request, Respo
 from ..state.store import key_state_key, parked_dup_key, parked_key, request_key
 from .cascade import run_cascade
 from .intake import Poison, classify, context_limit
+from .request_notes import audit_notes, model_names_candidate
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +85,23 @@ class Dispatcher(Protocol):
 def request_override(config: RouterConfig, request: Request) -> Verdict | None:
     """The verdict on a request naming its own candidate (``allow_request_candidate_field``):
     ``chose`` when the field names a candidate, ``miss`` when it names something else, ``None``
-    when the option is off or the field absent. Checked before the cache and the strategies."""
+    when the option is off or the field absent. Checked before the cache and the strategies.
+    With the option set to ``model``, a chat-completions body's top-level ``model`` counts as
+    ``fields.model`` when that is absent (see :mod:`.request_notes`)."""
     field_name = config.allow_request_candidate_field
-    if not field_name or field_name not in request.fields:
+    if not field_name:
         return None
-    asked = request.fields[field_name]
+    if field_name in request.fields:
+        asked, where = request.fields[field_name], f"fields.{field_name}"
+    elif model_names_candidate(request, field_name):
+        asked, where = request.top_level("model"), "model"
+    else:
+        return None
     if isinstance(asked, str) and asked in config.candidates:
         return Verdict(strategy="request", outcome="chose", candidate=asked,
-                       reason=f"fields.{field_name} allowed by config")
+                       reason=f"{where} allowed by config")
     return Verdict(strategy="request", outcome="miss", candidate=str(asked)[:100],
-                   reason=f"fields.{field_name} names no candidate")
+                   reason=f"{where} names no candidate")
 
 
 def sticky_note(cached: CachedDecision, received_ms: int, verdicts: list[Verdict]) -> dict[str, Any]:
@@ -135,14 +143,21 @@ def output_budget(key: bytes | None) -> int:
 
 def answer_too_large(completion: Any, key: bytes | None) -> str | None:
     """Why an answer cannot be delivered, or None. The response (and the dedup entry in the
-    changelog) carry the answer as JSON: at most ~6 bytes per character (``\\u00XX``), so short
-    answers are never measured; a long one is measured as the JSON it will become."""
+    changelog) carry the answer as JSON, its text twice (``output`` and ``message.content``): at
+    most ~6 bytes per character (``\\u00XX``), so short text-only answers are never measured; a
+    long one, or one with tool calls, several choices, logprobs or audio, is measured as the
+    JSON it will become."""
     if completion is None:
         return None
     budget = output_budget(key)
-    if len(completion.text) * 6 <= budget:
+    message = completion.message or {}
+    plain = (completion.choices is None and completion.logprobs is None
+             and not message.get("tool_calls") and not message.get("audio"))
+    if plain and len(completion.text) * 12 + 4096 <= budget:
         return None
-    size = len(json.dumps(completion.text, ensure_ascii=False).encode("utf-8", "surrogatepass")) + 2048
+    fields = completion.answer_fields()
+    answer = [fields["output"], fields["message"], fields["choices"], fields["logprobs"]]
+    size = len(json.dumps(answer, ensure_ascii=False).encode("utf-8", "surrogatepass")) + 2048
     if size <= budget:
         return None
     return (f"the answer is about {size} bytes as JSON, more than one Kafka record can carry "
@@ -280,10 +295,11 @@ class Handler:
                     metrics.requests(first.candidate or "", "duplicate",
                                      "ok" if first.error is None else (first.error_kind or "error")).inc()
                     response = first.model_copy(update={"duplicate": True, "produced_at": now_ms()})
+                    ignored, notes = audit_notes(request, self.config.allow_request_candidate_field)
                     audit = Audit(request_id=request.request_id, key=key, chosen=first.candidate,
                                   served_by=first.candidate, decided_by="duplicate", duplicate=True,
                                   worker_id=self.worker_id, source=src, received_at=received, headers=headers,
-                                  error=first.error)
+                                  error=first.error, ignored_fields=ignored, notes=notes)
                     return Outcome(response=response, audit=audit)
 
         if view.get(parked_key(request.request_id)) is not None:
@@ -352,10 +368,11 @@ class Handler:
             if admission.rejected is not None:
                 response = Response(request_id=request.request_id, candidate=chosen, error=admission.rejected,
                                     error_kind="budget_exceeded", latency_ms=0.0)
+                ignored, notes = audit_notes(request, self.config.allow_request_candidate_field)
                 audit = Audit(request_id=request.request_id, key=key, chosen=chosen, decided_by=decided_by,
                               verdicts=verdicts, cache_hit=cache_hit, sticky=sticky_audit, error=admission.rejected,
                               budgets=admission.notes, worker_id=self.worker_id, source=src, received_at=received,
-                              headers=headers)
+                              headers=headers, ignored_fields=ignored, notes=notes)
                 state["count"] = int(state.get("count", 0)) + 1
                 view.put(state_key, json.dumps(state, separators=(",", ":")).encode())
                 if self.config.cache.dedup_window_s > 0:
@@ -398,21 +415,21 @@ class Handler:
         response = Response(
             request_id=request.request_id,
             candidate=result.served_by if result.completion is not None else chosen,
-            provider_model=completion.provider_model if completion is not None else None,
-            output=completion.text if completion is not None else None,
-            usage=completion.usage if completion is not None else None,
             latency_ms=round(sum(a.latency_ms for a in result.attempts), 3),
             error=error,
             error_kind=error_kind,
             batch=getattr(result, "batch", None),
+            **(completion.answer_fields() if completion is not None else {}),
         )
+        ignored, notes = audit_notes(request, self.config.allow_request_candidate_field)
         audit = Audit(
             request_id=request.request_id, key=key, chosen=chosen,
             served_by=result.served_by if result.completion is not None else None, decided_by=decided_by,
             verdicts=verdicts, cache_hit=cache_hit, sticky=sticky_audit, attempts=list(result.attempts),
             estimated_cost_usd=result.cost_usd, error=error, worker_id=self.worker_id, source=src,
             received_at=received, headers=headers, batch=getattr(result, "batch", None),
-            cascade=getattr(result, "cascade", None), budgets=admission.notes if admission is not None else None,
+            cascade=getattr(result, "cascade", None), ignored_fields=ignored, notes=notes,
+            budgets=admission.notes if admission is not None else None,
         )
         state["count"] = int(state.get("count", 0)) + 1
         view.put(state_key, json.dumps(state, separators=(",", ":")).encode())

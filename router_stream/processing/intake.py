@@ -165,7 +165,7 @@ def _classify(value: bytes | None, max_bytes: int, max_prompt_tokens: int | None
         msg = first["msg"].removeprefix("Value error, ")
         return Poison("invalid_request", f"{where}: {msg}"[:300], rid)
     if max_prompt_tokens is not None:
-        tokens = estimate_prompt_tokens(request.chat_messages())
+        tokens = estimate_prompt_tokens(request.chat_messages(), request.call_params())
         if tokens > max_prompt_tokens:
             return Poison("context_window", f"the prompt is ~{tokens} tokens; the largest context window "
                                             f"of any candidate is {max_prompt_tokens}", rid)

@@ -28,7 +28,7 @@ Per-record outcomes in :meth:`~BatchAPIClient.results` (never raised, returned a
 kind                  cause                                                        retryable
 ====================  ===========================================================  =========
 (a Completion)        the line answered 2xx with a message
-``malformed``         2xx line without choices / content, or neither response      yes
+``malformed``         2xx line without choices / an answer, or neither response    yes
                       nor error
 status kinds          the line's ``response.status_code`` mapped like an HTTP      per status
                       answer (``throttled``, ``server_error``, ``client_error``…)
@@ -60,7 +60,7 @@ from ..config import CandidateConfig
 from ..errors import FatalModelError, ModelError, RetryableModelError
 from ..schemas import Usage
 from .base import ChatCall, Completion
-from .openai import _RESERVED_PARAMS, _content_text, _usage, parse_retry_after, shared_http_client, transport_error
+from .openai import completion_from_openai, openai_body, parse_retry_after, shared_http_client, transport_error
 
 __all__ = [
     "ACTIVE_STATES", "BATCH_STATES", "TERMINAL_STATES",
@@ -193,9 +193,7 @@ class BatchAPIClient:
             if custom_id in seen:
                 raise ValueError(f"duplicate custom_id {custom_id!r}")
             seen.add(custom_id)
-            body: dict[str, Any] = {k: v for k, v in call.params.items() if k not in _RESERVED_PARAMS}
-            body["model"] = self.cfg.model
-            body["messages"] = call.messages
+            body = openai_body(call, self.cfg.model)
             line = {"custom_id": custom_id, "method": "POST", "url": self.settings.endpoint, "body": body}
             lines.append(json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode())
         payload = b"\n".join(lines) + b"\n"
@@ -414,24 +412,11 @@ class BatchAPIClient:
             status = 200 if error is None else 500
         if not 200 <= status < 300:
             return _status_error(f"{prefix}: HTTP {status} for the line", status, None)
-        body = response.get("body")
-        choices = body.get("choices") if isinstance(body, dict) else None
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            return RetryableModelError(f"{prefix}: malformed line (no choices)", kind="malformed", status=status)
-        message = choices[0].get("message")
-        text = _content_text(message.get("content")) if isinstance(message, dict) else None
-        if text is None:
-            return RetryableModelError(f"{prefix}: malformed line (no message content)",
-                                       kind="malformed", status=status)
-        assert isinstance(body, dict)
-        model = body.get("model")
-        return Completion(
-            text=text,
-            provider_model=model if isinstance(model, str) and model else self.cfg.model,
-            usage=_usage(body.get("usage"), messages, text),
-            latency_ms=latency_ms,
-            status=status,
-        )
+        try:
+            return completion_from_openai(response.get("body"), name=prefix, default_model=self.cfg.model,
+                                          messages=messages, latency_ms=latency_ms, status=status, what="line")
+        except RetryableModelError as exc:
+            return exc
 
     def _missing_error(self, st: BatchStatus, custom_id: str) -> ModelError:
         prefix = f"{self.name}: batch job {st.id}, {custom_id}"

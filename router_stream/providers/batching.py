@@ -38,14 +38,22 @@ Every waiting call gets its own :class:`~.base.Completion` (the batch's usage sp
   honoured); after that every record gets the error, which the dispatcher retries / falls back
   on per record as for any call (a retry joins a new batch).
 
-Calls that cannot share a prompt go straight to the wrapped client: messages other than user
-messages (a system prompt or a conversation of their own), or params that are not JSON.
+Calls that cannot share a prompt go straight to the wrapped client, answered whole as by any
+single call: messages other than user messages (a system prompt, a conversation of their own,
+tool results), content parts other than text, params that are not JSON, and params whose answer
+a batched text cannot carry (:func:`unbatchable_reason`): ``n > 1`` (one entry per record holds
+one answer), ``tools`` / ``functions`` (a record's ``tool_calls`` cannot ride in an entry's
+text), a ``response_format`` other than text (the batch format dictates the answer's shape),
+``logprobs`` (the batch's token log-probs belong to all records at once), audio output, and
+``prediction``. A batch entry's answer is text: its ``finish_reason`` is ``stop`` when the
+batched call stopped by itself, else unknown (a ``length`` cut may or may not have hit it).
 Each caller keeps its own timeout (``call.timeout_s`` counted from when it joined the queue).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -70,7 +78,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BatchParseError", "BatchingClient", "DEFAULT_SYSTEM_PROMPT", "ParsedAnswer", "compile_json_path",
-    "format_instructions", "json_path_find", "parse_batch_answer", "render_batch",
+    "format_instructions", "json_path_find", "parse_batch_answer", "render_batch", "unbatchable_reason",
 ]
 
 DEFAULT_JSON_PATH = "$.results"
@@ -444,6 +452,25 @@ def _user_text(messages: list[dict[str, Any]]) -> str | None:
     return "\n\n".join(parts) if parts else None
 
 
+def unbatchable_reason(params: dict[str, Any]) -> str | None:
+    """Why a call with ``params`` must go alone (see the module doc), or None when it may share."""
+    n = params.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+        return "n > 1"
+    for name in ("tools", "functions", "prediction", "audio"):
+        if params.get(name):
+            return name
+    fmt = params.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        return "response_format"
+    if params.get("logprobs"):
+        return "logprobs"
+    modalities = params.get("modalities")
+    if isinstance(modalities, list) and "audio" in modalities:
+        return "modalities"
+    return None
+
+
 def _params_key(params: dict[str, Any]) -> str | None:
     try:
         return json.dumps(params, sort_keys=True, separators=(",", ":"))
@@ -473,9 +500,12 @@ def _split_usage(usage: Usage, n: int) -> list[Usage]:
 
 
 def _add(a: Usage, b: Usage) -> Usage:
+    """``a`` (a record's own call, details kept) plus ``b`` (its share of the failed batch)."""
     return Usage(prompt_tokens=a.prompt_tokens + b.prompt_tokens,
                  completion_tokens=a.completion_tokens + b.completion_tokens,
-                 total_tokens=a.total_tokens + b.total_tokens)
+                 total_tokens=a.total_tokens + b.total_tokens,
+                 prompt_tokens_details=a.prompt_tokens_details,
+                 completion_tokens_details=a.completion_tokens_details)
 
 
 def _with_batch(exc: ModelError, batch: dict[str, Any] | None) -> ModelError:
@@ -558,7 +588,7 @@ class BatchingClient:
 
     # ---- ModelClient -----------------------------------------------------------------------
     async def complete(self, call: ChatCall) -> Completion:
-        content = _user_text(call.messages)
+        content = _user_text(call.messages) if unbatchable_reason(call.params) is None else None
         key = _params_key(call.params) if content is not None else None
         if content is None or key is None:
             await self._book_call(call.timeout_s)
@@ -699,7 +729,10 @@ class BatchingClient:
             elif not item.future.done():
                 item.future.set_result(Completion(
                     text=text, provider_model=completion.provider_model, usage=shares[pos],
-                    latency_ms=completion.latency_ms, status=completion.status, batch=dict(item.batch or {})))
+                    latency_ms=completion.latency_ms, status=completion.status, batch=dict(item.batch or {}),
+                    finish_reason="stop" if completion.finish_reason == "stop" else None,
+                    response_id=completion.response_id, system_fingerprint=completion.system_fingerprint,
+                    service_tier=completion.service_tier))
         if not missing:
             return
         log.info("candidate %s: batch %s answered %d of %d records (%d bad entries, duplicates %s)",
@@ -769,11 +802,9 @@ class BatchingClient:
             log.error("model client for candidate %s raised %s", self.name, type(exc).__name__, exc_info=True)
             self._fail(item, FatalModelError(f"{self.name}: client error ({type(exc).__name__})", kind="internal"))
             return
-        if not item.future.done():
-            item.future.set_result(Completion(
-                text=completion.text, provider_model=completion.provider_model,
-                usage=_add(completion.usage, share), latency_ms=completion.latency_ms,
-                status=completion.status, batch=dict(info)))
+        if not item.future.done():  # the whole answer of its own call, with its share of the batch
+            item.future.set_result(dataclasses.replace(completion, usage=_add(completion.usage, share),
+                                                       batch=dict(info)))
 
     async def _book_call(self, time_left_s: float) -> None:
         """Book one request with the limiter, waiting for the budget if it comes in time."""

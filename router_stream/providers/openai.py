@@ -59,8 +59,18 @@ from .base import ChatCall, Completion, estimate_prompt_tokens, estimate_tokens
 
 log = logging.getLogger(__name__)
 
-#: request params the caller may not override (we set them, or we cannot handle them)
-_RESERVED_PARAMS = frozenset({"model", "messages", "stream", "n"})
+#: request params the caller may not override: we set ``model`` and ``messages``, and answer
+#: whole (``stream_options`` is refused by OpenAI without ``stream``). ``n`` is allowed: every
+#: choice is kept (:func:`completion_from_openai`).
+RESERVED_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
+
+
+def openai_body(call: ChatCall, model: str) -> dict[str, Any]:
+    """The chat-completions request body for ``call`` on ``model`` (the Batch API's lines too)."""
+    body: dict[str, Any] = {k: v for k, v in call.params.items() if k not in RESERVED_PARAMS}
+    body["model"] = model
+    body["messages"] = call.messages
+    return body
 
 
 @functools.lru_cache(maxsize=1)
@@ -152,18 +162,102 @@ def _well_formed(text: str) -> str:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def _usage(raw: Any, messages: list[dict[str, Any]], text: str) -> Usage:
+def _well_formed_json(value: Any) -> Any:
+    """``value`` (parsed JSON) with :func:`_well_formed` applied to every string, keys included."""
+    if isinstance(value, str):
+        return _well_formed(value)
+    if isinstance(value, dict):
+        return {_well_formed(str(k)): _well_formed_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_well_formed_json(v) for v in value]
+    return value
+
+
+def _details(raw: Any) -> dict[str, Any] | None:
+    return _well_formed_json(raw) if isinstance(raw, dict) and raw else None
+
+
+def _usage(raw: Any, messages: list[dict[str, Any]], text: str,
+           params: dict[str, Any] | None = None) -> Usage:
     if isinstance(raw, dict):
         try:
             p = int(raw.get("prompt_tokens") or 0)
             c = int(raw.get("completion_tokens") or 0)
             t = int(raw.get("total_tokens") or (p + c))
-            return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=t)
-        except (TypeError, ValueError):
+            return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=t,
+                         prompt_tokens_details=_details(raw.get("prompt_tokens_details")),
+                         completion_tokens_details=_details(raw.get("completion_tokens_details")))
+        except (TypeError, ValueError, OverflowError):
             pass
-    p = estimate_prompt_tokens(messages)
+    p = estimate_prompt_tokens(messages, params)
     c = estimate_tokens(text)
     return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+
+
+def _answered(message: dict[str, Any]) -> bool:
+    """An assistant message says something: content (text, even empty), tool calls, a refusal,
+    a (deprecated) function call, or audio. Anything less is a malformed answer."""
+    return (_content_text(message.get("content")) is not None
+            or (isinstance(message.get("tool_calls"), list) and bool(message["tool_calls"]))
+            or isinstance(message.get("refusal"), str)
+            or isinstance(message.get("function_call"), dict)
+            or isinstance(message.get("audio"), dict))
+
+
+def _str_or_none(value: Any) -> str | None:
+    return _well_formed(value) if isinstance(value, str) and value else None
+
+
+def completion_from_openai(data: Any, *, name: str, default_model: str, messages: list[dict[str, Any]],
+                           latency_ms: float, status: int = 200, params: dict[str, Any] | None = None,
+                           what: str = "body") -> Completion:
+    """A parsed OpenAI chat-completion response (``{"id", "model", "choices", "usage", ...}``) as a
+    :class:`~.base.Completion`: the first choice's assistant message as returned, its text,
+    ``finish_reason``, every choice when there are several, usage with its details (estimated
+    from ``messages`` when the provider sends none), and the response id.
+
+    The one place that reads this shape: the online client, the Batch API's result lines and
+    adapters that translate another provider's answer into it all come through here. Raises
+    ``RetryableModelError(kind="malformed")`` (``what`` names the thing in the message: body,
+    line) when there is no object, no choices, or a first message with neither content,
+    tool_calls, refusal, function_call nor audio. Every string is made UTF-8-safe.
+    """
+    if not isinstance(data, dict):
+        raise RetryableModelError(f"{name}: malformed {what} (not an object)", kind="malformed", status=status)
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise RetryableModelError(f"{name}: malformed {what} (no choices)", kind="malformed", status=status)
+    first = choices[0]
+    message = first.get("message")
+    if not isinstance(message, dict) or not _answered(message):
+        raise RetryableModelError(f"{name}: malformed {what} (no message content, tool calls or refusal)",
+                                  kind="malformed", status=status)
+    try:
+        message = _well_formed_json(message)
+        all_choices = None
+        if len(choices) > 1:
+            all_choices = [_well_formed_json(c) for c in choices if isinstance(c, dict)]
+        logprobs = _well_formed_json(first["logprobs"]) if isinstance(first.get("logprobs"), dict) else None
+    except RecursionError:
+        raise RetryableModelError(f"{name}: malformed {what} (nested too deeply)",
+                                  kind="malformed", status=status) from None
+    text = _content_text(message.get("content")) or ""
+    estimate_text = text if not message.get("tool_calls") else text + json.dumps(message["tool_calls"])
+    model = data.get("model")
+    return Completion(
+        text=text,
+        provider_model=_well_formed(model) if isinstance(model, str) and model else default_model,
+        usage=_usage(data.get("usage"), messages, estimate_text, params),
+        latency_ms=latency_ms,
+        status=status,
+        message=message,
+        finish_reason=_str_or_none(first.get("finish_reason")),
+        response_id=_str_or_none(data.get("id")),
+        choices=all_choices,
+        logprobs=logprobs,
+        system_fingerprint=_str_or_none(data.get("system_fingerprint")),
+        service_tier=_str_or_none(data.get("service_tier")),
+    )
 
 
 class _NoCookies(httpx.Cookies):
@@ -266,9 +360,7 @@ class OpenAIChatClient:
                              extensions={"timeout": self._timeout})
 
     async def complete(self, call: ChatCall) -> Completion:
-        body: dict[str, Any] = {k: v for k, v in call.params.items() if k not in _RESERVED_PARAMS}
-        body["model"] = self.cfg.model
-        body["messages"] = call.messages
+        body = openai_body(call, self.cfg.model)
         timeout_s = max(0.001, call.timeout_s)
         queued_at = time.monotonic()
         wait_s = call.deadline_at - queued_at if call.deadline_at is not None else timeout_s
@@ -301,26 +393,8 @@ class OpenAIChatClient:
         except (ValueError, UnicodeDecodeError):
             raise RetryableModelError(f"{self.name}: malformed body (not JSON)",
                                       kind="malformed", status=resp.status_code) from None
-        if not isinstance(data, dict):
-            raise RetryableModelError(f"{self.name}: malformed body (not an object)",
-                                      kind="malformed", status=resp.status_code)
-        choices = data.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise RetryableModelError(f"{self.name}: malformed body (no choices)",
-                                      kind="malformed", status=resp.status_code)
-        message = choices[0].get("message")
-        text = _content_text(message.get("content")) if isinstance(message, dict) else None
-        if text is None:
-            raise RetryableModelError(f"{self.name}: malformed body (no message content)",
-                                      kind="malformed", status=resp.status_code)
-        model = data.get("model")
-        return Completion(
-            text=text,
-            provider_model=model if isinstance(model, str) and model else self.cfg.model,
-            usage=_usage(data.get("usage"), call.messages, text),
-            latency_ms=latency_ms,
-            status=resp.status_code,
-        )
+        return completion_from_openai(data, name=self.name, default_model=self.cfg.model, messages=call.messages,
+                                      latency_ms=latency_ms, status=resp.status_code, params=call.params)
 
     async def aclose(self) -> None:
         await self._http.aclose()

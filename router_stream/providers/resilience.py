@@ -5,7 +5,7 @@ config.fallbacks`` (duplicates dropped, order kept). For each candidate, in this
 
 1. **deadline**: no attempt starts at or after ``deadline_at`` (``time.monotonic()`` based); the
    chain stops with ``error_kind="deadline_exceeded"``.
-2. **context window**: skipped when the prompt estimate (chars / 4 + 4 per message) exceeds its
+2. **context window**: skipped when the prompt estimate (:func:`~.base.estimate_prompt_tokens`) exceeds its
    ``context_window`` (``error_kind="context_window"``).
 3. **circuit breaker** (:mod:`.breaker`): skipped while open (``breaker_open``); after the
    cooldown a single half-open probe goes through.
@@ -206,8 +206,8 @@ class Dispatcher:
         """Answer ``request`` starting with ``chosen``; never raises for model failures."""
         chain = self.chain_for(chosen)
         messages = request.chat_messages()
-        params = dict(request.params)
-        prompt_tokens = estimate_prompt_tokens(messages)
+        params = request.call_params()
+        prompt_tokens = estimate_prompt_tokens(messages, params)
         st = _CallState()
         previous: str | None = None
         for name in chain:

@@ -103,7 +103,7 @@ def request_names(request: Request, key: str, headers: dict[str, str] | None = N
         "messages": request.chat_messages(),
         "fields": request.fields,
         "tags": request.tags,
-        "params": request.params,
+        "params": request.call_params(),  # params overlaid by top-level chat-completions fields
         "request_id": request.request_id,
         "key": key,
         "headers": headers or {},

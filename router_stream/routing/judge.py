@@ -222,10 +222,11 @@ class JudgeStrategy:
     def estimated_cost(self, name: str, request: Request) -> float:
         """Rough USD cost of serving ``request`` on ``name`` (0 when the candidate has no prices)."""
         price_in, price_out = self._prices.get(name, (0.0, 0.0))
-        max_tokens = request.params.get("max_tokens")
+        params = request.call_params()
+        max_tokens = params.get("max_completion_tokens", params.get("max_tokens"))
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
             max_tokens = self.config.expected_output_tokens
-        return (estimate_prompt_tokens(request.chat_messages()) * price_in + max_tokens * price_out) / 1000.0
+        return (estimate_prompt_tokens(request.chat_messages(), params) * price_in + max_tokens * price_out) / 1000.0
 
     def offered(self, request: Request, ctx: RoutingContext) -> dict[str, str]:
         """The allowed candidates that exist and fit ``max_cost_usd``, with their descriptions."""

@@ -33,6 +33,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from router_stream.devtools.model_server import ModelServer
+from router_stream.schemas import SCHEMA_VERSION
 
 from .helpers import make_config, read, setup_topics, start_worker
 
@@ -148,10 +149,11 @@ def _hostile(rng: random.Random, i: int, kind: str) -> Rec:
         value = rng.choice([json.dumps({"prompt": "x"}).encode(), req(request_id=""), req(request_id="  \t"),
                             req(request_id=123), req(request_id=None), req(request_id="r" * 300)])
     elif kind == "unsupported_schema_version":
-        value = req(schema_version=rng.choice([2, 3, 99, "2", 0]))
+        value = req(schema_version=rng.choice([SCHEMA_VERSION + 1, SCHEMA_VERSION + 2, 99, str(SCHEMA_VERSION + 1), 0]))
     elif kind == "invalid_request":
         value = rng.choice([json.dumps({"request_id": rid}).encode(), req(prompt=""), req(prompt=5),
-                            req(unknown=True), req(messages=[{"role": "user"}]), req(deadline_ms=0),
+                            req(messages=[{"role": "user", "content": None}]), req(messages=[{"role": "user"}]),
+                            req(deadline_ms=0),
                             req(tags="oops"), req(fields=[1]), req(deadline_ms=10**30)])
     elif kind == "context_window":
         value = req(prompt="y" * rng.randint(4 * STRONG_WINDOW + 10, MAX_RECORD_BYTES - 200))

@@ -12,6 +12,7 @@ from router_stream.errors import ConfigError
 from router_stream.processing import handler as handler_mod
 from router_stream.processing.handler import Handler, Source, StateView
 from router_stream.processing.janitor import expired_keys
+from router_stream.providers.base import Completion
 from router_stream.routing.base import Decision, RoutingContext
 from router_stream.routing.caching import CachePolicy, StrategyCache, cache_policy
 from router_stream.routing.pipeline import Pipeline
@@ -30,8 +31,8 @@ class FakeDispatcher:
 
     async def call(self, request, chosen, deadline_at):
         self.calls.append(chosen)
-        completion = SimpleNamespace(text="ok", usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
-                                     provider_model=chosen)
+        completion = Completion(text="ok", usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
+                                provider_model=chosen, latency_ms=1.0)
         return SimpleNamespace(completion=completion, error=None, error_kind=None, attempts=[], served_by=chosen,
                                cost_usd=0.0, batch=None, cascade=None)
 

@@ -117,8 +117,8 @@ def test_a_missing_or_doubled_config_is_a_one_line_usage_error(config_file, tmp_
 
 @pytest.mark.parametrize("argv, message", [
     (["--prompt", "x", "--field", "lang"], "error: --field 'lang': expected NAME=VALUE, e.g. --field lang=de"),
-    (["--request", '{"request_id": "r", "prompt": "x", "bogus": 1}'],
-     "error: the request: not a valid request: bogus: Extra inputs are not permitted"),
+    (["--request", '{"request_id": "r", "messages": [{"content": "x"}]}'],
+     "error: the request: not a valid request: messages.0.role: Field required"),
     (["--request", "[1]"], 'error: --request: expected a JSON object, e.g. {"request_id": "r1", "prompt": "hi"}'),
     (["--messages", '{"role": "user"}'], "error: --messages: expected a JSON list, e.g. "
                                          '[{"role": "user", "content": "hi"}]'),

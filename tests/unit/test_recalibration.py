@@ -16,6 +16,7 @@ import pytest
 from router_stream.config import parse_config
 from router_stream.errors import ConfigError
 from router_stream.processing.handler import Handler, Source, StateView
+from router_stream.providers.base import Completion
 from router_stream.routing.base import RoutingContext
 from router_stream.routing.learned import LearnedConfig, LearnedStrategy
 from router_stream.runtime import build_pipeline
@@ -172,7 +173,7 @@ def test_recalibrate_config_errors_name_the_field():
 # ---------------------------------------------------------------- through the handler
 class FakeDispatcher:
     async def call(self, request, chosen, deadline_at):
-        completion = SimpleNamespace(text="ok", usage=Usage(), provider_model=chosen)
+        completion = Completion(text="ok", usage=Usage(), provider_model=chosen, latency_ms=1.0)
         return SimpleNamespace(completion=completion, error=None, error_kind=None, attempts=[], served_by=chosen,
                                cost_usd=0.0, batch=None, cascade=None)
 

@@ -18,6 +18,7 @@ from router_stream.config import parse_config
 from router_stream.processing import handler as handler_mod
 from router_stream.processing.handler import Handler, Source, StateView
 from router_stream.routing.base import Decision, RoutingContext
+from router_stream.providers.base import Completion
 from router_stream.runtime import build_pipeline
 from router_stream.schemas import CachedDecision, Request, Usage
 from router_stream.state.store import key_state_key
@@ -73,8 +74,8 @@ class FakeDispatcher:
 
     async def call(self, request, chosen, deadline_at):
         self.calls.append(chosen)
-        completion = SimpleNamespace(text="ok", usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
-                                     provider_model=chosen)
+        completion = Completion(text="ok", usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
+                                provider_model=chosen, latency_ms=1.0)
         return SimpleNamespace(completion=completion, error=None, error_kind=None, attempts=[], served_by=chosen,
                                cost_usd=0.0, batch=None, cascade=None)
 

@@ -16,6 +16,7 @@ from router_stream.config import parse_config
 from router_stream.errors import ConfigError
 from router_stream.processing import handler as handler_mod
 from router_stream.processing.handler import Handler, Source, StateView
+from router_stream.providers.base import Completion
 from router_stream.runtime import build_pipeline
 from router_stream.schemas import Request, Usage
 
@@ -179,7 +180,7 @@ class FakeDispatcher:
     async def call(self, request, chosen, deadline_at):
         self.calls.append(chosen)
         usage = Usage(prompt_tokens=100, completion_tokens=50, total_tokens=150)
-        completion = SimpleNamespace(text="ok", usage=usage, provider_model=chosen)
+        completion = Completion(text="ok", usage=usage, provider_model=chosen, latency_ms=1.0)
         cost = 0.015 if chosen == "strong" else 0.0015
         return SimpleNamespace(completion=completion, error=None, error_kind=None, attempts=[], served_by=chosen,
                                cost_usd=cost, batch=None, cascade=None)

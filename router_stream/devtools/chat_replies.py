@@ -1,0 +1,90 @@
+"""What the loopback model server answers beyond plain text: tool calls, tool results, parts, n.
+
+Kept apart from :mod:`.model_server` (which owns HTTP, faults and batching) so the answer shapes
+of OpenAI's chat completions live in one place, built from the API reference's examples:
+
+* a request with ``tools`` (and ``tool_choice`` not ``none``) whose last message is not a tool
+  result is answered with a call of the first tool: ``content: null``, one ``tool_calls``
+  entry with JSON ``arguments`` (each string property of the tool's parameters gets the last
+  user text, numbers 1, booleans true), ``finish_reason: tool_calls``;
+* a request whose last message is a ``tool`` message is answered with text that quotes the tool
+  result: ``"[<name>] tool result: <first 80 chars>"``;
+* content parts are echoed as their text with ``[<type>]`` for each part that is not text, so a
+  test sees which parts arrived;
+* ``n > 1`` returns n choices (choice i > 0 has `` #i`` appended to its text).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+__all__ = ["choices_for", "part_text", "tool_reply"]
+
+#: the most choices the server returns for ``n`` (OpenAI's limit is 128)
+MAX_CHOICES = 8
+
+
+def part_text(content: Any) -> str:
+    """A message content as the server reads it: a string as is; parts as their text, with
+    ``[<type>]`` for each non-text part (``[image_url]``, ``[input_audio]``, ``[file]``)."""
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "text":
+                out.append(str(part.get("text") or ""))
+            else:
+                out.append(f"[{part.get('type')}]")
+        return " ".join(out)
+    return str(content or "")
+
+
+def _last_user_text(messages: list[Any]) -> str:
+    for m in reversed(messages):
+        if isinstance(m, dict) and m.get("role") == "user":
+            return part_text(m.get("content"))
+    return ""
+
+
+def _arguments(parameters: Any, text: str) -> dict[str, Any]:
+    props = parameters.get("properties") if isinstance(parameters, dict) else None
+    if not isinstance(props, dict):
+        return {}
+    args: dict[str, Any] = {}
+    for name, schema in props.items():
+        kind = schema.get("type") if isinstance(schema, dict) else None
+        args[name] = {"string": text[:40], "integer": 1, "number": 1, "boolean": True}.get(kind)
+    return args
+
+
+def tool_reply(name: str, body: dict[str, Any], messages: list[Any]) -> tuple[dict[str, Any], str] | None:
+    """``(assistant message, finish_reason)`` for a tool turn (see the module doc), or None when
+    the request is a plain one and the server's text answer applies."""
+    last = messages[-1] if messages else None
+    if isinstance(last, dict) and last.get("role") == "tool":
+        result = part_text(last.get("content"))
+        return {"role": "assistant", "content": f"[{name}] tool result: {result[:80]}"}, "stop"
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools or body.get("tool_choice") == "none":
+        return None
+    first = tools[0] if isinstance(tools[0], dict) else {}
+    function = first.get("function") if isinstance(first.get("function"), dict) else {}
+    call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+            "function": {"name": str(function.get("name") or "tool"),
+                         "arguments": json.dumps(_arguments(function.get("parameters"), _last_user_text(messages)))}}
+    return {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}, "tool_calls"
+
+
+def choices_for(message: dict[str, Any], finish_reason: str, n: Any) -> list[dict[str, Any]]:
+    """The ``choices`` array: one, or ``n`` (at most :data:`MAX_CHOICES`) numbered copies."""
+    count = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    out = []
+    for i in range(min(count, MAX_CHOICES)):
+        msg = dict(message)
+        if i and isinstance(msg.get("content"), str):
+            msg["content"] = f"{msg['content']} #{i}"
+        out.append({"index": i, "message": msg, "logprobs": None, "finish_reason": finish_reason})
+    return out
