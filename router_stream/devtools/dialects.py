@@ -21,8 +21,8 @@ calls a tool (a ``tool_use`` block after a text block, as in Anthropic's documen
 arguments made from the tool's input schema; ``stop_sequences`` and ``max_tokens`` cut the answer
 (``stop_reason`` ``stop_sequence`` / ``max_tokens``).
 
-:meth:`DialectEmulator.stats` records what arrived (bodies, api-version, headers and query
-parameters); the value of a credential-named header or parameter is kept only as a fingerprint
+:meth:`DialectEmulator.stats` records what arrived (bodies, the last 100 Anthropic ones, api-version, headers and query
+parameters, names lower-cased); the value of a credential-named header or parameter is kept only as a fingerprint
 (``sha256:`` + 16 hex digits), so a test can check which secret came without the server keeping it.
 """
 
@@ -54,7 +54,8 @@ def fingerprint(value: str) -> str:
 
 
 def _recorded(pairs: Any) -> dict[str, str]:
-    return {k: (fingerprint(v) if is_credential_name(k) else v) for k, v in pairs}
+    """Header or parameter names (lower-cased) to values; a credential's value as its fingerprint."""
+    return {k.lower(): (fingerprint(v) if is_credential_name(k) else v) for k, v in pairs}
 
 
 def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -65,6 +66,10 @@ def anthropic_error(status: int, message: str, headers: dict[str, str] | None = 
 
 def azure_error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+#: how many recent Anthropic request bodies :meth:`DialectEmulator.stats` keeps
+RECENT = 100
 
 
 class _Dropped(Exception):
@@ -80,7 +85,9 @@ class DialectEmulator:
 
     def __init__(self, server: "ModelServer", api_key: str | None = None) -> None:
         self.server = server
+        #: the key the dialect endpoints check (None: none); the hop to the chat endpoint uses the server's
         self.api_key = api_key
+        self._server_key = api_key
         self._session: aiohttp.ClientSession | None = None
         self._lock = threading.Lock()
         self.reset_stats()
@@ -93,13 +100,15 @@ class DialectEmulator:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._stats.items()}
+            return {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+                    for k, v in self._stats.items()}
 
     def reset_stats(self) -> None:
         with self._lock:
             self._stats: dict[str, Any] = {"anthropic_calls": 0, "azure_calls": 0, "gateway_calls": 0,
                                            "rejected": 0, "last_rejection": None, "last_anthropic_body": None,
-                                           "last_azure": None, "last_gateway": None, "last_headers": {}}
+                                           "last_azure": None, "last_gateway": None, "last_headers": {},
+                                           "anthropic_bodies": []}
 
     def _count(self, what: str, **last: Any) -> None:
         with self._lock:
@@ -120,7 +129,7 @@ class DialectEmulator:
     async def _forward(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers = {"Authorization": f"Bearer {self._server_key}"} if self._server_key else {}
         url = f"http://{self.server.host}:{self.server.port}/v1/chat/completions"
         try:
             async with self._session.post(url, json=body, headers=headers) as resp:
@@ -201,6 +210,7 @@ class DialectEmulator:
         problem = validate_messages_request(body)
         with self._lock:
             self._stats["last_anthropic_body"] = body
+            self._stats["anthropic_bodies"] = [*self._stats["anthropic_bodies"][-(RECENT - 1):], body]
         if problem:
             self._reject(problem)
             return anthropic_error(400, problem)

@@ -222,7 +222,10 @@ def _tool_use(call: Any, where: str) -> dict[str, Any]:
         raise Unsupported(f"{where} (needs id and function.name)")
     raw = fn.get("arguments")
     try:
-        args = json.loads(raw) if isinstance(raw, str) and raw.strip() else (raw if raw is not None else {})
+        if isinstance(raw, str):  # OpenAI sends a JSON string; "" for a call without arguments
+            args = json.loads(raw) if raw.strip() else {}
+        else:
+            args = raw if raw is not None else {}
     except ValueError:
         raise Unsupported(f"{where}.function.arguments (not JSON)") from None
     if not isinstance(args, dict):
