@@ -51,19 +51,30 @@ def root(server: ModelServer) -> str:
 
 
 # ---- anthropic ------------------------------------------------------------------------------
-async def test_anthropic_answer_with_a_tool_call(server, clients):
+async def test_anthropic_plain_answer(server, clients):
     client = clients(base_url=root(server), model="claude-x", api="anthropic")
-    done = await client.complete(ChatCall(messages=ASK, params={"tools": [WEATHER], "seed": 3, "max_tokens": 64}))
+    done = await client.complete(ChatCall(messages=ASK, params={"seed": 3, "max_tokens": 64, "stop": "\n\n"}))
     assert done.text == "[loop] answer to: Weather in Paris?" and done.provider_model == "claude-x"
     assert done.dropped_params == ["seed"] and done.usage.total_tokens > 0
     stats = server.dialects.stats()
     assert stats["anthropic_calls"] == 1 and stats["rejected"] == 0
-    body = stats["last_anthropic_body"]
-    assert body["system"] == "Be brief." and body["max_tokens"] == 64 and "seed" not in body
-    assert body["tools"][0]["input_schema"] == WEATHER["function"]["parameters"]
+    assert stats["last_anthropic_body"] == {
+        "model": "claude-x", "max_tokens": 64, "system": "Be brief.", "stop_sequences": ["\n\n"],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]}]}
     assert stats["last_headers"]["x-api-key"] == fingerprint(KEY)
     assert stats["last_headers"]["anthropic-version"] == "2023-06-01"
     assert "authorization" not in stats["last_headers"]
+
+
+async def test_anthropic_tool_request_goes_natively_and_is_answered(server, clients):
+    client = clients(base_url=root(server), model="claude-x", api="anthropic")
+    done = await client.complete(ChatCall(messages=ASK, params={"tools": [WEATHER], "tool_choice": "required",
+                                                                "parallel_tool_calls": False}))
+    assert done.status == 200 and done.provider_model == "claude-x" and server.dialects.stats()["rejected"] == 0
+    body = server.dialects.stats()["last_anthropic_body"]
+    assert body["tools"] == [{"name": "get_weather", "description": "Current weather of a city",
+                              "input_schema": WEATHER["function"]["parameters"]}]
+    assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
 
 
 async def test_anthropic_tool_loop_second_turn_is_a_valid_messages_request(server, clients):
@@ -74,7 +85,7 @@ async def test_anthropic_tool_loop_second_turn_is_a_valid_messages_request(serve
         {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
         {"role": "tool", "tool_call_id": "toolu_1", "content": "18C and sunny"}]
     done = await client.complete(ChatCall(messages=turn, params={"tools": [WEATHER]}))
-    assert done.text.startswith("[loop] answer to:")
+    assert done.text.startswith("[loop] ")
     assert server.dialects.stats()["rejected"] == 0
     sent = server.dialects.stats()["last_anthropic_body"]["messages"]
     assert sent[-1] == {"role": "user", "content": [
@@ -93,7 +104,8 @@ async def test_the_loopback_answer_translates_to_tool_calls_and_length(server):
         out = to_openai_response("c", raw)
         call = out["choices"][0]["message"]["tool_calls"][0]
         assert out["choices"][0]["finish_reason"] == "tool_calls" and call["function"]["name"] == "get_weather"
-        assert json.loads(call["function"]["arguments"]) == {"city": "sample"}
+        args = json.loads(call["function"]["arguments"])
+        assert list(args) == ["city"] and isinstance(args["city"], str)  # fits the tool's input_schema
         short = (await http.post(f"{root(server)}/v1/messages", headers=headers, json={**base, "max_tokens": 2})).json()
         assert to_openai_response("c", short)["choices"][0]["finish_reason"] == "length"
         stop = (await http.post(f"{root(server)}/v1/messages", headers=headers,
