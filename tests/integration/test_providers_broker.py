@@ -16,6 +16,7 @@ import pytest
 from router_stream.devtools.dialects import fingerprint
 from router_stream.devtools.harness import produce, request_value
 from router_stream.devtools.model_server import ModelServer
+from router_stream.schemas import SCHEMA_VERSION
 
 from .helpers import assert_exactly_once, ids_of, make_config, read, setup_topics, start_worker
 
@@ -92,3 +93,46 @@ def test_anthropic_and_azure_candidates_answer_end_to_end(kafka_bootstrap, prefi
     assert fingerprint(secret) in stats["last_headers"].values()
     blob = b"".join(r.value for r in responses + audits).decode() + worker.log_path.read_text()
     assert secret not in blob
+
+
+@pytest.mark.skipif(SCHEMA_VERSION < 2, reason="needs the chat-completions request/response contract (schema v2, "
+                                               "issue 15 part 2): an assistant turn with content null")
+def test_a_tool_loop_through_kafka_on_an_anthropic_candidate(kafka_bootstrap, prefix, tmp_path):
+    """Turn 1 asks; Claude (the loopback Messages API) calls the tool; the consumer appends the
+    message it got and the tool's result; turn 2 is a valid Messages API request (each
+    tool_result answers a tool_use of the previous turn: the server checks) and gets an answer."""
+    secret = "sk-test-" + os.urandom(12).hex()
+    server = ModelServer("loop", api_key=secret)
+    base = server.start_in_thread().removesuffix("/v1")
+    try:
+        config = make_config(bootstrap=kafka_bootstrap, prefix=prefix, state_dir=tmp_path / "state",
+                             candidates={"claude": base}, candidate_extra={
+                                 "claude": {"api": "anthropic", "model": "claude-x", "api_key_env": "LOOP_KEY"}})
+        setup_topics(config, partitions=1)
+        worker = start_worker(tmp_path, config, env={"LOOP_KEY": secret})
+        topic = config["topics"]["requests"]
+        messages = [{"role": "user", "content": "Weather in Paris?"}]
+        try:
+            asyncio.run(produce(kafka_bootstrap, topic, [(b"u", json.dumps(
+                {"request_id": "turn-1", "messages": messages, "tools": [WEATHER]}).encode())]))
+            first = json.loads(read(config, "responses", expect=1)[0].value)
+            assert first["finish_reason"] == "tool_calls", first
+            (call,) = first["message"]["tool_calls"]
+            assert call["function"]["name"] == "get_weather"
+            messages += [first["message"], {"role": "tool", "tool_call_id": call["id"], "content": "18C, sunny"}]
+            asyncio.run(produce(kafka_bootstrap, topic, [(b"u", json.dumps(
+                {"request_id": "turn-2", "messages": messages, "tools": [WEATHER]}).encode())]))
+            second = next(r for r in map(json.loads, (r.value for r in read(config, "responses", expect=2)))
+                          if r["request_id"] == "turn-2")
+        finally:
+            worker.terminate()
+        stats = server.dialects.stats()
+    finally:
+        server.stop()
+    assert second["finish_reason"] == "stop" and second["output"].startswith("[loop] ")
+    assert stats["rejected"] == 0 and stats["anthropic_calls"] == 2
+    sent = stats["last_anthropic_body"]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[1]["content"][-1] == {"type": "tool_use", "id": call["id"], "name": "get_weather",
+                                      "input": json.loads(call["function"]["arguments"])}
+    assert sent[2]["content"] == [{"type": "tool_result", "tool_use_id": call["id"], "content": "18C, sunny"}]
