@@ -73,14 +73,18 @@ def to_messages_request(body: dict[str, Any], default_max_tokens: int) -> tuple[
     if _is_number(body.get("top_p")):
         out["top_p"] = body["top_p"]
     stop = body.get("stop")
-    stops = [stop] if isinstance(stop, str) else [s for s in stop if isinstance(s, str)] if isinstance(stop, list) else []
+    if isinstance(stop, str):
+        stop = [stop]
+    stops = [s for s in stop if isinstance(s, str) and s] if isinstance(stop, list) else []
     if stops:
         out["stop_sequences"] = stops
     if isinstance(body.get("user"), str) and body["user"]:
         out["metadata"] = {"user_id": body["user"]}
     tools = body.get("tools")
     if tools:
-        out["tools"] = [_tool(t, i, dropped) for i, t in enumerate(tools if isinstance(tools, list) else [tools])]
+        if not isinstance(tools, list):
+            raise Unsupported("tools (not a list)")
+        out["tools"] = [_tool(t, i, dropped) for i, t in enumerate(tools)]
         choice = _tool_choice(body.get("tool_choice"), dropped)
         if body.get("parallel_tool_calls") is False:
             choice = choice or {"type": "auto"}

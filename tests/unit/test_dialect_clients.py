@@ -255,3 +255,27 @@ async def test_dispatcher_falls_back_on_unsupported_input_and_audits_dropped_par
         assert dispatcher.breaker_states()["claude"] == "closed"
     finally:
         await dispatcher.aclose()
+
+
+async def test_micro_batching_works_on_an_anthropic_candidate(server):
+    """batch.size > 1 wraps whichever client a candidate has: the batched prompt goes through
+    the Messages API translation and each record still gets its own answer."""
+    import asyncio
+    import time
+
+    from router_stream.config import parse_config
+    from router_stream.providers.resilience import Dispatcher
+    from router_stream.schemas import Request
+
+    config = parse_config({"candidates": {"claude": {
+        "base_url": root(server), "model": "claude-x", "api": "anthropic", "api_key_env": "RS_DIALECT_KEY",
+        "batch": {"size": 3, "timeout_ms": 200}}}, "default": "claude"})
+    dispatcher = Dispatcher(config)
+    try:
+        results = await asyncio.gather(*(dispatcher.call(Request(request_id=f"r{i}", prompt=f"question {i}"),
+                                                         "claude", time.monotonic() + 5) for i in range(3)))
+    finally:
+        await dispatcher.aclose()
+    assert [r.completion.text for r in results] == [f"[loop] answer to: question {i}" for i in range(3)]
+    assert server.stats()["batched_calls"] == 1 and server.dialects.stats()["anthropic_calls"] == 1
+    assert "system" in server.dialects.stats()["last_anthropic_body"]  # the batch instructions
