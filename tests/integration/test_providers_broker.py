@@ -25,25 +25,30 @@ pytestmark = pytest.mark.kafka
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather of a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-RULES = [{"type": "rules", "name": "by-tag", "rules": [{"when": '"claude" in tags', "then": "claude"}]}]
+RULES = [{"type": "rules", "name": "by-tag", "rules": [{"when": '"claude" in tags', "then": "claude"},
+                                                        {"when": '"gw" in tags', "then": "gw"}]}]
 
 
 def test_anthropic_and_azure_candidates_answer_end_to_end(kafka_bootstrap, prefix, tmp_path):
     secret = "sk-test-" + os.urandom(12).hex()
+    gw_token, gw_key = "Bearer gw-" + os.urandom(12).hex(), "gwkey-" + os.urandom(12).hex()
     server = ModelServer("loop", api_key=secret)
     base = server.start_in_thread().removesuffix("/v1")
     try:
         config = make_config(
             bootstrap=kafka_bootstrap, prefix=prefix, state_dir=tmp_path / "state", default="azure",
-            candidates={"claude": base, "azure": base}, strategies=RULES,
+            candidates={"claude": base, "azure": base, "gw": f"{base}/gateway/v1"}, strategies=RULES,
             candidate_extra={
                 "claude": {"api": "anthropic", "model": "claude-x", "api_key_env": "LOOP_KEY",
                            "default_max_tokens": 256},
                 "azure": {"api": "azure-openai", "model": "gpt-4o", "deployment": "prod-4o",
-                          "api_version": "2024-10-21", "api_key_env": "LOOP_KEY"}})
+                          "api_version": "2024-10-21", "api_key_env": "LOOP_KEY"},
+                "gw": {"model": "gw-model", "headers": {"X-Team": "search", "Authorization": {"env": "GW_TOKEN"}},
+                       "query": {"team": "a", "key": {"env": "GW_KEY"}}}})
         setup_topics(config, partitions=2)
-        worker = start_worker(tmp_path, config, env={"LOOP_KEY": secret})
-        records = [(f"k{i}".encode(), request_value(f"c{i}", f"question {i} for claude", tags=["claude"]))
+        worker = start_worker(tmp_path, config, env={"LOOP_KEY": secret, "GW_TOKEN": gw_token, "GW_KEY": gw_key})
+        records = [(b"g", request_value("gw", "question for the gateway", tags=["gw"]))]
+        records += [(f"k{i}".encode(), request_value(f"c{i}", f"question {i} for claude", tags=["claude"]))
                    for i in range(10)]
         records += [(f"az{i}".encode(), request_value(f"a{i}", f"question {i} for azure")) for i in range(10)]
         records.append((b"t", request_value("tool", "Weather in Paris?", tags=["claude"],
@@ -58,7 +63,7 @@ def test_anthropic_and_azure_candidates_answer_end_to_end(kafka_bootstrap, prefi
     finally:
         server.stop()
 
-    expected = {f"c{i}" for i in range(10)} | {f"a{i}" for i in range(10)} | {"tool"}
+    expected = {f"c{i}" for i in range(10)} | {f"a{i}" for i in range(10)} | {"tool", "gw"}
     assert_exactly_once(ids_of(responses), expected, "responses")
     assert_exactly_once(ids_of(audits), expected, "audit")
     by_id = {r["request_id"]: r for r in map(json.loads, (r.value for r in responses))}
@@ -89,10 +94,15 @@ def test_anthropic_and_azure_candidates_answer_end_to_end(kafka_bootstrap, prefi
     else:  # text-only response records: the text block the loopback answer puts before its tool_use
         assert tool["output"] == "[loop] answer to: Weather in Paris?"
 
-    # the key went to the providers in their own headers, and nowhere else
+    # the gateway got its extra headers and query parameters, secrets from the worker's env
+    assert by_id["gw"]["output"] == "[loop] answer to: question for the gateway" and stats["gateway_calls"] == 1
+    assert stats["last_gateway"]["query"] == {"team": "a", "key": fingerprint(gw_key)}
+
+    # the keys went to the providers in their own headers, and nowhere else
     assert fingerprint(secret) in stats["last_headers"].values()
     blob = b"".join(r.value for r in responses + audits).decode() + worker.log_path.read_text()
-    assert secret not in blob
+    for value in (secret, gw_token, gw_key, gw_token.split()[1]):
+        assert value not in blob
 
 
 @pytest.mark.skipif(SCHEMA_VERSION < 2, reason="needs the chat-completions request/response contract (schema v2, "
