@@ -167,7 +167,7 @@ class HTTPDialect:
     """What adapters share: the URL with the candidate's ``query:`` (parsed once per set of values)
     and the headers with the candidate's ``headers:`` (read from the env on every call)."""
 
-    api = "openai"
+    api = ""  # each adapter names its api
 
     def __init__(self, name: str, cfg: CandidateConfig, endpoint: str,
                  fixed_query: tuple[tuple[str, str], ...] = ()) -> None:

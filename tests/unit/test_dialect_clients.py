@@ -279,3 +279,32 @@ async def test_micro_batching_works_on_an_anthropic_candidate(server):
     assert [r.completion.text for r in results] == [f"[loop] answer to: question {i}" for i in range(3)]
     assert server.stats()["batched_calls"] == 1 and server.dialects.stats()["anthropic_calls"] == 1
     assert "system" in server.dialects.stats()["last_anthropic_body"]  # the batch instructions
+
+
+async def test_the_dispatcher_waits_out_retry_after_of_a_529_then_succeeds(server):
+    import asyncio
+    import time
+
+    from router_stream.config import parse_config
+    from router_stream.providers.resilience import Dispatcher
+    from router_stream.schemas import Request
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(0)
+
+    config = parse_config({"candidates": {"claude": {
+        "base_url": root(server), "model": "claude-x", "api": "anthropic", "api_key_env": "RS_DIALECT_KEY"}},
+        "default": "claude"})
+    dispatcher = Dispatcher(config, sleep=sleep)
+    server.script("529", "429")
+    try:
+        result = await dispatcher.call(Request(request_id="r", prompt="hi"), "claude", time.monotonic() + 30)
+    finally:
+        await dispatcher.aclose()
+    assert result.served_by == "claude"
+    assert [(a.outcome, a.error_kind, a.status) for a in result.attempts] == [
+        ("error", "overloaded", 529), ("error", "throttled", 429), ("ok", None, 200)]
+    assert len(slept) == 2 and all(s >= 2 for s in slept)  # the server's Retry-After: 2
