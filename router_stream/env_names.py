@@ -54,28 +54,3 @@ def check_http_url(value: str) -> str:
         raise ValueError("the URL has credentials in it (user:password@); put the secret in an environment "
                          "variable and name it in api_key_env instead")
     return value
-
-
-#: a run of token characters long enough to be a key: base64/hex/JWT segments, no word separators
-_TOKEN_RUN = re.compile(r"[A-Za-z0-9+/=_]{20,}")
-_AUTH_SCHEME = re.compile(r"(bearer|basic|token|digest)\s+\S", re.IGNORECASE)
-
-
-def looks_like_secret(value: str) -> bool:
-    """Whether a literal config value (a header or query value) reads like a credential.
-
-    True for values that start like a well-known key (``sk-``, ``ghp_``, ``AKIA``, ...), carry an
-    auth scheme (``Bearer …``, ``Basic …``), or hold a long random-looking run (20+ characters of
-    base64/hex with both letters and digits, or 32+ with mixed case): ``sk-ant-api03-…``, a JWT,
-    a 32-character hex key. Ordinary values such as ``application/json``, ``2023-06-01`` or
-    ``prompt-caching-2024-07-31`` (hyphens split the runs) are not.
-    """
-    text = value.strip()
-    if _KEY_PREFIX.match(text) or _AUTH_SCHEME.match(text):
-        return True
-    for run in _TOKEN_RUN.findall(text):
-        letters, digits = any(c.isalpha() for c in run), any(c.isdigit() for c in run)
-        mixed_case = run not in (run.lower(), run.upper())
-        if (letters and digits) or (len(run) >= 32 and mixed_case):
-            return True
-    return False

@@ -12,7 +12,7 @@ environment, so a value is either
 
 A literal is refused at config load when the header or parameter is named like a credential
 (``authorization``, ``api-key``, ``x-api-key``, ``token``, ``sig``, ...) or when the value looks like
-one (:func:`~router_stream.env_names.looks_like_secret`). No error message contains the value.
+one (:func:`looks_like_secret`). No error message contains the value.
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ from typing import Any, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from .env_names import check_env_name, looks_like_secret
+from .env_names import check_env_name
+
+#: starts like a well-known key (the same list as ``env_names``' check of ``*_env`` fields)
+_KEY_PREFIX = re.compile(r"(sk|pk|rk)[-_]|gh[pousr]_|github_pat_|xox[a-z]-|glpat-|hf_|AKIA|AIza")
+#: a run of token characters long enough to be a key: base64/hex/JWT segments, no word separators
+_TOKEN_RUN = re.compile(r"[A-Za-z0-9+/=_]{20,}")
+_AUTH_SCHEME = re.compile(r"(bearer|basic|token|digest)\s+\S", re.IGNORECASE)
 
 #: words that make a header / parameter name a credential (matched as whole words of the name)
 _CREDENTIAL_WORDS = frozenset({"authorization", "auth", "key", "apikey", "token", "secret", "password", "passwd",
@@ -51,6 +57,26 @@ class EnvRef(BaseModel):
 
 
 ConfigValue = Union[str, EnvRef]
+
+
+def looks_like_secret(value: str) -> bool:
+    """Whether a literal header or query value reads like a credential.
+
+    True for values that start like a well-known key (``sk-``, ``ghp_``, ``AKIA``, ...), carry an
+    auth scheme (``Bearer …``, ``Basic …``), or hold a long random-looking run (20+ characters of
+    base64/hex with both letters and digits, or 32+ with mixed case): ``sk-ant-api03-…``, a JWT,
+    a 32-character hex key. Ordinary values such as ``application/json``, ``2023-06-01`` or
+    ``prompt-caching-2024-07-31`` (hyphens split the runs) are not.
+    """
+    text = value.strip()
+    if _KEY_PREFIX.match(text) or _AUTH_SCHEME.match(text):
+        return True
+    for run in _TOKEN_RUN.findall(text):
+        letters, digits = any(c.isalpha() for c in run), any(c.isdigit() for c in run)
+        mixed_case = run not in (run.lower(), run.upper())
+        if (letters and digits) or (len(run) >= 32 and mixed_case):
+            return True
+    return False
 
 
 def is_credential_name(name: str) -> bool:

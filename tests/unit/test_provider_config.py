@@ -7,10 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from router_stream.config import CandidateConfig, parse_config
-from router_stream.env_names import looks_like_secret
 from router_stream.errors import ConfigError
 from router_stream.providers.openai import OpenAIChatClient
-from router_stream.secret_values import EnvRef, is_credential_name, resolve
+from router_stream.secret_values import EnvRef, is_credential_name, looks_like_secret, resolve
 
 SECRET = "sk-ant-api03-Zq8vB2xN4mK7pL1tR9wY3cF6hJ0dS5gA"
 
