@@ -169,8 +169,6 @@ class CandidateConfig(_Strict):
     @model_validator(mode="after")
     def _api_fields(self) -> "CandidateConfig":
         """Fields that belong to one ``api`` only, and what each api needs (see docs/providers.md)."""
-        if "?" in self.base_url or "#" in self.base_url:
-            raise ValueError("base_url: has a query string; put its parameters under query: (a secret as {env: NAME})")
         set_ = self.model_fields_set
         if self.api == "azure-openai":
             if not self.api_version:
@@ -179,8 +177,8 @@ class CandidateConfig(_Strict):
             if "/openai/deployments" in self.base_url:
                 raise ValueError("base_url: with api: azure-openai it is the resource endpoint "
                                  "(https://NAME.openai.azure.com); the deployment goes in deployment:")
-            if any(name.lower() == "api-version" for name in self.query):
-                raise ValueError("query: api-version is set by api_version; remove it from query")
+            if any(name.lower() == "api-version" for name in self.query) or "api-version=" in self.base_url:
+                raise ValueError("api-version is set by api_version; remove it from query: and base_url")
         elif "deployment" in set_:
             raise ValueError(f"deployment: only used with api: azure-openai (this candidate has api: {self.api})")
         if self.api == "openai" and "api_version" in set_:

@@ -113,8 +113,9 @@ class AnthropicDialect(HTTPDialect):
     api = "anthropic"
 
     def __init__(self, name: str, cfg: CandidateConfig) -> None:
-        base = cfg.base_url
-        super().__init__(name, cfg, f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages")
+        super().__init__(name, cfg, "/v1/messages")
+        if self.base.endswith("/v1"):  # base_url given like an OpenAI one: .../v1
+            self.endpoint = self.base + "/messages"
         self.version = cfg.api_version or ANTHROPIC_VERSION
 
     def auth_headers(self) -> list[tuple[str, str]]:

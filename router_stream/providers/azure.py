@@ -34,7 +34,7 @@ class AzureOpenAIDialect(OpenAIDialect):
 
     def __init__(self, name: str, cfg: CandidateConfig) -> None:
         deployment = quote(cfg.deployment or cfg.model, safe="")
-        super().__init__(name, cfg, f"{cfg.base_url}/openai/deployments/{deployment}/chat/completions",
+        super().__init__(name, cfg, f"/openai/deployments/{deployment}/chat/completions",
                          (("api-version", cfg.api_version or ""),))
 
     def auth_headers(self) -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from datetime import timezone
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 
@@ -163,20 +164,33 @@ class _QueryRedaction(logging.Filter):
 _REDACTION = _QueryRedaction()
 
 
+def split_base_url(base_url: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """``(base_url without query or fragment, its query parameters)``: an adapter appends its path
+    to the first and sends the second with every call (``https://gw/v1?team=a`` →
+    ``https://gw/v1/chat/completions?team=a``)."""
+    parts = urlsplit(base_url)
+    if not parts.query and not parts.fragment:
+        return base_url, ()
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+    return base, tuple(parse_qsl(parts.query, keep_blank_values=True))
+
+
 class HTTPDialect:
-    """What adapters share: the URL with the candidate's ``query:`` (parsed once per set of values)
-    and the headers with the candidate's ``headers:`` (read from the env on every call)."""
+    """What adapters share: the URL with the query parameters of ``base_url`` and the candidate's
+    ``query:`` (parsed once per set of values), and the headers with the candidate's ``headers:``
+    (read from the env on every call). Adapters build ``endpoint`` from :attr:`base`."""
 
     api = ""  # each adapter names its api
 
-    def __init__(self, name: str, cfg: CandidateConfig, endpoint: str,
+    def __init__(self, name: str, cfg: CandidateConfig, path: str,
                  fixed_query: tuple[tuple[str, str], ...] = ()) -> None:
         self.name = name
         self.cfg = cfg
-        self.endpoint = endpoint
-        self._fixed_query = fixed_query
+        self.base, base_query = split_base_url(cfg.base_url)
+        self.endpoint = self.base + path
+        self._fixed_query = (*base_query, *fixed_query)
         self._url_for: tuple[tuple[tuple[str, str], ...], httpx.URL] | None = None
-        if cfg.query:
+        if cfg.query or base_query:
             logging.getLogger("httpx").addFilter(_REDACTION)  # a filter is added once however often
 
     def __repr__(self) -> str:
@@ -212,9 +226,9 @@ class OpenAIDialect(HTTPDialect):
 
     api = "openai"
 
-    def __init__(self, name: str, cfg: CandidateConfig, endpoint: str | None = None,
+    def __init__(self, name: str, cfg: CandidateConfig, path: str = "/chat/completions",
                  fixed_query: tuple[tuple[str, str], ...] = ()) -> None:
-        super().__init__(name, cfg, endpoint or f"{cfg.base_url}/chat/completions", fixed_query)
+        super().__init__(name, cfg, path, fixed_query)
 
     def auth_headers(self) -> list[tuple[str, str]]:
         key = self.cfg.api_key()  # read on every call: a rotated key is picked up without a restart

@@ -308,3 +308,11 @@ async def test_the_dispatcher_waits_out_retry_after_of_a_529_then_succeeds(serve
     assert [(a.outcome, a.error_kind, a.status) for a in result.attempts] == [
         ("error", "overloaded", 529), ("error", "throttled", 429), ("ok", None, 200)]
     assert len(slept) == 2 and all(s >= 2 for s in slept)  # the server's Retry-After: 2
+
+
+async def test_a_base_url_with_a_query_keeps_it_after_the_path(server, clients):
+    client = clients(base_url=f"{root(server)}/gateway/v1?team=a&region=eu", model="m", api_key_env=None,
+                     query={"tier": "gold"})
+    await client.complete(ChatCall(messages=ASK))
+    assert server.dialects.stats()["last_gateway"]["query"] == {"team": "a", "region": "eu", "tier": "gold"}
+    assert client.url == f"{root(server)}/gateway/v1/chat/completions"  # shown without the query

@@ -91,6 +91,8 @@ def test_azure_needs_api_version_and_a_resource_endpoint():
         api="azure-openai", api_version="2024-10-21", base_url="https://r.openai.azure.com/openai/deployments/d")
     assert "api-version is set by api_version" in load_error(api="azure-openai", api_version="2024-10-21",
                                                              query={"api-version": "x"})
+    assert "api-version is set by api_version" in load_error(api="azure-openai", api_version="2024-10-21",
+                                                             base_url="https://r.openai.azure.com?api-version=1")
     c = parse_config(cfg(api="azure-openai", api_version="2024-10-21", base_url="https://r.openai.azure.com"),
                      environ={}).candidates["c"]
     assert c.deployment is None and c.api_version == "2024-10-21"
@@ -102,12 +104,10 @@ def test_azure_needs_api_version_and_a_resource_endpoint():
     ({"default_max_tokens": 100}, "default_max_tokens: only used with api: anthropic"),
     ({"api": "anthropic", "mode": "batch"}, "mode: batch uses the OpenAI Batch API"),
     ({"api": "gemini"}, "candidates.c.api"),
-    ({"base_url": "https://gw.example.com/v1?key=abc"}, "base_url: has a query string; put its parameters under query:"),
 ])
 def test_fields_of_another_api_are_refused(fields, expected):
     message = load_error(**fields)
     assert expected in message
-    assert "key=abc" not in message
 
 
 def test_unset_env_references_are_warned_about():
