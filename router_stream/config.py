@@ -31,6 +31,7 @@ from .budgets.config import BudgetConfig, check_names_unique
 from .config_sources import DuplicateKeyError, apply_env, kind_of, load_yaml, path_of, yaml_problem
 from .env_names import check_env_name, check_http_url
 from .errors import ConfigError
+from .secret_values import ConfigValue, env_refs, parse_headers, parse_query
 from .routing.config import StrategyConfig
 from .routing.expressions import Expression, ExpressionError
 
@@ -115,10 +116,23 @@ class BatchAPIConfig(_Strict):
 
 
 class CandidateConfig(_Strict):
-    """One model endpoint speaking OpenAI-compatible chat completions."""
+    """One model endpoint: OpenAI-compatible chat completions (``api: openai``), Azure OpenAI or
+    Anthropic's Messages API; requests are OpenAI-shaped and the adapter translates (docs/providers.md)."""
+
+    # a ValidationError's text must not quote a header/query value or a pasted key
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     base_url: str
     model: str
+    api: Literal["openai", "azure-openai", "anthropic"] = Field("openai", description="the provider's HTTP API")
+    headers: dict[str, ConfigValue] = Field(default_factory=dict, description="extra HTTP headers; a secret as "
+                                                                              "{env: NAME}")
+    query: dict[str, ConfigValue] = Field(default_factory=dict, description="extra URL query parameters; a secret "
+                                                                            "as {env: NAME}")
+    api_version: str | None = Field(None, description="azure-openai: the api-version parameter (required); "
+                                                      "anthropic: the anthropic-version header (default 2023-06-01)")
+    deployment: str | None = Field(None, description="azure-openai: the deployment name (default: model)")
+    default_max_tokens: int = Field(4096, ge=1, description="anthropic: max_tokens when a request sets none")
     api_key_env: str | None = Field(None, description="name of the env var holding the API key")
     request_timeout_ms: int = Field(30_000, ge=1)
     max_retries: int = Field(3, ge=0, le=20)
@@ -142,6 +156,39 @@ class CandidateConfig(_Strict):
     @classmethod
     def _key_env_is_a_name(cls, v: str | None) -> str | None:
         return check_env_name(v, "key", "OPENAI_API_KEY")
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, v: Any) -> dict[str, ConfigValue]:
+        return parse_headers(v)
+
+    @field_validator("query", mode="before")
+    @classmethod
+    def _query(cls, v: Any) -> dict[str, ConfigValue]:
+        return parse_query(v)
+
+    @model_validator(mode="after")
+    def _api_fields(self) -> "CandidateConfig":
+        """Fields that belong to one ``api`` only, and what each api needs (see docs/providers.md)."""
+        set_ = self.model_fields_set
+        if self.api == "azure-openai":
+            if not self.api_version:
+                raise ValueError("api_version: required with api: azure-openai (the api-version query parameter, "
+                                 "e.g. 2024-10-21)")
+            if "/openai/deployments" in self.base_url:
+                raise ValueError("base_url: with api: azure-openai it is the resource endpoint "
+                                 "(https://NAME.openai.azure.com); the deployment goes in deployment:")
+            if any(name.lower() == "api-version" for name in self.query) or "api-version=" in self.base_url:
+                raise ValueError("api-version is set by api_version; remove it from query: and base_url")
+        elif "deployment" in set_:
+            raise ValueError(f"deployment: only used with api: azure-openai (this candidate has api: {self.api})")
+        if self.api == "openai" and "api_version" in set_:
+            raise ValueError("api_version: only used with api: azure-openai or anthropic")
+        if self.api != "anthropic" and "default_max_tokens" in set_:
+            raise ValueError(f"default_max_tokens: only used with api: anthropic (this candidate has api: {self.api})")
+        if self.api != "openai" and self.mode == "batch":
+            raise ValueError(f"mode: batch uses the OpenAI Batch API; it is not available with api: {self.api}")
+        return self
 
     def api_key(self) -> str | None:
         """The key from the environment (never stored in config objects or logged)."""
@@ -258,6 +305,8 @@ class RouterConfig(_Strict):
         and fail with 401 much later, so ``check-config`` and a starting worker warn about it."""
         env = os.environ if environ is None else environ
         named = [(f"candidates.{name}.api_key_env", c.api_key_env) for name, c in self.candidates.items()]
+        named += [(f"candidates.{name}.{section}.{key}", var) for name, c in self.candidates.items()
+                  for section in ("headers", "query") for key, var in env_refs(getattr(c, section))]
         named += [(f"strategies[{i}].api_key_env", getattr(s, "api_key_env", None))
                   for i, s in enumerate(self.strategies)]
         named += [(f"kafka.{f}", getattr(self.kafka, f)) for f in ("sasl_username_env", "sasl_password_env")]

@@ -238,6 +238,8 @@ class Attempt(BaseModel):
     error_kind: str | None = None
     error: str | None = None
     retry: int = 0
+    #: request fields this candidate's API does not take, left out by its adapter (docs/providers.md)
+    dropped_params: list[str] | None = None
 
 
 class Audit(BaseModel):

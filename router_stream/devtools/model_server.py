@@ -47,7 +47,9 @@ answers 401 unless the bearer key matches.
 
 The OpenAI-style Batch API (``/v1/files`` + ``/v1/batches``, with a fast clock: a job completes
 after ``batch_complete_s``) lives in :mod:`router_stream.devtools.batch_api_server`, attached as
-``server.batch_api``; its counters are ``stats()["batch_api"]``.
+``server.batch_api``; its counters are ``stats()["batch_api"]``. Azure OpenAI, Anthropic's
+Messages API and a header-recording gateway are served in front of the chat endpoint by
+:mod:`router_stream.devtools.dialects` (``server.dialects``).
 
 Run it in-process (``async with ModelServer(name="cheap") as srv: srv.base_url``), in a
 background thread for sync code (``url = srv.start_in_thread()`` … ``srv.stop()``), or as a
@@ -85,6 +87,7 @@ from aiohttp import web
 from .chat_replies import choices_for, part_text, tool_reply
 
 from .batch_api_server import BatchAPIEmulator
+from .dialects import DialectEmulator
 
 __all__ = ["FaultConfig", "ModelServer", "main"]
 
@@ -186,6 +189,7 @@ class ModelServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self.batch_api = BatchAPIEmulator(self, complete_s=batch_complete_s)  # /v1/files, /v1/batches
+        self.dialects = DialectEmulator(self, api_key=api_key)  # Azure, Anthropic, gateway (devtools/dialects.py)
         self.reset_stats()
 
     def __repr__(self) -> str:
@@ -272,6 +276,7 @@ class ModelServer:
         app.router.add_post("/admin/faults", self._admin_set_faults)
         app.router.add_get("/health", self._health)
         self.batch_api.add_routes(app)
+        self.dialects.add_routes(app)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)

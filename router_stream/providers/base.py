@@ -42,6 +42,8 @@ class Completion:
     usage: Usage
     latency_ms: float
     status: int = 200
+    #: request fields the candidate's API does not take, left out by its adapter (for the audit)
+    dropped_params: list[str] = field(default_factory=list)
     #: set by the batching client: ``{"id", "size", "position", ...}`` of the batch that answered
     batch: dict[str, Any] | None = None
     message: dict[str, Any] | None = None

@@ -2,11 +2,14 @@
 
 One :class:`OpenAIChatClient` per candidate holds ONE shared ``httpx.AsyncClient`` whose
 transport is ``httpx_aiohttp.AiohttpTransport`` (httpx's default transport collapses under
-concurrency, see ``/work/shared/notes/http-client.md``). It POSTs ``{base_url}/chat/completions``
-(``base_url`` includes ``/v1``) with ``Authorization: Bearer <key>`` read from the candidate's
-env var on every call.
+concurrency, see ``/work/shared/notes/http-client.md``). With ``api: openai`` it POSTs
+``{base_url}/chat/completions`` (``base_url`` includes ``/v1``) with ``Authorization: Bearer <key>``
+read from the candidate's env var on every call; ``api: azure-openai`` and ``api: anthropic`` change
+the address, headers, body and answer through their :mod:`.dialect` (:mod:`.azure`,
+:mod:`.anthropic`), on the same HTTP machinery.
 
-Failures become the error tree of :mod:`router_stream.errors`; ``kind`` is one of:
+Failures become the error tree of :mod:`router_stream.errors`; ``kind`` is one of (the status
+kinds are OpenAI's mapping; each adapter documents its own):
 
 =================  ==========================================  =========
 kind               cause                                       retryable
@@ -39,13 +42,11 @@ leak into an exception, a log line or a repr.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import json
 import logging
 import ssl
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
@@ -55,7 +56,12 @@ from httpx_aiohttp import AiohttpTransport
 from ..config import CandidateConfig
 from ..errors import FatalModelError, ModelError, RetryableModelError
 from ..schemas import Usage
+from .anthropic import AnthropicDialect
+from .azure import AzureOpenAIDialect
 from .base import ChatCall, Completion, estimate_prompt_tokens, estimate_tokens
+from .dialect import Dialect, OpenAIDialect, WireRequest, parse_retry_after
+
+__all__ = ["OpenAIChatClient", "dialect_for", "parse_retry_after", "shared_http_client", "transport_error"]
 
 log = logging.getLogger(__name__)
 
@@ -77,54 +83,6 @@ def openai_body(call: ChatCall, model: str) -> dict[str, Any]:
 def _ssl_context() -> ssl.SSLContext:
     """One default TLS context for all clients (building one loads the CA bundle: ~50 ms)."""
     return httpx.create_ssl_context()
-
-
-def parse_retry_after(headers: httpx.Headers | dict[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            value = float(ms) / 1000.0
-            if value >= 0:
-                return value
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    raw = raw.strip()
-    try:
-        value = float(raw)
-        return max(0.0, value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now_ts = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now_ts)
-
-
-def _status_error(name: str, resp: httpx.Response) -> ModelError:
-    status = resp.status_code
-    msg = f"{name}: HTTP {status} from model endpoint"
-    if status == 429:
-        return RetryableModelError(msg, kind="throttled", status=status,
-                                   retry_after=parse_retry_after(resp.headers))
-    if status >= 500:
-        return RetryableModelError(msg, kind="server_error", status=status,
-                                   retry_after=parse_retry_after(resp.headers))
-    if status in (408, 409):
-        return RetryableModelError(msg, kind="http_error", status=status,
-                                   retry_after=parse_retry_after(resp.headers))
-    if status in (401, 403):
-        return FatalModelError(msg, kind="auth", status=status)
-    return FatalModelError(msg, kind="client_error", status=status)
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -324,29 +282,33 @@ def transport_error(exc: BaseException, prefix: str, timeout_s: float) -> ModelE
     return None
 
 
+_DIALECTS = {"openai": OpenAIDialect, "azure-openai": AzureOpenAIDialect, "anthropic": AnthropicDialect}
+_REQUEST_HEADERS = (*BASE_HEADERS, ("Content-Type", "application/json"))
+
+
+def dialect_for(candidate_name: str, cfg: CandidateConfig) -> Dialect:
+    """The adapter of the candidate's ``api`` (see :mod:`.dialect`)."""
+    return _DIALECTS[cfg.api](candidate_name, cfg)
+
+
 class OpenAIChatClient:
-    """:class:`~router_stream.providers.base.ModelClient` for one OpenAI-compatible candidate."""
+    """:class:`~router_stream.providers.base.ModelClient` for one candidate, whatever its ``api``:
+    the HTTP machinery is this class's, what differs per provider is its :mod:`.dialect`."""
 
     def __init__(self, candidate_name: str, cfg: CandidateConfig) -> None:
         self.name = candidate_name
         self.cfg = cfg
-        self.url = f"{cfg.base_url}/chat/completions"
-        self._url = httpx.URL(self.url)  # parsed once, not per call
+        self.dialect = dialect_for(candidate_name, cfg)
+        self.url = self.dialect.endpoint  # no query string: a query value may be a secret
         self._http = shared_http_client(cfg, cfg.request_timeout_ms / 1000.0)
         self._timeout = httpx.Timeout(cfg.request_timeout_ms / 1000.0).as_dict()
         self._slots = asyncio.Semaphore(cfg.max_connections)  # FIFO: no caller starves (see module doc)
 
     def __repr__(self) -> str:
-        return f"OpenAIChatClient(name={self.name!r}, url={self.url!r}, model={self.cfg.model!r})"
+        return (f"OpenAIChatClient(name={self.name!r}, api={self.cfg.api!r}, url={self.url!r}, "
+                f"model={self.cfg.model!r})")
 
-    def _headers(self) -> list[tuple[str, str]]:
-        headers = [*BASE_HEADERS, ("Content-Type", "application/json")]
-        key = self.cfg.api_key()  # read on every call: a rotated key is picked up without a restart
-        if key:
-            headers.append(("Authorization", f"Bearer {key}"))
-        return headers
-
-    def _request(self, body: dict[str, Any]) -> httpx.Request:
+    def _request(self, wire: WireRequest) -> httpx.Request:
         """The POST, built directly rather than by ``AsyncClient.post``.
 
         ``post`` re-parses and merges the base URL, default headers, cookies and params on every
@@ -355,15 +317,19 @@ class OpenAIChatClient:
         ``json=`` (compact, UTF-8). The total timeout is enforced by ``asyncio.timeout`` around
         the call; the transport keeps the candidate's ``request_timeout_ms`` as its own bound.
         """
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-        return httpx.Request("POST", self._url, headers=self._headers(), content=content,
-                             extensions={"timeout": self._timeout})
+        content = json.dumps(wire.body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        headers = list(_REQUEST_HEADERS)
+        if wire.headers:  # a configured header (e.g. User-Agent) replaces a default of the same name
+            names = {name.lower() for name, _ in wire.headers}
+            headers = [h for h in headers if h[0].lower() not in names] + wire.headers
+        return httpx.Request("POST", wire.url, headers=headers, content=content, extensions={"timeout": self._timeout})
 
     async def complete(self, call: ChatCall) -> Completion:
         body = openai_body(call, self.cfg.model)
         timeout_s = max(0.001, call.timeout_s)
         queued_at = time.monotonic()
         wait_s = call.deadline_at - queued_at if call.deadline_at is not None else timeout_s
+        wire = self.dialect.request(body)  # before a slot: an untranslatable request calls nobody
         try:
             async with asyncio.timeout(max(0.001, wait_s)):
                 await self._slots.acquire()
@@ -376,7 +342,7 @@ class OpenAIChatClient:
                 timeout_s = max(0.001, min(self.cfg.request_timeout_ms / 1000.0, call.deadline_at - started))
             try:
                 async with asyncio.timeout(timeout_s):
-                    resp = await self._http.send(self._request(body))
+                    resp = await self._http.send(self._request(wire))
             except Exception as exc:
                 error = transport_error(exc, self.name, timeout_s)
                 if error is None:
@@ -387,14 +353,17 @@ class OpenAIChatClient:
         latency_ms = (time.monotonic() - started) * 1000.0
 
         if not 200 <= resp.status_code < 300:
-            raise _status_error(self.name, resp)
+            raise self.dialect.status_error(resp)
         try:
-            data = json.loads(resp.content)
+            data = self.dialect.openai_response(json.loads(resp.content))  # the provider's answer, as OpenAI's
         except (ValueError, UnicodeDecodeError):
             raise RetryableModelError(f"{self.name}: malformed body (not JSON)",
                                       kind="malformed", status=resp.status_code) from None
-        return completion_from_openai(data, name=self.name, default_model=self.cfg.model, messages=call.messages,
-                                      latency_ms=latency_ms, status=resp.status_code, params=call.params)
+        completion = completion_from_openai(data, name=self.name, default_model=self.cfg.model,
+                                            messages=call.messages, latency_ms=latency_ms, status=resp.status_code,
+                                            params=call.params)
+        completion.dropped_params = list(wire.dropped)
+        return completion
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -47,7 +47,7 @@ from .stats import CandidateStats, StatsView
 log = logging.getLogger(__name__)
 
 #: error kinds that say nothing about the endpoint's health: the breaker ignores them
-NO_VERDICT = frozenset({"queue_timeout", "deadline_exceeded", "rate_limited"})
+NO_VERDICT = frozenset({"queue_timeout", "deadline_exceeded", "rate_limited", "unsupported_input"})
 
 __all__ = ["CallResult", "DispatchObserver", "Dispatcher", "cost_usd"]
 
@@ -358,7 +358,8 @@ class Dispatcher:
         if booked and completion.usage.total_tokens:
             limiter.adjust_tokens(completion.usage.total_tokens - booked)
         st.attempts.append(Attempt(candidate=name, outcome="ok", latency_ms=latency_s * 1000.0,
-                                   status=completion.status, retry=retry))
+                                   status=completion.status, retry=retry,
+                                   dropped_params=completion.dropped_params or None))
         self._notify("on_attempt", name, "ok", latency_s, None)
         return completion
 

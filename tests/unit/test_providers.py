@@ -224,7 +224,7 @@ async def test_request_carries_headers_body_and_key(server, key_env):
     cfg = CandidateConfig(base_url=server.base_url, model="m1", api_key_env=key_env)
     client = OpenAIChatClient("cheap", cfg)
     try:
-        req = client._request({"model": "m1", "messages": [{"role": "user", "content": "héllo"}]})
+        req = client._request(client.dialect.request({"model": "m1", "messages": [{"role": "user", "content": "héllo"}]}))
         assert req.method == "POST" and str(req.url) == f"{server.base_url}/chat/completions"
         assert req.headers["content-type"] == "application/json"
         assert req.headers["accept"] == "application/json"
