@@ -20,16 +20,19 @@ from .config import RouterConfig, load_config
 from .errors import ConfigError, KafkaUnavailable
 
 
-def _warn_unset_secrets(config: RouterConfig) -> None:
+def _warn_config(config: RouterConfig) -> None:
+    """What is legal but probably a mistake: key variables not set, strategies that never run."""
     for path, var in config.unset_secret_envs():
         print(f"warning: {path}: environment variable {var} is not set; calls that need it will go "
               "without it", file=sys.stderr)
+    for line in config.never_run_warnings():
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .runtime import build_pipeline
     config = load_config(args.config)
-    _warn_unset_secrets(config)
+    _warn_config(config)
     # built before Kafka, so a missing artifact or a failing custom strategy is a config error
     # (exit 2) rather than a traceback inside Faust; the worker then uses this very pipeline
     pipeline = build_pipeline(config)
@@ -61,7 +64,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .runtime import check_pipeline
     config = load_config(args.config)
     client_settings(config.kafka)  # SASL/TLS settings complete (names kafka.<field> otherwise)
-    _warn_unset_secrets(config)
+    _warn_config(config)
     check_pipeline(config)  # load artifacts, construct custom strategies: what the worker does at start
     print(f"ok: {len(config.candidates)} candidates ({', '.join(config.candidates)}), "
           f"{len(config.strategies)} strategies, default {config.default!r}")
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # every problem at once, one per line
+            print(f"config error: {line}", file=sys.stderr)
         return 2
     except KafkaUnavailable as exc:
         print(f"kafka unavailable: {exc}", file=sys.stderr)
