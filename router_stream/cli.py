@@ -44,18 +44,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_topics(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from .topics import apply_topics, load_spec
+    from .topics import TopicPlan, apply_topics, builtin_spec_note, load_spec
     config = load_config(args.config)
     specs = load_spec(args.spec, config, partitions=args.partitions)
+    shown: list[str] = []
+
+    def show(plan: TopicPlan) -> None:  # before anything changes
+        shown.extend(plan.lines())
+        print(f"plan ({plan.brokers} broker{'s' if plan.brokers != 1 else ''}"
+              + (f"; {builtin_spec_note(specs)}" if args.spec is None else f"; spec {args.spec}") + "):")
+        for line in shown:
+            print(f"  {line}")
+
     try:
-        report = asyncio.run(apply_topics(config, specs))
+        report = asyncio.run(apply_topics(config, specs, dry_run=args.dry_run, on_plan=show))
     except _kafka_refused() as exc:  # credentials or ACLs: retrying cannot help
         raise ConfigError(f"kafka: the broker refused us ({type(exc).__name__}: {exc}); check the SASL "
                           "settings and the ACLs (docs/operations.md)") from None
     except (KafkaError, TimeoutError, OSError) as exc:  # a broker problem, not ours: retry later
         raise KafkaUnavailable(f"topics apply failed talking to Kafka: {type(exc).__name__}: {exc}") from None
     for line in report:
-        print(line)
+        if line not in shown:  # what the plan showed already (existing topics) is not repeated
+            print(line)
     return 1 if any(line.startswith("ERROR") for line in report) else 0
 
 
@@ -141,8 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     apply = tsub.add_parser("apply", help="create missing topics, report differences, delete nothing")
     apply.add_argument("--config", required=True)
     apply.add_argument("--spec", default=None, help="topics spec YAML (default: a built-in dev spec: 12 partitions, "
-                       "rf 1, compacted changelog; production: topics/topics.yaml, rf 3 with retention settings)")
+                       "rf 1, compacted changelog; a cluster: deploy/k8s/topics.yaml, rf 3 with retention settings)")
     apply.add_argument("--partitions", type=int, default=None, help="override the partition count")
+    apply.add_argument("--dry-run", action="store_true", help="print the plan (what would be created, how existing "
+                       "topics compare) and change nothing; exit 1 if it shows an ERROR")
     apply.set_defaults(func=_cmd_topics)
 
     check = sub.add_parser("check-config", help="validate a config file")
