@@ -3,6 +3,8 @@ not fit to run on (a refused create, a changelog that is not compacted)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -18,11 +20,31 @@ def _config(bootstrap: str, prefix: str, tmp_path):
                                     prefix=prefix, state_dir=tmp_path), environ={})
 
 
+async def _listed(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def _wait_listed(bootstrap: str, names: list[str]) -> None:
+    """The broker lists a new topic a moment after its create returns: a second run right away
+    would find it missing, try to create it, and report "created meanwhile by someone else"."""
+    for _ in range(100):
+        if set(names) <= await _listed(bootstrap):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"topics {names} not listed 5 s after they were created")
+
+
 async def test_creates_then_reports_ok(kafka_bootstrap, prefix, tmp_path):
     config = _config(kafka_bootstrap, prefix, tmp_path)
     specs = load_spec(None, config, partitions=2)
     first = await apply_topics(config, specs)
     assert [line.split()[0] for line in first] == ["created"] * 5, first
+    await _wait_listed(kafka_bootstrap, [s.name for s in specs])
     again = await apply_topics(config, specs)
     assert again == [f"ok {s.name}" for s in specs], again
 
@@ -43,19 +65,11 @@ async def test_a_changelog_that_is_not_compacted_is_an_error(kafka_bootstrap, pr
         await admin.create_topics([NewTopic(config.topics.changelog, 2, 1)])
     finally:
         await admin.close()
+    await _wait_listed(kafka_bootstrap, [config.topics.changelog])
     report = await apply_topics(config, load_spec(None, config, partitions=2))
     (line,) = [x for x in report if config.topics.changelog in x]
     assert line.startswith(f"ERROR {config.topics.changelog} (changelog) has cleanup.policy=delete"), report
     assert sum(x.startswith("created") for x in report) == 4
-
-
-async def _listed(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
 
 
 async def test_the_plan_comes_first_and_a_dry_run_changes_nothing(kafka_bootstrap, prefix, tmp_path):
@@ -72,6 +86,7 @@ async def test_the_plan_comes_first_and_a_dry_run_changes_nothing(kafka_bootstra
 
     report = await apply_topics(config, specs, on_plan=plans.append)
     assert [line.split()[0] for line in report] == ["created"] * 5 and len(plans[1].create) == 5
+    await _wait_listed(kafka_bootstrap, [s.name for s in specs])
     await apply_topics(config, specs, dry_run=True, on_plan=plans.append)
     assert plans[2].create == [] and plans[2].lines() == [f"ok {s.name}" for s in specs]
 
@@ -94,6 +109,7 @@ def test_the_cli_prints_the_plan_and_says_the_built_in_spec_is_for_a_laptop(kafk
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("plan (1 broker; built-in dev spec") and len(out) == 11, out
     assert [line.split()[:2] for line in out[6:]] == [["created", name] for name in names]
+    asyncio.run(_wait_listed(kafka_bootstrap, names))
 
     assert main(["topics", "apply", "--config", str(path), "--partitions", "2"]) == 0  # all there: the plan says so
     out = capsys.readouterr().out.splitlines()
