@@ -41,10 +41,13 @@ def _load(args: argparse.Namespace) -> "RouterConfig":
     return load(args.config)
 
 
-def _warn_unset_secrets(config: "RouterConfig") -> None:
+def _warn_config(config: "RouterConfig") -> None:
+    """What is legal but probably a mistake: key variables not set, strategies that never run."""
     for path, var in config.unset_secret_envs():
         print(f"warning: {path}: environment variable {var} is not set; calls that need it will go "
               "without it", file=sys.stderr)
+    for line in config.never_run_warnings():
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _version() -> str:
@@ -62,7 +65,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .runtime import build_pipeline
     config = _load(args)
     client_settings(config.kafka)  # SASL/TLS settings complete (names kafka.<field> otherwise)
-    _warn_unset_secrets(config)
+    _warn_config(config)
     # built before Kafka, so a missing artifact or a failing custom strategy is a config error
     # (exit 2) rather than a traceback inside Faust; the worker then uses this very pipeline
     pipeline = build_pipeline(config)
@@ -79,11 +82,20 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 
     from aiokafka.errors import KafkaError
 
-    from .topics import apply_topics, load_spec
+    from .topics import TopicPlan, apply_topics, builtin_spec_note, load_spec
     config = _load(args)
     specs = load_spec(args.spec, config, partitions=args.partitions)
+    shown: list[str] = []
+
+    def show(plan: TopicPlan) -> None:  # before anything changes
+        shown.extend(plan.lines())
+        print(f"plan ({plan.brokers} broker{'s' if plan.brokers != 1 else ''}"
+              + (f"; {builtin_spec_note(specs)}" if args.spec is None else f"; spec {args.spec}") + "):")
+        for line in shown:
+            print(f"  {line}")
+
     try:
-        report = asyncio.run(apply_topics(config, specs))
+        report = asyncio.run(apply_topics(config, specs, dry_run=args.dry_run, on_plan=show))
     except KafkaUnavailable:
         from .kafka_check import raise_if_login_refused
         raise_if_login_refused(config.kafka)  # aiokafka reports a refused login as "cannot bootstrap"
@@ -94,7 +106,8 @@ def _cmd_topics(args: argparse.Namespace) -> int:
     except (KafkaError, TimeoutError, OSError) as exc:  # a broker problem, not ours: retry later
         raise KafkaUnavailable(f"topics apply failed talking to Kafka: {type(exc).__name__}: {exc}") from None
     for line in report:
-        print(line)
+        if line not in shown:  # what the plan showed already (existing topics) is not repeated
+            print(line)
     return 1 if any(line.startswith("ERROR") for line in report) else 0
 
 
@@ -103,7 +116,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .runtime import check_pipeline
     config = _load(args)
     client_settings(config.kafka)  # SASL/TLS settings complete (names kafka.<field> otherwise)
-    _warn_unset_secrets(config)
+    _warn_config(config)
     check_pipeline(config)  # load artifacts, construct custom strategies: what the worker does at start
     print(f"ok: {len(config.candidates)} candidates ({', '.join(config.candidates)}), "
           f"{len(config.strategies)} strategies, default {config.default!r}")
@@ -191,8 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     apply = tsub.add_parser("apply", help="create missing topics, report differences, delete nothing")
     add_config_option(apply)
     apply.add_argument("--spec", default=None, help="topics spec YAML (default: a built-in dev spec: 12 partitions, "
-                       "rf 1, compacted changelog; production: topics/topics.yaml, rf 3 with retention settings)")
+                       "rf 1, compacted changelog; a cluster: deploy/k8s/topics.yaml, rf 3 with retention settings)")
     apply.add_argument("--partitions", type=int, default=None, help="override the partition count")
+    apply.add_argument("--dry-run", action="store_true", help="print the plan (what would be created, how existing "
+                       "topics compare) and change nothing; exit 1 if it shows an ERROR")
     apply.set_defaults(func=_cmd_topics)
 
     check = sub.add_parser("check-config", help="validate a config file (and build its strategies)")
@@ -261,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # every problem at once, one per line
+            print(f"config error: {line}", file=sys.stderr)
         return 2
     except KafkaUnavailable as exc:
         print(f"kafka unavailable: {exc}", file=sys.stderr)

@@ -1,8 +1,11 @@
 """Configuration: one YAML file validated by pydantic, with environment overrides.
 
-Load with :func:`load_config`. Every error names the path of the bad field and the bad value,
-in the shape ``strategies[0].rules[2].then: 'smartt' is not a candidate (known: cheap, smart)``,
-so a user can fix the file without reading our code.
+Load with :func:`load_config`. A bad config raises one :class:`ConfigError` holding every
+problem at once (field types and cross-section references together), one line each, naming the
+path of the bad field and the bad value, in the shape
+``strategies[0].rules[2].then: 'smartt' is not a candidate; did you mean 'smart'? (known: cheap, smart)``,
+so a user can fix the file in one go without reading our code. The wording lives in
+:mod:`router_stream.config_errors`, the cross-section checks in :mod:`router_stream.config_checks`.
 
 Environment overrides (highest precedence): ``ROUTER_STREAM_BOOTSTRAP_SERVERS`` (or
 ``KAFKA_BOOTSTRAP_SERVERS``), ``ROUTER_STREAM_GROUP_ID``, ``ROUTER_STREAM_WORKER_ID``,
@@ -11,7 +14,7 @@ separator, e.g. ``ROUTER_STREAM__CANDIDATES__CHEAP__BASE_URL=http://...`` (the w
 existing keys case-insensitively, a number indexes a list: ``ROUTER_STREAM__STRATEGIES__0__NAME``).
 An error caused by an env value names the env var.
 API keys are never in the file: a candidate names the env var that holds its key, and no error
-echoes the value of a field whose name suggests a secret (see :func:`_is_secret_field`).
+echoes the value of a field whose name suggests a secret, or a value that looks like one.
 """
 
 from __future__ import annotations
@@ -19,16 +22,17 @@ from __future__ import annotations
 import copy
 import os
 import re
-import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 from .budgets.config import BudgetConfig, check_names_unique
-from .config_sources import DuplicateKeyError, apply_env, kind_of, load_yaml, path_of, yaml_problem
+from .config_checks import never_run_warnings, partial_reference_problems, reference_problems
+from .config_errors import ENV_NOTES, did_you_mean, format_validation
+from .config_sources import DuplicateKeyError, apply_env, kind_of, load_yaml, yaml_problem
 from .env_names import check_env_name, check_http_url
 from .errors import ConfigError
 from .secret_values import ConfigValue, env_refs, parse_headers, parse_query
@@ -314,153 +318,28 @@ class RouterConfig(_Strict):
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> "RouterConfig":
-        """Checks across sections: every candidate reference exists, no candidate falls back to
-        itself, strategy names are unique (audit records, metrics and recalibration state are
-        keyed by them, so two strategies with one name would mix their numbers). A problem whose
+        """Checks across sections (:mod:`router_stream.config_checks`): every candidate reference
+        exists, no candidate falls back to itself, strategy names are unique. A problem whose
         value came from an env var (``parse_config`` passes them as validation context) names it."""
-        names = set(self.candidates)
-        env_notes = (info.context or {}).get(_ENV_NOTES, {})
-        problems: list[str] = []
-
-        def problem(path: str, text: str) -> None:
-            note = _env_note(path, env_notes)
-            problems.append(f"{path}: {text}" + (f" ({note})" if note else ""))
-
-        def check(path: str, value: str) -> None:
-            if value not in names:
-                problem(path, f"{value!r} is not a candidate (known: {', '.join(sorted(names))})")
-
-        check("default", self.default)
-        for i, name in enumerate(self.fallbacks):
-            check(f"fallbacks[{i}]", name)
-        for cname, cand in self.candidates.items():
-            for i, name in enumerate(cand.fallbacks):
-                if name == cname:
-                    problem(f"candidates.{cname}.fallbacks[{i}]", f"{cname!r} cannot fall back to itself; remove it "
-                                                                  "(retries on the same candidate are max_retries)")
-                else:
-                    check(f"candidates.{cname}.fallbacks[{i}]", name)
-        first_with_name: dict[str, int] = {}
-        for i, strategy in enumerate(self.strategies):
-            for sub, name in strategy.referenced_candidates():
-                check(f"strategies[{i}]{sub}", name)
-            j = first_with_name.setdefault(strategy.name, i)
-            if j != i:
-                unset = "name" not in strategy.model_fields_set
-                default = f" (the default name of a {strategy.type} strategy)" if unset else ""
-                problem(f"strategies[{i}].name", f"{strategy.name!r}{default} is already the name of "
-                                                 f"strategies[{j}]; give each strategy a unique name")
+        problems = reference_problems(
+            self.candidates, default=self.default, fallbacks=self.fallbacks,
+            candidate_fallbacks={name: c.fallbacks for name, c in self.candidates.items()},
+            strategies=self.strategies, env_notes=(info.context or {}).get(ENV_NOTES, {}))
+        known = ", ".join(sorted(self.candidates))
         for i, budget in enumerate(self.budgets):
-            if budget.downgrade_to is not None:
-                check(f"budgets[{i}].downgrade_to", budget.downgrade_to)
+            target = budget.downgrade_to
+            if target is not None and target not in self.candidates:
+                problems.append(f"budgets[{i}].downgrade_to: {target!r} is not a candidate"
+                                f"{did_you_mean(target, sorted(self.candidates))} (known: {known})")
         problems.extend(check_names_unique(self.budgets))
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("\n".join(problems))
         return self
 
-
-# ---------------------------------------------------------------- error messages
-_ENV_NOTES = "env_notes"  # validation-context key: {field path: "from env var X" note}
-_SECRET_WORDS = frozenset({"key", "apikey", "token", "password", "passwd", "pwd", "secret", "secrets", "auth",
-                           "authorization", "credential", "credentials", "bearer", "cookie", "passphrase"})
-
-
-def _is_secret_field(loc: list[Any]) -> bool:
-    """Whether a field on the path is named like a secret (``api_key_env``, ``sasl_password_env``,
-    ``token``, ``apiKey``, ...): its value is never echoed in an error. Whole words only, so
-    ``keywords`` and ``tokens_per_minute`` still show what was given."""
-    for part in loc:
-        if isinstance(part, str):
-            words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", part).lower())
-            if _SECRET_WORDS.intersection(words):
-                return True
-    return False
-
-
-
-
-def _env_note(path: str, env_notes: dict[str, str]) -> str | None:
-    """The note of the env var that set ``path`` or the closest section above it, if any."""
-    best = None
-    for where, note in env_notes.items():
-        if (path == where or path.startswith((where + ".", where + "["))) and (best is None or len(where) > len(best)):
-            best = where
-    return env_notes[best] if best is not None else None
-
-
-
-
-def _strategy_types() -> list[str]:
-    """The ``type:`` values of the strategy union, in its order."""
-    union = typing.get_args(StrategyConfig)[0]
-    return [typing.get_args(model.model_fields["type"].annotation)[0] for model in typing.get_args(union)]
-
-
-def _fields_hint(class_name: str | None, loc: list[Any]) -> str:
-    """`` (base_url, model, ...)`` for "expected a mapping": the required fields of the expected
-    section (its first fields when none is required), so the user sees what goes under it."""
-    if len(loc) == 2 and loc[0] == "strategies":
-        return " (type, name, ...)"
-    model = {cls.__name__: cls for cls in _Strict.__subclasses__()}.get(class_name or "")
-    if model is None:
-        return ""
-    names = [name for name, field in model.model_fields.items() if field.is_required()] or list(model.model_fields)[:3]
-    return f" ({', '.join(names)}, ...)"
-
-
-def _reworded(err: Any, loc: list[Any]) -> tuple[str, str] | None:
-    """``(path, message)`` in our words for pydantic errors whose own text means nothing to a config
-    author, chosen by error ``type`` (not message text); ``None`` keeps pydantic's message."""
-    kind, ctx, path = err["type"], err.get("ctx") or {}, path_of(loc)
-    is_strategy = len(loc) == 2 and loc[0] == "strategies"
-    if kind in ("union_tag_invalid", "union_tag_not_found"):
-        field = str(ctx.get("discriminator", "type")).strip("'")
-        if kind == "union_tag_not_found":
-            known = ", ".join(_strategy_types()) if is_strategy else ""
-            return f"{path}.{field}", "missing" + (f"; give one of: {known}" if known else "")
-        known = str(ctx.get("expected_tags", "")).replace("'", "")
-        what = f"strategy {field}" if is_strategy else field
-        return f"{path}.{field}", f"unknown {what} {ctx.get('tag')!r} (known: {known})"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return path, f"expected a mapping{_fields_hint(ctx.get('class_name'), loc)}, got {kind_of(err.get('input'))}"
-    if kind == "list_type":
-        return path, f"expected a list, got {kind_of(err.get('input'))}"
-    if kind == "extra_forbidden" and _is_secret_field(loc[-1:]):
-        return path, ("unknown field; secrets never go in the config file: put the value in an environment "
-                      "variable and give that variable's name (e.g. api_key_env: OPENAI_API_KEY)")
-    return None
-
-
-def _shows_input(err: Any, msg: str, loc: list[Any]) -> bool:
-    """Whether "(got ...)" adds something: not for missing fields or whole sections, not when the
-    message already quotes the input, and never for a secret-named field."""
-    if err["type"] == "missing" or "input" not in err or _is_secret_field(loc):
-        return False
-    value = err["input"]
-    if isinstance(value, (dict, list)) or (isinstance(value, str) and "@" in value):
-        return False  # a whole section; or maybe user:password@ (a URL with credentials)
-    return not (isinstance(value, str) and (repr(value) in msg or f'"{value}"' in msg))
-
-
-def _format_validation(exc: ValidationError, env_notes: dict[str, str] | None = None) -> str:
-    """One ``path: message`` per error, joined by "; ". ``env_notes`` ({path: "from env var X"})
-    names the env var behind a value, or behind a section it created."""
-    lines = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        if len(loc) >= 3 and loc[0] == "strategies" and isinstance(loc[1], int) and isinstance(loc[2], str):
-            del loc[2]  # the discriminated union puts the strategy type into the location
-        reworded = _reworded(err, loc)
-        if reworded is not None:
-            path, msg = reworded
-            notes = []
-        else:
-            path, msg = path_of(loc), err["msg"].removeprefix("Value error, ")
-            notes = [f"got {err['input']!r}"] if _shows_input(err, msg, loc) else []
-        note = _env_note(path, env_notes or {})
-        notes += [note] if note else []
-        lines.append(f"{path or '<root>'}: {msg}" + (f" ({', '.join(notes)})" if notes else ""))
-    return "; ".join(lines)
+    def never_run_warnings(self) -> list[str]:
+        """``path: text`` warnings about strategies that can never run (placed after one that
+        always decides); ``check-config`` prints them and a starting worker too."""
+        return never_run_warnings(self.strategies)
 
 
 # ---------------------------------------------------------------- entry points
@@ -478,12 +357,31 @@ def parse_config(data: Any, environ: dict[str, str] | None = None) -> RouterConf
     data = copy.deepcopy(data)
     env_notes = apply_env(data, dict(os.environ if environ is None else environ))
     try:
-        return RouterConfig.model_validate(data, context={_ENV_NOTES: env_notes})
-    except ConfigError:
-        raise
+        return RouterConfig.model_validate(data, context={ENV_NOTES: env_notes})
     except ValidationError as exc:
-        # a ConfigError raised inside a validator arrives wrapped; keep its text
-        raise ConfigError(_format_validation(exc, env_notes)) from None
+        # one pass: the field errors, and the references among the parts that did validate
+        # (pydantic skips the cross-section validator when any field fails)
+        lines = format_validation(exc, RouterConfig, env_notes) + partial_reference_problems(data, env_notes)
+    except ConfigError as exc:  # every field parsed; the cross-section checks found problems
+        lines = str(exc).splitlines()
+    lines.sort(key=lambda line: _position(data, line.split(": ", 1)[0]))  # top to bottom, as the file reads
+    raise ConfigError("\n".join(lines))
+
+
+def _position(data: Any, path: str) -> tuple[int, ...]:
+    """Where ``path`` (``strategies[1].rules[0].then``) sits in the document: the index of each
+    step among its siblings; a step that is not there (a missing field) sorts after them."""
+    node, position = data, []
+    for step in re.findall(r"\[\d+\]|[^.\[\]]+", path):
+        if step.startswith("["):
+            index = int(step[1:-1])
+            node = node[index] if isinstance(node, list) and index < len(node) else None
+            position.append(index)
+        else:
+            keys = [str(k) for k in node] if isinstance(node, dict) else []
+            position.append(keys.index(step) if step in keys else len(keys))
+            node = node.get(step) if isinstance(node, dict) else None
+    return tuple(position)
 
 
 def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> RouterConfig:

@@ -327,6 +327,10 @@ class CascadeConfig(BaseModel):
             refs.append((".validator.candidate", self.validator.candidate))
         return refs
 
+    def always_decides(self) -> str | None:
+        """A cascade decides every request (its first candidate, with the plan for the rest)."""
+        return "a cascade starts every request on its first candidate"
+
     def build(self, router_config: RouterConfig | None = None) -> "CascadeStrategy":
         if router_config is not None:
             for i, name in enumerate(self.candidates):

@@ -214,6 +214,10 @@ class CustomConfig(BaseModel):
     def referenced_candidates(self) -> list[tuple[str, str]]:
         return [(f".candidates[{i}]", name) for i, name in enumerate(self.candidates)]
 
+    def always_decides(self) -> str | None:
+        """None: what user code does is not known at load."""
+        return None
+
     def build(self, router_config: RouterConfig | None = None) -> "CustomStrategy":
         cls = self.strategy_class()
         candidates = tuple(router_config.candidates) if router_config is not None else tuple(self.candidates)

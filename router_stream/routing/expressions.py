@@ -110,3 +110,18 @@ def request_names(request: Request, key: str, headers: dict[str, str] | None = N
         "n_messages": len(request.messages or []) or 1,
         "true": True, "false": False, "null": None,  # JSON spellings of the constants
     }
+
+
+def always_true(source: str) -> bool:
+    """Whether ``source`` is true for every request: it reads no request name (only constants
+    and functions of them, e.g. ``True``, ``1 == 1``, ``len("x") > 0``) and evaluates true.
+    Used to spot a catch-all rule at load; an expression that reads the request is never
+    called always-true, even when it happens to be (``len(prompt) >= 0``)."""
+    try:
+        expr = Expression(source)
+    except ExpressionError:
+        return False
+    if any(isinstance(node, ast.Name) and node.id in NAMES for node in ast.walk(expr._tree)):
+        return False
+    matched, problem = expr.evaluate({"true": True, "false": False, "null": None})
+    return matched and problem is None

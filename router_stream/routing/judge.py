@@ -98,6 +98,10 @@ class JudgeConfig(BaseModel):
     def referenced_candidates(self) -> list[tuple[str, str]]:
         return [(".candidate", self.candidate)] + [(f".allowed.{name}", name) for name in self.allowed or {}]
 
+    def always_decides(self) -> str | None:
+        """None: it abstains when the judge call fails or its reply names no allowed candidate."""
+        return None
+
     def build(self, router_config: RouterConfig | None = None) -> "JudgeStrategy":
         return JudgeStrategy(self, router_config)
 

@@ -90,6 +90,10 @@ class KeywordsConfig(BaseModel):
     def referenced_candidates(self) -> list[tuple[str, str]]:
         return [(f".rules[{i}].then", r.then) for i, r in enumerate(self.rules)]
 
+    def always_decides(self) -> str | None:
+        """None: whether a term matches depends on the request text."""
+        return None
+
     def build(self, router_config: RouterConfig | None = None) -> "KeywordsStrategy":
         return KeywordsStrategy(self)
 

@@ -117,6 +117,10 @@ class LearnedConfig(BaseModel):
         assert self.weak is not None and self.strong is not None
         return [(".weak", self.weak), (".strong", self.strong)]
 
+    def always_decides(self) -> str | None:
+        """None: scores inside the abstain band, and requests it cannot score, abstain."""
+        return None
+
     def build(self) -> "LearnedStrategy":
         return LearnedStrategy(self)
 

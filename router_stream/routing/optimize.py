@@ -100,6 +100,10 @@ class OptimizeConfig(BaseModel):
         refs += [(f".quality.{name}", name) for name in self.quality]
         return refs
 
+    def always_decides(self) -> str | None:
+        """None: it abstains when no candidate passes the quality floor or all breakers are open."""
+        return None
+
     def build(self, router_config: RouterConfig | None = None) -> "OptimizeStrategy":
         prices = None
         if router_config is not None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..schemas import Request
 from .base import Decision, RoutingContext
 from .caching import StrategyCache
-from .expressions import Expression, ExpressionError, request_names
+from .expressions import Expression, ExpressionError, always_true, request_names
 
 if TYPE_CHECKING:
     from ..config import RouterConfig
@@ -52,6 +52,15 @@ class RulesConfig(BaseModel):
 
     def referenced_candidates(self) -> list[tuple[str, str]]:
         return [(f".rules[{i}].then", r.then) for i, r in enumerate(self.rules)]
+
+    def always_decides(self) -> str | None:
+        """Why no request gets past this strategy, or None: a rule whose ``when`` is true whatever
+        the request (``True``, ``1 == 1``) is a catch-all. Expressions that read the request are
+        never judged, so this errs on the side of None."""
+        for i, rule in enumerate(self.rules):
+            if always_true(rule.when):
+                return f"rules[{i}] `when: {rule.when}` matches every request"
+        return None
 
     def build(self, router_config: RouterConfig | None = None) -> "RulesStrategy":
         return RulesStrategy(self)

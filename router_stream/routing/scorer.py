@@ -94,6 +94,10 @@ class ScorerConfig(BaseModel):
         refs = [(f".allowed[{i}]", name) for i, name in enumerate(self.allowed or [])]
         return refs + [(f".{side}", name) for side, name in (("above", self.above), ("below", self.below)) if name]
 
+    def always_decides(self) -> str | None:
+        """None: it abstains on a timeout, an error or a score below ``min_score``."""
+        return None
+
     def build(self, router_config: RouterConfig | None = None) -> "ScorerStrategy":
         candidates = tuple(router_config.candidates) if router_config is not None else ()
         return ScorerStrategy(self, candidates)

@@ -143,6 +143,10 @@ class SplitConfig(BaseModel):
             refs += [(".ramp.from", self.ramp.from_), (".ramp.to", self.ramp.to)]
         return refs
 
+    def always_decides(self) -> str | None:
+        """A split sends every key to one of its arms (its weights add up to more than 0)."""
+        return "a split sends every key to one of its arms"
+
     def build(self, router_config: RouterConfig | None = None) -> "SplitStrategy":
         return SplitStrategy(self)
 

@@ -80,7 +80,7 @@ def test_config_error_names_the_field_and_known_candidates():
                                                          {"when": "True", "then": "smartt"}]}])
     with pytest.raises(ConfigError) as err:
         parse_config(data, environ={})
-    assert "strategies[0].rules[2].then: 'smartt' is not a candidate (known: cheap, smart)" in str(err.value)
+    assert "strategies[0].rules[2].then: 'smartt' is not a candidate; did you mean 'smart'? (known: cheap, smart)" in str(err.value)
 
 
 def test_config_error_for_bad_expression_names_the_rule():

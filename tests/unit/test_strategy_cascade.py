@@ -256,9 +256,9 @@ def config_error(servers, validator: dict[str, Any], **cascade: Any) -> str:
 
 async def test_config_errors_name_the_field(servers):
     msg = config_error(servers, {"type": "regex", "pattern": "([a-z"})
-    assert msg.startswith("strategies[0].validator.regex.pattern: invalid regex '([a-z'"), msg
+    assert msg.startswith("strategies[0].validator.pattern: invalid regex '([a-z'"), msg
     msg = config_error(servers, {"type": "regex", "pattern": r"^(\w+\s?)*$"})  # it runs over model answers
-    assert msg.startswith("strategies[0].validator.regex.pattern: regex ") and "nested quantifier" in msg, msg
+    assert msg.startswith("strategies[0].validator.pattern: regex ") and "nested quantifier" in msg, msg
     msg = config_error(servers, {"type": "min_length", "chars": 3}, candidates=["cheap", "nope"])
     assert msg == "strategies[0].candidates[1]: 'nope' is not a candidate (known: cheap, judge, strong)"
     msg = config_error(servers, {"type": "min_length", "chars": 3}, candidates=["cheap"])
@@ -268,9 +268,9 @@ async def test_config_errors_name_the_field(servers):
     msg = config_error(servers, {"type": "judge", "candidate": "oracle"})
     assert msg == "strategies[0].validator.candidate: 'oracle' is not a candidate (known: cheap, judge, strong)"
     msg = config_error(servers, {"type": "judge", "candidate": "judge", "prompt": "ok?"})
-    assert "strategies[0].validator.judge.prompt: the judge prompt must contain {answer}" in msg
+    assert "strategies[0].validator.prompt: the judge prompt must contain {answer}" in msg
     msg = config_error(servers, {"type": "json_schema", "schema": {"type": "object", "additionalProperties": False}})
-    assert "strategies[0].validator.json_schema.schema: schema: unsupported keyword(s) additionalProperties" in msg
+    assert "strategies[0].validator.schema: schema: unsupported keyword(s) additionalProperties" in msg
     msg = config_error(servers, {"type": "json_schema", "schema": {"properties": {"a": {"type": "text"}}}})
     assert "schema.properties.a.type" in msg
     msg = config_error(servers, {"type": "spellcheck"})

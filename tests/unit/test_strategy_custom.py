@@ -28,7 +28,7 @@ def config(*strategies):
 def config_error(strategy_cfg) -> str:
     # at index 2, as in the example message
     with pytest.raises(ConfigError) as info:
-        config(RULES, RULES, strategy_cfg)
+        config(RULES, {**RULES, "name": "rules-2"}, strategy_cfg)  # unique names: the one error is ours
     return str(info.value)
 
 

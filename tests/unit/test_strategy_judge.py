@@ -235,7 +235,7 @@ def test_config_errors_name_the_field():
     assert error({"type": "judge", "candidate": "oracle"}) == (
         "strategies[0].candidate: 'oracle' is not a candidate (known: cheap, smart)")
     assert error({"type": "judge", "candidate": "cheap", "allowed": ["cheap", "smartt"]}) == (
-        "strategies[0].allowed.smartt: 'smartt' is not a candidate (known: cheap, smart)")
+        "strategies[0].allowed.smartt: 'smartt' is not a candidate; did you mean 'smart'? (known: cheap, smart)")
     assert "differ only in case" in error({"type": "judge", "candidate": "cheap", "allowed": ["cheap", "CHEAP"]})
     assert error({"type": "judge", "candidate": "cheap", "allowed": []}).startswith("strategies[0].allowed:")
     # without the RouterConfig a judge has no endpoint: say so instead of failing later

@@ -145,7 +145,7 @@ def test_a_repeated_choice_with_overlapping_alternatives_is_refused():
 
 def test_other_config_errors_name_the_field():
     assert config_error([{"type": "keywords", "rules": [{"keywords": ["x"], "then": "smartt"}]}]) == (
-        "strategies[0].rules[0].then: 'smartt' is not a candidate (known: cheap, legal, smart)")
+        "strategies[0].rules[0].then: 'smartt' is not a candidate; did you mean 'smart'? (known: cheap, legal, smart)")
     assert config_error([{"type": "keywords", "rules": [{"then": "smart"}]}]) == (
         "strategies[0].rules[0]: a rule needs at least one of 'keywords' or 'regex'")
     assert config_error([{"type": "keywords", "rules": [{"keywords": ["x"], "fields": ["prompt", "body"],

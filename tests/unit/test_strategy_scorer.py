@@ -177,7 +177,7 @@ def test_config_errors_name_the_field():
         return str(info.value)
 
     assert error({"type": "scorer", "url": "http://s/score", "allowed": ["cheap", "smrt"]}) == (
-        "strategies[0].allowed[1]: 'smrt' is not a candidate (known: cheap, expensive, smart)")
+        "strategies[0].allowed[1]: 'smrt' is not a candidate; did you mean 'smart'? (known: cheap, expensive, smart)")
     assert error({"type": "scorer", "url": "scorer:8080"}) == (
         "strategies[0].url: 'scorer:8080' is not an http(s) URL")
     assert error({"type": "scorer"}) == "strategies[0].url: Field required"
@@ -208,6 +208,6 @@ def test_one_score_config_needs_all_three_and_real_candidates():
     assert "threshold, above and below go together" in error({"type": "scorer", "url": "http://s/x", "threshold": 0.5,
                                                              "above": "smart"})
     assert error({"type": "scorer", "url": "http://s/x", "threshold": 0.5, "above": "smrt", "below": "cheap"}) == (
-        "strategies[0].above: 'smrt' is not a candidate (known: cheap, expensive, smart)")
+        "strategies[0].above: 'smrt' is not a candidate; did you mean 'smart'? (known: cheap, expensive, smart)")
     # a one-score reply without a configured threshold is not understood
     assert parse_reply({"score": 0.9}, ["cheap"], None)[0] is None

@@ -117,7 +117,7 @@ def test_timestamps():
 
 def test_config_errors_name_the_field():
     assert config_error({"type": "split", "weights": {"cheap": 1, "smartt": 1}}) == (
-        "strategies[0].weights.smartt: 'smartt' is not a candidate (known: canary, cheap, smart)")
+        "strategies[0].weights.smartt: 'smartt' is not a candidate; did you mean 'smart'? (known: canary, cheap, smart)")
     assert config_error({"type": "split", "weights": {"cheap": 0, "smart": 0}}) == (
         "strategies[0].weights: weights must add up to more than 0")
     assert config_error({"type": "split", "weights": {"cheap": -1}}).startswith("strategies[0].weights.cheap:")
@@ -132,7 +132,7 @@ def test_config_errors_name_the_field():
         {"type": "split", "weights": {"cheap": 1}, "ramp": ramp})
     ramp = {"from": "cheap", "to": "smrt", "start": START, "end": END}
     assert config_error({"type": "split", "weights": {"cheap": 1}, "ramp": ramp}) == (
-        "strategies[0].ramp.to: 'smrt' is not a candidate (known: canary, cheap, smart)")
+        "strategies[0].ramp.to: 'smrt' is not a candidate; did you mean 'smart'? (known: canary, cheap, smart)")
     ramp = {"from": "smart", "to": "cheap", "start": START, "end": END}
     assert "has no weight to move" in config_error({"type": "split", "weights": {"cheap": 1}, "ramp": ramp})
 
