@@ -32,6 +32,11 @@ kafka-jars:
 demo: install kafka-jars
 	$(BIN)/router-stream demo
 
+## the demo with a real LLM: SmolLM2-135M (llama.cpp, built once into .cache/llm: ~10 min) as the cheap candidate
+.PHONY: demo-real
+demo-real: install kafka-jars
+	$(BIN)/python -m router_stream.devtools.real_llm demo
+
 ## run the whole test suite against a real broker (KAFKA_BOOTSTRAP_SERVERS, Docker, or local jars)
 test: install kafka-jars
 	$(BIN)/pytest -q -p no:cacheprovider
