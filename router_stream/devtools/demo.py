@@ -14,8 +14,9 @@ import tempfile
 import time
 from collections import Counter
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .harness import WorkerProcess, free_port, make_config, produce, read_topic, write_config
 
@@ -101,16 +102,60 @@ def summarize(responses: list[Any], audits: list[Any], dead: list[Any], sent: in
     return "\n".join(lines)
 
 
-def run_demo(requests: int = 200, bootstrap: str | None = None) -> int:
-    from .local_kafka import LocalKafka
+#: what a scenario's model starter returns: ``{name: base_url}`` and per-candidate config overrides
+StartedModels = tuple[dict[str, str], dict[str, dict[str, Any]]]
+
+
+@dataclass
+class Scenario:
+    """What a demo run starts and sends; :func:`run_scenario` does the rest (broker, worker, reading).
+
+    ``start_models`` starts the candidates (registering their stop on the stack) and returns
+    ``{name: base_url}`` plus per-candidate config overrides. ``expected_dead`` is the exact number
+    of dead letters the traffic must give (None: any; every record must still come out once, as a
+    response or a dead letter). ``summarize`` turns what was read into the printed summary.
+    """
+
+    name: str
+    start_models: Callable[[ExitStack, Callable[[str], None]], StartedModels]
+    traffic: list[tuple[bytes | None, bytes | None]]
+    strategies: list[dict[str, Any]]
+    expected_dead: int | None
+    summarize: Callable[[list[Any], list[Any], list[Any], int, float], str] = summarize
+    process_timeout_s: float = 120.0
+
+
+def _loopback_models(stack: ExitStack, say: Callable[[str], None]) -> StartedModels:
     from .model_server import ModelServer
 
+    cheap = ModelServer(name="cheap", latency_ms=5, jitter_ms=5)
+    strong = ModelServer(name="strong", latency_ms=40, jitter_ms=20)
+    for server in (cheap, strong):
+        server.start_in_thread()
+        stack.callback(server.stop)
+    say(f"loopback models: cheap at {cheap.base_url} (fast), strong at {strong.base_url} (slower)")
+    return {"cheap": cheap.base_url, "strong": strong.base_url}, {}
+
+
+def run_demo(requests: int = 200, bootstrap: str | None = None) -> int:
+    """``router-stream demo``: two loopback models and the sample traffic mix."""
+    traffic = sample_traffic(requests)
+    malformed = sum(1 for _, v in traffic if v is None or not v.startswith(b'{"request_id"'))
+    return run_scenario(Scenario(name="demo", start_models=_loopback_models, traffic=traffic,
+                                 strategies=DEMO_STRATEGIES, expected_dead=malformed), bootstrap)
+
+
+def run_scenario(scenario: Scenario, bootstrap: str | None = None) -> int:
+    """Start a broker (unless given), the scenario's models and a worker; send, wait, read, summarize."""
+    from .local_kafka import LocalKafka
+
     def say(msg: str) -> None:
-        print(f"[demo] {msg}", flush=True)
+        print(f"[{scenario.name}] {msg}", flush=True)
 
     started = time.monotonic()
     bootstrap_given = bootstrap
-    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="router-stream-demo-") as tmp:
+    traffic = scenario.traffic
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix=f"router-stream-{scenario.name}-") as tmp:
         work = Path(tmp)
         if bootstrap is None:
             say("starting a local Apache Kafka broker (KRaft, 127.0.0.1) ...")
@@ -118,16 +163,11 @@ def run_demo(requests: int = 200, bootstrap: str | None = None) -> int:
             bootstrap = kafka.start()
             stack.callback(kafka.stop)
         say(f"broker at {bootstrap}")
-        cheap = ModelServer(name="cheap", latency_ms=5, jitter_ms=5)
-        strong = ModelServer(name="strong", latency_ms=40, jitter_ms=20)
-        for server in (cheap, strong):
-            server.start_in_thread()
-            stack.callback(server.stop)
-        say(f"loopback models: cheap at {cheap.base_url} (fast), strong at {strong.base_url} (slower)")
+        candidates, candidate_extra = scenario.start_models(stack, say)
 
-        config = make_config(bootstrap=bootstrap, prefix=f"demo{int(time.time())}", state_dir=work / "state",
-                             candidates={"cheap": cheap.base_url, "strong": strong.base_url},
-                             default="cheap", strategies=DEMO_STRATEGIES)
+        config = make_config(bootstrap=bootstrap, prefix=f"{scenario.name}{int(time.time())}",
+                             state_dir=work / "state", candidates=candidates, candidate_extra=candidate_extra,
+                             default="cheap", strategies=scenario.strategies)
         cfg_path = write_config(work / "routing.yaml", config)
         from ..config import load_config
         from ..topics import apply_topics, load_spec
@@ -145,34 +185,39 @@ def run_demo(requests: int = 200, bootstrap: str | None = None) -> int:
             return 1
         say(f"worker ready in {waited:.1f}s")
 
-        traffic = sample_traffic(requests)
         t0 = time.monotonic()
         asyncio.run(produce(bootstrap, config["topics"]["requests"], traffic))
-        malformed = sum(1 for _, v in traffic if v is None or not v.startswith(b'{"request_id"'))
-        say(f"produced {len(traffic)} requests ({malformed} malformed on purpose)")
-        expect = len(traffic) - malformed
+        planned = "" if scenario.expected_dead is None else f" ({scenario.expected_dead} malformed on purpose)"
+        say(f"produced {len(traffic)} requests{planned}")
         tty = sys.stdout.isatty()  # a progress line redrawn in place; in a log, one line every 5 s
         last = 0.0
         while True:
             done = worker.records_done()
-            finished = done >= len(traffic) or time.monotonic() - t0 > 120
+            finished = done >= len(traffic) or time.monotonic() - t0 > scenario.process_timeout_s
             if tty:
-                print(f"\r[demo] processed {done}/{len(traffic)}", end="\n" if finished else "", flush=True)
+                print(f"\r[{scenario.name}] processed {done}/{len(traffic)}", end="\n" if finished else "", flush=True)
             elif finished or time.monotonic() - last >= 5:
                 say(f"processed {done}/{len(traffic)}")
                 last = time.monotonic()
             if finished:
                 break
             time.sleep(0.5)
+        # dead letters first: with an open count (expected_dead None) the responses to wait for follow
+        dead = asyncio.run(read_topic(bootstrap, config["topics"]["dead_letter"], expect=scenario.expected_dead,
+                                      timeout=30, idle=1))
+        expect = len(traffic) - (len(dead) if scenario.expected_dead is None else scenario.expected_dead)
         responses = asyncio.run(read_topic(bootstrap, config["topics"]["responses"], expect=expect, timeout=60, idle=1))
         audits = asyncio.run(read_topic(bootstrap, config["topics"]["audit"], expect=expect, timeout=30, idle=1))
-        dead = asyncio.run(read_topic(bootstrap, config["topics"]["dead_letter"], expect=malformed, timeout=30, idle=1))
-        print(summarize(responses, audits, dead, len(traffic), time.monotonic() - t0))
+        print(scenario.summarize(responses, audits, dead, len(traffic), time.monotonic() - t0))
         say("stopping worker, models" + (" and broker ..." if bootstrap_given is None else " ... (the broker given stays up)"))
         code = worker.terminate()
-        ok = len(responses) == expect and len(dead) == malformed and code == 0
+        ids = Counter(json.loads(r.value)["request_id"] for r in responses)
+        ok = (len(responses) == expect and len(ids) == expect and code == 0
+              and (scenario.expected_dead is None or len(dead) == scenario.expected_dead))
         if not ok:
-            print(f"[demo] FAILED: expected {expect} responses and {malformed} dead letters "
-                  f"(worker exit {code}); worker log tail:\n{worker.tail()}", file=sys.stderr)
+            want = "" if scenario.expected_dead is None else f" and {scenario.expected_dead} dead letters"
+            print(f"[{scenario.name}] FAILED: expected {expect} responses with distinct ids{want}, got "
+                  f"{len(responses)} ({len(ids)} distinct) and {len(dead)} dead letters (worker exit {code}); "
+                  f"worker log tail:\n{worker.tail()}", file=sys.stderr)
     say(f"done in {time.monotonic() - started:.1f}s")
     return 0 if ok else 1
