@@ -142,6 +142,9 @@ class Audit(BaseModel):
     batch: dict[str, Any] | None = None
     #: a cascade's steps, in order: {candidate, served_by, accepted, reason, cost_usd, served, ...}
     cascade: list[dict[str, Any]] | None = None
+    #: an operator's control record (``decided_by: "control"``): {action, strategy, applied, result,
+    #: evicted | kept}; no response goes with it (router_stream/processing/control.py)
+    control: dict[str, Any] | None = None
     worker_id: str = ""
     source: dict[str, Any] = Field(default_factory=dict)
     received_at: int = 0
