@@ -223,3 +223,10 @@ def test_now_ms_is_used_for_received(monkeypatch):
     started = now_ms()
     outcome = _run(handler, store, b"k", BODY, [(CONTROL_HEADER, SECRET.encode())])
     assert outcome.audit.received_at >= started and outcome.audit.control["applied"] is False
+
+
+def test_control_reasons_have_rows_in_the_dead_letter_docs():
+    from pathlib import Path
+    table = (Path(__file__).resolve().parents[2] / "docs" / "dead-letters.md").read_text()
+    for reason in ("unauthorised_control", "control_disabled", "invalid_control"):
+        assert f"| `{reason}` |" in table, reason
