@@ -14,9 +14,9 @@ keeps its own entry for it, so ``V`` is looked up (or evicted) on every partitio
 ``--kafka-key`` or ``--partition`` names one.
 
 Exit codes: 0 done (``get``: state found; ``evict``: applied, or confirmed there was nothing to
-evict), 1 ``get``: no state for the key / ``evict``: no worker confirmed within ``--wait``
-(the record stays in Kafka and is applied when a worker reads it), 2 usage or config,
-75 Kafka unavailable (try again later).
+evict), 1 ``get``: no state for the key / ``evict``: a worker refused it (a dead letter: wrong
+secret, control disabled) or none confirmed within ``--wait`` (the record stays in Kafka and is
+applied when a worker reads it), 2 usage or config, 75 Kafka unavailable (try again later).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .errors import ConfigError, KafkaUnavailable
 from .schemas import now_ms
 
 EXIT_NOT_FOUND = 1
+REFUSED = "REFUSED"
 
 
 class UsageError(ValueError):
@@ -113,11 +114,11 @@ def _get(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(_get_text(report, len(entries)))
+        print(render_text(report, len(entries)))
     return 0 if found else EXIT_NOT_FOUND
 
 
-def _get_text(report: dict[str, Any], partitions_read: int) -> str:
+def render_text(report: dict[str, Any], partitions_read: int) -> str:
     where = (f"partition {report['partitions_read'][0]}" if partitions_read == 1
              else f"all {partitions_read} partitions")
     head = f"key {report['scope_key']!r} (cache.scope {report['cache_scope']}), changelog {report['changelog']}"
@@ -212,7 +213,7 @@ def _evict(args: argparse.Namespace) -> int:
         return 2
     report = {"scope_key": scope_key, "strategy": args.strategy, "control_id": control_id,
               "partitions": targets, "confirmed": confirmed, "waited_s": args.wait}
-    missing = [p for p in targets if p not in confirmed] if args.wait > 0 else []
+    failed = [p for p in targets if p not in confirmed or confirmed[p].startswith(REFUSED)] if args.wait > 0 else []
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -225,7 +226,7 @@ def _evict(args: argparse.Namespace) -> int:
             elif args.wait > 0:
                 print(f"  partition {p}: not confirmed within {args.wait:g} s (is a worker running? the record "
                       "is in Kafka and is applied when the partition's owner reads it)")
-    return EXIT_NOT_FOUND if missing else 0
+    return EXIT_NOT_FOUND if failed else 0
 
 
 async def _output_ends(settings: dict[str, Any], config: RouterConfig) -> dict[Any, int]:
@@ -289,10 +290,21 @@ def _confirmation(value: bytes | None, control_id: str, dead: bool) -> tuple[int
         return None
     if not isinstance(original, dict) or original.get("control_id") != control_id:
         return None
-    return int(data.get("partition", -1)), f"REFUSED: dead letter {data.get('reason')}: {data.get('message')}"
+    return int(data.get("partition", -1)), f"{REFUSED}: dead letter {data.get('reason')}: {data.get('message')}"
 
 
 # ------------------------------------------------------------------ registration
+_STATE_HELP = """\
+get    reads the key's state from the committed changelog: works with no worker running.
+evict  produces a control record to the partition owning the key; its worker applies it in the
+       partition's transaction (exactly once, ordered with the key's requests). Needs
+       control.secret_env in the config and that env var set to the workers' secret.
+
+Exit codes: 0 done (get: found; evict: every partition applied it or had nothing to evict), 1 get:
+no state / evict: a partition refused it (dead letter) or did not answer within --wait, 2 usage or
+config, 75 Kafka unavailable.
+See docs/operations.md, "Inspect and evict a key's state".
+"""
 _TARGET_HELP = ("--key K: a Kafka record key; it picks the partition (default partitioner, murmur2) and is the "
                 "scope key with cache.scope key. --scope-value V: a cache.scope field/expression value; its "
                 "requests may arrive on any partition and each keeps its own entry, so V is looked up on all "
@@ -314,7 +326,7 @@ def _target_args(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     """Add ``state get`` and ``state evict`` to the ``router-stream`` parser."""
     state = sub.add_parser("state", help="inspect or evict one key's committed state (sticky decision, requests)",
-                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                           description=_STATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     ssub = state.add_subparsers(dest="action", required=True)
     get = ssub.add_parser("get", help="the key's sticky decision, request count and recent request ids, read "
                                       "from the committed changelog (no worker needed)", description=_TARGET_HELP)

@@ -92,6 +92,9 @@ def test_get_evict_forgery_restart_and_http(kafka_bootstrap, model_servers, pref
         assert [x["reason"] for x in dead] == ["unauthorised_control"] * 2
         assert all(SECRET not in json.dumps(x) for x in dead)
         assert _get(cfg, "user-0")[1]["entries"][0]["decision"]["candidate"] == "strong"  # not evicted
+        # the CLI with another secret than the workers': refused, said, exit 1
+        code, out, err = _cli(cfg, "evict", "--key", "user-0", secret="other-" + os.urandom(12).hex())
+        assert code == 1 and "REFUSED: dead letter unauthorised_control" in out, (out, err)
 
         # an eviction limited to another strategy keeps the decision
         code, out, err = _cli(cfg, "evict", "--key", "user-0", "--strategy", "learned", "--json")
@@ -112,6 +115,7 @@ def test_get_evict_forgery_restart_and_http(kafka_bootstrap, model_servers, pref
 
         asyncio.run(produce(kafka_bootstrap, topic, [(b"user-0", _value("r3"))]))
         audits = {a["request_id"]: a for a in map(json.loads, (r.value for r in read(config, "audit", expect=5)))}
+        assert len(audits) == 5  # r1-r3 and the two authorised control records: nothing from the forgeries
         control = audits[evicted["control_id"]]
         assert control["decided_by"] == "control" and control["control"]["applied"] is True
         assert control["control"]["evicted"]["candidate"] == "strong"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from router_stream.cli import main
-from router_stream.state_cli import _get_text
+from router_stream.state_cli import render_text
 
 
 def _config(tmp_path, **extra) -> str:
@@ -61,6 +61,6 @@ def test_text_says_what_is_missing():
     report = {"scope_key": "u", "cache_scope": "key", "changelog": "cl", "found": True, "partitions_read": [2],
               "entries": [{"partition": 2, "read_to_offset": 9, "found": True, "count": 3, "decision": None,
                            "recent_request_ids": None}]}
-    text = _get_text(report, 1)
+    text = render_text(report, 1)
     assert "none (the next request is decided afresh)" in text and "not recorded" in text
-    assert "no state on partition 2" in _get_text({**report, "found": False, "entries": []}, 1)
+    assert "no state on partition 2" in render_text({**report, "found": False, "entries": []}, 1)
