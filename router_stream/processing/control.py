@@ -31,8 +31,10 @@ import hmac
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
+from ..state import keystate
+from ..state.store import key_state_key
 from .intake import Poison
 
 #: the record header carrying the shared secret
@@ -176,3 +178,23 @@ def apply_command(command: ControlCommand, state: dict[str, Any] | None) -> tupl
         note["result"] = "evicted: the key's next request is decided afresh"
         note["evicted"] = {k: decision.get(k) for k in ("candidate", "decided_by", "decided_at")}
     return note["applied"], note
+
+
+class StateAccess(Protocol):
+    """What applying a command needs of the batch's state view (``handler.StateView``)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes | None) -> None: ...
+
+
+def apply_to_state(command: ControlCommand, view: StateAccess) -> dict[str, Any]:
+    """:func:`apply_command` on the key's stored state, writing it back when it changed (the
+    write joins the batch's transaction like a request's). Returns the audit note."""
+    state_key = key_state_key(command.scope_key)
+    raw = view.get(state_key)
+    state = keystate.load(raw) if raw is not None else None
+    changed, note = apply_command(command, state)
+    if changed and state is not None:
+        view.put(state_key, keystate.dump(state))
+    return note

@@ -3,7 +3,8 @@
 The handler reads local state through a :class:`StateView` (committed store + this batch's
 uncommitted writes) and returns an :class:`Outcome`: the records to produce and the state
 writes to make, all of which the processor commits in one Kafka transaction. Nothing here
-raises for a bad record: each record ends as a response (maybe with ``error``) or a dead letter.
+raises for a bad record: each record ends as a response (maybe with ``error``) or a dead letter;
+an authorised control record (``control.py``) ends as an audit record only.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..schemas import Attempt, Audit, CachedDecision, DeadLetter, Request, Respo
 from ..state import keystate
 from ..state.store import key_state_key, parked_dup_key, parked_key, request_key
 from .cascade import run_cascade
-from .control import ControlCommand, ControlGate, apply_command
+from .control import ControlCommand, ControlGate, apply_to_state
 from .intake import Poison, classify, context_limit
 
 log = logging.getLogger(__name__)
@@ -402,12 +403,7 @@ class Handler:
         """An authorised control record, applied to this partition's state in the batch's
         transaction: no response, an audit record (``decided_by: "control"``, ``control``: what
         was done) so operators can see it happened."""
-        state_key = key_state_key(command.scope_key)
-        raw = view.get(state_key)
-        state = keystate.load(raw) if raw is not None else None
-        changed, note = apply_command(command, state)
-        if changed and state is not None:
-            view.put(state_key, keystate.dump(state))
+        note = apply_to_state(command, view)
         log.info("control %s of key %r on %s[%d]@%d: %s", command.action, command.scope_key, source.topic,
                  source.partition, source.offset, note["result"])
         src = {"topic": source.topic, "partition": source.partition, "offset": source.offset}
