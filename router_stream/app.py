@@ -102,6 +102,15 @@ def build_app(config: RouterConfig, pipeline: Pipeline | None = None) -> tuple[f
             body["restored_on_assign"] = runtime.processor.restored_on_assign
         return web.json(body, status=200 if ok else 503)
 
+    @app.page("/state")
+    async def state(web: Any, request: Any) -> Any:
+        from .state_http import state_view
+        runtime = holder.get("runtime")
+        if runtime is None:
+            return web.json({"error": "the worker is still starting"}, status=503)
+        status, body = state_view(runtime.processor, config.cache.ttl_s, config.cache.scope, request.query)
+        return web.json(body, status=status)
+
     return app, holder
 
 

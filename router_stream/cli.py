@@ -9,6 +9,7 @@
   router-stream demo                                   the embedded demo (local broker, models, traffic)
   router-stream model-server --name cheap              a loopback dev/test model endpoint
   router-stream train | calibrate | eval               the learned router
+  router-stream state get|evict --config c.yaml --key K   inspect or evict one key's state
 
 `router-stream COMMAND --help` for each command's options.
 """
@@ -250,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--latency-ms", type=float, default=5, metavar="MS",
                     help="how long each answer takes, in milliseconds (default: %(default)s)")
     ms.set_defaults(func=_cmd_model_server)
+
+    from .state_cli import register as register_state
+    register_state(sub)  # state get / state evict
 
     try:
         from .learning.cli import register

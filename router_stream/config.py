@@ -278,6 +278,19 @@ class WorkerConfig(_Strict):
     standby_interval_s: float = Field(2.0, gt=0, description="how often standby copies catch up with the changelog")
 
 
+class ControlConfig(_Strict):
+    """Operator control records (``router-stream state evict``): accepted only with the shared
+    secret held by the env var named here, sent in a record header; disabled when unset
+    (router_stream/processing/control.py, docs/operations.md)."""
+
+    secret_env: str | None = Field(None, description="name of the env var holding the control secret")
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env_is_a_name(cls, v: str | None) -> str | None:
+        return check_env_name(v, "secret", "ROUTER_STREAM_CONTROL_SECRET")
+
+
 class RouterConfig(_Strict):
     """The whole configuration file."""
 
@@ -292,6 +305,7 @@ class RouterConfig(_Strict):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     budgets: list[BudgetConfig] = Field(default_factory=list, description="per-scope spend limits (docs/budgets.md)")
+    control: ControlConfig = Field(default_factory=ControlConfig)
 
     @field_validator("candidates")
     @classmethod

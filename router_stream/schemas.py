@@ -271,6 +271,9 @@ class Audit(BaseModel):
     ignored_fields: list[str] | None = None
     #: what the worker did with the request beyond routing it, in words (e.g. ``stream`` answered whole)
     notes: list[str] | None = None
+    #: an operator's control record (``decided_by: "control"``): {action, strategy, applied, result,
+    #: evicted | kept}; no response goes with it (router_stream/processing/control.py)
+    control: dict[str, Any] | None = None
     worker_id: str = ""
     source: dict[str, Any] = Field(default_factory=dict)
     received_at: int = 0

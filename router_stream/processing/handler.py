@@ -3,7 +3,8 @@
 The handler reads local state through a :class:`StateView` (committed store + this batch's
 uncommitted writes) and returns an :class:`Outcome`: the records to produce and the state
 writes to make, all of which the processor commits in one Kafka transaction. Nothing here
-raises for a bad record: each record ends as a response (maybe with ``error``) or a dead letter.
+raises for a bad record: each record ends as a response (maybe with ``error``) or a dead letter;
+an authorised control record (``control.py``) ends as an audit record only.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from ..routing.cascade import CascadePlan
 from ..routing.expressions import Expression, request_names
 from ..routing.pipeline import Pipeline
 from ..schemas import Attempt, Audit, CachedDecision, DeadLetter, Request, Response, Usage, Verdict, now_ms
+from ..state import keystate
 from ..state.store import key_state_key, parked_dup_key, parked_key, request_key
 from .cascade import run_cascade
+from .control import ControlCommand, ControlGate, apply_to_state
 from .intake import Poison, classify, context_limit
 from .request_notes import audit_notes, model_names_candidate
 
@@ -195,11 +198,17 @@ class Handler:
         cache = config.cache  # the expression was checked at config load (cache.scope_expression)
         self._scope_expression = (Expression(cache.scope_expression)
                                   if cache.scope == "expression" and cache.scope_expression else None)
+        self.control = ControlGate.from_env(config.control.secret_env)
+        if config.control.secret_env and not self.control.enabled:
+            log.warning("%s", self.control.disabled_why)
 
-    def scope_key(self, source: Source, request: Request | None) -> str:
+    def scope_key(self, source: Source, request: Request | ControlCommand | None) -> str:
         """The sticky-decision key: the configured request field or expression, else the Kafka key,
         else the request id. A field/expression value that is empty, null, a bool, or not a string
-        or an integer (or an expression that fails on this request) falls back to the Kafka key."""
+        or an integer (or an expression that fails on this request) falls back to the Kafka key.
+        A control record's key is the one it names (so it is ordered with that key's requests)."""
+        if isinstance(request, ControlCommand):
+            return request.scope_key
         cache = self.config.cache
         if source.key:
             fallback = kafka_key_text(source.key)
@@ -253,13 +262,17 @@ class Handler:
             value_sha256=hashlib.sha256(raw).hexdigest() if raw is not None else None,
             request_id=poison.request_id, worker_id=self.worker_id))
 
-    def classify(self, source: Source) -> Request | Poison:
+    def classify(self, source: Source) -> Request | Poison | ControlCommand:
         """The record's request, or why it is poison (:func:`~.intake.classify` with this
-        worker's size and context limits). Pure: a caller that needs the request earlier (the
-        processor, for a field/expression scope's order token) parses once and passes it on."""
+        worker's size and context limits), or an authorised control record (``.control``). Pure: a
+        caller that needs the request earlier (the processor, for a field/expression scope's order
+        token) parses once and passes it on."""
+        control = self.control.check(source.headers, source.value)
+        if control is not None:
+            return control
         return classify(source.value, self.config.kafka.max_record_bytes, self.max_prompt_tokens)
 
-    async def handle(self, source: Source, view: StateView, parsed: Request | Poison | None = None,
+    async def handle(self, source: Source, view: StateView, parsed: Request | Poison | ControlCommand | None = None,
                      scope: str | None = None) -> Outcome:
         """Never raises for a record's content; an unexpected bug becomes a dead letter too.
 
@@ -273,13 +286,15 @@ class Handler:
             return self.dead_letter(source, Poison("internal_error", f"{type(exc).__name__} while handling the record"),
                                     error_class=type(exc).__name__)
 
-    async def _handle(self, source: Source, view: StateView, parsed: Request | Poison | None,
+    async def _handle(self, source: Source, view: StateView, parsed: Request | Poison | ControlCommand | None,
                       scope: str | None) -> Outcome:
         received = now_ms()
         if parsed is None:
             parsed = self.classify(source)
         if isinstance(parsed, Poison):
             return self.dead_letter(source, parsed)
+        if isinstance(parsed, ControlCommand):
+            return self.apply_control(source, view, parsed, received)
         request = parsed
         key = scope if scope is not None else self.scope_key(source, request)
         headers = _trace_headers(source.headers)
@@ -310,8 +325,7 @@ class Handler:
             return Outcome(parked=True)
 
         state_key = key_state_key(key)
-        raw_state = view.get(state_key)
-        state = json.loads(raw_state) if raw_state else {"decision": None, "count": 0}
+        state = keystate.load(view.get(state_key))
         verdicts: list[Verdict] = []
         cache_hit = False
         chosen: str | None = None
@@ -373,8 +387,8 @@ class Handler:
                               verdicts=verdicts, cache_hit=cache_hit, sticky=sticky_audit, error=admission.rejected,
                               budgets=admission.notes, worker_id=self.worker_id, source=src, received_at=received,
                               headers=headers, ignored_fields=ignored, notes=notes)
-                state["count"] = int(state.get("count", 0)) + 1
-                view.put(state_key, json.dumps(state, separators=(",", ":")).encode())
+                keystate.note_request(state, request.request_id)
+                view.put(state_key, keystate.dump(state))
                 if self.config.cache.dedup_window_s > 0:
                     view.put(request_key(request.request_id), response.model_dump_json().encode())
                 metrics.requests(chosen, decided_by, "budget_exceeded").inc()
@@ -383,8 +397,8 @@ class Handler:
                 served, plan = admission.candidate, None  # a downgrade replaces a cascade's plan too
 
         if self.config.candidates[served].mode == "batch":
-            state["count"] = int(state.get("count", 0)) + 1
-            view.put(state_key, json.dumps(state, separators=(",", ":")).encode())
+            keystate.note_request(state, request.request_id)
+            view.put(state_key, keystate.dump(state))
             view.put(parked_key(request.request_id), json.dumps({
                 "request": request.model_dump(mode="json", exclude_none=True), "key": key,
                 "kafka_key_b64": _b64(source.key), "chosen": served, "decided_by": decided_by,
@@ -431,8 +445,8 @@ class Handler:
             cascade=getattr(result, "cascade", None), ignored_fields=ignored, notes=notes,
             budgets=admission.notes if admission is not None else None,
         )
-        state["count"] = int(state.get("count", 0)) + 1
-        view.put(state_key, json.dumps(state, separators=(",", ":")).encode())
+        keystate.note_request(state, request.request_id)
+        view.put(state_key, keystate.dump(state))
         if self.config.cache.dedup_window_s > 0:
             view.put(request_key(request.request_id), response.model_dump_json().encode())
         outcome_label = "ok" if completion is not None else (error_kind or "error")
@@ -443,3 +457,15 @@ class Handler:
             metrics.tokens(result.served_by, "output").inc(completion.usage.completion_tokens)
             metrics.cost(result.served_by).inc(result.cost_usd)
         return Outcome(response=response, audit=audit, model_called=True)
+
+    def apply_control(self, source: Source, view: StateView, command: ControlCommand, received: int) -> Outcome:
+        """An authorised control record, applied to this partition's state in the batch's
+        transaction: no response, an audit record (``decided_by: "control"``, ``control``: what
+        was done) so operators can see it happened."""
+        note = apply_to_state(command, view)
+        log.info("control %s of key %r on %s[%d]@%d: %s", command.action, command.scope_key, source.topic,
+                 source.partition, source.offset, note["result"])
+        src = {"topic": source.topic, "partition": source.partition, "offset": source.offset}
+        return Outcome(audit=Audit(request_id=command.control_id, key=command.scope_key, decided_by="control",
+                                   control=note, worker_id=self.worker_id, source=src, received_at=received,
+                                   headers=_trace_headers(source.headers)))

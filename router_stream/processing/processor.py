@@ -46,6 +46,7 @@ from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
 from .gate import Gate
 from .slots import OrderedSlots
+from .control import ControlCommand
 from .handler import Handler, Outcome, Source, StateView, output_budget
 from .intake import Poison
 from .janitor import run_janitor
@@ -176,6 +177,18 @@ class Processor:
         """Assigned at least once, restored, not rebalancing, not failed."""
         return (self.assigned_once.is_set() and not self._rebalancing and not self._opening
                 and self.fatal is None and not self._stopping)
+
+    def owned_store(self, partition: int) -> PartitionStore | None:
+        """The committed state of a requests partition this worker owns and has opened (None
+        otherwise), for read-only views such as the ``/state`` endpoint: the store is written only
+        after a transaction committed, so it never shows uncommitted writes."""
+        part = self._parts.get(TopicPartition(self.topics.requests, partition))
+        return part.store if part is not None and not part.lost else None
+
+    def partition_count(self) -> int | None:
+        """How many partitions the requests topic has, from the consumer's metadata (None before it has any)."""
+        parts = self._consumer.partitions_for_topic(self.topics.requests) if self._consumer is not None else None
+        return len(parts) if parts else None
 
     async def start(self) -> None:
         kafka = self.config.kafka
@@ -702,14 +715,14 @@ class Processor:
         # a field/expression scope needs the parsed request for the order token; parse it and work
         # out its scope key once here and hand both to the handler (the Kafka-key scope needs
         # neither before the handler's own)
-        parsed: list[Request | Poison | None] = [None] * len(sources)
+        parsed: list[Request | Poison | ControlCommand | None] = [None] * len(sources)
         scopes: list[str | None] = [None] * len(sources)
         ledger = self.handler.ledger
         by_key = self.config.cache.scope == "key" and (ledger is None or not ledger.needs_request_for_order)
         for i, s in enumerate(sources):
             if not by_key:
                 parsed[i] = self.handler.classify(s)
-            request = parsed[i] if isinstance(parsed[i], Request) else None
+            request = parsed[i] if isinstance(parsed[i], (Request, ControlCommand)) else None
             try:
                 scope = self.handler.scope_key(s, request)
             except Exception:  # never for a record's content; if it does, order by offset, not crash
@@ -719,7 +732,7 @@ class Processor:
                 if request is not None:
                     scopes[i] = scope  # the handler's key for this very request
             extra = tuple(self.handler.budget_tokens(s, request)) if ledger is not None else ()
-            keys.append((scope, request.request_id if request is not None else _peek_id(s.value), extra))
+            keys.append((scope, request.request_id if isinstance(request, Request) else _peek_id(s.value), extra))
         outcomes: list[Outcome | None] = [None] * len(records)
 
         async def chain(indices: list[int], before: list[asyncio.Task[None]]) -> None:
