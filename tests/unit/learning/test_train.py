@@ -11,7 +11,7 @@ from router_stream.routing.base import RoutingContext
 from router_stream.routing.learned import LearnedConfig
 from router_stream.schemas import Request
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "routing" / "train.jsonl"
+DATA = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "routing" / "train.jsonl"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"shared routing data not present at {DATA}")
 
 
