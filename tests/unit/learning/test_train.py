@@ -11,7 +11,7 @@ from router_stream.routing.base import RoutingContext
 from router_stream.routing.learned import LearnedConfig
 from router_stream.schemas import Request
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "routing" / "train.jsonl"
+DATA = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "routing" / "train.jsonl"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"shared routing data not present at {DATA}")
 
 
@@ -60,7 +60,7 @@ def test_fast_hashed_counts_match_hashing_vectorizer():
 
     import numpy as np
 
-    from router_stream.learning.features import TfidfFeaturizer, _hashed_counts
+    from router_stream.learning.features import TfidfFeaturizer, hashed_counts
 
     feat = TfidfFeaturizer(word_bits=12, char_bits=12)
     rng = random.Random(5)
@@ -69,7 +69,7 @@ def test_fast_hashed_counts_match_hashing_vectorizer():
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 300))) for _ in range(40)]
     for text in texts:
         for vec in (feat._word, feat._char):
-            idx, counts = _hashed_counts(vec, text)
+            idx, counts = hashed_counts(vec, text)
             ref = vec.transform([text])
             assert np.array_equal(idx, ref.indices.astype(np.int64)), text
             assert np.allclose(counts, ref.data), text
