@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .config import RouterConfig
-from .processing.handler import TRACE_HEADERS, Handler, Source, _trace_headers, kafka_key_text, request_override
+from .processing.handler import TRACE_HEADERS, Handler, Source, trace_headers, kafka_key_text, request_override
 from .processing.intake import Poison, classify, context_limit
 from .processing.request_notes import audit_notes
 from .providers.base import estimate_prompt_tokens
@@ -201,7 +201,7 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
     ttl_s = config.cache.ttl_s
     result = ExplainResult(request_id=request.request_id, key=scope_key,
                            key_source=_key_source(config, request, kafka_key, scope_key), now_ms=received)
-    trace = _trace_headers(raw_headers)
+    trace = trace_headers(raw_headers)
     dropped = sorted(name for name, _ in raw_headers if name.lower() not in trace)
     if dropped:
         result.notes.append(f"headers not passed to strategies (the worker passes only {', '.join(TRACE_HEADERS)}"

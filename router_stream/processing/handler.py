@@ -24,7 +24,7 @@ from ..routing.base import RoutingContext
 from ..routing.cascade import CascadePlan
 from ..routing.expressions import Expression, request_names
 from ..routing.pipeline import Pipeline
-from ..schemas import Attempt, Audit, CachedDecision, DeadLetter, Request, Response, Usage, Verdict, now_ms
+from ..schemas import Audit, CachedDecision, DeadLetter, Request, Response, Verdict, now_ms
 from ..state import keystate
 from ..state.store import key_state_key, parked_dup_key, parked_key, request_key
 from .cascade import run_cascade
@@ -115,7 +115,7 @@ def sticky_note(cached: CachedDecision, received_ms: int, verdicts: list[Verdict
             "age_ms": max(0, received_ms - cached.decided_at), "ttl_s": cached.ttl_s, "ran_before": ran_before}
 
 
-def _trace_headers(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
+def trace_headers(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in headers:
         if name.lower() in TRACE_HEADERS and value is not None and len(value) <= 512:
@@ -221,7 +221,7 @@ class Handler:
             value = request.fields.get(cache.scope_field)
         elif self._scope_expression is not None:
             value, _problem = self._scope_expression.value(
-                request_names(request, fallback, _trace_headers(source.headers)))
+                request_names(request, fallback, trace_headers(source.headers)))
         else:
             return fallback
         if isinstance(value, (str, int)) and not isinstance(value, bool):
@@ -240,7 +240,7 @@ class Handler:
             return []
         try:
             return self.ledger.order_tokens(kafka_key_text(source.key) if source.key else None, request,
-                                            _trace_headers(source.headers))
+                                            trace_headers(source.headers))
         except Exception:  # never for a record's content; if it does, the record is ordered by its key only
             log.exception("budget scope of %s[%d]@%d failed", source.topic, source.partition, source.offset)
             return []
@@ -297,7 +297,7 @@ class Handler:
             return self.apply_control(source, view, parsed, received)
         request = parsed
         key = scope if scope is not None else self.scope_key(source, request)
-        headers = _trace_headers(source.headers)
+        headers = trace_headers(source.headers)
         src = {"topic": source.topic, "partition": source.partition, "offset": source.offset}
 
         # a producer retry of an answered request: answer again from the first answer, no model call
@@ -468,4 +468,4 @@ class Handler:
         src = {"topic": source.topic, "partition": source.partition, "offset": source.offset}
         return Outcome(audit=Audit(request_id=command.control_id, key=command.scope_key, decided_by="control",
                                    control=note, worker_id=self.worker_id, source=src, received_at=received,
-                                   headers=_trace_headers(source.headers)))
+                                   headers=trace_headers(source.headers)))

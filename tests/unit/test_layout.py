@@ -26,14 +26,8 @@ ROOT = Path(router_stream.__file__).resolve().parent
 #: (issue 18, "a tree that reads like aiokafka and httpx", will give each one home or a public
 #: name). ``router_stream/learning/`` has none and may not gain any. Keyed by importing module.
 KNOWN_VIOLATIONS: dict[str, set[str]] = {
-    "router_stream.explain": {"from router_stream.processing.handler import _trace_headers"},
     "router_stream.processing.batch_jobs": {"from router_stream.processing.processor import _Partition"},
     "router_stream.processing.janitor": {"from router_stream.processing.processor import _Partition"},
-    "router_stream.providers.batch_api": {
-        "from router_stream.providers.openai import _RESERVED_PARAMS",
-        "from router_stream.providers.openai import _content_text",
-        "from router_stream.providers.openai import _usage",
-    },
 }
 
 
