@@ -36,17 +36,13 @@ kafka-jars: install
 demo: install kafka-jars
 	$(BIN)/router-stream demo
 
-<<<<<<< HEAD
-## run the whole test suite against a real broker (KAFKA_BOOTSTRAP_SERVERS, Docker, or local jars),
-## first the skeleton and exactly-once tests on Kafka $(KAFKA4_VERSION) (skipped against a given broker)
-=======
 ## the demo with a real LLM: SmolLM2-135M (llama.cpp, built once into .cache/llm: ~10 min) as the cheap candidate
 .PHONY: demo-real
 demo-real: install kafka-jars
 	$(BIN)/python -m router_stream.devtools.real_llm demo
 
-## run the whole test suite against a real broker (KAFKA_BOOTSTRAP_SERVERS, Docker, or local jars)
->>>>>>> realllm
+## run the whole test suite against a real broker (KAFKA_BOOTSTRAP_SERVERS, Docker, or local jars),
+## first the skeleton and exactly-once tests on Kafka $(KAFKA4_VERSION) (skipped against a given broker)
 test: install kafka-jars
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ] && [ "$(KAFKA_VERSION)" != "$(KAFKA4_VERSION)" ]; then \
 	  set -x; $(BIN)/python -m router_stream.devtools.kafka_jars $(KAFKA4_VERSION) >/dev/null && \

@@ -137,6 +137,10 @@ class CandidateConfig(_Strict):
                                                       "anthropic: the anthropic-version header (default 2023-06-01)")
     deployment: str | None = Field(None, description="azure-openai: the deployment name (default: model)")
     default_max_tokens: int = Field(4096, ge=1, description="anthropic: max_tokens when a request sets none")
+    content_parts: Literal["native", "text"] = Field(
+        "native", description="text: send a message's text-only part list as one string, for servers whose chat "
+                              "template takes string content only (e.g. llama.cpp with many models); a request "
+                              "with image, audio or file parts is then unsupported_input (the next candidate serves)")
     api_key_env: str | None = Field(None, description="name of the env var holding the API key")
     request_timeout_ms: int = Field(30_000, ge=1)
     max_retries: int = Field(3, ge=0, le=20)

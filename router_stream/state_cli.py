@@ -100,9 +100,12 @@ def _get(args: argparse.Namespace) -> int:
     settings = client_settings(config.kafka)
     topics = config.topics
     wanted = key_state_key(scope_key)
+    from .budgets import spend_key
+    spend_keys = {b.name: spend_key(b.name, scope_key) for b in config.budgets}
 
     try:
-        result = _run_kafka(config, read_keys(settings, topics.requests, topics.changelog, {wanted},
+        result = _run_kafka(config, read_keys(settings, topics.requests, topics.changelog,
+                                              {wanted, *spend_keys.values()},
                                               partition=args.partition, kafka_key=kafka_key))
     except ValueError as exc:  # a --partition that does not exist
         print(f"error: {exc}", file=sys.stderr)
@@ -113,9 +116,12 @@ def _get(args: argparse.Namespace) -> int:
                 **keystate.describe(result.values.get((p, wanted)), now, config.cache.ttl_s)}
                for p, end in sorted(result.end_offsets.items())]
     found = [e for e in entries if e["found"]]
+    from .budgets.report import spend_report
+    budgets = spend_report(config.budgets, {name: {p: result.values.get((p, key)) for p in result.end_offsets}
+                                            for name, key in spend_keys.items()}, now)
     report = {"scope_key": scope_key, "cache_scope": config.cache.scope, "changelog": topics.changelog,
-              "found": bool(found), "partitions_read": sorted(result.end_offsets),
-              "entries": found if len(entries) > 1 else entries}
+              "found": bool(found or budgets), "partitions_read": sorted(result.end_offsets),
+              "entries": found if len(entries) > 1 else entries, "budgets": budgets}
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -151,6 +157,13 @@ def render_text(report: dict[str, Any], partitions_read: int) -> str:
                                                  "not recorded (this state was written before workers kept them)"))
         if e.get("ignored_fields"):
             lines.append(f"    ignored fields   {', '.join(e['ignored_fields'])} (written by a newer worker)")
+    for b in report.get("budgets") or []:
+        limit = " / ".join(x for x in (f"${b['limit_usd']:g}" if b["limit_usd"] is not None else "",
+                                       f"{b['limit_tokens']} tokens" if b["limit_tokens"] is not None else "") if x)
+        lines.append(f"  budget {b['budget']!r} ({b['mode']}), {b['window']}: ${b['spent_usd']:.6g} and "
+                     f"{b['spent_tokens']} tokens of {limit}" + (", in flight $" + f"{b['reserved_usd']:.6g}"
+                                                                  if b["reserved_usd"] else "")
+                     + f" (summed over {b['partitions']} partition{'s' if b['partitions'] != 1 else ''})")
     return "\n".join(lines)
 
 

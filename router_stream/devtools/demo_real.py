@@ -167,8 +167,9 @@ def run_real_demo(model: RealModel, bootstrap: str | None = None, max_tokens: in
         stack.callback(strong.stop)
         say(f"loopback model: strong at {strong.base_url}")
         # llama.cpp answers one call at a time: the queue, not the model, sets the wait, hence the timeout
+        # SmolLM2's chat template in llama.cpp takes string content only: text parts are joined
         cheap = {"model": MODEL_ALIAS, "request_timeout_ms": 120_000, "max_retries": 1, "context_window": llama.n_ctx,
-                 "price_input_per_1k": 0.0, "price_output_per_1k": 0.0}
+                 "price_input_per_1k": 0.0, "price_output_per_1k": 0.0, "content_parts": "text"}
         return {"cheap": llama.base_url, "strong": strong.base_url}, {"cheap": cheap}
 
     return run_scenario(Scenario(name="demo-real", start_models=start_models, traffic=traffic,

@@ -79,6 +79,27 @@ def unsupported(candidate: str, api: str, what: str) -> FatalModelError:
                            "candidate (or give this one a fallback)", kind=UNSUPPORTED_INPUT)
 
 
+def text_contents(messages: list[dict[str, Any]], candidate: str, api: str) -> list[dict[str, Any]]:
+    """``messages`` with each list of content parts joined into one string (``content_parts:
+    text``): many local servers' chat templates concatenate ``content`` as a string and fail on a
+    list. Only text (and refusal) parts can be joined; any other part is :data:`UNSUPPORTED_INPUT`."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            texts = []
+            for part in content:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind in ("text", "refusal") and isinstance(part.get(kind), str):
+                    texts.append(part[kind])
+                else:
+                    raise unsupported(candidate, api, f"a {kind or 'malformed'} content part "
+                                                      "(content_parts: text sends text only)")
+            m = {**m, "content": "\n".join(texts)}
+        out.append(m)
+    return out
+
+
 def malformed(candidate: str, what: str, status: int = 200) -> RetryableModelError:
     return RetryableModelError(f"{candidate}: malformed body ({what})", kind="malformed", status=status)
 
@@ -235,6 +256,8 @@ class OpenAIDialect(HTTPDialect):
         return [("Authorization", f"Bearer {key}")] if key else []
 
     def request(self, body: dict[str, Any]) -> WireRequest:
+        if self.cfg.content_parts == "text":
+            body = {**body, "messages": text_contents(body.get("messages") or [], self.name, self.api)}
         return WireRequest(self.url(), self.headers(), body)
 
     def status_error(self, resp: httpx.Response) -> ModelError:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import subprocess
+import sys
 import time
 import urllib.request
 from typing import Any
@@ -93,6 +95,13 @@ def test_co_partitioned_budget_is_exact_and_survives_a_restart(kafka_bootstrap, 
     finally:
         worker.terminate()
     assert again["a-after"]["error_kind"] == "budget_exceeded"
+    # the operator's view: state get reads the same committed spend from the changelog
+    out = subprocess.run([sys.executable, "-m", "router_stream.cli", "state", "get", "--config",
+                          str(tmp_path / "w2.yaml"), "--key", "tenant-a", "--json"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    [row] = json.loads(out.stdout)["budgets"]
+    assert round(row["spent_usd"] * 1_000_000) == committed["tenant-a"] and row["reserved_usd"] == 0
 
 
 def test_spread_budget_accounting_is_exact_and_enforcement_lag_is_measured(kafka_bootstrap, model_servers, prefix,

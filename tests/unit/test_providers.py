@@ -240,3 +240,24 @@ async def test_a_lone_surrogate_in_an_answer_is_replaced_so_the_response_seriali
     result = await client.complete(call())
     assert result.text == "ok \ufffd then \U0001f600"
     result.text.encode("utf-8")  # what the response record needs
+
+
+def test_content_parts_text_joins_text_parts_and_refuses_others():
+    from router_stream.config import CandidateConfig
+    from router_stream.errors import FatalModelError
+    from router_stream.providers.dialect import OpenAIDialect
+    cfg = CandidateConfig(base_url="http://127.0.0.1:9/v1", model="m", content_parts="text")
+    body = {"model": "m", "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "Describe"}, {"type": "text", "text": "a cat."}]}]}
+    wire = OpenAIDialect("local", cfg).request(body)
+    assert wire.body["messages"] == [{"role": "system", "content": "be brief"},
+                                     {"role": "user", "content": "Describe\na cat."}]
+    assert body["messages"][1]["content"][0] == {"type": "text", "text": "Describe"}  # the caller's body is kept
+    image = {"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}
+    with pytest.raises(FatalModelError) as exc:
+        OpenAIDialect("local", cfg).request(image)
+    assert exc.value.kind == "unsupported_input" and "image_url content part" in str(exc.value)
+    native = CandidateConfig(base_url="http://127.0.0.1:9/v1", model="m")
+    assert OpenAIDialect("local", native).request(image).body is image  # default: parts go as they are

@@ -223,3 +223,15 @@ def test_check_config_says_which_mode_each_budget_is_in(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "budget 'per-key': co-partitioned (scope is the Kafka key): exact accounting and exact enforcement" in out
     assert "budget 'tenant': spread (scope is fields.tenant): exact accounting; enforcement lags" in out
+
+
+def test_state_get_reports_the_current_window_spend_summed_over_partitions():
+    from router_stream.budgets.report import spend_report
+    cfg = config(TENANT)
+    start = window_start_ms("day", "UTC", T0)
+    values = {"tenant": {0: Entry(start, 10_000, 100).dump(), 3: Entry(start, 5_000, 50, 2_000, 20).dump(),
+                         5: Entry(start - 86_400_000, 99_000, 9).dump(), 7: None}}
+    [row] = spend_report(cfg.budgets, values, T0)
+    assert (row["spent_usd"], row["spent_tokens"], row["reserved_usd"], row["partitions"]) == (0.015, 150, 0.002, 3)
+    assert row["window"] == "day 2026-12-04 (UTC)" and row["mode"] == "spread" and row["limit_usd"] == 0.05
+    assert spend_report(cfg.budgets, {"tenant": {0: None}}, T0) == []
