@@ -195,7 +195,15 @@ def _evict(args: argparse.Namespace) -> int:
         return 2
     settings = client_settings(config.kafka)
     control_id = f"control-{uuid.uuid4()}"
-    body = control_body("evict", scope_key, args.strategy, control_id)
+    action = "reset_budget" if args.action == "reset-budget" else "evict"
+    budget = getattr(args, "budget", None)
+    if action == "reset_budget":
+        names = [b.name for b in config.budgets]
+        if not names or (budget is not None and budget not in names):
+            print(f"error: --budget: {budget!r} is not a budget of this config (budgets: {', '.join(names) or 'none'})"
+                  if budget is not None else "error: the config has no budgets: nothing to reset", file=sys.stderr)
+            return 2
+    body = control_body(action, scope_key, getattr(args, "strategy", None), control_id, budget=budget)
     record_key = kafka_key if kafka_key is not None else scope_key.encode("utf-8")
 
     async def send() -> tuple[list[int], dict[str, Any]]:
@@ -230,13 +238,17 @@ def _evict(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = {"scope_key": scope_key, "strategy": args.strategy, "control_id": control_id,
+    report = {"action": action, "scope_key": scope_key, "strategy": getattr(args, "strategy", None),
+              "budget": budget, "control_id": control_id,
               "partitions": targets, "confirmed": confirmed, "waited_s": args.wait}
     failed = [p for p in targets if p not in confirmed or confirmed[p].startswith(REFUSED)] if args.wait > 0 else []
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"evict {scope_key!r}" + (f" (only if decided by {args.strategy!r})" if args.strategy else "")
+        what = (f"evict {scope_key!r}" + (f" (only if decided by {args.strategy!r})" if getattr(args, "strategy", None)
+                                         else "") if action == "evict"
+                else f"reset budget {budget or '(all budgets)'} of {scope_key!r}")
+        print(what
               + f": control record {control_id} produced to {config.topics.requests} partition(s) "
               + ", ".join(map(str, targets)))
         for p in targets:
@@ -318,6 +330,7 @@ get    reads the key's state from the committed changelog: works with no worker 
 evict  produces a control record to the partition owning the key; its worker applies it in the
        partition's transaction (exactly once, ordered with the key's requests). Needs
        control.secret_env in the config and that env var set to the workers' secret.
+reset-budget  the same way, sets the scope's budget spend in the current window to zero.
 
 Exit codes: 0 done (get: found; evict: every partition applied it or had nothing to evict), 1 get:
 no state / evict: a partition refused it (dead letter) or did not answer within --wait, 2 usage or
@@ -360,3 +373,11 @@ def register(sub: Any) -> None:
     ev.add_argument("--wait", type=float, default=30.0,
                     help="seconds to wait for the owning worker's audit record (0: do not wait)")
     ev.set_defaults(func=_evict)
+    rb = ssub.add_parser("reset-budget", help="set the scope's spend in the current window to zero (reservations "
+                                              "in flight stay), through a control record like evict",
+                         description=_TARGET_HELP)
+    _target_args(rb)
+    rb.add_argument("--budget", help="reset only this budget (default: every budget of the config)")
+    rb.add_argument("--wait", type=float, default=30.0,
+                    help="seconds to wait for the owning worker's audit record (0: do not wait)")
+    rb.set_defaults(func=_evict)

@@ -272,6 +272,28 @@ class Ledger:
                 metrics.BUDGET_SCOPE_SPEND.labels(hold.budget.name, hold.scope).set(entry.usd / MICRO)
 
 
+    def reset(self, scope: str, budget: str | None, state: StateAccess) -> dict[str, Any]:
+        """An operator's ``state reset-budget``: the scope's spend in its current window becomes
+        zero (reservations of requests in flight stay, so they still settle). Returns the note for
+        the control record's audit."""
+        note: dict[str, Any] = {"action": "reset_budget", "budget": budget, "applied": False, "reset": []}
+        for b in self.budgets:
+            if budget not in (None, b.name):
+                continue
+            key = spend_key(b.name, scope)
+            raw = state.get(key)
+            if raw is None:
+                continue
+            entry = Entry.load(raw)
+            note["reset"].append({"budget": b.name, "window_start": entry.window, "spent_usd": entry.usd / MICRO,
+                                  "spent_tokens": entry.tokens})
+            entry.usd, entry.tokens = 0, 0
+            state.put(key, entry.dump())
+        note["applied"] = bool(note["reset"])
+        note["result"] = (f"reset {len(note['reset'])} budget(s) of {scope!r}" if note["applied"]
+                          else f"no budget spend recorded for {scope!r} on this partition: nothing to reset")
+        return note
+
     def settle_parked(self, holds: list[dict[str, Any]] | None, state: StateAccess, cost_usd: float,
                       tokens: int) -> list[dict[str, Any]]:
         """:meth:`settle` for a Batch API request: its holds come back from the parked entry

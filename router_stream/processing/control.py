@@ -21,8 +21,10 @@ Anything else is a dead letter, never applied and never answered:
 The secret never leaves the worker: dead letters copy the record's value (not its headers), the
 outputs carry trace headers only, and no message here contains it.
 
-Body (JSON): ``{"control": "evict", "scope_key": "<scope key>", "strategy": "<name>" | null,
-"control_id": "<id for the audit>"}``; unknown fields are ignored and listed in the audit.
+Body (JSON): ``{"control": "evict" | "reset_budget", "scope_key": "<scope key or budget scope
+value>", "strategy": "<name>" | null, "budget": "<name>" | null, "control_id": "<id for the
+audit>"}``; unknown fields are ignored and listed in the audit. ``reset_budget`` is applied by the
+handler's budget ledger (``budgets/ledger.py``).
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from .intake import Poison
 CONTROL_HEADER = "router-stream-control"
 #: shorter secrets are refused (control stays disabled): they could be guessed
 MIN_SECRET_CHARS = 16
-ACTIONS = ("evict",)
-_FIELDS = {"control", "scope_key", "strategy", "control_id", "schema_version"}
+ACTIONS = ("evict", "reset_budget")
+_FIELDS = {"control", "scope_key", "strategy", "budget", "control_id", "schema_version"}
 _HOW_TO_ENABLE = ("set control.secret_env in the config to the name of an env var holding a shared secret of at "
                   f"least {MIN_SECRET_CHARS} characters, in the worker's and the operator's environment "
                   "(docs/operations.md, 'Inspect and evict a key's state')")
@@ -57,11 +59,13 @@ class ControlCommand:
     strategy: str | None = None
     control_id: str = ""
     ignored_fields: tuple[str, ...] = ()
+    budget: str | None = None  # reset_budget: this budget only (None: every budget)
 
 
-def control_body(action: str, scope_key: str, strategy: str | None, control_id: str) -> bytes:
+def control_body(action: str, scope_key: str, strategy: str | None, control_id: str,
+                 budget: str | None = None) -> bytes:
     """The value the CLI produces (the same shape :meth:`ControlGate.check` reads)."""
-    return json.dumps({"control": action, "scope_key": scope_key, "strategy": strategy,
+    return json.dumps({"control": action, "scope_key": scope_key, "strategy": strategy, "budget": budget,
                        "control_id": control_id}, separators=(",", ":")).encode()
 
 
@@ -147,11 +151,14 @@ def parse_command(value: bytes | None) -> ControlCommand | Poison:
     strategy = data.get("strategy")
     if strategy is not None and (not isinstance(strategy, str) or not strategy):
         return bad("'strategy' must be a strategy name or null")
+    budget = data.get("budget")
+    if budget is not None and (not isinstance(budget, str) or not budget):
+        return bad("'budget' must be a budget name or null")
     control_id = data.get("control_id")
     if not isinstance(control_id, str) or not control_id or len(control_id) > 256:
         return bad("'control_id' must be a string of 1-256 characters (it identifies the command in the audit)")
     ignored = tuple(sorted(set(data) - _FIELDS))
-    return ControlCommand(action, scope_key, strategy, control_id, ignored)
+    return ControlCommand(action, scope_key, strategy, control_id, ignored, budget)
 
 
 def apply_command(command: ControlCommand, state: dict[str, Any] | None) -> tuple[bool, dict[str, Any]]:

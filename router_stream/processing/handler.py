@@ -233,11 +233,14 @@ class Handler:
                 return text
         return fallback
 
-    def budget_tokens(self, source: Source, request: Request | None) -> list[str]:
+    def budget_tokens(self, source: Source, request: Request | ControlCommand | None) -> list[str]:
         """Order tokens for this record's budget scopes: the processor runs a partition's requests
         of one scope value one after the other, so no two read the same spend (budgets/ledger.py)."""
         if self.ledger is None:
             return []
+        if isinstance(request, ControlCommand):  # a budget reset is ordered with the scope's requests
+            return ([f"s\x00{b.name}\x00{request.scope_key}" for b in self.ledger.budgets
+                     if request.budget in (None, b.name)] if request.action == "reset_budget" else [])
         try:
             return self.ledger.order_tokens(kafka_key_text(source.key) if source.key else None, request,
                                             trace_headers(source.headers))
@@ -462,7 +465,11 @@ class Handler:
         """An authorised control record, applied to this partition's state in the batch's
         transaction: no response, an audit record (``decided_by: "control"``, ``control``: what
         was done) so operators can see it happened."""
-        note = apply_to_state(command, view)
+        if command.action == "reset_budget":
+            note = (self.ledger.reset(command.scope_key, command.budget, view) if self.ledger is not None
+                    else {"action": command.action, "applied": False, "result": "no budgets configured"})
+        else:
+            note = apply_to_state(command, view)
         log.info("control %s of key %r on %s[%d]@%d: %s", command.action, command.scope_key, source.topic,
                  source.partition, source.offset, note["result"])
         src = {"topic": source.topic, "partition": source.partition, "offset": source.offset}

@@ -235,3 +235,18 @@ def test_state_get_reports_the_current_window_spend_summed_over_partitions():
     assert (row["spent_usd"], row["spent_tokens"], row["reserved_usd"], row["partitions"]) == (0.015, 150, 0.002, 3)
     assert row["window"] == "day 2026-12-04 (UTC)" and row["mode"] == "spread" and row["limit_usd"] == 0.05
     assert spend_report(cfg.budgets, {"tenant": {0: None}}, T0) == []
+
+
+def test_reset_zeroes_the_spend_and_keeps_reservations_in_flight():
+    led, state = ledger(config(TENANT)), StateView(store={})
+    led.settle(led.admit(req("r1"), "strong", None, {}, state, T0, 0), state, 0.04, 400)
+    parked = led.admit(req("r2"), "cheap", None, {}, state, T0, 0)  # reserved, not settled yet
+    note = led.reset("acme", None, state)
+    assert note["applied"] and note["reset"] == [{"budget": "tenant", "window_start": window_start_ms("day", "UTC", T0),
+                                                  "spent_usd": 0.04, "spent_tokens": 400}]
+    entry = Entry.load(state.get(spend_key("tenant", "acme")))
+    assert (entry.usd, entry.tokens, entry.reserved_usd) == (0, 0, 2_000)
+    led.settle(parked, state, 0.001, 10)
+    assert Entry.load(state.get(spend_key("tenant", "acme"))).usd == 1_000
+    assert led.reset("globex", None, state)["applied"] is False
+    assert led.reset("acme", "other-budget", state)["reset"] == []
