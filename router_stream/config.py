@@ -37,7 +37,7 @@ from .env_names import check_env_name, check_http_url
 from .errors import ConfigError
 from .secret_values import ConfigValue, env_refs, parse_headers, parse_query
 from .routing.config import StrategyConfig
-from .routing.expressions import Expression, ExpressionError
+from .routing.expressions import check_expression, scope_problem
 
 
 class _Strict(BaseModel):
@@ -222,19 +222,13 @@ class CacheConfig(_Strict):
     @field_validator("scope_expression")
     @classmethod
     def _scope_expression_compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                Expression(v)
-            except ExpressionError as exc:
-                raise ValueError(str(exc)) from None
-        return v
+        return check_expression(v)
 
     @model_validator(mode="after")
     def _field_scope(self) -> "CacheConfig":
-        if self.scope == "field" and not self.scope_field:
-            raise ValueError("scope 'field' needs scope_field (a key of request.fields)")
-        if self.scope == "expression" and not (self.scope_expression or "").strip():
-            raise ValueError("scope 'expression' needs scope_expression (e.g. 'get(fields, \"tenant\", key)')")
+        problem = scope_problem(self.scope, self.scope_field, self.scope_expression)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..routing.expressions import Expression, ExpressionError
+from ..routing.expressions import check_expression, scope_problem
 
 
 class Limit(BaseModel):
@@ -75,19 +75,13 @@ class BudgetConfig(BaseModel):
     @field_validator("scope_expression")
     @classmethod
     def _compiles(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                Expression(v)
-            except ExpressionError as exc:
-                raise ValueError(str(exc)) from None
-        return v
+        return check_expression(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> "BudgetConfig":
-        if self.scope == "field" and not self.scope_field:
-            raise ValueError("scope 'field' needs scope_field (a key of request.fields, e.g. tenant)")
-        if self.scope == "expression" and not (self.scope_expression or "").strip():
-            raise ValueError("scope 'expression' needs scope_expression (e.g. 'get(fields, \"tenant\", key)')")
+        problem = scope_problem(self.scope, self.scope_field, self.scope_expression)
+        if problem is not None:
+            raise ValueError(problem)
         if self.action == "downgrade" and not self.downgrade_to:
             raise ValueError("action 'downgrade' needs downgrade_to (a cheaper candidate)")
         if self.action == "reject" and self.downgrade_to:

@@ -125,3 +125,22 @@ def always_true(source: str) -> bool:
         return False
     matched, problem = expr.evaluate({"true": True, "false": False, "null": None})
     return matched and problem is None
+
+
+def check_expression(source: str | None) -> str | None:
+    """``source`` if it compiles (a pydantic validator's ValueError naming the problem otherwise)."""
+    if source is not None:
+        try:
+            Expression(source)
+        except ExpressionError as exc:
+            raise ValueError(str(exc)) from None
+    return source
+
+
+def scope_problem(scope: str, scope_field: str | None, scope_expression: str | None) -> str | None:
+    """What a ``scope: key | field | expression`` setting (cache, budgets) lacks, or None."""
+    if scope == "field" and not scope_field:
+        return "scope 'field' needs scope_field (a key of request.fields, e.g. tenant)"
+    if scope == "expression" and not (scope_expression or "").strip():
+        return "scope 'expression' needs scope_expression (e.g. 'get(fields, \"tenant\", key)')"
+    return None

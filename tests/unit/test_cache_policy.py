@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 
@@ -12,29 +11,16 @@ from router_stream.errors import ConfigError
 from router_stream.processing import handler as handler_mod
 from router_stream.processing.handler import Handler, Source, StateView
 from router_stream.processing.janitor import expired_keys
-from router_stream.providers.base import Completion
 from router_stream.routing.base import Decision, RoutingContext
 from router_stream.routing.caching import CachePolicy, StrategyCache, cache_policy
 from router_stream.routing.pipeline import Pipeline
 from router_stream.runtime import build_pipeline
-from router_stream.schemas import CachedDecision, Request, Usage
+from router_stream.schemas import CachedDecision, Request
 from router_stream.state.store import key_state_key
 
+from .fakes import InstantDispatcher
+
 T0 = 1_800_000_000_000
-
-
-class FakeDispatcher:
-    """Answers every call from ``chosen`` at once; counts calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    async def call(self, request, chosen, deadline_at):
-        self.calls.append(chosen)
-        completion = Completion(text="ok", usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
-                                provider_model=chosen, latency_ms=1.0)
-        return SimpleNamespace(completion=completion, error=None, error_kind=None, attempts=[], served_by=chosen,
-                               cost_usd=0.0, batch=None, cascade=None)
 
 
 def _data(strategy_cache=None, **cache):
@@ -48,7 +34,7 @@ def _data(strategy_cache=None, **cache):
 
 def _handler(data) -> Handler:
     config = parse_config(data, environ={})
-    return Handler(config, build_pipeline(config), FakeDispatcher(), "w")
+    return Handler(config, build_pipeline(config), InstantDispatcher(), "w")
 
 
 def _src(offset: int, body: dict, key: bytes | None = b"alice") -> Source:

@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-from types import SimpleNamespace
 
 import pytest
 
 from router_stream.config import parse_config
 from router_stream.errors import ConfigError
-from router_stream.processing.control import (CONTROL_HEADER, ControlCommand, ControlGate, apply_command,
-                                              control_body, parse_command)
+from router_stream.processing.control import (
+    CONTROL_HEADER,
+    ControlCommand,
+    ControlGate,
+    apply_command,
+    control_body,
+    parse_command,
+)
 from router_stream.processing.handler import Handler, Source, StateView
 from router_stream.processing.intake import Poison
 from router_stream.runtime import build_pipeline
-from router_stream.providers.base import Completion
-from router_stream.schemas import Usage, now_ms
+from router_stream.schemas import now_ms
 from router_stream.state import keystate
 from router_stream.state.store import key_state_key
+
+from .fakes import InstantDispatcher
 
 SECRET = "s3cret-" + "x" * 20
 BODY = control_body("evict", "user-0", None, "control-1")
@@ -147,25 +153,13 @@ def test_config_control_section():
 
 
 # ---------------------------------------------------------------- through the handler
-class _Dispatcher:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    async def call(self, request, chosen, deadline_at):
-        self.calls.append(chosen)
-        completion = Completion(text="ok", usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
-                                provider_model=chosen, latency_ms=1.0)
-        return SimpleNamespace(completion=completion, error=None, error_kind=None, attempts=[], served_by=chosen,
-                               cost_usd=0.0, batch=None, cascade=None)
-
-
 def _handler(monkeypatch, scope: dict | None = None) -> Handler:
     monkeypatch.setenv("RS_SECRET", SECRET)
     config = parse_config({
         "candidates": {n: {"base_url": "http://127.0.0.1:9/v1", "model": n} for n in ("cheap", "strong")},
         "default": "cheap", "control": {"secret_env": "RS_SECRET"}, "cache": scope or {},
         "strategies": [{"type": "rules", "name": "by-tag", "rules": [{"when": '"hard" in tags', "then": "strong"}]}]})
-    return Handler(config, build_pipeline(config), _Dispatcher(), "w-test")
+    return Handler(config, build_pipeline(config), InstantDispatcher(), "w-test")
 
 
 def _run(handler: Handler, store: dict, key: bytes, value: bytes, headers=(), offset: int = 0):

@@ -10,7 +10,6 @@ metrics) and at the pipeline.
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 
@@ -18,10 +17,11 @@ from router_stream.config import parse_config
 from router_stream.processing import handler as handler_mod
 from router_stream.processing.handler import Handler, Source, StateView
 from router_stream.routing.base import Decision, RoutingContext
-from router_stream.providers.base import Completion
 from router_stream.runtime import build_pipeline
-from router_stream.schemas import CachedDecision, Request, Usage
+from router_stream.schemas import CachedDecision, Request
 from router_stream.state.store import key_state_key
+
+from .fakes import InstantDispatcher
 
 T0 = 1_800_000_000_000
 LOCAL = "http://127.0.0.1:9/v1"  # never called: no test here reaches a model or an endpoint
@@ -66,29 +66,15 @@ DECIDERS = {
 }
 
 
-class FakeDispatcher:
-    """Answers every call from ``chosen`` at once; records the candidates called."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    async def call(self, request, chosen, deadline_at):
-        self.calls.append(chosen)
-        completion = Completion(text="ok", usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
-                                provider_model=chosen, latency_ms=1.0)
-        return SimpleNamespace(completion=completion, error=None, error_kind=None, attempts=[], served_by=chosen,
-                               cost_usd=0.0, batch=None, cascade=None)
-
-
 def _config(strategies: list[dict]) -> dict:
     candidate = {"base_url": LOCAL, "price_input_per_1k": 0.001, "price_output_per_1k": 0.002}
     return {"candidates": {name: {**candidate, "model": name} for name in ("cheap", "strong", "judge")},
             "default": "cheap", "strategies": strategies}
 
 
-def _handler(strategies: list[dict]) -> tuple[Handler, FakeDispatcher]:
+def _handler(strategies: list[dict]) -> tuple[Handler, InstantDispatcher]:
     config = parse_config(_config(strategies), environ={})
-    dispatcher = FakeDispatcher()
+    dispatcher = InstantDispatcher()
     return Handler(config, build_pipeline(config), dispatcher, "w"), dispatcher
 
 
