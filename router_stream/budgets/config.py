@@ -6,7 +6,8 @@ One entry is one budget::
       - name: tenant-daily
         scope: field                 # key (the Kafka key) | field | expression
         scope_field: tenant          # request.fields.tenant
-        window: day                  # minute | hour | day | month (calendar, in time_zone)
+        window: day                  # minute | hour | day | month (calendar, in time_zone) | rolling
+        # rolling_s: 86400           # window: rolling: the last 24 h, in 12 buckets of 2 h
         time_zone: Europe/Berlin     # default UTC
         limit: {usd: 5.00, tokens: 2000000}   # hard limit (either or both)
         soft: {usd: 4.00}            # noted in the audit and a metric; nothing else changes
@@ -26,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..routing.expressions import check_expression, scope_problem
+from .windows import Window
 
 
 class Limit(BaseModel):
@@ -52,8 +54,10 @@ class BudgetConfig(BaseModel):
     scope: Literal["key", "field", "expression"] = "key"
     scope_field: str | None = None
     scope_expression: str | None = None
-    window: Literal["minute", "hour", "day", "month"] = "day"
+    window: Literal["minute", "hour", "day", "month", "rolling"] = "day"
     time_zone: str = "UTC"
+    rolling_s: float | None = Field(None, ge=60, allow_inf_nan=False,
+                                    description="window: rolling: its length in seconds (spend leaves it in 12 steps)")
     limit: Limit
     soft: Limit | None = None
     action: Literal["reject", "downgrade"] = "reject"
@@ -82,6 +86,10 @@ class BudgetConfig(BaseModel):
         problem = scope_problem(self.scope, self.scope_field, self.scope_expression)
         if problem is not None:
             raise ValueError(problem)
+        if self.window == "rolling" and self.rolling_s is None:
+            raise ValueError("window 'rolling' needs rolling_s (its length in seconds, e.g. 86400)")
+        if self.window != "rolling" and self.rolling_s is not None:
+            raise ValueError(f"rolling_s is only used with window: rolling (this budget has window: {self.window})")
         if self.action == "downgrade" and not self.downgrade_to:
             raise ValueError("action 'downgrade' needs downgrade_to (a cheaper candidate)")
         if self.action == "reject" and self.downgrade_to:
@@ -92,6 +100,11 @@ class BudgetConfig(BaseModel):
                 if soft is not None and hard is not None and soft > hard:
                     raise ValueError(f"soft.{unit} ({soft:g}) is above limit.{unit} ({hard:g})")
         return self
+
+    @property
+    def period(self) -> Window:
+        """The budget's :class:`~.windows.Window`."""
+        return Window(self.window, self.time_zone, int((self.rolling_s or 0) * 1000))
 
     @property
     def co_partitioned(self) -> bool:

@@ -24,7 +24,6 @@ transactions. Amounts are integers in micro-USD, so sums are exact.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,28 +32,10 @@ from ..providers.base import estimate_prompt_tokens
 from ..routing.expressions import Expression, request_names
 from ..schemas import Request
 from .config import BudgetConfig
-from .windows import window_end_ms, window_label, window_start_ms
+from .entry import MICRO, SPEND_PREFIX, Entry, spend_key, split_spend_key, to_micro
 
-MICRO = 1_000_000
-SPEND_PREFIX = b"s:"
-
-
-def spend_key(budget: str, scope: str) -> bytes:
-    """State key of one budget's spend for one scope value."""
-    return SPEND_PREFIX + budget.encode() + b"\x00" + scope.encode("utf-8", "surrogatepass")
-
-
-def split_spend_key(key: bytes) -> tuple[str, str] | None:
-    """``(budget, scope)`` of a :func:`spend_key`, or None for another key."""
-    if not key.startswith(SPEND_PREFIX) or b"\x00" not in key:
-        return None
-    name, _, scope = key[len(SPEND_PREFIX):].partition(b"\x00")
-    return name.decode(), scope.decode("utf-8", "surrogatepass")
-
-
-def to_micro(usd: float) -> int:
-    return int(round(usd * MICRO))
-
+__all__ = ["MICRO", "SPEND_PREFIX", "Admission", "Entry", "Hold", "Ledger", "NoRemote", "RemoteTotals",
+           "spend_key", "split_spend_key", "to_micro"]
 
 class StateAccess(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
@@ -65,46 +46,14 @@ class StateAccess(Protocol):
 class RemoteTotals(Protocol):
     """Other partitions' committed spend of a scope in a window (spread budgets)."""
 
-    def total(self, key: bytes, window_start: int, exclude_partition: int) -> tuple[int, int]: ...
+    def total(self, key: bytes, budget: BudgetConfig, now_start: int, exclude_partition: int) -> tuple[int, int]: ...
 
 
 class NoRemote:
     """Co-partitioned budgets only: no other partition ever holds spend of the same scope."""
 
-    def total(self, key: bytes, window_start: int, exclude_partition: int) -> tuple[int, int]:
+    def total(self, key: bytes, budget: BudgetConfig, now_start: int, exclude_partition: int) -> tuple[int, int]:
         return 0, 0
-
-
-@dataclass
-class Entry:
-    """One scope's spend in its current window (the state value, JSON)."""
-
-    window: int = 0
-    usd: int = 0  # micro-USD settled
-    tokens: int = 0
-    reserved_usd: int = 0
-    reserved_tokens: int = 0
-
-    @classmethod
-    def load(cls, raw: bytes | None) -> "Entry":
-        if not raw:
-            return cls()
-        d = json.loads(raw)
-        return cls(int(d.get("w", 0)), int(d.get("u", 0)), int(d.get("t", 0)), int(d.get("ru", 0)),
-                   int(d.get("rt", 0)))
-
-    def dump(self) -> bytes:
-        return json.dumps({"w": self.window, "u": self.usd, "t": self.tokens, "ru": self.reserved_usd,
-                           "rt": self.reserved_tokens}, separators=(",", ":")).encode()
-
-    def in_window(self, start: int) -> "Entry":
-        """This entry as seen from the window starting at ``start``: a past window's spend is gone
-        (its reservations stay: they belong to requests still in flight)."""
-        if self.window == start:
-            return self
-        if self.window > start:  # a clock step back: keep counting in the newer window
-            return self
-        return Entry(start, 0, 0, self.reserved_usd, self.reserved_tokens)
 
 
 @dataclass
@@ -201,17 +150,18 @@ class Ledger:
                 admission.notes.append({"budget": b.name, "state": "skipped",
                                         "reason": f"the request has no {_scope_what(b)}"})
                 continue
-            start = window_start_ms(b.window, b.time_zone, now_ms)
+            start = b.period.start(now_ms)
             key = spend_key(b.name, scope)
-            entry = Entry.load(state.get(key)).in_window(start)
-            remote_usd, remote_tokens = (self.remote.total(key, start, partition) if not b.co_partitioned
+            entry = Entry.load(state.get(key))
+            spent = entry.spent(b.period, start)
+            remote_usd, remote_tokens = (self.remote.total(key, b, start, partition) if not b.co_partitioned
                                          else (0, 0))
-            scoped.append((b, scope, key, start, entry, remote_usd, remote_tokens))
+            scoped.append((b, scope, key, start, entry, spent, remote_usd, remote_tokens))
 
         candidate = chosen
         for _round in range(2):  # the chosen candidate, then at most once the downgrade
-            over = [(b, why) for b, scope, key, start, entry, ru, rt in scoped
-                    if (why := _over(b, entry, ru, rt, *self.estimate(candidate, request, b))) is not None]
+            over = [(b, why) for b, scope, key, start, entry, spent, ru, rt in scoped
+                    if (why := _over(b, entry, spent, ru, rt, *self.estimate(candidate, request, b))) is not None]
             if not over:
                 break
             b, why = over[0]
@@ -220,7 +170,7 @@ class Ledger:
                 scope = next(s for bb, s, *_ in scoped if bb is b)
                 start = next(st for bb, _s, _k, st, *_ in scoped if bb is b)
                 admission.rejected = (f"budget {b.name!r} for {_scope_what(b)} {scope!r}: "
-                                      f"{window_label(b.window, b.time_zone, start)}: {why}")
+                                      f"{b.period.label(start)}: {why}")
                 metrics.budget_events(b.name, "reject").inc()
                 break
             metrics.budget_events(b.name, "downgrade").inc()
@@ -229,12 +179,12 @@ class Ledger:
             candidate = target
         admission.candidate = candidate
 
-        for b, scope, key, start, entry, ru, rt in scoped:
+        for b, scope, key, start, entry, spent, ru, rt in scoped:
             est_usd, est_tokens = self.estimate(candidate, request, b)
-            soft = _soft(b, entry, ru, rt)
-            note = {"budget": b.name, "scope": scope, "window": window_label(b.window, b.time_zone, start),
-                    "window_start": start, "window_end": window_end_ms(b.window, b.time_zone, start),
-                    "spent_usd": (entry.usd + ru) / MICRO, "spent_tokens": entry.tokens + rt,
+            soft = _soft(b, entry, spent, ru, rt)
+            note = {"budget": b.name, "scope": scope, "window": b.period.label(start),
+                    "window_start": start, "window_end": b.period.end(start),
+                    "spent_usd": (spent[0] + ru) / MICRO, "spent_tokens": spent[1] + rt,
                     "estimate_usd": est_usd / MICRO, "estimate_tokens": est_tokens,
                     "mode": "co-partitioned" if b.co_partitioned else "spread",
                     "state": "rejected" if admission.rejected else ("soft" if soft else "ok")}
@@ -259,10 +209,7 @@ class Ledger:
             entry = Entry.load(state.get(hold.key))
             entry.reserved_usd = max(0, entry.reserved_usd - hold.estimate_usd)
             entry.reserved_tokens = max(0, entry.reserved_tokens - hold.estimate_tokens)
-            if entry.window < hold.window:  # nothing touched it since: it is still a past window
-                entry = Entry(hold.window, 0, 0, entry.reserved_usd, entry.reserved_tokens)
-            entry.usd += charged
-            entry.tokens += tokens
+            entry.charge(hold.budget.period, hold.window, charged, tokens)
             state.put(hold.key, entry.dump())
             hold.note["charged_usd"] = charged / MICRO
             hold.note["charged_tokens"] = tokens
@@ -285,9 +232,9 @@ class Ledger:
             if raw is None:
                 continue
             entry = Entry.load(raw)
-            note["reset"].append({"budget": b.name, "window_start": entry.window, "spent_usd": entry.usd / MICRO,
-                                  "spent_tokens": entry.tokens})
-            entry.usd, entry.tokens = 0, 0
+            usd, tokens = entry.clear()
+            note["reset"].append({"budget": b.name, "window_start": entry.window, "spent_usd": usd / MICRO,
+                                  "spent_tokens": tokens})
             state.put(key, entry.dump())
         note["applied"] = bool(note["reset"])
         note["result"] = (f"reset {len(note['reset'])} budget(s) of {scope!r}" if note["applied"]
@@ -317,11 +264,11 @@ def _scope_what(b: BudgetConfig) -> str:
     return {"key": "Kafka key", "field": f"fields.{b.scope_field}", "expression": "scope"}[b.scope]
 
 
-def _over(b: BudgetConfig, entry: Entry, remote_usd: int, remote_tokens: int, est_usd: int,
-          est_tokens: int) -> str | None:
+def _over(b: BudgetConfig, entry: Entry, spent: tuple[int, int], remote_usd: int, remote_tokens: int,
+          est_usd: int, est_tokens: int) -> str | None:
     """Why admitting ``est`` would pass the hard limit, or None."""
-    spent_usd = entry.usd + entry.reserved_usd + remote_usd
-    spent_tokens = entry.tokens + entry.reserved_tokens + remote_tokens
+    spent_usd = spent[0] + entry.reserved_usd + remote_usd
+    spent_tokens = spent[1] + entry.reserved_tokens + remote_tokens
     if b.limit.usd is not None and spent_usd + est_usd > to_micro(b.limit.usd):
         return (f"hard limit ${b.limit.usd:g} reached (spent ${spent_usd / MICRO:.6g}, "
                 f"this request ~${est_usd / MICRO:.6g})")
@@ -330,9 +277,9 @@ def _over(b: BudgetConfig, entry: Entry, remote_usd: int, remote_tokens: int, es
     return None
 
 
-def _soft(b: BudgetConfig, entry: Entry, remote_usd: int, remote_tokens: int) -> bool:
+def _soft(b: BudgetConfig, entry: Entry, spent: tuple[int, int], remote_usd: int, remote_tokens: int) -> bool:
     if b.soft is None:
         return False
-    if b.soft.usd is not None and entry.usd + entry.reserved_usd + remote_usd >= to_micro(b.soft.usd):
+    if b.soft.usd is not None and spent[0] + entry.reserved_usd + remote_usd >= to_micro(b.soft.usd):
         return True
-    return b.soft.tokens is not None and entry.tokens + entry.reserved_tokens + remote_tokens >= b.soft.tokens
+    return b.soft.tokens is not None and spent[1] + entry.reserved_tokens + remote_tokens >= b.soft.tokens

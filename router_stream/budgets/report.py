@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import BudgetConfig
-from .ledger import MICRO, Entry
-from .windows import window_label, window_start_ms
+from .entry import MICRO, Entry
 
 
 def spend_report(budgets: list[BudgetConfig], values: dict[str, dict[int, bytes | None]],
@@ -20,11 +19,12 @@ def spend_report(budgets: list[BudgetConfig], values: dict[str, dict[int, bytes 
         raw = {p: v for p, v in values.get(b.name, {}).items() if v is not None}
         if not raw:
             continue
-        start = window_start_ms(b.window, b.time_zone, now_ms)
-        current = [e for e in (Entry.load(v) for v in raw.values()) if e.window == start]
+        start = b.period.start(now_ms)
+        entries = [Entry.load(v) for v in raw.values()]
+        spent = [e.spent(b.period, start) for e in entries]
         out.append({"budget": b.name, "mode": "co-partitioned" if b.co_partitioned else "spread",
-                    "window": window_label(b.window, b.time_zone, start), "window_start": start,
-                    "spent_usd": sum(e.usd for e in current) / MICRO, "spent_tokens": sum(e.tokens for e in current),
-                    "reserved_usd": sum(e.reserved_usd for e in current) / MICRO,
+                    "window": b.period.label(start), "window_start": start,
+                    "spent_usd": sum(u for u, _ in spent) / MICRO, "spent_tokens": sum(t for _, t in spent),
+                    "reserved_usd": sum(e.reserved_usd for e in entries) / MICRO,
                     "limit_usd": b.limit.usd, "limit_tokens": b.limit.tokens, "partitions": len(raw)})
     return out

@@ -24,7 +24,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .. import metrics
-from .ledger import SPEND_PREFIX, Entry
+from .config import BudgetConfig
+from .entry import SPEND_PREFIX, Entry
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,16 @@ class ChangelogTotals:
         #: seconds between a changelog record's timestamp and the moment it was applied here (last)
         self.last_delay_s: float = 0.0
 
-    def total(self, key: bytes, window_start: int, exclude_partition: int) -> tuple[int, int]:
-        """(micro-USD, tokens) settled and reserved in ``window_start`` on every partition but
-        ``exclude_partition`` (whose value the caller reads from its own state, exactly)."""
+    def total(self, key: bytes, budget: BudgetConfig, now_start: int, exclude_partition: int) -> tuple[int, int]:
+        """(micro-USD, tokens) settled in ``budget``'s current window (starting at ``now_start``)
+        plus reserved, on every partition but ``exclude_partition`` (whose value the caller
+        reads from its own state, exactly)."""
         usd = tokens = 0
         for partition, entry in self._values.get(key, {}).items():
-            if partition != exclude_partition and entry.window == window_start:
-                usd += entry.usd + entry.reserved_usd
-                tokens += entry.tokens + entry.reserved_tokens
+            if partition != exclude_partition:
+                spent_usd, spent_tokens = entry.spent(budget.period, now_start)
+                usd += spent_usd + entry.reserved_usd
+                tokens += spent_tokens + entry.reserved_tokens
         return usd, tokens
 
     def apply(self, key: bytes, partition: int, value: bytes | None) -> None:

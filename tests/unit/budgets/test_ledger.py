@@ -139,8 +139,9 @@ def test_spread_budgets_add_other_partitions_committed_spend():
     totals.apply(key, 1, Entry(start, 30_000, 300).dump())
     totals.apply(key, 2, Entry(start - 86_400_000, 99_000, 9).dump())  # yesterday: not counted
     totals.apply(b"k:user", 3, b"{}")  # not a spend key: ignored
-    assert totals.total(key, start, exclude_partition=0) == (30_000, 300)
-    assert totals.total(key, start, exclude_partition=1) == (0, 0)
+    budget = config(TENANT).budgets[0]
+    assert totals.total(key, budget, start, exclude_partition=0) == (30_000, 300)
+    assert totals.total(key, budget, start, exclude_partition=1) == (0, 0)
     led = Ledger(config(TENANT).budgets, config(TENANT).candidates, totals)
     state = StateView(store={})
     adm = led.admit(req(), "strong", None, {}, state, T0, 0)  # 0.03 elsewhere + 0.02 = 0.05: still within
@@ -148,7 +149,7 @@ def test_spread_budgets_add_other_partitions_committed_spend():
     led.settle(adm, state, 0.001, 10)
     assert "hard limit" in led.admit(req("r2"), "strong", None, {}, state, T0, 0).rejected
     totals.apply(key, 1, None)  # a tombstone removes that partition's value
-    assert totals.total(key, start, 0) == (0, 0)
+    assert totals.total(key, budget, start, 0) == (0, 0)
 
 
 @pytest.mark.parametrize("budget,message", [
@@ -250,3 +251,25 @@ def test_reset_zeroes_the_spend_and_keeps_reservations_in_flight():
     assert Entry.load(state.get(spend_key("tenant", "acme"))).usd == 1_000
     assert led.reset("globex", None, state)["applied"] is False
     assert led.reset("acme", "other-budget", state)["reset"] == []
+
+
+def test_rolling_window_lets_spend_leave_bucket_by_bucket():
+    led = ledger(config({**TENANT, "window": "rolling", "rolling_s": 3600, "limit": {"usd": 0.05}}))
+    state, period = StateView(store={}), led.budgets[0].period
+    assert period.bucket_ms == 300_000 and period.label(0) == "rolling 3600s (12 buckets of 300s)"
+    led.settle(led.admit(req("r1"), "strong", None, {}, state, T0, 0), state, 0.02, 200)
+    led.settle(led.admit(req("r2"), "strong", None, {}, state, T0 + 1_800_000, 0), state, 0.02, 200)  # +30 min
+    assert "hard limit" in led.admit(req("r3"), "strong", None, {}, state, T0 + 1_800_000, 0).rejected
+    # an hour after the first charge it has left the window; the second still counts
+    later = led.admit(req("r4"), "strong", None, {}, state, T0 + 3_600_000, 0)
+    assert later.rejected is None and later.notes[0]["spent_usd"] == 0.02
+    led.settle(later, state, 0.02, 200)
+    entry = Entry.load(state.get(spend_key("tenant", "acme")))
+    assert sorted(entry.buckets) == [T0 + 1_800_000, T0 + 3_600_000] and entry.usd == 40_000
+
+
+def test_rolling_needs_its_length_and_only_rolling_takes_one():
+    with pytest.raises(ConfigError, match="window 'rolling' needs rolling_s"):
+        config({**TENANT, "window": "rolling"})
+    with pytest.raises(ConfigError, match="rolling_s is only used with window: rolling"):
+        config({**TENANT, "rolling_s": 3600})
