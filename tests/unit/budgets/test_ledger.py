@@ -273,3 +273,25 @@ def test_rolling_needs_its_length_and_only_rolling_takes_one():
         config({**TENANT, "window": "rolling"})
     with pytest.raises(ConfigError, match="rolling_s is only used with window: rolling"):
         config({**TENANT, "rolling_s": 3600})
+
+
+async def test_a_parked_batch_api_request_reserves_and_is_charged_when_its_job_completes(monkeypatch):
+    monkeypatch.setattr(handler_mod, "now_ms", lambda: T0)
+    data = {"candidates": {**CANDIDATES, "bulk": {**CANDIDATES["cheap"], "model": "b", "mode": "batch"}},
+            "default": "bulk", "budgets": [TENANT]}
+    cfg = parse_config(data, environ={})
+    handler = Handler(cfg, build_pipeline(cfg), FakeDispatcher(), "w")
+    view = StateView(store={})
+    body = {"request_id": "r1", "prompt": "x" * 384, "fields": {"tenant": "acme"}, "params": {"max_tokens": 100}}
+    out = await handler.handle(Source("t", 0, 0, b"k", json.dumps(body).encode()), view)
+    assert out.parked
+    parked = json.loads(view.get(b"j:r1"))
+    assert parked["budget_holds"] == [{"budget": "tenant", "scope": "acme", "window": window_start_ms("day", "UTC", T0),
+                                       "estimate_usd": 2_000, "estimate_tokens": 200}]
+    assert Entry.load(view.get(spend_key("tenant", "acme"))).reserved_usd == 2_000  # committed with the park
+    # what processing/batch_jobs.py does when the job's answer arrives
+    notes = handler.ledger.settle_parked(parked["budget_holds"], view, 0.0009, 120)
+    entry = Entry.load(view.get(spend_key("tenant", "acme")))
+    assert (entry.reserved_usd, entry.usd, entry.tokens) == (0, 900, 120)
+    assert notes == [{"budget": "tenant", "scope": "acme", "state": "ok", "charged_usd": 0.0009, "charged_tokens": 120,
+                      "charged_window_start": window_start_ms("day", "UTC", T0)}]
