@@ -9,7 +9,7 @@
   router-stream demo                                   the embedded demo (local broker, models, traffic)
   router-stream model-server --name cheap              a loopback dev/test model endpoint
   router-stream train | calibrate | eval               the learned router
-  router-stream state get|evict --config c.yaml --key K   inspect or evict one key's state
+  router-stream state get|evict|reset-budget --config c.yaml --key K   a key's state and budget spend
 
 `router-stream COMMAND --help` for each command's options.
 """
