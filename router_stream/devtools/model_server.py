@@ -23,7 +23,7 @@ Fault modes (each with a probability per call; one mode is drawn per call):
 ``down``       refuse: ``down_mode`` = ``503`` (every call 503) or ``close`` (close, no answer)
 =============  ==================================================================================
 
-Batched prompts (see :mod:`router_stream.providers.batching`): when the last user message holds
+Batched prompts (see :mod:`router_stream.providers.micro_batch_format`): when the last user message holds
 records rendered with the default template (``<record index="N">`` … ``</record>``), the server
 answers every record as it would answer it alone, in the shape the system message's spec line
 asks for (``Answer format: json|xml|delimited; path: "..."; index field: "..."; ...``; JSON with
@@ -98,7 +98,7 @@ NAMED_MODES = ("ok", "slow", "timeout", "reset", "malformed", "slow_drip", "down
 #: how many received bodies :meth:`ModelServer.received_bodies` keeps
 RECENT_BODIES = 200
 BATCH_RECORD = re.compile(r'<record index="(\d+)">\n(.*?)\n</record>', re.DOTALL)
-#: the machine-readable spec line the batching client ends its format instructions with
+#: the machine-readable spec line :func:`~router_stream.providers.micro_batch_format.format_instructions` ends with
 BATCH_SPEC = re.compile(r'Answer format: (json|xml|delimited)((?:; [a-z ]+: "(?:[^"\\]|\\.)*")*)')
 _BATCH_SPEC_FIELD = re.compile(r'; ([a-z ]+): ("(?:[^"\\]|\\.)*")')
 

@@ -13,8 +13,9 @@ from router_stream.config import BatchResponseConfig, CandidateConfig, RouterCon
 from router_stream.devtools.model_server import ModelServer
 from router_stream.errors import ConfigError, RetryableModelError
 from router_stream.providers.base import ChatCall, Completion
-from router_stream.providers.batching import (BatchParseError, BatchingClient, compile_json_path, json_path_find,
-                                              parse_batch_answer, render_batch)
+from router_stream.providers.batching import BatchingClient
+from router_stream.providers.json_path import compile_json_path, json_path_find
+from router_stream.providers.micro_batch_format import BatchParseError, parse_batch_answer, render_batch
 from router_stream.providers.openai import OpenAIChatClient
 from router_stream.providers.resilience import DispatchObserver, Dispatcher
 from router_stream.schemas import Request
