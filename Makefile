@@ -47,7 +47,7 @@ test: install kafka-jars
 	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ] && [ "$(KAFKA_VERSION)" != "$(KAFKA4_VERSION)" ]; then \
 	  set -x; $(BIN)/python -m router_stream.devtools.kafka_jars $(KAFKA4_VERSION) >/dev/null && \
 	  KAFKA_VERSION=$(KAFKA4_VERSION) $(BIN)/pytest -q -p no:cacheprovider $(KAFKA4_TESTS); fi
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=12
 
 unit: install
 	$(BIN)/pytest -q tests/unit
