@@ -46,6 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .admin import Knobs, add_admin_routes
+from .loopback_http import openai_error, status_error
+
 if TYPE_CHECKING:  # pragma: no cover
     from .model_server import ModelServer
 
@@ -240,8 +243,16 @@ class BatchAPIEmulator:
         app.router.add_get("/v1/batches", self._h_list)
         app.router.add_get("/v1/batches/{batch_id}", self._h_get)
         app.router.add_post("/v1/batches/{batch_id}/cancel", self._h_cancel)
-        app.router.add_get("/admin/batch_api", self._h_admin_get)
-        app.router.add_post("/admin/batch_api", self._h_admin_set)
+        add_admin_routes(app, "/admin/batch_api", self.knobs())
+
+    def knobs(self) -> Knobs:
+        """What ``/admin/batch_api`` reads and changes (its GET view carries the counters too)."""
+        return Knobs(settings=lambda: self.settings, change=self.set, reset=self.reset, queue_field="fail_next",
+                     queued=self._failing_next, enqueue=self.fail_next, extra=lambda: {"stats": self.stats()})
+
+    def _failing_next(self) -> list[int]:
+        with self._lock:
+            return list(self._http_script)
 
     # ---- handlers --------------------------------------------------------------------------
     def _gate(self, request: web.Request) -> web.Response | None:
@@ -255,27 +266,24 @@ class BatchAPIEmulator:
                 self._auth_missing += 1
             scripted = self._http_script.popleft() if self._http_script else None
         if scripted is not None:
-            headers = {"Retry-After": "1"} if scripted in (429, 503) else None
-            kind = "rate_limit_error" if scripted == 429 else (
-                "server_error" if scripted >= 500 else "invalid_request_error")
-            return _error(scripted, f"fault {scripted} on purpose", kind, headers)
-        api_key = self._server._api_key
+            return status_error(scripted, retry_after="1")
+        api_key = self._server.api_key
         if api_key is not None and auth != f"Bearer {api_key}":
-            return _error(401, "invalid API key", "invalid_request_error")
+            return openai_error(401, "invalid API key", "invalid_request_error")
         return None
 
     async def _h_upload(self, request: web.Request) -> web.Response:
         if (denied := self._gate(request)) is not None:
             return denied
         if not request.content_type.startswith("multipart/"):
-            return _error(400, "expected multipart/form-data", "invalid_request_error")
+            return openai_error(400, "expected multipart/form-data", "invalid_request_error")
         form = await request.post()
         purpose = form.get("purpose")
         upload = form.get("file")
         if purpose != "batch":
-            return _error(400, "purpose must be 'batch'", "invalid_request_error")
+            return openai_error(400, "purpose must be 'batch'", "invalid_request_error")
         if upload is None or isinstance(upload, str) or not hasattr(upload, "file"):
-            return _error(400, "'file' must be a file part", "invalid_request_error")
+            return openai_error(400, "'file' must be a file part", "invalid_request_error")
         data = upload.file.read()
         f = self._new_file("batch", upload.filename or "upload.jsonl", data)
         with self._lock:
@@ -288,7 +296,7 @@ class BatchAPIEmulator:
             return denied
         with self._lock:
             f = self._files.get(request.match_info["file_id"])
-        return web.json_response(f.obj()) if f else _error(404, "no such file", "invalid_request_error")
+        return web.json_response(f.obj()) if f else openai_error(404, "no such file", "invalid_request_error")
 
     async def _h_file_content(self, request: web.Request) -> web.Response:
         if (denied := self._gate(request)) is not None:
@@ -296,7 +304,7 @@ class BatchAPIEmulator:
         with self._lock:
             f = self._files.get(request.match_info["file_id"])
         if f is None:
-            return _error(404, "no such file", "invalid_request_error")
+            return openai_error(404, "no such file", "invalid_request_error")
         return web.Response(body=f.data, content_type="application/octet-stream")
 
     async def _h_file_delete(self, request: web.Request) -> web.Response:
@@ -306,7 +314,7 @@ class BatchAPIEmulator:
         with self._lock:
             f = self._files.pop(file_id, None)
         if f is None:
-            return _error(404, "no such file", "invalid_request_error")
+            return openai_error(404, "no such file", "invalid_request_error")
         return web.json_response({"id": file_id, "object": "file", "deleted": True})
 
     async def _h_create(self, request: web.Request) -> web.Response:
@@ -315,22 +323,22 @@ class BatchAPIEmulator:
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
-            return _error(400, "body is not JSON", "invalid_request_error")
+            return openai_error(400, "body is not JSON", "invalid_request_error")
         if not isinstance(body, dict):
-            return _error(400, "expected a JSON object", "invalid_request_error")
+            return openai_error(400, "expected a JSON object", "invalid_request_error")
         endpoint = body.get("endpoint")
         window = body.get("completion_window")
         metadata = body.get("metadata") or {}
         if endpoint not in _ENDPOINTS:
-            return _error(400, f"endpoint must be one of {', '.join(_ENDPOINTS)}", "invalid_request_error")
+            return openai_error(400, f"endpoint must be one of {', '.join(_ENDPOINTS)}", "invalid_request_error")
         if window not in _WINDOW_S:
-            return _error(400, "completion_window must be '24h'", "invalid_request_error")
+            return openai_error(400, "completion_window must be '24h'", "invalid_request_error")
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-            return _error(400, "metadata must map strings to strings", "invalid_request_error")
+            return openai_error(400, "metadata must map strings to strings", "invalid_request_error")
         with self._lock:
             f = self._files.get(str(body.get("input_file_id")))
             if f is None or f.purpose != "batch":
-                return _error(400, "input_file_id is not an uploaded batch file", "invalid_request_error")
+                return openai_error(400, "input_file_id is not an uploaded batch file", "invalid_request_error")
             lines, errors = _parse_input(f.data, endpoint)
             job = _Job(
                 id=f"batch_{uuid.uuid4().hex[:24]}", input_file_id=f.id, endpoint=endpoint,
@@ -349,7 +357,7 @@ class BatchAPIEmulator:
         try:
             limit = max(1, min(100, int(request.query.get("limit", "20"))))
         except ValueError:
-            return _error(400, "limit must be an integer", "invalid_request_error")
+            return openai_error(400, "limit must be an integer", "invalid_request_error")
         with self._lock:
             jobs = list(self._jobs.values())[::-1]
             for job in jobs:
@@ -363,7 +371,7 @@ class BatchAPIEmulator:
         with self._lock:
             job = self._jobs.get(request.match_info["batch_id"])
             if job is None:
-                return _error(404, "no such batch", "invalid_request_error")
+                return openai_error(404, "no such batch", "invalid_request_error")
             self._advance(job)
             return web.json_response(self._obj(job))
 
@@ -373,10 +381,10 @@ class BatchAPIEmulator:
         with self._lock:
             job = self._jobs.get(request.match_info["batch_id"])
             if job is None:
-                return _error(404, "no such batch", "invalid_request_error")
+                return openai_error(404, "no such batch", "invalid_request_error")
             self._advance(job)
             if job.state in _TERMINAL:
-                return _error(400, f"cannot cancel a batch that is {job.state}", "invalid_request_error")
+                return openai_error(400, f"cannot cancel a batch that is {job.state}", "invalid_request_error")
             if job.cancel_mono is None:
                 now = time.monotonic()
                 job.cancel_mono = now
@@ -385,28 +393,6 @@ class BatchAPIEmulator:
                 job.state = "cancelling"
                 self._cancels += 1
             return web.json_response(self._obj(job))
-
-    async def _h_admin_get(self, request: web.Request) -> web.Response:
-        with self._lock:
-            return web.json_response({**dataclasses.asdict(self.settings), "fail_next": list(self._http_script),
-                                      "stats": self.stats()})
-
-    async def _h_admin_set(self, request: web.Request) -> web.Response:
-        try:
-            changes = await request.json()
-            if not isinstance(changes, dict):
-                raise ValueError("expected a JSON object")
-            changes = dict(changes)
-            if changes.pop("reset", False):
-                self.reset()
-            fail_next = changes.pop("fail_next", None)
-            if changes:
-                self.set(**changes)
-            if fail_next:
-                self.fail_next(*fail_next)
-        except (ValueError, TypeError) as exc:
-            return _error(400, str(exc), "invalid_request_error")
-        return await self._h_admin_get(request)
 
     # ---- the clock -------------------------------------------------------------------------
     def _job(self, job_id: str) -> _Job:
@@ -501,7 +487,7 @@ class BatchAPIEmulator:
                     errors.append(_line(cid, None, {"code": err, "message": "line failed on purpose"}))
             else:
                 body = line["body"]
-                answer = self._server._completion(body, body["messages"])
+                answer = self._server.complete(body, body["messages"])
                 outputs.append(_line(cid, {"status_code": 200, "request_id": _req_id(), "body": answer}, None))
         if outputs or s.garbage_lines:
             rows = [json.dumps(o) for o in outputs]
@@ -588,7 +574,3 @@ def _line(custom_id: str, response: dict[str, Any] | None, error: dict[str, Any]
 def _req_id() -> str:
     return f"req_{uuid.uuid4().hex[:24]}"
 
-
-def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "code": status}},
-                             status=status, headers=headers)
