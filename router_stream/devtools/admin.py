@@ -17,14 +17,15 @@ serves them:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 
 from .loopback_http import openai_error
 
-__all__ = ["Knobs", "add_admin_routes", "add_stats_routes"]
+__all__ = ["Knobs", "add_admin_routes", "add_stats_routes", "merged"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,18 @@ class Knobs:
             self.change(**changes)
         if queue:
             self.enqueue(*queue)
+
+
+def merged(settings: Any, changes: dict[str, Any], what: str) -> dict[str, Any]:
+    """The fields of the settings dataclass with ``changes`` applied, for the caller to check and
+    rebuild; a ValueError names unknown fields (``unknown <what> setting(s): ...``)."""
+    known = {f.name for f in dataclasses.fields(settings)}
+    unknown = set(changes) - known
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s): {', '.join(sorted(unknown))}")
+    data = dataclasses.asdict(settings)
+    data.update(changes)
+    return data
 
 
 def add_admin_routes(app: web.Application, path: str, knobs: Knobs) -> None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable
-from xml.sax.saxutils import escape as xml_escape, quoteattr
+from collections.abc import Callable
+from typing import Any
+from xml.sax.saxutils import escape as xml_escape
+from xml.sax.saxutils import quoteattr
 
 from .chat_replies import last_user_text
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import email.utils
 import json
 import random
@@ -20,10 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .admin import Knobs
+from .admin import Knobs, merged
 from .loopback_http import drop_connection, openai_error, status_error
 
-__all__ = ["FaultConfig", "FaultInjector", "NAMED_MODES", "drip", "fail", "malformed", "refuse", "valid_mode"]
+__all__ = ["NAMED_MODES", "FaultConfig", "FaultInjector", "drip", "fail", "malformed", "refuse", "valid_mode"]
 
 NAMED_MODES = ("ok", "slow", "timeout", "reset", "malformed", "slow_drip", "down",
                "batch_drop", "batch_bad_index", "batch_garbage")
@@ -53,7 +52,7 @@ class FaultConfig:
     batch_fault_position: int = -1  # which entry batch_drop / batch_bad_index spoil
     answer: str | None = None  # the text of every normal answer (None: the "[<name>] answer to: ..." echo)
 
-    def validate(self) -> "FaultConfig":
+    def validate(self) -> FaultConfig:
         for mode, p in self.faults.items():
             if not valid_mode(mode):
                 raise ValueError(f"unknown fault mode {mode!r} (known: {', '.join(NAMED_MODES)}, or a status)")
@@ -69,13 +68,8 @@ class FaultConfig:
             raise ValueError(f"retry_after_format {self.retry_after_format!r} is not seconds|http-date")
         return self
 
-    def updated(self, changes: dict[str, Any]) -> "FaultConfig":
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(f"unknown fault setting(s): {', '.join(sorted(unknown))}")
-        data = dataclasses.asdict(self)
-        data.update(changes)
+    def updated(self, changes: dict[str, Any]) -> FaultConfig:
+        data = merged(self, changes, "fault")
         data["faults"] = {str(k): float(v) for k, v in (data.get("faults") or {}).items()}
         return FaultConfig(**data).validate()
 

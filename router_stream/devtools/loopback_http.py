@@ -12,7 +12,7 @@ import asyncio
 import socket
 import struct
 import threading
-from typing import Any, Self
+from typing import Self
 
 from aiohttp import web
 
@@ -93,7 +93,7 @@ class LoopbackServer:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     def start_in_thread(self, timeout: float = 10.0) -> str:
