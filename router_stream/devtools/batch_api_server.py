@@ -36,102 +36,24 @@ files/batches requests with the given HTTP statuses.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+from .admin import Knobs, add_admin_routes
+from .batch_api_jobs import (ENDPOINTS, TERMINAL, WINDOW_S, BatchAPISettings, Job, StoredFile, output_bytes,
+                             parse_input, result_lines)
+from .loopback_http import openai_error, status_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model_server import ModelServer
 
 __all__ = ["BatchAPIEmulator", "BatchAPISettings"]
-
-_TERMINAL = ("completed", "failed", "expired", "cancelled")
-_OUTCOMES = ("completed", "failed", "expired")
-_ENDPOINTS = ("/v1/chat/completions", "/chat/completions")
-_WINDOW_S = {"24h": 86_400}
-
-
-@dataclass
-class BatchAPISettings:
-    """How new batch jobs behave; see the module doc."""
-
-    complete_s: float = 1.0
-    outcome: str = "completed"
-    fail_code: str = "invalid_request"
-    drop_custom_ids: list[str] = field(default_factory=list)
-    line_errors: dict[str, int | str] = field(default_factory=dict)
-    garbage_lines: int = 0
-    partial_fraction: float = 0.5
-
-    def validate(self) -> "BatchAPISettings":
-        if self.complete_s < 0:
-            raise ValueError(f"complete_s {self.complete_s!r} is negative")
-        if self.outcome not in _OUTCOMES:
-            raise ValueError(f"outcome {self.outcome!r} is not {'|'.join(_OUTCOMES)}")
-        if not 0.0 <= self.partial_fraction <= 1.0:
-            raise ValueError(f"partial_fraction {self.partial_fraction!r} is not in [0, 1]")
-        for cid, err in self.line_errors.items():
-            if isinstance(err, bool) or not isinstance(err, (int, str)):
-                raise ValueError(f"line_errors[{cid!r}]: expected an HTTP status or an error code")
-            if isinstance(err, int) and not 100 <= err <= 599:
-                raise ValueError(f"line_errors[{cid!r}]: {err} is not an HTTP status")
-        if self.garbage_lines < 0:
-            raise ValueError("garbage_lines is negative")
-        return self
-
-    def updated(self, changes: dict[str, Any]) -> "BatchAPISettings":
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(f"unknown batch_api setting(s): {', '.join(sorted(unknown))}")
-        data = dataclasses.asdict(self)
-        data.update(changes)
-        data["drop_custom_ids"] = [str(x) for x in data["drop_custom_ids"]]
-        data["line_errors"] = {str(k): v for k, v in dict(data["line_errors"]).items()}
-        return BatchAPISettings(**data).validate()
-
-
-@dataclass
-class _File:
-    id: str
-    purpose: str
-    filename: str
-    data: bytes
-    created_at: int
-
-    def obj(self) -> dict[str, Any]:
-        return {"id": self.id, "object": "file", "bytes": len(self.data), "created_at": self.created_at,
-                "filename": self.filename, "purpose": self.purpose}
-
-
-@dataclass
-class _Job:
-    id: str
-    input_file_id: str
-    endpoint: str
-    completion_window: str
-    metadata: dict[str, str]
-    settings: BatchAPISettings
-    lines: list[dict[str, Any]]
-    validation_errors: list[dict[str, Any]]
-    created_mono: float
-    created_at: int
-    state: str = "validating"
-    forced: tuple[str, str | None] | None = None  # (state, error code)
-    cancel_mono: float | None = None
-    cancel_progress: float = 0.0
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    errors: list[dict[str, Any]] | None = None
-    counts: dict[str, int] = field(default_factory=lambda: {"total": 0, "completed": 0, "failed": 0})
-    stamps: dict[str, int | None] = field(default_factory=dict)
-
 
 class BatchAPIEmulator:
     """Files and batch jobs of one :class:`ModelServer` (see the module doc)."""
@@ -141,8 +63,8 @@ class BatchAPIEmulator:
         self._initial = BatchAPISettings(complete_s=complete_s).validate()
         self.settings = self._initial
         self._lock = threading.RLock()
-        self._files: dict[str, _File] = {}
-        self._jobs: dict[str, _Job] = {}
+        self._files: dict[str, StoredFile] = {}
+        self._jobs: dict[str, Job] = {}
         self._http_script: collections.deque[int] = collections.deque()
         self.reset_stats()
 
@@ -187,7 +109,7 @@ class BatchAPIEmulator:
         with self._lock:
             job = self._job(job_id)
             self._advance(job)
-            return self._obj(job)
+            return job.obj()
 
     def job_ids(self) -> list[str]:
         with self._lock:
@@ -232,18 +154,36 @@ class BatchAPIEmulator:
             self._cancels = 0
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/files", self._h_upload)
-        app.router.add_get("/v1/files/{file_id}", self._h_file)
-        app.router.add_get("/v1/files/{file_id}/content", self._h_file_content)
-        app.router.add_delete("/v1/files/{file_id}", self._h_file_delete)
-        app.router.add_post("/v1/batches", self._h_create)
-        app.router.add_get("/v1/batches", self._h_list)
-        app.router.add_get("/v1/batches/{batch_id}", self._h_get)
-        app.router.add_post("/v1/batches/{batch_id}/cancel", self._h_cancel)
-        app.router.add_get("/admin/batch_api", self._h_admin_get)
-        app.router.add_post("/admin/batch_api", self._h_admin_set)
+        app.router.add_post("/v1/files", self._gated(self._h_upload))
+        app.router.add_get("/v1/files/{file_id}", self._gated(self._h_file))
+        app.router.add_get("/v1/files/{file_id}/content", self._gated(self._h_file_content))
+        app.router.add_delete("/v1/files/{file_id}", self._gated(self._h_file_delete))
+        app.router.add_post("/v1/batches", self._gated(self._h_create))
+        app.router.add_get("/v1/batches", self._gated(self._h_list))
+        app.router.add_get("/v1/batches/{batch_id}", self._gated(self._h_get))
+        app.router.add_post("/v1/batches/{batch_id}/cancel", self._gated(self._h_cancel))
+        add_admin_routes(app, "/admin/batch_api", self.knobs())
+
+    def knobs(self) -> Knobs:
+        """What ``/admin/batch_api`` reads and changes (its GET view carries the counters too)."""
+        return Knobs(settings=lambda: self.settings, change=self.set, reset=self.reset, queue_field="fail_next",
+                     queued=self._failing_next, enqueue=self.fail_next, extra=lambda: {"stats": self.stats()})
+
+    def _failing_next(self) -> list[int]:
+        with self._lock:
+            return list(self._http_script)
 
     # ---- handlers --------------------------------------------------------------------------
+    def _gated(self, handler: Callable[[web.Request], Awaitable[web.Response]]
+               ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """``handler`` behind :meth:`_gate`: every files/batches request is counted and checked."""
+
+        async def gated(request: web.Request) -> web.Response:
+            denied = self._gate(request)
+            return denied if denied is not None else await handler(request)
+
+        return gated
+
     def _gate(self, request: web.Request) -> web.Response | None:
         """Count the request; answer a scripted failure or a 401; None = go on."""
         auth = request.headers.get("Authorization")
@@ -255,27 +195,22 @@ class BatchAPIEmulator:
                 self._auth_missing += 1
             scripted = self._http_script.popleft() if self._http_script else None
         if scripted is not None:
-            headers = {"Retry-After": "1"} if scripted in (429, 503) else None
-            kind = "rate_limit_error" if scripted == 429 else (
-                "server_error" if scripted >= 500 else "invalid_request_error")
-            return _error(scripted, f"fault {scripted} on purpose", kind, headers)
-        api_key = self._server._api_key
+            return status_error(scripted, retry_after="1")
+        api_key = self._server.api_key
         if api_key is not None and auth != f"Bearer {api_key}":
-            return _error(401, "invalid API key", "invalid_request_error")
+            return openai_error(401, "invalid API key", "invalid_request_error")
         return None
 
     async def _h_upload(self, request: web.Request) -> web.Response:
-        if (denied := self._gate(request)) is not None:
-            return denied
         if not request.content_type.startswith("multipart/"):
-            return _error(400, "expected multipart/form-data", "invalid_request_error")
+            return openai_error(400, "expected multipart/form-data", "invalid_request_error")
         form = await request.post()
         purpose = form.get("purpose")
         upload = form.get("file")
         if purpose != "batch":
-            return _error(400, "purpose must be 'batch'", "invalid_request_error")
+            return openai_error(400, "purpose must be 'batch'", "invalid_request_error")
         if upload is None or isinstance(upload, str) or not hasattr(upload, "file"):
-            return _error(400, "'file' must be a file part", "invalid_request_error")
+            return openai_error(400, "'file' must be a file part", "invalid_request_error")
         data = upload.file.read()
         f = self._new_file("batch", upload.filename or "upload.jsonl", data)
         with self._lock:
@@ -284,55 +219,47 @@ class BatchAPIEmulator:
         return web.json_response(f.obj())
 
     async def _h_file(self, request: web.Request) -> web.Response:
-        if (denied := self._gate(request)) is not None:
-            return denied
         with self._lock:
             f = self._files.get(request.match_info["file_id"])
-        return web.json_response(f.obj()) if f else _error(404, "no such file", "invalid_request_error")
+        return web.json_response(f.obj()) if f else openai_error(404, "no such file", "invalid_request_error")
 
     async def _h_file_content(self, request: web.Request) -> web.Response:
-        if (denied := self._gate(request)) is not None:
-            return denied
         with self._lock:
             f = self._files.get(request.match_info["file_id"])
         if f is None:
-            return _error(404, "no such file", "invalid_request_error")
+            return openai_error(404, "no such file", "invalid_request_error")
         return web.Response(body=f.data, content_type="application/octet-stream")
 
     async def _h_file_delete(self, request: web.Request) -> web.Response:
-        if (denied := self._gate(request)) is not None:
-            return denied
         file_id = request.match_info["file_id"]
         with self._lock:
             f = self._files.pop(file_id, None)
         if f is None:
-            return _error(404, "no such file", "invalid_request_error")
+            return openai_error(404, "no such file", "invalid_request_error")
         return web.json_response({"id": file_id, "object": "file", "deleted": True})
 
     async def _h_create(self, request: web.Request) -> web.Response:
-        if (denied := self._gate(request)) is not None:
-            return denied
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
-            return _error(400, "body is not JSON", "invalid_request_error")
+            return openai_error(400, "body is not JSON", "invalid_request_error")
         if not isinstance(body, dict):
-            return _error(400, "expected a JSON object", "invalid_request_error")
+            return openai_error(400, "expected a JSON object", "invalid_request_error")
         endpoint = body.get("endpoint")
         window = body.get("completion_window")
         metadata = body.get("metadata") or {}
-        if endpoint not in _ENDPOINTS:
-            return _error(400, f"endpoint must be one of {', '.join(_ENDPOINTS)}", "invalid_request_error")
-        if window not in _WINDOW_S:
-            return _error(400, "completion_window must be '24h'", "invalid_request_error")
+        if endpoint not in ENDPOINTS:
+            return openai_error(400, f"endpoint must be one of {', '.join(ENDPOINTS)}", "invalid_request_error")
+        if window not in WINDOW_S:
+            return openai_error(400, "completion_window must be '24h'", "invalid_request_error")
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-            return _error(400, "metadata must map strings to strings", "invalid_request_error")
+            return openai_error(400, "metadata must map strings to strings", "invalid_request_error")
         with self._lock:
             f = self._files.get(str(body.get("input_file_id")))
             if f is None or f.purpose != "batch":
-                return _error(400, "input_file_id is not an uploaded batch file", "invalid_request_error")
-            lines, errors = _parse_input(f.data, endpoint)
-            job = _Job(
+                return openai_error(400, "input_file_id is not an uploaded batch file", "invalid_request_error")
+            lines, errors = parse_input(f.data, endpoint)
+            job = Job(
                 id=f"batch_{uuid.uuid4().hex[:24]}", input_file_id=f.id, endpoint=endpoint,
                 completion_window=window, metadata=dict(metadata), settings=self.settings,
                 lines=lines, validation_errors=errors, created_mono=time.monotonic(),
@@ -341,75 +268,53 @@ class BatchAPIEmulator:
             job.counts["total"] = len(lines)
             self._jobs[job.id] = job
             self._jobs_created += 1
-            return web.json_response(self._obj(job))
+            return web.json_response(job.obj())
 
     async def _h_list(self, request: web.Request) -> web.Response:
-        if (denied := self._gate(request)) is not None:
-            return denied
         try:
             limit = max(1, min(100, int(request.query.get("limit", "20"))))
         except ValueError:
-            return _error(400, "limit must be an integer", "invalid_request_error")
+            return openai_error(400, "limit must be an integer", "invalid_request_error")
         with self._lock:
             jobs = list(self._jobs.values())[::-1]
             for job in jobs:
                 self._advance(job)
-            data = [self._obj(j) for j in jobs[:limit]]
+            data = [j.obj() for j in jobs[:limit]]
         return web.json_response({"object": "list", "data": data, "has_more": len(jobs) > limit})
 
-    async def _h_get(self, request: web.Request) -> web.Response:
-        if (denied := self._gate(request)) is not None:
-            return denied
+    def _looked_up(self, request: web.Request) -> Job | None:
+        """The job the path names, moved along the clock; None when there is none."""
         with self._lock:
             job = self._jobs.get(request.match_info["batch_id"])
+            if job is not None:
+                self._advance(job)
+            return job
+
+    async def _h_get(self, request: web.Request) -> web.Response:
+        with self._lock:
+            job = self._looked_up(request)
             if job is None:
-                return _error(404, "no such batch", "invalid_request_error")
-            self._advance(job)
-            return web.json_response(self._obj(job))
+                return openai_error(404, "no such batch", "invalid_request_error")
+            return web.json_response(job.obj())
 
     async def _h_cancel(self, request: web.Request) -> web.Response:
-        if (denied := self._gate(request)) is not None:
-            return denied
         with self._lock:
-            job = self._jobs.get(request.match_info["batch_id"])
+            job = self._looked_up(request)
             if job is None:
-                return _error(404, "no such batch", "invalid_request_error")
-            self._advance(job)
-            if job.state in _TERMINAL:
-                return _error(400, f"cannot cancel a batch that is {job.state}", "invalid_request_error")
+                return openai_error(404, "no such batch", "invalid_request_error")
+            if job.state in TERMINAL:
+                return openai_error(400, f"cannot cancel a batch that is {job.state}", "invalid_request_error")
             if job.cancel_mono is None:
                 now = time.monotonic()
                 job.cancel_mono = now
-                job.cancel_progress = self._progress(job, now)
+                job.cancel_progress = job.progress(now)
                 job.stamps["cancelling_at"] = int(time.time())
                 job.state = "cancelling"
                 self._cancels += 1
-            return web.json_response(self._obj(job))
-
-    async def _h_admin_get(self, request: web.Request) -> web.Response:
-        with self._lock:
-            return web.json_response({**dataclasses.asdict(self.settings), "fail_next": list(self._http_script),
-                                      "stats": self.stats()})
-
-    async def _h_admin_set(self, request: web.Request) -> web.Response:
-        try:
-            changes = await request.json()
-            if not isinstance(changes, dict):
-                raise ValueError("expected a JSON object")
-            changes = dict(changes)
-            if changes.pop("reset", False):
-                self.reset()
-            fail_next = changes.pop("fail_next", None)
-            if changes:
-                self.set(**changes)
-            if fail_next:
-                self.fail_next(*fail_next)
-        except (ValueError, TypeError) as exc:
-            return _error(400, str(exc), "invalid_request_error")
-        return await self._h_admin_get(request)
+            return web.json_response(job.obj())
 
     # ---- the clock -------------------------------------------------------------------------
-    def _job(self, job_id: str) -> _Job:
+    def _job(self, job_id: str) -> Job:
         try:
             return self._jobs[job_id]
         except KeyError:
@@ -418,49 +323,19 @@ class BatchAPIEmulator:
     def _force(self, job_id: str, state: str, code: str | None) -> None:
         with self._lock:
             job = self._job(job_id)
-            if job.state not in _TERMINAL:
+            if job.state not in TERMINAL:
                 job.forced = (state, code)
                 self._advance(job)
 
-    @staticmethod
-    def _progress(job: _Job, now: float) -> float:
-        c = job.settings.complete_s
-        if c <= 0:
-            return 1.0
-        return min(1.0, max(0.0, (now - job.created_mono - 0.1 * c) / (0.8 * c)))
-
-    def _advance(self, job: _Job) -> None:
+    def _advance(self, job: Job) -> None:
         """Move the job along the fast clock (lazily, whenever it is looked at)."""
-        if job.state in _TERMINAL:
+        if job.state in TERMINAL:
             return
-        now = time.monotonic()
-        c = job.settings.complete_s
-        if job.forced is not None:
-            self._finish(job, *job.forced)
-            return
-        if job.cancel_mono is not None:
-            if now - job.cancel_mono >= min(0.05, 0.1 * c):
-                self._finish(job, "cancelled", None)
-            return
-        t = now - job.created_mono
-        if t < 0.1 * c:
-            job.state = "validating"
-            return
-        if job.validation_errors:
-            self._finish(job, "failed", None)
-            return
-        job.stamps.setdefault("in_progress_at", int(time.time()))
-        if t < 0.9 * c:
-            job.state = "in_progress"
-            job.counts["completed"] = int(len(job.lines) * self._progress(job, now))
-            return
-        job.stamps.setdefault("finalizing_at", int(time.time()))
-        if t < c:
-            job.state = "finalizing"
-            return
-        self._finish(job, job.settings.outcome, None)
+        due = job.due(time.monotonic())
+        if due is not None:
+            self._finish(job, *due)
 
-    def _finish(self, job: _Job, state: str, code: str | None) -> None:
+    def _finish(self, job: Job, state: str, code: str | None) -> None:
         s = job.settings
         wall = int(time.time())
         job.state = state
@@ -474,41 +349,10 @@ class BatchAPIEmulator:
             job.counts = {"total": n, "completed": 0, "failed": 0}
             return
         job.stamps.setdefault("finalizing_at", wall)
-        if state == "completed":
-            answered = n
-        elif state == "expired":
-            answered = int(n * s.partial_fraction)
-        else:  # cancelled
-            answered = int(n * job.cancel_progress)
-        drop = set(s.drop_custom_ids)
-        outputs: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
-        dropped = 0
-        for pos, line in enumerate(job.lines):
-            cid = line["custom_id"]
-            if pos >= answered:
-                missed = "batch_expired" if state == "expired" else "batch_cancelled"
-                errors.append(_line(cid, None, {"code": missed, "message": f"not processed: the batch {state}"}))
-            elif cid in drop:
-                dropped += 1
-            elif cid in s.line_errors:
-                err = s.line_errors[cid]
-                if isinstance(err, int):
-                    body = {"error": {"message": f"fault {err} on purpose", "type": "invalid_request_error"
-                                      if err < 500 else "server_error", "code": None}}
-                    errors.append(_line(cid, {"status_code": err, "request_id": _req_id(), "body": body}, None))
-                else:
-                    errors.append(_line(cid, None, {"code": err, "message": "line failed on purpose"}))
-            else:
-                body = line["body"]
-                answer = self._server._completion(body, body["messages"])
-                outputs.append(_line(cid, {"status_code": 200, "request_id": _req_id(), "body": answer}, None))
+        outputs, errors, dropped = result_lines(job, state, lambda body: self._server.complete(body, body["messages"]))
         if outputs or s.garbage_lines:
-            rows = [json.dumps(o) for o in outputs]
-            for i in range(s.garbage_lines):
-                rows.insert(min(len(rows), 1 + i), "{not json at all" if i % 2 == 0 else '"just a string"')
             job.output_file_id = self._new_file("batch_output", f"{job.id}_output.jsonl",
-                                                ("\n".join(rows) + "\n").encode()).id
+                                                output_bytes(outputs, s.garbage_lines)).id
         if errors:
             job.error_file_id = self._new_file("batch_output", f"{job.id}_error.jsonl",
                                                ("\n".join(json.dumps(e) for e in errors) + "\n").encode()).id
@@ -517,78 +361,11 @@ class BatchAPIEmulator:
         self._lines_failed += len(errors)
         self._lines_dropped += dropped
 
-    def _new_file(self, purpose: str, filename: str, data: bytes) -> _File:
-        f = _File(id=f"file-{uuid.uuid4().hex[:24]}", purpose=purpose, filename=filename, data=data,
+    def _new_file(self, purpose: str, filename: str, data: bytes) -> StoredFile:
+        f = StoredFile(id=f"file-{uuid.uuid4().hex[:24]}", purpose=purpose, filename=filename, data=data,
                   created_at=int(time.time()))
         with self._lock:
             self._files[f.id] = f
             if purpose == "batch_output":
                 self._files_created += 1
         return f
-
-    def _obj(self, job: _Job) -> dict[str, Any]:
-        window_s = _WINDOW_S.get(job.completion_window, 86_400)
-        stamps = {k: job.stamps.get(k) for k in ("in_progress_at", "finalizing_at", "completed_at", "failed_at",
-                                                  "expired_at", "cancelling_at", "cancelled_at")}
-        return {
-            "id": job.id, "object": "batch", "endpoint": job.endpoint,
-            "errors": {"object": "list", "data": job.errors} if job.errors else None,
-            "input_file_id": job.input_file_id, "completion_window": job.completion_window,
-            "status": job.state, "output_file_id": job.output_file_id, "error_file_id": job.error_file_id,
-            "created_at": job.created_at, "expires_at": job.created_at + window_s, **stamps,
-            "request_counts": dict(job.counts), "metadata": dict(job.metadata),
-        }
-
-
-def _parse_input(data: bytes, endpoint: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The valid lines of an input file and OpenAI-style validation errors for the rest."""
-    lines: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
-
-    def bad(code: str, message: str, lineno: int) -> None:
-        errors.append({"code": code, "message": message, "param": None, "line": lineno})
-
-    for lineno, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            bad("invalid_json_line", "this line is not valid JSON", lineno)
-            continue
-        if not isinstance(line, dict):
-            bad("invalid_json_line", "this line is not a JSON object", lineno)
-            continue
-        cid = line.get("custom_id")
-        body = line.get("body")
-        if not isinstance(cid, str) or not cid:
-            bad("missing_required_parameter", "custom_id is missing", lineno)
-        elif cid in seen:
-            bad("duplicate_custom_id", "custom_id is not unique", lineno)
-        elif line.get("method") != "POST":
-            bad("invalid_request", "method must be POST", lineno)
-        elif line.get("url") != endpoint:
-            bad("mismatched_endpoint", "url does not match the batch endpoint", lineno)
-        elif not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
-            bad("missing_required_parameter", "body.messages must be a non-empty list", lineno)
-        else:
-            seen.add(cid)
-            lines.append(line)
-    if not lines and not errors:
-        bad("empty_file", "the input file has no requests", 0)
-    return lines, errors
-
-
-def _line(custom_id: str, response: dict[str, Any] | None, error: dict[str, Any] | None) -> dict[str, Any]:
-    return {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id, "response": response,
-            "error": error}
-
-
-def _req_id() -> str:
-    return f"req_{uuid.uuid4().hex[:24]}"
-
-
-def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "code": status}},
-                             status=status, headers=headers)

@@ -17,10 +17,11 @@ of OpenAI's chat completions live in one place, built from the API reference's e
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
-__all__ = ["choices_for", "part_text", "tool_reply"]
+__all__ = ["choices_for", "completion_body", "last_user_text", "part_text", "tool_reply"]
 
 #: the most choices the server returns for ``n`` (OpenAI's limit is 128)
 MAX_CHOICES = 8
@@ -42,10 +43,14 @@ def part_text(content: Any) -> str:
     return str(content or "")
 
 
-def _last_user_text(messages: list[Any]) -> str:
+def last_user_text(messages: list[Any], *, or_last: bool = False) -> str:
+    """The text of the last user message; without one, "" (or, with ``or_last``, the text of the
+    last message, which is what the server answers when a prompt has no user turn)."""
     for m in reversed(messages):
         if isinstance(m, dict) and m.get("role") == "user":
             return part_text(m.get("content"))
+    if or_last and messages and isinstance(messages[-1], dict):
+        return part_text(messages[-1].get("content"))
     return ""
 
 
@@ -74,7 +79,7 @@ def tool_reply(name: str, body: dict[str, Any], messages: list[Any]) -> tuple[di
     function = first.get("function") if isinstance(first.get("function"), dict) else {}
     call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
             "function": {"name": str(function.get("name") or "tool"),
-                         "arguments": json.dumps(_arguments(function.get("parameters"), _last_user_text(messages)))}}
+                         "arguments": json.dumps(_arguments(function.get("parameters"), last_user_text(messages)))}}
     return {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}, "tool_calls"
 
 
@@ -88,3 +93,23 @@ def choices_for(message: dict[str, Any], finish_reason: str, n: Any) -> list[dic
             msg["content"] = f"{msg['content']} #{i}"
         out.append({"index": i, "message": msg, "logprobs": None, "finish_reason": finish_reason})
     return out
+
+
+def completion_body(message: dict[str, Any], finish_reason: str, body: dict[str, Any], messages: list[Any],
+                    model: str) -> dict[str, Any]:
+    """A whole ``chat.completion`` object for ``message``, with rough usage (characters / 4)."""
+    prompt_chars = sum(len(str(m.get("content") or "")) for m in messages if isinstance(m, dict))
+    prompt_tokens = max(1, prompt_chars // 4) + 4 * len(messages)
+    produced = message.get("content")
+    if not isinstance(produced, str):
+        produced = json.dumps(message.get("tool_calls"))
+    completion_tokens = max(1, len(produced) // 4)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices_for(message, finish_reason, body.get("n")),
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }

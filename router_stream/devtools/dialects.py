@@ -28,11 +28,8 @@ parameters, names lower-cased); the value of a credential-named header or parame
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import socket
-import struct
 import threading
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -41,6 +38,7 @@ import aiohttp
 from aiohttp import web
 
 from ..secret_values import is_credential_name
+from .loopback_http import drop_connection
 from .messages_api import ERROR_TYPES, to_chat_request, to_messages_answer, validate_messages_request
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -141,26 +139,12 @@ class DialectEmulator:
         except (aiohttp.ClientOSError, aiohttp.ClientPayloadError):
             raise _Dropped(rst=True) from None
 
-    @staticmethod
-    async def _drop(request: web.Request, rst: bool) -> web.StreamResponse:
-        transport = request.transport
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if rst and sock is not None:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                except OSError:
-                    pass
-            transport.abort() if rst else transport.close()
-        await asyncio.sleep(3600)  # cancelled once aiohttp notices the lost connection
-        raise web.HTTPServiceUnavailable()  # pragma: no cover
-
     async def _relay(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         """Forward an OpenAI-shaped body and answer with what the server said, as it said it."""
         try:
             status, headers, raw = await self._forward(body)
         except _Dropped as dropped:
-            return await self._drop(request, dropped.rst)
+            return await drop_connection(request, rst=dropped.rst)
         return web.Response(status=status, body=raw, headers=headers, content_type="application/json")
 
     # ---- endpoints --------------------------------------------------------------------------
@@ -217,7 +201,7 @@ class DialectEmulator:
         try:
             status, headers, raw = await self._forward(to_chat_request(body))
         except _Dropped as dropped:
-            return await self._drop(request, dropped.rst)
+            return await drop_connection(request, rst=dropped.rst)
         if status >= 400:
             if status in (429, 503, 529) and not headers and self.server.faults.retry_after is not None:
                 headers = {"retry-after": f"{self.server.faults.retry_after:g}"}

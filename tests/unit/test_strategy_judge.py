@@ -27,8 +27,8 @@ class ScriptedServer(ModelServer):
         super().__init__(*args, **kwargs)
         self.replies: collections.deque[Any] = collections.deque()
 
-    def _completion(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        answer = super()._completion(*args, **kwargs)
+    def complete(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        answer = super().complete(*args, **kwargs)
         if self.replies:
             answer["choices"][0]["message"]["content"] = self.replies.popleft()
         return answer
