@@ -34,7 +34,8 @@ from .handler import StateView, answer_too_large
 from .request_notes import audit_notes
 
 if TYPE_CHECKING:
-    from .processor import Processor, _Partition
+    from .partition import Partition
+    from .processor import Processor
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ from ..providers.batch_api import TERMINAL_STATES as TERMINAL
 class PartitionJobs:
     """The submit/poll loop of one input partition."""
 
-    def __init__(self, processor: "Processor", part: "_Partition", clients: dict[str, Any]) -> None:
+    def __init__(self, processor: "Processor", part: "Partition", clients: dict[str, Any]) -> None:
         self.p = processor
         self.part = part
         self.clients = clients
@@ -97,7 +98,7 @@ class PartitionJobs:
                 writes[key] = json.dumps(entry, separators=(",", ":")).encode()
             writes[job_key(job_id)] = json.dumps({"candidate": candidate, "submitted_at": now_ms(),
                                                   "request_ids": [rid for rid, _ in items]}).encode()
-            await self.p._transact(self.part, [], writes)
+            await self.part.transactions.transact([], writes)
 
     # ---------------------------------------------------------------- poll and complete
     async def poll(self) -> None:
@@ -182,7 +183,7 @@ class PartitionJobs:
                     outputs.append((t.responses, key_bytes, again.model_dump_json(exclude_none=True).encode()))
                     outputs.append((t.audit, key_bytes, dup_audit.model_dump_json(exclude_none=True).encode()))
                     writes[dup_key] = None
-            await self.p._transact(self.part, outputs, writes)
+            await self.part.transactions.transact(outputs, writes)
         log.info("partition %s: batch job %s %s, %d answers produced", self.part.tp, job_id, state,
                  len(outputs) // 2)
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from ..schemas import now_ms
 
 if TYPE_CHECKING:
-    from .processor import Processor, _Partition
+    from ..config import CacheConfig
+    from .partition import Partition
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ def expired_keys(entries_k: list[tuple[bytes, bytes]], entries_r: list[tuple[byt
     return out
 
 
-async def run_janitor(processor: "Processor", part: "_Partition") -> None:
-    cache = processor.config.cache
+async def run_janitor(part: "Partition", cache: "CacheConfig") -> None:
+    """Expire ``part``'s old state every ``cache.purge_interval_s`` until cancelled (partition close)."""
     while True:
         await asyncio.sleep(cache.purge_interval_s)
         try:
@@ -52,7 +53,7 @@ async def run_janitor(processor: "Processor", part: "_Partition") -> None:
                 r = await asyncio.to_thread(part.store.scan, b"r:")
                 doomed = expired_keys(k, r, now_ms(), cache.ttl_s * 1000, cache.dedup_window_s * 1000)
                 for start in range(0, len(doomed), 5000):
-                    await processor._transact(part, [], {key: None for key in doomed[start:start + 5000]})
+                    await part.transactions.transact([], {key: None for key in doomed[start:start + 5000]})
             if doomed:
                 log.info("partition %s: expired %d state entries", part.tp, len(doomed))
         except asyncio.CancelledError:

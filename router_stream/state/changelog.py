@@ -1,7 +1,7 @@
 """Reading key state from the committed changelog, without a worker (``router-stream state get``).
 
 The changelog is co-partitioned with the requests topic: the processor writes the state of
-requests partition *p* to changelog partition *p* (``processing/processor.py``, ``_commit``).
+requests partition *p* to changelog partition *p* (``processing/transactions.py``).
 A key's state therefore sits in the changelog partition numbered like the requests partition its
 records land on, and that is the Kafka default partitioner's choice for the record key
 (:func:`partition_for_key`: murmur2, as in the Java client, aiokafka and Kafka Streams).

@@ -9,7 +9,7 @@ import pytest
 from router_stream.config import parse_config
 from router_stream.errors import ConfigError
 from router_stream.processing.handler import Handler, Source, StateView
-from router_stream.processing.processor import _group
+from router_stream.processing.ordering import order_chains
 from router_stream.providers.resilience import Dispatcher
 from router_stream.routing.base import Decision, RoutingContext
 from router_stream.routing.expressions import Expression, ExpressionError, request_names
@@ -144,7 +144,7 @@ async def test_pipeline_falls_to_default_uncached():
 
 # ---------------------------------------------------------------- per-key ordering groups
 def test_group_keeps_same_key_and_same_request_id_together():
-    chains = _group([("a", "1"), ("b", "2"), ("a", "3"), ("c", "2"), ("d", None)])
+    chains = order_chains([("a", "1"), ("b", "2"), ("a", "3"), ("c", "2"), ("d", None)])
     as_sets = sorted(sorted(c) for c in chains)
     assert as_sets == [[0, 2], [1, 3], [4]]
     for c in chains:

@@ -18,7 +18,8 @@ from aiokafka.errors import KafkaError
 
 from router_stream.config import RouterConfig
 from router_stream.processing.handler import Outcome, Source, StateView
-from router_stream.processing.processor import Processor, _Partition
+from router_stream.processing.partition import Partition
+from router_stream.processing.processor import Processor
 from router_stream.processing.intake import classify
 from router_stream.schemas import Request, Response
 
@@ -125,15 +126,15 @@ def record(offset: int, key: str) -> SimpleNamespace:
 
 
 def processor(handler: CountingHandler, producer: FakeProducer,
-              cache: dict[str, Any] | None = None) -> tuple[Processor, _Partition, FakeConsumer]:
+              cache: dict[str, Any] | None = None) -> tuple[Processor, Partition, FakeConsumer]:
     config = RouterConfig.model_validate({
         "candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}, "default": "cheap",
         "worker": {"batches_in_flight": 4}, "cache": cache or {}})
     p = Processor(config, handler, "w-test")  # type: ignore[arg-type]
     consumer = FakeConsumer()
-    p._consumer = consumer  # type: ignore[assignment]
-    part = _Partition(TP, producer, FakeStore(), 0, dispatched=0)  # type: ignore[arg-type]
-    p._parts[TP] = part
+    p.partitions.consumer = consumer  # type: ignore[assignment]
+    part = p.partitions.new_partition(TP, producer, FakeStore(), 0)  # type: ignore[arg-type]
+    p.partitions.parts[TP] = part
     return p, part, consumer
 
 
@@ -142,7 +143,7 @@ def outputs(producer: FakeProducer) -> list[str]:
             if entry[0] == "router.responses"]
 
 
-async def wait_all(part: _Partition, tasks: list[asyncio.Task[None]]) -> None:
+async def wait_all(part: Partition, tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
 
 
@@ -357,11 +358,11 @@ async def test_a_fence_seen_by_a_janitor_transaction_reopens_the_partition_once(
 
     async def reopen(pt):
         reopened.append(pt)
-    p._reopen_if_still_ours = reopen  # type: ignore[method-assign]
+    p.partitions.reopen_if_still_ours = reopen  # type: ignore[method-assign]
     with pytest.raises(ProducerFenced):
-        await p._transact(part, [], {b"k:x": None})  # what the janitor does
+        await part.transactions.transact([], {b"k:x": None})  # what the janitor does
     await asyncio.sleep(0)
     assert part.lost and reopened == [part]  # it used to be only logged: the partition stayed fenced
-    p._fenced(part, ProducerFenced(), "a batch met it too")  # whoever sees the same fence next
+    p.partitions.fenced(part, ProducerFenced(), "a batch met it too")  # whoever sees the same fence next
     await asyncio.sleep(0)
     assert reopened == [part] and producer.committed == []

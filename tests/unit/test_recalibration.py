@@ -218,14 +218,13 @@ async def test_janitor_never_purges_the_controller_state():
         async def __aexit__(self, *exc):
             return False
 
-    part = SimpleNamespace(gate=Gate(), tp="t-0", store=SimpleNamespace(
-        scan=lambda prefix: sorted((k, v) for k, v in store.items() if k.startswith(prefix))))
-
-    async def transact(_part, _records, writes):
+    async def transact(_outputs, writes):
         purged.append(writes)
 
-    processor = SimpleNamespace(config=SimpleNamespace(cache=CacheConfig(purge_interval_s=0.001)), _transact=transact)
-    task = asyncio.create_task(run_janitor(processor, part))
+    part = SimpleNamespace(gate=Gate(), tp="t-0", transactions=SimpleNamespace(transact=transact),
+                           store=SimpleNamespace(
+                               scan=lambda prefix: sorted((k, v) for k, v in store.items() if k.startswith(prefix))))
+    task = asyncio.create_task(run_janitor(part, CacheConfig(purge_interval_s=0.001)))
     while not purged:
         await asyncio.sleep(0.005)
     task.cancel()

@@ -1,0 +1,409 @@
+"""Partition lifecycle: assign, open (fence, restore, seek), standby copies, revoke, close, reopen.
+
+A partition of the requests topic that the group gives this worker is *opened* before any of its
+records is handled: a transactional producer whose ``init_transactions`` fences the previous
+owner (a zombie can no longer commit) and ends its open transaction; the local RocksDB store
+replayed from its checkpoint up to the committed changelog; the consumer sought to the group's
+committed offset. Until then the partition stays paused. On revoke its batches in flight get
+``worker.shutdown_grace_s`` to commit, then the producer and store are closed. A partition whose
+producer is fenced without a rebalance is reopened the same way.
+
+Kept apart from the exactly-once loop (``processor.py``): the loop only sees opened partitions
+in :attr:`PartitionLifecycle.parts`, and asks here whether it may resume one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import errors as kafka_errors
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.commit import OffsetFetchRequest
+
+from .. import metrics
+from ..config import RouterConfig
+from ..kafka_settings import client_settings
+from ..state.store import PartitionStore
+from .partition import FatalProcessorError, Partition
+from .transactions import PartitionTransactions
+
+log = logging.getLogger(__name__)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, lifecycle: "PartitionLifecycle") -> None:
+        self._l = lifecycle
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._l.revoke(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._l.assign(list(assigned))
+
+
+class PartitionLifecycle:
+    """The requests partitions of one worker, from assignment to close (see the module doc).
+
+    ``on_opened`` starts a newly opened partition's helpers (janitor, Batch API jobs) and
+    ``on_fatal`` stops the worker when a partition cannot be opened."""
+
+    def __init__(self, config: RouterConfig, worker_id: str, on_opened: Callable[[Partition], None],
+                 on_fatal: Callable[[BaseException], Awaitable[None]]) -> None:
+        self.config = config
+        self.worker_id = worker_id
+        self.topics = config.topics
+        self._on_opened = on_opened
+        self._on_fatal = on_fatal
+        self.parts: dict[TopicPartition, Partition] = {}
+        self.opening: dict[TopicPartition, asyncio.Task[None]] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.stopping = False
+        self.rebalancing = False
+        self.assigned_once = asyncio.Event()
+        self.restored_records = 0
+        self.restored_on_assign = 0
+        self._restorer: AIOKafkaConsumer | None = None
+        self._restore_lock = asyncio.Lock()
+        self._standby: dict[int, PartitionStore] = {}
+        self._standby_lock = asyncio.Lock()
+        self._standby_task: asyncio.Task[None] | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Not rebalancing and no partition still opening."""
+        return not self.rebalancing and not self.opening
+
+    async def start(self) -> None:
+        """Start the changelog reader and the group consumer (not yet subscribed: :meth:`subscribe`)."""
+        kafka = self.config.kafka
+        common = client_settings(kafka)
+        self._restorer = AIOKafkaConsumer(
+            **common, group_id=None, enable_auto_commit=False, isolation_level="read_committed",
+            auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024)
+        await self._restorer.start()
+        self.consumer = AIOKafkaConsumer(
+            **common, group_id=kafka.group_id, enable_auto_commit=False, isolation_level="read_committed",
+            auto_offset_reset="earliest", session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, kafka.session_timeout_ms // 3),
+            max_poll_interval_ms=max(300_000, kafka.transaction_timeout_ms * 2),
+            rebalance_timeout_ms=max(60_000, int(self.config.worker.shutdown_grace_s * 1000) + 30_000),
+            client_id=f"router-stream-{self.worker_id}")
+        await self.consumer.start()
+
+    def subscribe(self) -> None:
+        """Join the group: assignments arrive through :meth:`assign`, revocations through :meth:`revoke`."""
+        assert self.consumer is not None
+        self.consumer.subscribe([self.topics.requests], listener=_Listener(self))
+
+    def start_standby(self) -> None:
+        """Keep warm copies of the partitions owned elsewhere, if ``worker.standby`` asks for them."""
+        if self.config.worker.standby:
+            self._standby_task = asyncio.create_task(self._standby_loop(), name="router-stream-standby")
+
+    async def cancel_opening(self) -> None:
+        """Stop opening partitions (shutdown): what they opened so far is released."""
+        for task in list(self.opening.values()):
+            task.cancel()
+        await asyncio.gather(*self.opening.values(), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Leave the group, close every partition, the standby copies and the changelog reader."""
+        if self.consumer is not None:
+            try:
+                await self.consumer.stop()  # leaves the group; our revoke handler closes partitions
+            except Exception as exc:
+                log.warning("consumer stop: %s", exc)
+        await self.close(list(self.parts))
+        if self._standby_task is not None:
+            self._standby_task.cancel()
+            await asyncio.gather(self._standby_task, return_exceptions=True)
+        for store in self._standby.values():
+            store.close()
+        self._standby.clear()
+        if self._restorer is not None:
+            await self._restorer.stop()
+
+    # ------------------------------------------------------------------ assign and open
+    async def assign(self, tps: list[TopicPartition]) -> None:
+        """Pause the new partitions and open them in the background.
+
+        aiokafka stops heartbeating while this callback runs (group_coordinator.py), and opening
+        a partition (init_transactions, changelog restore) can take seconds under load: done
+        inline it made workers miss their session and rebalance again. The partitions stay
+        paused until their producer is fenced-in, their state restored and their offset sought.
+        """
+        assert self.consumer is not None
+        mine = [tp for tp in tps if tp.topic == self.topics.requests and tp not in self.parts
+                and tp not in self.opening]
+        if mine:
+            self.consumer.pause(*mine)
+        for tp in mine:
+            self.opening[tp] = asyncio.create_task(self._open_and_resume(tp), name=f"open-{tp.partition}")
+        self.rebalancing = False
+        self.assigned_once.set()
+
+    async def _open_and_resume(self, tp: TopicPartition) -> None:
+        started = time.monotonic()
+        try:
+            await self._open_with_retry(tp)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._on_fatal(exc)
+            return
+        finally:
+            self.opening.pop(tp, None)
+        metrics.ASSIGNED.set(len(self.parts))
+        log.info("opened partition %d in %.2fs", tp.partition, time.monotonic() - started)
+        if self.consumer is not None and tp in self.consumer.assignment() and not self.stopping:
+            self.consumer.resume(tp)
+
+    async def _open_with_retry(self, tp: TopicPartition, attempts: int = 6) -> None:
+        """Open a partition; a broker restart in the middle is retried (1, 2, 4, 8, 16 s) before we die."""
+        for attempt in range(attempts):
+            try:
+                await self._open_partition(tp)
+                return
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.warning("opening %s failed (%s: %s); retrying", tp, type(exc).__name__, exc)
+                await asyncio.sleep(2 ** attempt)
+
+    async def _open_partition(self, tp: TopicPartition) -> None:
+        assert self.consumer is not None
+        kafka = self.config.kafka
+        producer = AIOKafkaProducer(
+            **client_settings(kafka), transactional_id=f"{kafka.group_id}.{tp.topic}.{tp.partition}",
+            enable_idempotence=True, acks="all", transaction_timeout_ms=kafka.transaction_timeout_ms,
+            linger_ms=2, client_id=f"router-stream-{self.worker_id}-p{tp.partition}")
+        store: PartitionStore | None = None
+        try:
+            await producer.start()  # init_transactions: fences the previous owner, ends its transaction
+            await self._release_standby(tp.partition)  # one RocksDB handle per store and process
+            store = await asyncio.to_thread(PartitionStore, self._state_dir(tp.partition))
+            self.restored_on_assign += await self._restore(tp.partition, store)
+            committed = await self._committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+                next_offset = 0
+            else:
+                self.consumer.seek(tp, committed)
+                next_offset = committed
+        except BaseException:  # including cancellation by a revoke: release what we opened
+            await producer.stop()
+            if store is not None:
+                store.close()
+            raise
+        part = self.new_partition(tp, producer, store, next_offset)
+        self.parts[tp] = part
+        self._on_opened(part)
+
+    def new_partition(self, tp: TopicPartition, producer: AIOKafkaProducer, store: PartitionStore,
+                      next_offset: int) -> Partition:
+        """An opened partition at ``next_offset``, whose transactions report a fence to :meth:`fenced`."""
+        part: Partition
+        transactions = PartitionTransactions(tp, producer, store, self.topics, self.config.kafka.group_id,
+                                             on_fenced=lambda exc, doing: self.fenced(part, exc, doing))
+        part = Partition(tp, store, transactions, next_offset, dispatched=next_offset)
+        return part
+
+    async def _committed(self, tp: TopicPartition, timeout: float = 120) -> int | None:
+        """The group's committed offset of ``tp``; None only when the broker says there is none.
+
+        Not ``AIOKafkaConsumer.committed()``: aiokafka 0.14 sends OffsetFetch v3 and ignores the
+        response's top-level ``error_code``. While a broker shuts down, restarts or hands the group
+        coordinator to another broker, it answers NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS
+        there with no partitions, and ``committed()`` returns None: we would take that for "never
+        committed" and re-read the whole partition from offset 0 (tests/integration/test_chaos.py).
+        """
+        assert self.consumer is not None
+        coordinator = self.consumer._coordinator  # noqa: SLF001 - no public call checks that error
+        deadline = time.monotonic() + timeout
+        logged = False
+        while True:
+            try:
+                await asyncio.wait_for(coordinator.ensure_coordinator_known(), 5)
+                response = await coordinator._send_req(  # noqa: SLF001
+                    OffsetFetchRequest(self.config.kafka.group_id, [(tp.topic, [tp.partition])]))
+                codes = [getattr(response, "error_code", 0)]
+                found, offset = False, -1
+                for topic, parts in response.topics:
+                    for partition, off, _metadata, code in parts:
+                        if topic == tp.topic and partition == tp.partition:
+                            found, offset = True, off
+                            codes.append(code)
+                error = next((kafka_errors.for_code(c) for c in codes if c), None)
+                if error is not None:
+                    if error in (kafka_errors.NotCoordinatorForGroupError,
+                                 kafka_errors.GroupCoordinatorNotAvailableError):
+                        coordinator.coordinator_dead()
+                    raise error()
+                if found:
+                    return None if offset < 0 else offset
+            except (KafkaError, asyncio.TimeoutError) as exc:
+                if isinstance(exc, KafkaError) and not exc.retriable:
+                    raise
+                if not logged:
+                    log.info("committed offset of %s not available yet (%s); asking again", tp, type(exc).__name__)
+                    logged = True
+            if self.stopping:
+                raise asyncio.CancelledError()
+            if time.monotonic() > deadline:
+                raise kafka_errors.KafkaTimeoutError(f"no committed offset for {tp} within {timeout:.0f}s")
+            await asyncio.sleep(0.2)
+
+    # ------------------------------------------------------------------ restore and standby
+    def _state_dir(self, partition: int) -> Path:
+        group = self.config.kafka.group_id
+        return Path(self.config.cache.state_dir) / group / f"{self.topics.requests}-{partition}"
+
+    async def _standby_loop(self) -> None:
+        """Keep a warm copy of every partition this worker does not own (``worker.standby``).
+
+        The copy is the same RocksDB store with the same checkpoint, fed from the committed
+        (read_committed) changelog, so it is never ahead of Kafka; when the partition is assigned
+        here, opening it replays only what the copy has not seen yet.
+        """
+        while not self.stopping:
+            await asyncio.sleep(self.config.worker.standby_interval_s)
+            assert self.consumer is not None
+            try:
+                for partition in sorted(self.consumer.partitions_for_topic(self.topics.requests) or ()):
+                    tp = TopicPartition(self.topics.requests, partition)
+                    async with self._standby_lock:
+                        if tp in self.parts or tp in self.opening:
+                            continue
+                        store = self._standby.get(partition)
+                        if store is None:
+                            store = await asyncio.to_thread(PartitionStore, self._state_dir(partition))
+                            self._standby[partition] = store
+                        await self._restore(partition, store)
+                metrics.STANDBY.set(len(self._standby))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("standby update failed (%s: %s); will try again", type(exc).__name__, exc)
+
+    async def _release_standby(self, partition: int) -> None:
+        async with self._standby_lock:
+            store = self._standby.pop(partition, None)
+            if store is not None:
+                await asyncio.to_thread(store.close)
+                metrics.STANDBY.set(len(self._standby))
+
+    async def _restore(self, partition: int, store: PartitionStore) -> int:
+        """Bring the local store up to the committed changelog (replay from its checkpoint).
+
+        Returns the number of changelog records replayed."""
+        assert self._restorer is not None
+        tp = TopicPartition(self.topics.changelog, partition)
+        async with self._restore_lock:
+            c = self._restorer
+            c.assign([tp])
+            end = (await c.end_offsets([tp]))[tp]
+            begin = (await c.beginning_offsets([tp]))[tp]
+            start = store.checkpoint
+            if start is None or start > end or start < begin:
+                if start is not None:
+                    log.warning("changelog %s checkpoint %s outside [%s, %s]: rebuilding", tp, start, begin, end)
+                    await asyncio.to_thread(store.wipe)
+                start = begin
+            if start >= end:
+                return 0
+            c.seek(tp, start)
+            writes: dict[bytes, bytes | None] = {}
+            deadline = time.monotonic() + 300
+            count = 0
+            while await c.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise FatalProcessorError(f"restoring {tp} did not reach offset {end} in 300 s")
+                batch = await c.getmany(tp, timeout_ms=500, max_records=10_000)
+                for record in batch.get(tp, []):
+                    if record.offset >= end:
+                        break
+                    writes[record.key] = record.value
+                    count += 1
+                if len(writes) >= 50_000:
+                    await asyncio.to_thread(store.apply, writes, await c.position(tp))
+                    writes = {}
+            await asyncio.to_thread(store.apply, writes, end)
+            log.info("restored %s: %d changelog records from offset %d to %d", tp, count, start, end)
+            self.restored_records += count
+            return count
+
+    # ------------------------------------------------------------------ revoke, close, fence
+    async def revoke(self, tps: list[TopicPartition]) -> None:
+        self.rebalancing = True
+        opening = [task for tp in tps if (task := self.opening.pop(tp, None)) is not None]
+        for task in opening:
+            task.cancel()
+        await asyncio.gather(*opening, return_exceptions=True)
+        mine = [tp for tp in tps if tp in self.parts]
+        await self.drain(mine, self.config.worker.shutdown_grace_s)
+        await self.close(mine)
+        metrics.ASSIGNED.set(len(self.parts))
+
+    async def drain(self, tps: list[TopicPartition], timeout: float) -> None:
+        """Give the batches in flight on ``tps`` up to ``timeout`` seconds to commit; cancel the rest."""
+        tasks = [b.task for tp in tps if (p := self.parts.get(tp))
+                 for b in p.inflight if b.task is not None and not b.task.done()]
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:  # abandoned: their records are re-read by the next owner
+            task.cancel()
+        if pending:
+            log.warning("cancelled %d in-flight batches after %.1fs; they will be reprocessed", len(pending), timeout)
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def close(self, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            part = self.parts.pop(tp, None)
+            if part is None:
+                continue
+            helpers = [t for t in (part.jobs_task, part.janitor_task) if t is not None]
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            try:
+                await part.transactions.close()
+            except Exception as exc:
+                log.warning("closing producer of %s: %s", tp, exc)
+            await asyncio.to_thread(part.store.close)
+            try:
+                metrics.LAG.remove(str(tp.partition))
+            except KeyError:
+                pass
+
+    def fenced(self, part: Partition, exc: BaseException, doing: str) -> None:
+        """Our producer of ``part`` was fenced (another owner, or the broker timed our transaction
+        out): stop using the partition and reopen it if it is still ours. Once per fence, whoever
+        sees it first (a batch, the janitor or a Batch API completion)."""
+        if part.lost:
+            return
+        part.lost = True
+        metrics.TRANSACTIONS.labels("fenced").inc()
+        log.warning("partition %s: fenced (%s); %s", part.tp, type(exc).__name__, doing)
+        asyncio.create_task(self.reopen_if_still_ours(part))
+
+    async def reopen_if_still_ours(self, part: Partition) -> None:
+        """After a fence without a rebalance (e.g. the broker timed our transaction out), reopen.
+
+        Wait one session timeout first: if another worker owns the partition, our consumer learns
+        it in that time and the revoke removes the partition instead. Reopening runs the normal
+        assignment path: new producer (fences any zombie), restore, seek to the committed offset.
+        """
+        await asyncio.sleep(self.config.kafka.session_timeout_ms / 1000)
+        if self.stopping or self.consumer is None or self.parts.get(part.tp) is not part:
+            return
+        if part.tp not in self.consumer.assignment():
+            return
+        log.warning("partition %s: still assigned after being fenced; reopening it", part.tp)
+        await self.revoke([part.tp])
+        await self.assign([part.tp])
