@@ -181,7 +181,9 @@ def _secret(config: "RouterConfig") -> str:
     return secret
 
 
-def _evict(args: argparse.Namespace) -> int:
+def _send_control(args: argparse.Namespace) -> int:
+    """``state evict`` / ``state reset-budget``: one control record per owning partition, then
+    each partition's confirmation (its audit record) or refusal (a dead letter)."""
     from .kafka_settings import client_settings
     from .processing.control import CONTROL_HEADER, control_body
 
@@ -356,8 +358,16 @@ def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _control_args(p: argparse.ArgumentParser) -> None:
+    """What every command sent as a control record takes (``evict``, ``reset-budget``)."""
+    _target_args(p)
+    p.add_argument("--wait", type=float, default=30.0,
+                   help="seconds to wait for the owning worker's audit record (0: do not wait)")
+    p.set_defaults(func=_send_control)
+
+
 def register(sub: Any) -> None:
-    """Add ``state get`` and ``state evict`` to the ``router-stream`` parser."""
+    """Add ``state get``, ``state evict`` and ``state reset-budget`` to the ``router-stream`` parser."""
     state = sub.add_parser("state", help="inspect or evict one key's committed state (sticky decision, requests)",
                            description=_STATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     ssub = state.add_subparsers(dest="action", required=True)
@@ -368,16 +378,10 @@ def register(sub: Any) -> None:
     ev = ssub.add_parser("evict", help="drop the key's sticky decision, through a control record applied by the "
                                        "owning worker in its transaction (needs control.secret_env)",
                          description=_TARGET_HELP)
-    _target_args(ev)
+    _control_args(ev)
     ev.add_argument("--strategy", help="evict only if the sticky decision was made by this strategy")
-    ev.add_argument("--wait", type=float, default=30.0,
-                    help="seconds to wait for the owning worker's audit record (0: do not wait)")
-    ev.set_defaults(func=_evict)
     rb = ssub.add_parser("reset-budget", help="set the scope's spend in the current window to zero (reservations "
                                               "in flight stay), through a control record like evict",
                          description=_TARGET_HELP)
-    _target_args(rb)
+    _control_args(rb)
     rb.add_argument("--budget", help="reset only this budget (default: every budget of the config)")
-    rb.add_argument("--wait", type=float, default=30.0,
-                    help="seconds to wait for the owning worker's audit record (0: do not wait)")
-    rb.set_defaults(func=_evict)
