@@ -8,13 +8,16 @@ the changelog and works for every partition.
 
 Query: ``key=K`` (a Kafka key: its partition and, with ``cache.scope: key``, the scope key) or
 ``scope_value=V`` (field/expression scopes; every owned partition unless ``kafka_key=`` or
-``partition=`` names one). The body has the shape of ``router-stream state get --json``.
+``partition=`` names one). The body has the shape of ``router-stream state get --json``, with
+each budget's spend for the key on the owned partitions (``budgets``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+from .budgets import spend_key
+from .budgets.report import spend_report
 from .processing.processor import Processor
 from .schemas import now_ms
 from .state import keystate
@@ -57,15 +60,20 @@ def state_view(processor: Processor, default_ttl_s: float, cache_scope: str,
         return 404, body
     now = now_ms()
     entries = []
+    budgets = processor.config.budgets
+    spend: dict[str, dict[int, bytes | None]] = {b.name: {} for b in budgets}
     for p, store in sorted(owned.items()):
         try:
             raw = store.get(key_state_key(scope_key))
+            for b in budgets:
+                spend[b.name][p] = store.get(spend_key(b.name, scope_key))
         except Exception as exc:  # closed by a rebalance between the lookup and the read
             return 503, {**body, "error": f"partition {p} is being reassigned ({type(exc).__name__}); try again"}
         entries.append({"partition": p, **keystate.describe(raw, now, default_ttl_s)})
     found = [e for e in entries if e["found"]]
-    body.update(found=bool(found), entries=found)
-    if not found:
+    spent = spend_report(budgets, spend, now)
+    body.update(found=bool(found or spent), entries=found, budgets=spent)
+    if not found and not spent:
         body["error"] = "no state for this key on the partitions this worker owns"
         return 404, body
     return 200, body
