@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Ctx, Result, delete_topics, fmt_load, loadavg  # noqa: E402
+from bench.common import Ctx, Result, delete_topics, fmt_load, loadavg
 
 # name -> module, in run order (routing reads kafka-limit's per-record cost)
 BENCHMARKS = {
@@ -50,17 +50,28 @@ def machine() -> dict[str, object]:
     for mod in ("aiokafka", "httpx", "httpx_aiohttp", "aiohttp", "rocksdict", "pydantic", "faust"):
         try:
             from importlib.metadata import version
-            versions[mod] = version({"httpx_aiohttp": "httpx-aiohttp", "faust": "faust-streaming"}.get(mod, mod))
+
+            versions[mod] = version(
+                {"httpx_aiohttp": "httpx-aiohttp", "faust": "faust-streaming"}.get(mod, mod)
+            )
         except Exception:
             versions[mod] = "?"
-    return {"cores": os.cpu_count(), "cpu": cpu, "memory": mem, "python": platform.python_version(),
-            "kernel": platform.release(), "versions": versions}
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory": mem,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "versions": versions,
+    }
 
 
 def print_result(res: Result) -> None:
     print()
-    print(f"== {res.name}: {res.title}  ({res.seconds:.0f} s, load {fmt_load(res.load_before)} → "
-          f"{fmt_load(res.load_after)})")
+    print(
+        f"== {res.name}: {res.title}  ({res.seconds:.0f} s, load {fmt_load(res.load_before)} → "
+        f"{fmt_load(res.load_after)})"
+    )
     if res.error:
         print(f"  FAILED: {res.error}")
         return
@@ -79,9 +90,16 @@ def print_result(res: Result) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="smoke run: small sizes, ~30 s per benchmark")
-    p.add_argument("--only", action="append", default=[], metavar="NAME",
-                   help=f"run only these (repeat or comma-separate): {', '.join(BENCHMARKS)}")
-    p.add_argument("--partitions", type=int, default=12, help="partitions per topic (default 12, as topics.yaml)")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"run only these (repeat or comma-separate): {', '.join(BENCHMARKS)}",
+    )
+    p.add_argument(
+        "--partitions", type=int, default=12, help="partitions per topic (default 12, as topics.yaml)"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write all results here as JSON")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, state)")
     args = p.parse_args(argv)
@@ -95,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
 
     m = machine()
     print(f"router-stream benchmarks{' (--quick)' if args.quick else ''}: {', '.join(names)}")
-    print(f"machine: {m['cores']} cores ({m['cpu']}), {m['memory']}, Python {m['python']}, "
-          f"load average {fmt_load(loadavg())} (1/5/15 min)")
+    print(
+        f"machine: {m['cores']} cores ({m['cpu']}), {m['memory']}, Python {m['python']}, "
+        f"load average {fmt_load(loadavg())} (1/5/15 min)"
+    )
     print("versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))  # type: ignore[union-attr]
     print("command: " + " ".join([os.path.basename(sys.executable), "-m", "bench", *(argv or sys.argv[1:])]))
     sys.stdout.flush()
@@ -116,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"broker: {given} (KAFKA_BOOTSTRAP_SERVERS)")
             else:
                 from router_stream.devtools.local_kafka import LocalKafka
+
                 kafka = LocalKafka(workdir=workdir / "kafka")
                 t0 = time.monotonic()
                 print("broker: starting a local Apache Kafka (KRaft, 127.0.0.1) ...", flush=True)
@@ -134,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             except Exception as exc:
                 traceback.print_exc()
-                res = Result(name, getattr(modules[name], "TITLE", name), error=f"{type(exc).__name__}: {exc}")
+                res = Result(
+                    name, getattr(modules[name], "TITLE", name), error=f"{type(exc).__name__}: {exc}"
+                )
                 exit_code = 1
             res.seconds = time.monotonic() - t0
             res.load_before, res.load_after = load_before, loadavg()
@@ -142,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             print_result(res)
             if ctx.external_broker and ctx.created_topics:
                 import asyncio
+
                 try:
                     asyncio.run(delete_topics(ctx.bootstrap, ctx.created_topics))
                 except Exception as exc:
@@ -149,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
                 ctx.created_topics = []
 
     print("\n== summary")
-    print(f"  machine: {m['cores']} cores, load average at end {fmt_load(loadavg())}; total "
-          f"{time.monotonic() - started:.0f} s")
+    print(
+        f"  machine: {m['cores']} cores, load average at end {fmt_load(loadavg())}; total "
+        f"{time.monotonic() - started:.0f} s"
+    )
     for name, res in ctx.results.items():
         if res.error:
             print(f"  {name:15s} FAILED: {res.error}")
@@ -159,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
             value = f"{h.value:.2f}" if isinstance(h.value, float) else str(h.value)
             print(f"  {name:15s} {h.what}: {value} (target {h.target}, {verdict}) {h.text}")
     if args.json:
-        out = {"machine": m, "quick": args.quick, "partitions": args.partitions,
-               "results": {k: asdict(v) for k, v in ctx.results.items()}}
+        out = {
+            "machine": m,
+            "quick": args.quick,
+            "partitions": args.partitions,
+            "results": {k: asdict(v) for k, v in ctx.results.items()},
+        }
         args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
         print(f"  results written to {args.json}")
     if args.keep:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from router_stream.devtools.chaos import run_chaos  # noqa: E402
-from router_stream.devtools.local_kafka import LocalKafka  # noqa: E402
+from router_stream.devtools.chaos import run_chaos
+from router_stream.devtools.local_kafka import LocalKafka
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,20 +37,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=400, help="requests produced per second")
     p.add_argument("--max-batch", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--workdir", type=Path, default=None, help="kept after the run (default: a temp dir, "
-                   "removed when the run passes)")
-    p.add_argument("--budget-usd", type=float, default=None,
-                   help="a per-key budget of this many USD, checked to the micro-dollar (docs/budgets.md)")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="kept after the run (default: a temp dir, removed when the run passes)",
+    )
+    p.add_argument(
+        "--budget-usd",
+        type=float,
+        default=None,
+        help="a per-key budget of this many USD, checked to the micro-dollar (docs/budgets.md)",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the report here as JSON")
     args = p.parse_args(argv)
     # our own producer and readers log every connection error while the broker restarts: noise here
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="router-stream-chaos-"))
-    kwargs = dict(records=args.records, workers=args.workers, partitions=args.partitions, kills=args.kills,
-                  broker_restarts=args.broker_restarts, keys=args.keys, seed=args.seed, rate=args.rate,
-                  max_batch=args.max_batch, workdir=workdir / "run",
-                  drain_timeout=max(600.0, args.records / 50), budget_usd=args.budget_usd)
+    kwargs = {
+        "records": args.records,
+        "workers": args.workers,
+        "partitions": args.partitions,
+        "kills": args.kills,
+        "broker_restarts": args.broker_restarts,
+        "keys": args.keys,
+        "seed": args.seed,
+        "rate": args.rate,
+        "max_batch": args.max_batch,
+        "workdir": workdir / "run",
+        "drain_timeout": max(600.0, args.records / 50),
+        "budget_usd": args.budget_usd,
+    }
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         report = run_chaos(os.environ["KAFKA_BOOTSTRAP_SERVERS"], **kwargs)
     else:

@@ -14,21 +14,26 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from router_stream.devtools.harness import WorkerProcess, create_topics, free_port, make_config, write_config
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # The rules the demo uses: content and tags decide between a cheap and a strong candidate.
-RULES_STRATEGY: dict[str, Any] = {"type": "rules", "name": "by-content", "rules": [
-    {"when": '"legal" in tags or fields.lang == "de"', "then": "strong"},
-    {"when": "len(prompt) > 200", "then": "strong"},
-]}
+RULES_STRATEGY: dict[str, Any] = {
+    "type": "rules",
+    "name": "by-content",
+    "rules": [
+        {"when": '"legal" in tags or fields.lang == "de"', "then": "strong"},
+        {"when": "len(prompt) > 200", "then": "strong"},
+    ],
+}
 
-from router_stream.devtools.demo import LONG, SHORT, request_body  # noqa: E402 - the demo's traffic mix
+from router_stream.devtools.demo import request_body  # noqa: E402 - the demo's traffic mix
 
 
 # ---------------------------------------------------------------------------------- context
@@ -43,7 +48,7 @@ class Ctx:
     broker_pid: int | None = None
     external_broker: bool = False
     started: float = field(default_factory=time.monotonic)
-    results: dict[str, "Result"] = field(default_factory=dict)
+    results: dict[str, Result] = field(default_factory=dict)
     current: str = ""
     created_topics: list[str] = field(default_factory=list)
 
@@ -67,9 +72,15 @@ class Table:
 
     def render(self) -> str:
         cells = [[_fmt(c) for c in row] for row in self.rows]
-        widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(self.headers)]
+        widths = [
+            max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(self.headers)
+        ]
         line = "  ".join("-" * w for w in widths)
-        out = [f"  {self.title}", "  " + "  ".join(h.ljust(w) for h, w in zip(self.headers, widths)), "  " + line]
+        out = [
+            f"  {self.title}",
+            "  " + "  ".join(h.ljust(w) for h, w in zip(self.headers, widths)),
+            "  " + line,
+        ]
         for r in cells:
             out.append("  " + "  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)))
         return "\n".join(out)
@@ -148,7 +159,7 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 # ---------------------------------------------------------------------------------- processes
@@ -160,7 +171,7 @@ def proc_cpu_s(pid: int | None) -> float | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
@@ -204,13 +215,27 @@ class ModelServerProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
 
-    def start(self) -> "ModelServerProc":
+    def start(self) -> ModelServerProc:
         port_file = self.workdir / f"model-{self.name}-{uuid.uuid4().hex[:6]}.port"
-        log = open(self.workdir / f"model-{self.name}.log", "ab")
+        log = open(self.workdir / f"model-{self.name}.log", "ab")  # noqa: SIM115 -- the child owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "router_stream.devtools.model_server", "--name", self.name, "--port", "0",
-             "--latency-ms", str(self.latency_ms), "--port-file", str(port_file)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "router_stream.devtools.model_server",
+                "--name",
+                self.name,
+                "--port",
+                "0",
+                "--latency-ms",
+                str(self.latency_ms),
+                "--port-file",
+                str(port_file),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + 30
         while not port_file.exists():
@@ -230,8 +255,12 @@ class ModelServerProc:
 
     def _admin(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data,
-                                     headers={"Content-Type": "application/json"}, method="POST" if data else "GET")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            data=data,
+            headers={"Content-Type": "application/json"},
+            method="POST" if data else "GET",
+        )
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 
@@ -254,7 +283,7 @@ class ModelServerProc:
                 self.proc.kill()
                 self.proc.wait(5)
 
-    def __enter__(self) -> "ModelServerProc":
+    def __enter__(self) -> ModelServerProc:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -264,19 +293,30 @@ class ModelServerProc:
 # ---------------------------------------------------------------------------------- traffic
 
 
-
 def traffic(n: int, keys: int, seed: int, id_prefix: str) -> list[tuple[bytes, bytes]]:
     rng = random.Random(seed)
-    return [(f"customer-{rng.randrange(keys)}".encode(), json.dumps(request_body(i, rng, id_prefix)).encode())
-            for i in range(n)]
+    return [
+        (f"customer-{rng.randrange(keys)}".encode(), json.dumps(request_body(i, rng, id_prefix)).encode())
+        for i in range(n)
+    ]
 
 
-async def produce_fast(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]],
-                       say: Callable[[str], None] | None = None) -> float:
+async def produce_fast(
+    bootstrap: str,
+    topic: str,
+    records: list[tuple[bytes | None, bytes]],
+    say: Callable[[str], None] | None = None,
+) -> float:
     """Produce with one idempotent producer (per-partition order kept); returns seconds taken."""
     from aiokafka import AIOKafkaProducer
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
-                                linger_ms=20, max_batch_size=256 * 1024)
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=20,
+        max_batch_size=256 * 1024,
+    )
     await producer.start()
     started = time.monotonic()
     try:
@@ -294,9 +334,16 @@ async def produce_fast(bootstrap: str, topic: str, records: list[tuple[bytes | N
     return time.monotonic() - started
 
 
-async def router_topics(bootstrap: str, prefix: str, partitions: int, extra: list[str] = ()) -> dict[str, str]:
-    names = {"requests": f"{prefix}.requests", "responses": f"{prefix}.responses", "audit": f"{prefix}.audit",
-             "dead_letter": f"{prefix}.dead-letter", "changelog": f"{prefix}.decisions-changelog"}
+async def router_topics(
+    bootstrap: str, prefix: str, partitions: int, extra: list[str] = ()
+) -> dict[str, str]:
+    names = {
+        "requests": f"{prefix}.requests",
+        "responses": f"{prefix}.responses",
+        "audit": f"{prefix}.audit",
+        "dead_letter": f"{prefix}.dead-letter",
+        "changelog": f"{prefix}.decisions-changelog",
+    }
     await create_topics(bootstrap, [*names.values(), *extra], partitions, compact=[names["changelog"]])
     await wait_for_leaders(bootstrap, [*names.values(), *extra], partitions)
     return names
@@ -305,6 +352,7 @@ async def router_topics(bootstrap: str, prefix: str, partitions: int, extra: lis
 async def wait_for_leaders(bootstrap: str, topics: list[str], partitions: int, timeout: float = 60) -> None:
     """Until every partition of ``topics`` has a leader (producing earlier only logs retries)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await c.start()
 
@@ -315,10 +363,13 @@ async def wait_for_leaders(bootstrap: str, topics: list[str], partitions: int, t
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            await c._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
-            meta = c._client.cluster  # noqa: SLF001
-            if all(len(meta.partitions_for_topic(t) or ()) == partitions and
-                   all(led(meta, t, p) for p in range(partitions)) for t in topics):
+            await c._client.force_metadata_update()
+            meta = c._client.cluster
+            if all(
+                len(meta.partitions_for_topic(t) or ()) == partitions
+                and all(led(meta, t, p) for p in range(partitions))
+                for t in topics
+            ):
                 return
             await asyncio.sleep(0.2)
     finally:
@@ -327,6 +378,7 @@ async def wait_for_leaders(bootstrap: str, topics: list[str], partitions: int, t
 
 async def delete_topics(bootstrap: str, names: list[str]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
+
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -338,12 +390,13 @@ async def delete_topics(bootstrap: str, names: list[str]) -> None:
 async def topic_end_total(bootstrap: str, topic: str) -> int:
     """Sum of end offsets (committed records plus transaction markers)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await c.start()
     try:
         parts = c.partitions_for_topic(topic) or set()
         if not parts:
-            await c._client.force_metadata_update()  # noqa: SLF001
+            await c._client.force_metadata_update()
             parts = c.partitions_for_topic(topic) or set()
         ends = await c.end_offsets([TopicPartition(topic, p) for p in parts])
         return sum(ends.values())
@@ -355,13 +408,13 @@ async def topic_end_total(bootstrap: str, topic: str) -> int:
 @dataclass
 class Drain:
     records: int
-    seconds: float           # from the first commit seen to the last record done
-    rate: float              # records/s over that window
-    ready_s: float           # start → /health/ready
-    cpu: dict[str, float]    # CPU seconds per process over the window
+    seconds: float  # from the first commit seen to the last record done
+    rate: float  # records/s over that window
+    ready_s: float  # start → /health/ready
+    cpu: dict[str, float]  # CPU seconds per process over the window
     rss_ready_mb: float | None
     rss_end_mb: float | None
-    commits: float | None    # transactions committed (worker metrics)
+    commits: float | None  # transactions committed (worker metrics)
     samples: list[tuple[float, int]]
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -385,15 +438,29 @@ def prom_value(text: str, name: str, labels: str = "") -> float | None:
     return total if found else None
 
 
-def worker_config(ctx: Ctx, prefix: str, model_url: str, *, max_in_flight: int = 256,
-                  strategies: list[dict[str, Any]] | None = None, max_batch: int = 500) -> dict[str, Any]:
+def worker_config(
+    ctx: Ctx,
+    prefix: str,
+    model_url: str,
+    *,
+    max_in_flight: int = 256,
+    strategies: list[dict[str, Any]] | None = None,
+    max_batch: int = 500,
+) -> dict[str, Any]:
     """A worker config as a user would write it: config defaults except topics, candidates,
     ``max_in_flight`` and ``max_batch`` (the test harness's short 6 s session timeout is dropped)."""
-    cfg = make_config(bootstrap=ctx.need_kafka(), candidates={"cheap": model_url, "strong": model_url},
-                      prefix=prefix, state_dir=ctx.workdir / prefix / "state", default="cheap",
-                      strategies=strategies if strategies is not None else [RULES_STRATEGY],
-                      extra={"worker": {"max_in_flight": max_in_flight, "worker_id": f"{prefix}-w1"},
-                             "kafka": {"max_batch": max_batch}})
+    cfg = make_config(
+        bootstrap=ctx.need_kafka(),
+        candidates={"cheap": model_url, "strong": model_url},
+        prefix=prefix,
+        state_dir=ctx.workdir / prefix / "state",
+        default="cheap",
+        strategies=strategies if strategies is not None else [RULES_STRATEGY],
+        extra={
+            "worker": {"max_in_flight": max_in_flight, "worker_id": f"{prefix}-w1"},
+            "kafka": {"max_batch": max_batch},
+        },
+    )
     cfg["kafka"].pop("session_timeout_ms", None)
     cfg["worker"].pop("shutdown_grace_s", None)
     for key, value in _worker_overrides().items():
@@ -410,6 +477,7 @@ def _worker_overrides() -> dict[str, Any]:
 def records_done(port: int) -> int | None:
     """``records_done`` from /health/ready, also while it answers 503 (rebalancing)."""
     import urllib.error
+
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5) as r:
             body = r.read()
@@ -433,25 +501,36 @@ def worker_log_health(path: Path, offset: int = 0) -> dict[str, Any]:
     except OSError:
         text = ""
     drifts = [float(m) for m in re.findall(r"woke up too late, with a drift of \+([\d.]+)", text)]
-    return {"assignments": len(re.findall(r"\] assigned \[", text)),
-            "assign_seconds": [float(m) for m in re.findall(r"\] assigned \[[^\]]*\] in ([\d.]+)s", text)],
-            "heartbeat_failures": text.count("Heartbeat failed"),
-            "cancelled_batches": sum(int(m) for m in re.findall(r"cancelled (\d+) in-flight batches", text)),
-            "failed_batches": len(re.findall(r"batch at offset \d+ failed", text)),
-            "max_loop_drift_s": max(drifts, default=0.0)}
+    return {
+        "assignments": len(re.findall(r"\] assigned \[", text)),
+        "assign_seconds": [float(m) for m in re.findall(r"\] assigned \[[^\]]*\] in ([\d.]+)s", text)],
+        "heartbeat_failures": text.count("Heartbeat failed"),
+        "cancelled_batches": sum(int(m) for m in re.findall(r"cancelled (\d+) in-flight batches", text)),
+        "failed_batches": len(re.findall(r"batch at offset \d+ failed", text)),
+        "max_loop_drift_s": max(drifts, default=0.0),
+    }
 
 
 def health_note(h: dict[str, Any]) -> str:
     took = ", ".join(f"{x:.1f}s" for x in h.get("assign_seconds", []))
-    return (f"{h['assignments']} assignment(s){f' (took {took})' if took else ''}, "
-            f"{h['heartbeat_failures']} lost heartbeat(s), "
-            f"{h['cancelled_batches']} cancelled and {h['failed_batches']} failed batch(es), "
-            f"max event-loop timer lag {h['max_loop_drift_s']:.1f}s")
+    return (
+        f"{h['assignments']} assignment(s){f' (took {took})' if took else ''}, "
+        f"{h['heartbeat_failures']} lost heartbeat(s), "
+        f"{h['cancelled_batches']} cancelled and {h['failed_batches']} failed batch(es), "
+        f"max event-loop timer lag {h['max_loop_drift_s']:.1f}s"
+    )
 
 
-def drain_with_worker(ctx: Ctx, config: dict[str, Any], records: list[tuple[bytes | None, bytes]], *,
-                      label: str, timeout: float, model: ModelServerProc | None = None,
-                      settle_s: float = 8.0) -> Drain:
+def drain_with_worker(
+    ctx: Ctx,
+    config: dict[str, Any],
+    records: list[tuple[bytes | None, bytes]],
+    *,
+    label: str,
+    timeout: float,
+    model: ModelServerProc | None = None,
+    settle_s: float = 8.0,
+) -> Drain:
     """Steady-state drain rate of one ``router-stream run``.
 
     The worker starts on an empty requests topic and must stay ready for ``settle_s`` (start-up
@@ -482,12 +561,19 @@ def drain_with_worker(ctx: Ctx, config: dict[str, Any], records: list[tuple[byte
             time.sleep(0.25)
         startup = worker_log_health(worker.log_path)
         rss_ready = proc_rss_mb(worker.proc.pid)
-        ctx.say(f"{label}: worker ready in {ready_s:.1f}s, settled ({health_note(startup)}); RSS "
-                f"{rss_ready:.0f} MB; producing {n:,} records")
+        ctx.say(
+            f"{label}: worker ready in {ready_s:.1f}s, settled ({health_note(startup)}); RSS "
+            f"{rss_ready:.0f} MB; producing {n:,} records"
+        )
         asyncio.run(produce_fast(ctx.need_kafka(), topic, records))
         log_offset = worker.log_path.stat().st_size
-        watch = CpuWatch({"worker": worker.proc.pid, "model server": model.pid if model else None,
-                          "broker": ctx.broker_pid})
+        watch = CpuWatch(
+            {
+                "worker": worker.proc.pid,
+                "model server": model.pid if model else None,
+                "broker": ctx.broker_pid,
+            }
+        )
         model_samples: list[tuple[float, int, int]] = []
         next_model_sample = 0.0
         watch.start()
@@ -514,18 +600,24 @@ def drain_with_worker(ctx: Ctx, config: dict[str, Any], records: list[tuple[byte
                 if got >= n:
                     break
             if now > deadline:
-                raise TimeoutError(f"{label}: {samples[-1][1]:,}/{n:,} records after {timeout:.0f}s\n{worker.tail(30)}")
+                raise TimeoutError(
+                    f"{label}: {samples[-1][1]:,}/{n:,} records after {timeout:.0f}s\n{worker.tail(30)}"
+                )
             if now - last_say >= 5:
                 last_say = now
                 done = samples[-1][1]
-                ctx.say(f"{label}: {done:,}/{n:,} records ({(done - done_first) / (now - t_first):,.0f}/s, "
-                        f"load {fmt_load(loadavg())})")
+                ctx.say(
+                    f"{label}: {done:,}/{n:,} records ({(done - done_first) / (now - t_first):,.0f}/s, "
+                    f"load {fmt_load(loadavg())})"
+                )
             time.sleep(0.2)
         t_end = time.monotonic()
         cpu = watch.stop()
         rss_end = proc_rss_mb(worker.proc.pid)
         try:
-            commits = prom_value(worker.metrics_text(), "router_stream_transactions_total", 'outcome="commit"')
+            commits = prom_value(
+                worker.metrics_text(), "router_stream_transactions_total", 'outcome="commit"'
+            )
         except Exception:
             commits = None
         seconds = max(1e-6, t_end - t_first)
@@ -533,15 +625,20 @@ def drain_with_worker(ctx: Ctx, config: dict[str, Any], records: list[tuple[byte
         if counted < n // 2:
             ctx.say(f"{label}: only {counted:,} of {n:,} records fell inside the window; the figure is rough")
         first_commit = next((t - t_first for t, d in samples if d > done_first), None)
-        extra: dict[str, Any] = {"counted": counted, "startup": startup, "first_commit_s": first_commit,
-                                 "health": worker_log_health(worker.log_path, log_offset)}
+        extra: dict[str, Any] = {
+            "counted": counted,
+            "startup": startup,
+            "first_commit_s": first_commit,
+            "health": worker_log_health(worker.log_path, log_offset),
+        }
         if len(model_samples) >= 2:
             (ta, ca, _), (tb, cb, _) = model_samples[0], model_samples[-1]
             extra["model_calls_per_s"] = (cb - ca) / (tb - ta) if tb > ta else None
             extra["model_in_flight_mean"] = sum(x for _, _, x in model_samples) / len(model_samples)
             extra["model_samples"] = [(round(t - t_first, 1), c, x) for t, c, x in model_samples]
-        return Drain(n, seconds, counted / seconds, ready_s, cpu, rss_ready, rss_end, commits, samples,
-                     extra=extra)
+        return Drain(
+            n, seconds, counted / seconds, ready_s, cpu, rss_ready, rss_end, commits, samples, extra=extra
+        )
     finally:
         code = worker.terminate(timeout=30)
         if code not in (0, None, -15):

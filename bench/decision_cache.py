@@ -38,15 +38,29 @@ BATCH = 500
 
 def _state(i: int) -> bytes:
     cand = "strong" if i % 3 == 0 else "cheap"
-    return json.dumps({"decision": {"candidate": cand, "decided_by": "by-content", "decided_at": 1764230000000 + i},
-                       "count": 1}, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "decision": {"candidate": cand, "decided_by": "by-content", "decided_at": 1764230000000 + i},
+            "count": 1,
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def _response(i: int) -> bytes:
-    return json.dumps({"schema_version": 1, "request_id": f"req-{i:08d}", "candidate": "cheap",
-                       "provider_model": "cheap-model", "output": f"[cheap] answer to: What is {i % 1000} + 1?",
-                       "usage": {"prompt_tokens": 12, "completion_tokens": 11, "total_tokens": 23},
-                       "latency_ms": 3.217, "duplicate": False, "produced_at": 1764230000000 + i}).encode()
+    return json.dumps(
+        {
+            "schema_version": 1,
+            "request_id": f"req-{i:08d}",
+            "candidate": "cheap",
+            "provider_model": "cheap-model",
+            "output": f"[cheap] answer to: What is {i % 1000} + 1?",
+            "usage": {"prompt_tokens": 12, "completion_tokens": 11, "total_tokens": 23},
+            "latency_ms": 3.217,
+            "duplicate": False,
+            "produced_at": 1764230000000 + i,
+        }
+    ).encode()
 
 
 def _kkey(i: int) -> bytes:
@@ -56,6 +70,7 @@ def _kkey(i: int) -> bytes:
 def _child(kind: str, keys: int, partitions: int, lookups: int, state_dir: str) -> dict[str, Any]:
     from router_stream.schemas import CachedDecision
     from router_stream.state.store import PartitionStore
+
     rng = random.Random(3)
     picks = [rng.randrange(keys) for _ in range(lookups)]
     probe = [(i % partitions, _kkey(i)) for i in picks]  # built before the RSS baseline
@@ -66,7 +81,7 @@ def _child(kind: str, keys: int, partitions: int, lookups: int, state_dir: str) 
     if is_store:
         stores: list[Any] = [PartitionStore(Path(state_dir) / f"p{p}") for p in range(partitions)]
     else:
-        stores = [dict() for _ in range(partitions)]
+        stores = [{} for _ in range(partitions)]
     rss_open = proc_rss_mb()
     pending: list[dict[bytes, bytes | None]] = [{} for _ in range(partitions)]
     checkpoints = [0] * partitions
@@ -92,7 +107,7 @@ def _child(kind: str, keys: int, partitions: int, lookups: int, state_dir: str) 
     for p in range(partitions):
         if pending[p]:
             flush(p)
-    del pending
+    pending.clear()  # the written maps go before the RSS reading
     gc.collect()
     rss_written = proc_rss_mb()
 
@@ -102,9 +117,9 @@ def _child(kind: str, keys: int, partitions: int, lookups: int, state_dir: str) 
         chunk = max(1, len(keys_) // repeats)
         best = float("inf")
         for r in range(repeats):
-            part = keys_[r * chunk:(r + 1) * chunk]
+            part = keys_[r * chunk : (r + 1) * chunk]
             t = time.perf_counter()
-            for p, k in part:
+            for p, _k in part:
                 stores[p]
             overhead = time.perf_counter() - t
             t = time.perf_counter()
@@ -138,22 +153,54 @@ def _child(kind: str, keys: int, partitions: int, lookups: int, state_dir: str) 
         for s in stores:
             s.close()
     disk = sum(f.stat().st_size for f in Path(state_dir).rglob("*") if f.is_file()) if is_store else 0
-    return {"kind": kind, "keys": keys, "entries": 2 * keys, "partitions": partitions, "write_s": write_s,
-            "writes_per_s": 2 * keys / write_s, "found": found, "lookups": lookups,
-            "get_us": get_us, "hit_decode_us": decode_us, "miss_us": miss_us,
-            "rss_start_mb": rss0, "rss_open_mb": rss_open,
-            "rss_written_mb": rss_written, "rss_lookups_mb": rss_lookups, "hwm_mb": hwm,
-            "growth_mb": max(rss_written, rss_lookups) - rss0, "peak_growth_mb": hwm - rss0,
-            "disk_mb": disk / 2**20, "open_growth_mb": rss_open - rss0}
+    return {
+        "kind": kind,
+        "keys": keys,
+        "entries": 2 * keys,
+        "partitions": partitions,
+        "write_s": write_s,
+        "writes_per_s": 2 * keys / write_s,
+        "found": found,
+        "lookups": lookups,
+        "get_us": get_us,
+        "hit_decode_us": decode_us,
+        "miss_us": miss_us,
+        "rss_start_mb": rss0,
+        "rss_open_mb": rss_open,
+        "rss_written_mb": rss_written,
+        "rss_lookups_mb": rss_lookups,
+        "hwm_mb": hwm,
+        "growth_mb": max(rss_written, rss_lookups) - rss0,
+        "peak_growth_mb": hwm - rss0,
+        "disk_mb": disk / 2**20,
+        "open_growth_mb": rss_open - rss0,
+    }
 
 
 def _run_child(ctx: Ctx, kind: str, keys: int, partitions: int, lookups: int) -> dict[str, Any]:
     state_dir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-", dir=ctx.workdir))
     try:
-        proc = subprocess.run([sys.executable, "-m", "bench.decision_cache", "--child", kind, "--keys", str(keys),
-                               "--partitions", str(partitions), "--lookups", str(lookups), "--dir", str(state_dir)],
-                              capture_output=True, text=True, timeout=600,
-                              cwd=Path(__file__).resolve().parents[1])
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.decision_cache",
+                "--child",
+                kind,
+                "--keys",
+                str(keys),
+                "--partitions",
+                str(partitions),
+                "--lookups",
+                str(lookups),
+                "--dir",
+                str(state_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=Path(__file__).resolve().parents[1],
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{kind} child failed:\n{proc.stderr[-3000:]}")
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -168,47 +215,76 @@ def run(ctx: Ctx) -> Result:
     res = Result(NAME, f"{keys:,} distinct keys in PartitionStore (RocksDB) vs a Python dict")
     out = {}
     for kind in ("store", "dict"):
-        ctx.say(f"{kind}: {keys:,} keys ({2 * keys:,} entries: k: state + r: dedup) over {parts} partitions, "
-                f"{lookups:,} lookups (child process)")
+        ctx.say(
+            f"{kind}: {keys:,} keys ({2 * keys:,} entries: k: state + r: dedup) over {parts} partitions, "
+            f"{lookups:,} lookups (child process)"
+        )
         out[kind] = _run_child(ctx, kind, keys, parts, lookups)
         r = out[kind]
-        ctx.say(f"{kind}: RSS +{r['growth_mb']:.0f} MB (peak +{r['peak_growth_mb']:.0f} MB), "
-                f"get {r['get_us']:.2f} µs, "
-                f"{r['writes_per_s']:,.0f} writes/s")
+        ctx.say(
+            f"{kind}: RSS +{r['growth_mb']:.0f} MB (peak +{r['peak_growth_mb']:.0f} MB), "
+            f"get {r['get_us']:.2f} µs, "
+            f"{r['writes_per_s']:,.0f} writes/s"
+        )
     s, d = out["store"], out["dict"]
     rows = []
-    for label, key, unit in (("RSS growth after writes + lookups", "growth_mb", "MB"),
-                             ("RSS growth at peak (VmHWM)", "peak_growth_mb", "MB"),
-                             ("RSS growth from opening alone", "open_growth_mb", "MB"),
-                             ("writes/s (apply in batches of 1,000 entries)", "writes_per_s", ""),
-                             ("cache-hit get (µs)", "get_us", ""),
-                             ("cache-hit get + json.loads + CachedDecision (µs)", "hit_decode_us", ""),
-                             ("miss get (µs)", "miss_us", ""),
-                             ("on disk (MB)", "disk_mb", "")):
+    for label, key, _unit in (
+        ("RSS growth after writes + lookups", "growth_mb", "MB"),
+        ("RSS growth at peak (VmHWM)", "peak_growth_mb", "MB"),
+        ("RSS growth from opening alone", "open_growth_mb", "MB"),
+        ("writes/s (apply in batches of 1,000 entries)", "writes_per_s", ""),
+        ("cache-hit get (µs)", "get_us", ""),
+        ("cache-hit get + json.loads + CachedDecision (µs)", "hit_decode_us", ""),
+        ("miss get (µs)", "miss_us", ""),
+        ("on disk (MB)", "disk_mb", ""),
+    ):
         rows.append([label, s[key], d[key], f"{ratio(s[key], d[key]):.2f}" if d[key] else "-"])
-    res.tables.append(Table(f"{keys:,} distinct keys = {2 * keys:,} entries over {parts} partitions, "
-                            f"{lookups:,} random lookups",
-                            ["figure", "PartitionStore", "dict", "store ÷ dict"], rows))
-    res.headlines.append(Headline(f"store RSS growth for {keys:,} keys (MB)", s["growth_mb"], f"≤ {TARGET_MB:.0f} MB",
-                                  s["growth_mb"] <= TARGET_MB,
-                                  f"peak +{s['peak_growth_mb']:.0f} MB; dict +{d['growth_mb']:.0f} MB"))
-    res.headlines.append(Headline("cache-hit get, store ÷ dict", ratio(s["get_us"], d["get_us"]), "report", None,
-                                  f"{s['get_us']:.2f} vs {d['get_us']:.3f} µs; "
-                                  f"with decode {s['hit_decode_us']:.1f} vs "
-                                  f"{d['hit_decode_us']:.1f} µs"))
+    res.tables.append(
+        Table(
+            f"{keys:,} distinct keys = {2 * keys:,} entries over {parts} partitions, "
+            f"{lookups:,} random lookups",
+            ["figure", "PartitionStore", "dict", "store ÷ dict"],
+            rows,
+        )
+    )
+    res.headlines.append(
+        Headline(
+            f"store RSS growth for {keys:,} keys (MB)",
+            s["growth_mb"],
+            f"≤ {TARGET_MB:.0f} MB",
+            s["growth_mb"] <= TARGET_MB,
+            f"peak +{s['peak_growth_mb']:.0f} MB; dict +{d['growth_mb']:.0f} MB",
+        )
+    )
+    res.headlines.append(
+        Headline(
+            "cache-hit get, store ÷ dict",
+            ratio(s["get_us"], d["get_us"]),
+            "report",
+            None,
+            f"{s['get_us']:.2f} vs {d['get_us']:.3f} µs; "
+            f"with decode {s['hit_decode_us']:.1f} vs "
+            f"{d['hit_decode_us']:.1f} µs",
+        )
+    )
     if s["found"] != s["lookups"] or d["found"] != d["lookups"]:
-        res.notes.append(f"WARNING: lookups found {s['found']}/{s['lookups']} (store), "
-                         f"{d['found']}/{d['lookups']} (dict)")
-    res.notes.append("PartitionStore opens each partition's DB with 2 x 4 MB write buffers (state/store.py): "
-                     "entries beyond that go to SST files on disk, so RSS does not scale with the keys. With "
-                     "rocksdict's default 64 MB buffers this benchmark measured +476 MB (2026-11-27)")
+        res.notes.append(
+            f"WARNING: lookups found {s['found']}/{s['lookups']} (store), {d['found']}/{d['lookups']} (dict)"
+        )
+    res.notes.append(
+        "PartitionStore opens each partition's DB with 2 x 4 MB write buffers (state/store.py): "
+        "entries beyond that go to SST files on disk, so RSS does not scale with the keys. With "
+        "rocksdict's default 64 MB buffers this benchmark measured +476 MB (2026-11-27)"
+    )
     for name in ("kafka-limit", "latency-bound"):
         prev = ctx.results.get(name)
         w = prev.data.get("worker") if prev and prev.data else None
         if w and w.get("rss_ready_mb"):
-            res.notes.append(f"worker process in {name}: RSS {w['rss_ready_mb']:.0f} MB ready → "
-                             f"{w['rss_end_mb']:.0f} MB after {prev.data['n']:,} records over "
-                             f"{prev.data['keys']:,} keys")
+            res.notes.append(
+                f"worker process in {name}: RSS {w['rss_ready_mb']:.0f} MB ready → "
+                f"{w['rss_end_mb']:.0f} MB after {prev.data['n']:,} records over "
+                f"{prev.data['keys']:,} keys"
+            )
     res.data = out
     return res
 

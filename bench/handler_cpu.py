@@ -30,8 +30,13 @@ class InstantClient:
 
     async def complete(self, call: ChatCall) -> Completion:
         text = "answer to: " + str(call.messages[-1].get("content"))[:40]
-        return Completion(text=text, provider_model="instant", latency_ms=0.0, status=200,
-                          usage=Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15))
+        return Completion(
+            text=text,
+            provider_model="instant",
+            latency_ms=0.0,
+            status=200,
+            usage=Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
+        )
 
     async def aclose(self) -> None:
         return None
@@ -42,14 +47,24 @@ class _Store(dict):  # type: ignore[type-arg]
         return dict.get(self, key)
 
 
-def handler_cpu_us(strategies: list[dict[str, Any]], n: int = 5_000, keys: int = 2_000, rounds: int = 3) -> float:
+def handler_cpu_us(
+    strategies: list[dict[str, Any]], n: int = 5_000, keys: int = 2_000, rounds: int = 3
+) -> float:
     """Median over ``rounds`` of the process CPU µs per record for ``n`` demo-mix records."""
-    cfg = RouterConfig.model_validate({
-        "candidates": {name: {"base_url": "http://127.0.0.1:9/v1", "model": name} for name in ("cheap", "strong")},
-        "default": "cheap", "strategies": strategies})
+    cfg = RouterConfig.model_validate(
+        {
+            "candidates": {
+                name: {"base_url": "http://127.0.0.1:9/v1", "model": name} for name in ("cheap", "strong")
+            },
+            "default": "cheap",
+            "strategies": strategies,
+        }
+    )
     rng = random.Random(5)
-    sources = [Source("bench.requests", 0, i, f"key-{i % keys}".encode(), json.dumps(request_body(i, rng)).encode())
-               for i in range(n)]
+    sources = [
+        Source("bench.requests", 0, i, f"key-{i % keys}".encode(), json.dumps(request_body(i, rng)).encode())
+        for i in range(n)
+    ]
 
     async def one_round() -> float:
         client = InstantClient()

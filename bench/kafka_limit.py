@@ -35,9 +35,26 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from router_stream.devtools.harness import read_topic
 
-from .common import (RULES_STRATEGY, CpuWatch, Ctx, Headline, ModelServerProc, Result, Table, drain_data,
-                     drain_with_worker, fmt_load, health_note, loadavg, produce_fast, ratio, router_topics, topic_end_total, traffic,
-                     worker_config)
+from .common import (
+    RULES_STRATEGY,
+    CpuWatch,
+    Ctx,
+    Headline,
+    ModelServerProc,
+    Result,
+    Table,
+    drain_data,
+    drain_with_worker,
+    fmt_load,
+    health_note,
+    loadavg,
+    produce_fast,
+    ratio,
+    router_topics,
+    topic_end_total,
+    traffic,
+    worker_config,
+)
 
 NAME = "kafka-limit"
 TITLE = "worker vs bare aiokafka transactional pass-through (instant model)"
@@ -52,22 +69,43 @@ def sizes_of(records: list[Any]) -> float:
     return statistics.fmean(len(r.value or b"") for r in records) if records else 0.0
 
 
-async def passthrough(bootstrap: str, in_topic: str, outs: tuple[str, str], group: str, n: int,
-                      sizes: tuple[int, int], *, per_partition: bool, max_batch: int = 500,
-                      timeout: float = 300, say=None, broker_pid: int | None = None) -> dict[str, Any]:
+async def passthrough(
+    bootstrap: str,
+    in_topic: str,
+    outs: tuple[str, str],
+    group: str,
+    n: int,
+    sizes: tuple[int, int],
+    *,
+    per_partition: bool,
+    max_batch: int = 500,
+    timeout: float = 300,
+    say=None,
+    broker_pid: int | None = None,
+) -> dict[str, Any]:
     """Drain ``n`` records from ``in_topic``: per record one write to each of ``outs`` in a
     transaction with the consumed offsets. Returns rate and CPU figures."""
     payload_a, payload_b = b"r" * sizes[0], b"a" * sizes[1]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest",
-                                session_timeout_ms=10_000)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        session_timeout_ms=10_000,
+    )
     producers: dict[TopicPartition, AIOKafkaProducer] = {}
     tasks: dict[TopicPartition, asyncio.Task[None]] = {}
     state = {"done": 0, "t_first": None, "done_first": 0, "commits": 0, "cpu_first": 0.0}
 
     def new_producer(txid: str) -> AIOKafkaProducer:
-        return AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=txid, enable_idempotence=True,
-                                acks="all", linger_ms=2)
+        return AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            transactional_id=txid,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+        )
 
     class Listener(ConsumerRebalanceListener):
         async def on_partitions_revoked(self, revoked: Any) -> None:
@@ -90,7 +128,9 @@ async def passthrough(bootstrap: str, in_topic: str, outs: tuple[str, str], grou
             state["cpu_first"] = time.process_time()
             watch.start()
 
-    async def batch(producer: AIOKafkaProducer, offsets: dict[TopicPartition, int], records: list[Any]) -> None:
+    async def batch(
+        producer: AIOKafkaProducer, offsets: dict[TopicPartition, int], records: list[Any]
+    ) -> None:
         await producer.begin_transaction()
         for r in records:
             await producer.send(outs[0], key=r.key, value=payload_a)
@@ -149,8 +189,14 @@ async def passthrough(bootstrap: str, in_topic: str, outs: tuple[str, str], grou
     used = watch.stop()
     seconds = max(1e-6, t_end - state["t_first"])
     counted = n - state["done_first"]
-    return {"rate": counted / seconds, "seconds": seconds, "counted": counted, "commits": state["commits"],
-            "cpu_client_s": cpu_end - state["cpu_first"], "cpu_broker_s": used.get("broker")}
+    return {
+        "rate": counted / seconds,
+        "seconds": seconds,
+        "counted": counted,
+        "commits": state["commits"],
+        "cpu_client_s": cpu_end - state["cpu_first"],
+        "cpu_broker_s": used.get("broker"),
+    }
 
 
 def baseline_only(ctx: Ctx, n: int) -> dict[str, Any]:
@@ -161,9 +207,19 @@ def baseline_only(ctx: Ctx, n: int) -> dict[str, Any]:
     topics = asyncio.run(router_topics(bootstrap, prefix, ctx.partitions, extra=list(outs)))
     ctx.created_topics += [*topics.values(), *outs]
     asyncio.run(produce_fast(bootstrap, topics["requests"], traffic(n, max(1, n // 10), 7, prefix)))
-    return asyncio.run(passthrough(bootstrap, topics["requests"], outs, f"{prefix}-bl", n,
-                                   (DEFAULT_SIZES["response"], DEFAULT_SIZES["audit"]),
-                                   per_partition=True, say=ctx.say, broker_pid=ctx.broker_pid))
+    return asyncio.run(
+        passthrough(
+            bootstrap,
+            topics["requests"],
+            outs,
+            f"{prefix}-bl",
+            n,
+            (DEFAULT_SIZES["response"], DEFAULT_SIZES["audit"]),
+            per_partition=True,
+            say=ctx.say,
+            broker_pid=ctx.broker_pid,
+        )
+    )
 
 
 def cpu_budget(ctx: Ctx, kafka_us: float | None, worker_us: float, passthrough_rate: float) -> dict[str, Any]:
@@ -177,7 +233,9 @@ def cpu_budget(ctx: Ctx, kafka_us: float | None, worker_us: float, passthrough_r
     calls: dict[str, float] = {}
     with ModelServerProc(ctx.workdir, "budget", latency_ms=0) as model:
         for kind in ("router-stream client", "aiohttp"):
-            r = asyncio.run(cell(kind, model.base_url, 64, 0.3 if ctx.quick else 1.0, 1.0 if ctx.quick else 3.0))
+            r = asyncio.run(
+                cell(kind, model.base_url, 64, 0.3 if ctx.quick else 1.0, 1.0 if ctx.quick else 3.0)
+            )
             calls[kind] = r["cpu_ms_per_call"] * 1000
             ctx.say(f"CPU budget: model call through {kind}: {calls[kind]:,.0f} µs CPU per call")
     budget_us = 1e6 / (TARGET * passthrough_rate)
@@ -185,8 +243,10 @@ def cpu_budget(ctx: Ctx, kafka_us: float | None, worker_us: float, passthrough_r
     rows = [
         ["Kafka: transactional consume + 2 sends (the pass-through's own CPU)", kafka_us],
         ["worker logic: intake, rules, cache, dispatcher, response + audit JSON, metrics", logic_us],
-        ["model call: router-stream client (httpx + aiohttp transport), instant model, 64 in flight",
-         calls["router-stream client"]],
+        [
+            "model call: router-stream client (httpx + aiohttp transport), instant model, 64 in flight",
+            calls["router-stream client"],
+        ],
         ["sum of the three parts", parts],
         ["measured: worker process CPU per record (rest: changelog, state, tasks, event loop)", worker_us],
         ["for comparison: the same call on raw aiohttp (no httpx)", calls["aiohttp"]],
@@ -194,14 +254,26 @@ def cpu_budget(ctx: Ctx, kafka_us: float | None, worker_us: float, passthrough_r
     ]
     table = Table("CPU per record in parts, measured apart in this run (µs)", ["part", "µs"], rows)
     call = calls["router-stream client"]
-    verdict = ("so no tuning of the rest reaches the target in one process" if call >= budget_us else
-               f"which leaves {budget_us - call:,.0f} µs for everything else")
-    note = (f"CPU budget: {TARGET:g}× the pass-through ({TARGET * passthrough_rate:,.0f} records/s) leaves one "
-            f"Python process {budget_us:,.0f} µs per record; the model call alone costs {call:,.0f} µs through "
-            f"httpx ({calls['aiohttp']:,.0f} µs on raw aiohttp), {verdict}. Worker processes on more cores add up "
-            f"(this machine has 2, shared with the broker and the model server)")
-    return {"table": table, "note": note, "budget_us": budget_us, "kafka_us": kafka_us, "logic_us": logic_us,
-            "call_us": calls, "worker_us": worker_us}
+    verdict = (
+        "so no tuning of the rest reaches the target in one process"
+        if call >= budget_us
+        else f"which leaves {budget_us - call:,.0f} µs for everything else"
+    )
+    note = (
+        f"CPU budget: {TARGET:g}× the pass-through ({TARGET * passthrough_rate:,.0f} records/s) leaves one "
+        f"Python process {budget_us:,.0f} µs per record; the model call alone costs {call:,.0f} µs through "
+        f"httpx ({calls['aiohttp']:,.0f} µs on raw aiohttp), {verdict}. Worker processes on more cores add up "
+        f"(this machine has 2, shared with the broker and the model server)"
+    )
+    return {
+        "table": table,
+        "note": note,
+        "budget_us": budget_us,
+        "kafka_us": kafka_us,
+        "logic_us": logic_us,
+        "call_us": calls,
+        "worker_us": worker_us,
+    }
 
 
 def run(ctx: Ctx) -> Result:
@@ -220,8 +292,9 @@ def run(ctx: Ctx) -> Result:
     with ModelServerProc(ctx.workdir, "instant", latency_ms=0) as model:
         cfg = worker_config(ctx, prefix, model.base_url)
         load0 = loadavg()
-        w = drain_with_worker(ctx, cfg, records, label="worker", timeout=600, model=model,
-                              settle_s=4 if ctx.quick else 8)
+        w = drain_with_worker(
+            ctx, cfg, records, label="worker", timeout=600, model=model, settle_s=4 if ctx.quick else 8
+        )
         load1 = loadavg()
     ctx.say(f"worker: {w.rate:,.0f} records/s over {w.seconds:.1f}s; reading its output back")
     responses = asyncio.run(read_topic(bootstrap, topics["responses"], timeout=180, idle=2))
@@ -233,22 +306,48 @@ def run(ctx: Ctx) -> Result:
     ids = {json.loads(r.value)["request_id"] for r in responses}
     errors = sum(1 for r in responses if b'"error"' in r.value)
     if len(responses) != n or len(ids) != n:
-        res.notes.append(f"WARNING: worker output has {len(responses):,} responses ({len(ids):,} distinct) for "
-                         f"{n:,} valid requests; dead-letter topic end offsets {dead_end:,}: the figures do not "
-                         f"measure the normal path")
+        res.notes.append(
+            f"WARNING: worker output has {len(responses):,} responses ({len(ids):,} distinct) for "
+            f"{n:,} valid requests; dead-letter topic end offsets {dead_end:,}: the figures do not "
+            f"measure the normal path"
+        )
     sizes = (round(resp_size) or DEFAULT_SIZES["response"], round(audit_size) or DEFAULT_SIZES["audit"])
-    ctx.say(f"worker output: {len(responses):,} responses (mean {sizes[0]} B), {len(audits):,} audit "
-            f"(mean {sizes[1]} B), changelog end offsets {changelog_end:,}")
+    ctx.say(
+        f"worker output: {len(responses):,} responses (mean {sizes[0]} B), {len(audits):,} audit "
+        f"(mean {sizes[1]} B), changelog end offsets {changelog_end:,}"
+    )
 
     ctx.say("pass-through, one transactional producer per partition")
     load2 = loadavg()
-    pp = asyncio.run(passthrough(bootstrap, topics["requests"], outs_pp, f"{prefix}-pp", n, sizes,
-                                 per_partition=True, say=ctx.say, broker_pid=ctx.broker_pid))
+    pp = asyncio.run(
+        passthrough(
+            bootstrap,
+            topics["requests"],
+            outs_pp,
+            f"{prefix}-pp",
+            n,
+            sizes,
+            per_partition=True,
+            say=ctx.say,
+            broker_pid=ctx.broker_pid,
+        )
+    )
     load3 = loadavg()
     ctx.say(f"pass-through per partition: {pp['rate']:,.0f} records/s")
     ctx.say("pass-through, one transactional producer for the worker")
-    pw = asyncio.run(passthrough(bootstrap, topics["requests"], outs_pw, f"{prefix}-pw", n, sizes,
-                                 per_partition=False, say=ctx.say, broker_pid=ctx.broker_pid))
+    pw = asyncio.run(
+        passthrough(
+            bootstrap,
+            topics["requests"],
+            outs_pw,
+            f"{prefix}-pw",
+            n,
+            sizes,
+            per_partition=False,
+            say=ctx.say,
+            broker_pid=ctx.broker_pid,
+        )
+    )
     load4 = loadavg()
     ctx.say(f"pass-through one producer: {pw['rate']:,.0f} records/s")
 
@@ -257,62 +356,129 @@ def run(ctx: Ctx) -> Result:
 
     wc = w.extra["counted"]
     rows = [
-        ["router-stream worker", w.rate, 1e6 / w.rate, us(w.cpu.get("worker"), wc),
-         us(w.cpu.get("broker"), wc), w.commits and n / w.commits, fmt_load(load0) + " → " + fmt_load(load1)],
-        ["pass-through, producer per partition", pp["rate"], 1e6 / pp["rate"], us(pp["cpu_client_s"], pp["counted"]),
-         us(pp["cpu_broker_s"], pp["counted"]), pp["counted"] / max(1, pp["commits"]),
-         fmt_load(load2) + " → " + fmt_load(load3)],
-        ["pass-through, one producer", pw["rate"], 1e6 / pw["rate"], us(pw["cpu_client_s"], pw["counted"]),
-         us(pw["cpu_broker_s"], pw["counted"]), pw["counted"] / max(1, pw["commits"]),
-         fmt_load(load3) + " → " + fmt_load(load4)],
+        [
+            "router-stream worker",
+            w.rate,
+            1e6 / w.rate,
+            us(w.cpu.get("worker"), wc),
+            us(w.cpu.get("broker"), wc),
+            w.commits and n / w.commits,
+            fmt_load(load0) + " → " + fmt_load(load1),
+        ],
+        [
+            "pass-through, producer per partition",
+            pp["rate"],
+            1e6 / pp["rate"],
+            us(pp["cpu_client_s"], pp["counted"]),
+            us(pp["cpu_broker_s"], pp["counted"]),
+            pp["counted"] / max(1, pp["commits"]),
+            fmt_load(load2) + " → " + fmt_load(load3),
+        ],
+        [
+            "pass-through, one producer",
+            pw["rate"],
+            1e6 / pw["rate"],
+            us(pw["cpu_client_s"], pw["counted"]),
+            us(pw["cpu_broker_s"], pw["counted"]),
+            pw["counted"] / max(1, pw["commits"]),
+            fmt_load(load3) + " → " + fmt_load(load4),
+        ],
     ]
-    res.tables.append(Table(f"{n:,} requests (mean {in_bytes:.0f} B, key {key_size:.0f} B), {keys:,} keys, "
-                            f"{ctx.partitions} partitions, max_batch 500",
-                            ["run", "records/s", "wall µs/rec", "process CPU µs/rec", "broker CPU µs/rec",
-                             "records/txn", "load 1/5/15 min"], rows))
+    res.tables.append(
+        Table(
+            f"{n:,} requests (mean {in_bytes:.0f} B, key {key_size:.0f} B), {keys:,} keys, "
+            f"{ctx.partitions} partitions, max_batch 500",
+            [
+                "run",
+                "records/s",
+                "wall µs/rec",
+                "process CPU µs/rec",
+                "broker CPU µs/rec",
+                "records/txn",
+                "load 1/5/15 min",
+            ],
+            rows,
+        )
+    )
     r_pp, r_pw = ratio(w.rate, pp["rate"]), ratio(w.rate, pw["rate"])
     worker_cpu_s = w.cpu.get("worker")
     cpu_ratio = ratio(pp["cpu_client_s"] / pp["counted"], worker_cpu_s / wc) if worker_cpu_s else None
-    res.tables.append(Table("ratios (same run, same broker)", ["ratio", "value", "target"], [
-        ["worker / pass-through per partition (records/s)", f"{r_pp:.2f}×", f"≥ {TARGET}×"],
-        ["worker / pass-through one producer (records/s)", f"{r_pw:.2f}×", "-"],
-        ["pass-through CPU per record / worker CPU per record", f"{cpu_ratio:.2f}×" if cpu_ratio else "-", "-"],
-    ]))
-    res.headlines.append(Headline("worker / bare pass-through (records/s)", r_pp, f"≥ {TARGET}×",
-                                  r_pp is not None and r_pp >= TARGET,
-                                  f"{w.rate:,.0f} vs {pp['rate']:,.0f} records/s"))
+    res.tables.append(
+        Table(
+            "ratios (same run, same broker)",
+            ["ratio", "value", "target"],
+            [
+                ["worker / pass-through per partition (records/s)", f"{r_pp:.2f}×", f"≥ {TARGET}×"],
+                ["worker / pass-through one producer (records/s)", f"{r_pw:.2f}×", "-"],
+                [
+                    "pass-through CPU per record / worker CPU per record",
+                    f"{cpu_ratio:.2f}×" if cpu_ratio else "-",
+                    "-",
+                ],
+            ],
+        )
+    )
+    res.headlines.append(
+        Headline(
+            "worker / bare pass-through (records/s)",
+            r_pp,
+            f"≥ {TARGET}×",
+            r_pp is not None and r_pp >= TARGET,
+            f"{w.rate:,.0f} vs {pp['rate']:,.0f} records/s",
+        )
+    )
     model_cpu = w.cpu.get("model server")
-    res.notes.append(f"the pass-through writes 2 records per input; the worker writes 2 plus its changelog "
-                     f"(k: state and r: dedup per request, merged per key within a batch): changelog end offsets "
-                     f"{changelog_end:,} incl. one commit marker per partition per transaction")
+    res.notes.append(
+        f"the pass-through writes 2 records per input; the worker writes 2 plus its changelog "
+        f"(k: state and r: dedup per request, merged per key within a batch): changelog end offsets "
+        f"{changelog_end:,} incl. one commit marker per partition per transaction"
+    )
     if model_cpu is not None:
-        res.notes.append(f"the loopback model server used {model_cpu / wc * 1e6:.0f} µs CPU per record on the "
-                         f"same 2 cores during the worker run (it competes with worker and broker)")
+        res.notes.append(
+            f"the loopback model server used {model_cpu / wc * 1e6:.0f} µs CPU per record on the "
+            f"same 2 cores during the worker run (it competes with worker and broker)"
+        )
     calls_rate = w.extra.get("model_calls_per_s")
     if calls_rate and w.extra.get("first_commit_s") is not None:
-        res.notes.append(f"model calls ran at {calls_rate:,.0f}/s through the window, but the first commit came "
-                         f"{w.extra['first_commit_s']:.1f}s after the backlog was in place: a partition batch commits "
-                         f"when all its records are answered, and the {ctx.partitions} partitions' batches share the "
-                         f"in-flight slots, so they finish together (commit latency ≈ all batches' work, not one's)")
+        res.notes.append(
+            f"model calls ran at {calls_rate:,.0f}/s through the window, but the first commit came "
+            f"{w.extra['first_commit_s']:.1f}s after the backlog was in place: a partition batch commits "
+            f"when all its records are answered, and the {ctx.partitions} partitions' batches share the "
+            f"in-flight slots, so they finish together (commit latency ≈ all batches' work, not one's)"
+        )
     worker_cpu_us = (w.cpu.get("worker") or 0) / wc * 1e6
     budget = cpu_budget(ctx, us(pp["cpu_client_s"], pp["counted"]), worker_cpu_us, pp["rate"])
     res.tables.append(budget.pop("table"))
     res.notes.append(budget.pop("note"))
     if worker_cpu_us:
-        res.notes.append(f"CPU ceiling: one Python process has at most 1 core, so at {worker_cpu_us:,.0f} µs CPU per "
-                         f"record the worker tops out near {1e6 / worker_cpu_us:,.0f}/s = "
-                         f"{1e6 / worker_cpu_us / pp['rate']:.2f}× this pass-through even on an idle core; {TARGET}× "
-                         f"needs ≤ {1e6 / (TARGET * pp['rate']):,.0f} µs per record, model call included "
-                         f"(its client CPU is in http-client)")
+        res.notes.append(
+            f"CPU ceiling: one Python process has at most 1 core, so at {worker_cpu_us:,.0f} µs CPU per "
+            f"record the worker tops out near {1e6 / worker_cpu_us:,.0f}/s = "
+            f"{1e6 / worker_cpu_us / pp['rate']:.2f}× this pass-through even on an idle core; {TARGET}× "
+            f"needs ≤ {1e6 / (TARGET * pp['rate']):,.0f} µs per record, model call included "
+            f"(its client CPU is in http-client)"
+        )
     res.notes.append("worker start-up: " + health_note(w.extra["startup"]))
     res.notes.append("worker during the measured window: " + health_note(w.extra["health"]))
-    res.notes.append(f"worker RSS {w.rss_ready_mb:.0f} MB at ready → {w.rss_end_mb:.0f} MB after {n:,} records "
-                     f"({keys:,} keys); {errors} responses carried an error")
-    res.data = {"cpu_budget": budget, "n": n, "keys": keys, "partitions": ctx.partitions, "worker": drain_data(w),
-                "pass_per_partition": pp, "pass_one_producer": pw, "sizes": sizes, "ratio_pp": r_pp,
-                "ratio_pw": r_pw, "changelog_end": changelog_end,
-                "kafka_us_per_record_wall": 1e6 / pp["rate"],
-                "kafka_us_per_record_cpu": pp["cpu_client_s"] / pp["counted"] * 1e6,
-                "worker_us_per_record_wall": 1e6 / w.rate,
-                "worker_us_per_record_cpu": (w.cpu.get("worker") or 0) / wc * 1e6}
+    res.notes.append(
+        f"worker RSS {w.rss_ready_mb:.0f} MB at ready → {w.rss_end_mb:.0f} MB after {n:,} records "
+        f"({keys:,} keys); {errors} responses carried an error"
+    )
+    res.data = {
+        "cpu_budget": budget,
+        "n": n,
+        "keys": keys,
+        "partitions": ctx.partitions,
+        "worker": drain_data(w),
+        "pass_per_partition": pp,
+        "pass_one_producer": pw,
+        "sizes": sizes,
+        "ratio_pp": r_pp,
+        "ratio_pw": r_pw,
+        "changelog_end": changelog_end,
+        "kafka_us_per_record_wall": 1e6 / pp["rate"],
+        "kafka_us_per_record_cpu": pp["cpu_client_s"] / pp["counted"] * 1e6,
+        "worker_us_per_record_wall": 1e6 / w.rate,
+        "worker_us_per_record_cpu": (w.cpu.get("worker") or 0) / wc * 1e6,
+    }
     return res

@@ -69,16 +69,26 @@ def docstring_example(module: Any) -> dict[str, Any] | None:
 
 def config_class(module: Any) -> Any:
     from pydantic import BaseModel
+
     for obj in vars(module).values():
-        if isinstance(obj, type) and issubclass(obj, BaseModel) and obj is not BaseModel \
-                and "type" in getattr(obj, "model_fields", {}) and hasattr(obj, "build"):
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, BaseModel)
+            and obj is not BaseModel
+            and "type" in getattr(obj, "model_fields", {})
+            and hasattr(obj, "build")
+        ):
             return obj
     return None
 
 
 def router_config_for(names: set[str]) -> Any:
     from router_stream.config import RouterConfig
-    cands = {n: {"base_url": "http://127.0.0.1:9/v1", "model": f"{n}-model"} for n in sorted(names | set(CANDIDATES))}
+
+    cands = {
+        n: {"base_url": "http://127.0.0.1:9/v1", "model": f"{n}-model"}
+        for n in sorted(names | set(CANDIDATES))
+    }
     return RouterConfig.model_validate({"candidates": cands, "default": "cheap"})
 
 
@@ -104,6 +114,7 @@ def build_strategy(name: str, config: dict[str, Any] | None = None) -> tuple[Any
 
 def parsed_requests(n: int) -> list[tuple[Any, str]]:
     from router_stream.processing.intake import classify
+
     out = []
     for key, value in traffic(n, max(1, n // 15), 5, "rt"):
         req = classify(value)
@@ -113,9 +124,15 @@ def parsed_requests(n: int) -> list[tuple[Any, str]]:
 
 def long_requests(n: int) -> list[tuple[Any, str]]:
     from router_stream.schemas import Request
+
     text = (LONG * 40)[:8192]
-    return [(Request(request_id=f"long-{i}", prompt=f"{i} {text}", tags=["x"], fields={"lang": "en"}),
-             f"customer-{i}") for i in range(n)]
+    return [
+        (
+            Request(request_id=f"long-{i}", prompt=f"{i} {text}", tags=["x"], fields={"lang": "en"}),
+            f"customer-{i}",
+        )
+        for i in range(n)
+    ]
 
 
 async def time_decide(strategy: Any, reqs: list[tuple[Any, str]], min_s: float, pipeline: bool) -> float:
@@ -123,6 +140,7 @@ async def time_decide(strategy: Any, reqs: list[tuple[Any, str]], min_s: float, 
     from router_stream.routing.base import RoutingContext
     from router_stream.routing.pipeline import Pipeline
     from router_stream.schemas import now_ms
+
     now = now_ms()
     ctxs = [RoutingContext(key=k, candidates=CANDIDATES, now_ms=now) for _, k in reqs]
     target = Pipeline([strategy], CANDIDATES, "cheap").route if pipeline else strategy.decide
@@ -150,8 +168,13 @@ class InstantClient:
     async def complete(self, call: Any) -> Any:
         from router_stream.providers.base import Completion
         from router_stream.schemas import Usage
-        return Completion(text="[bench] answer", provider_model="bench-model",
-                          usage=Usage(prompt_tokens=12, completion_tokens=5, total_tokens=17), latency_ms=0.01)
+
+        return Completion(
+            text="[bench] answer",
+            provider_model="bench-model",
+            usage=Usage(prompt_tokens=12, completion_tokens=5, total_tokens=17),
+            latency_ms=0.01,
+        )
 
     async def aclose(self) -> None:
         pass
@@ -164,10 +187,18 @@ class InstantDispatcher:
         from router_stream.providers.base import Completion
         from router_stream.providers.resilience import CallResult
         from router_stream.schemas import Attempt, Usage
-        return CallResult(Completion(text=f"[{chosen}] answer", provider_model=f"{chosen}-model",
-                                     usage=Usage(prompt_tokens=12, completion_tokens=5, total_tokens=17),
-                                     latency_ms=0.1), chosen,
-                          [Attempt(candidate=chosen, outcome="ok", latency_ms=0.1, status=200)], cost_usd=1e-5)
+
+        return CallResult(
+            Completion(
+                text=f"[{chosen}] answer",
+                provider_model=f"{chosen}-model",
+                usage=Usage(prompt_tokens=12, completion_tokens=5, total_tokens=17),
+                latency_ms=0.1,
+            ),
+            chosen,
+            [Attempt(candidate=chosen, outcome="ok", latency_ms=0.1, status=200)],
+            cost_usd=1e-5,
+        )
 
 
 async def _best_cpu_us(fn: Any, items: list[Any], repeats: int = 3) -> float:
@@ -175,7 +206,7 @@ async def _best_cpu_us(fn: Any, items: list[Any], repeats: int = 3) -> float:
     chunk = max(1, len(items) // repeats)
     best = float("inf")
     for r in range(repeats):
-        part = items[r * chunk:(r + 1) * chunk]
+        part = items[r * chunk : (r + 1) * chunk]
         t = time.process_time()
         await fn(part)
         best = min(best, (time.process_time() - t) / len(part))
@@ -190,17 +221,23 @@ async def sticky_precedence_costs(reqs: list[tuple[Any, str]], min_s: float) -> 
     from router_stream.routing.base import RoutingContext
     from router_stream.routing.pipeline import Pipeline
     from router_stream.schemas import CachedDecision, now_ms
+
     learned, _ = build_strategy("learned", BENCH_CONFIGS["learned"])
     rules, _ = build_strategy("rules", {**RULES_STRATEGY, "name": "rules-first"})
     now = now_ms()
     sticky = CachedDecision(candidate="cheap", decided_by=learned.name, decided_at=now)
     # requests no rule decides: the rules run and abstain, then the sticky decision applies
-    plain = [(r, k) for r, k in reqs
-             if await rules.decide(r, RoutingContext(key=k, candidates=CANDIDATES, now_ms=now)) is None]
+    plain = [
+        (r, k)
+        for r, k in reqs
+        if await rules.decide(r, RoutingContext(key=k, candidates=CANDIDATES, now_ms=now)) is None
+    ]
     ctxs = [RoutingContext(key=k, candidates=CANDIDATES, now_ms=now) for _, k in plain]
     out: dict[str, float] = {}
-    for label, strategies in (("sticky hit, learned alone", [learned]),
-                              ("sticky hit, rules then learned", [rules, learned])):
+    for label, strategies in (
+        ("sticky hit, learned alone", [learned]),
+        ("sticky hit, rules then learned", [rules, learned]),
+    ):
         pipeline = Pipeline(strategies, CANDIDATES, "cheap")
         best = float("inf")
         for _ in range(3):
@@ -227,12 +264,23 @@ async def handler_costs(n: int) -> dict[str, float]:
     from router_stream.providers.resilience import Dispatcher
     from router_stream.routing.base import RoutingContext
     from router_stream.runtime import build_pipeline
-    config = parse_config({"candidates": {c: {"base_url": "http://127.0.0.1:9/v1", "model": f"{c}-model",
-                                              "context_window": 32000} for c in CANDIDATES},
-                           "default": "cheap", "strategies": [RULES_STRATEGY]}, environ={})
+
+    config = parse_config(
+        {
+            "candidates": {
+                c: {"base_url": "http://127.0.0.1:9/v1", "model": f"{c}-model", "context_window": 32000}
+                for c in CANDIDATES
+            },
+            "default": "cheap",
+            "strategies": [RULES_STRATEGY],
+        },
+        environ={},
+    )
     pipeline = build_pipeline(config)
     handler = Handler(config, pipeline, InstantDispatcher(), "bench")
-    dispatcher = Dispatcher(config, clients={c: InstantClient() for c in CANDIDATES}, observer=MetricsObserver())
+    dispatcher = Dispatcher(
+        config, clients={c: InstantClient() for c in CANDIDATES}, observer=MetricsObserver()
+    )
     records = traffic(n + 100, max(1, n // 15), 9, "hc")
     sources = [Source("t", 0, i, k, v) for i, (k, v) in enumerate(records)]
     warm, sources = sources[:100], sources[100:]
@@ -258,7 +306,7 @@ async def handler_costs(n: int) -> dict[str, float]:
     async def handle(part: list[Any]) -> None:
         for i in range(0, len(part), 500):  # one StateView per 500-record batch, as the processor does
             view = StateView(store)
-            for s in part[i:i + 500]:
+            for s in part[i : i + 500]:
                 outcomes.append(await handler.handle(s, view))
             store.update(view.pending)
 
@@ -266,10 +314,12 @@ async def handler_costs(n: int) -> dict[str, float]:
     outcomes.clear()
     handler_us = await _best_cpu_us(handle, sources)
     hits = sum(1 for o in outcomes if o.audit is not None and o.audit.cache_hit)
-    out[f"handler without the model call ({hits / max(1, len(outcomes)):.0%} decision-cache hits skip routing)"] = \
-        handler_us
+    out[
+        f"handler without the model call ({hits / max(1, len(outcomes)):.0%} decision-cache hits skip routing)"
+    ] = handler_us
 
     from router_stream.schemas import Request
+
     requests = [r for s in sources if isinstance(r := classify(s.value), Request)]
 
     async def dispatch(part: list[Any]) -> None:
@@ -282,8 +332,9 @@ async def handler_costs(n: int) -> dict[str, float]:
             await client.complete(r)
 
     await dispatch(requests[:50])
-    out["dispatcher around the call (retries, breaker, limits; instant client)"] = \
-        await _best_cpu_us(dispatch, requests) - await _best_cpu_us(instant, requests)
+    out["dispatcher around the call (retries, breaker, limits; instant client)"] = await _best_cpu_us(
+        dispatch, requests
+    ) - await _best_cpu_us(instant, requests)
 
     async def serialize(part: list[Any]) -> None:
         for o in part:
@@ -306,6 +357,7 @@ def run(ctx: Ctx) -> Result:
         source = "kafka-limit in this run"
     elif ctx.bootstrap:
         from .kafka_limit import baseline_only
+
         ctx.say("kafka-limit did not run: measuring the bare pass-through here (5,000 records)")
         bl = baseline_only(ctx, 5_000)
         kafka_wall, kafka_cpu, worker_cpu = 1e6 / bl["rate"], bl["cpu_client_s"] / bl["counted"] * 1e6, None
@@ -324,14 +376,19 @@ def run(ctx: Ctx) -> Result:
             res.notes.append(f"{name}: no router_stream/routing/{name}.py in this tree; skipped")
             continue
         except Exception as exc:
-            res.notes.append(f"{name}: present but could not be built "
-                             f"({type(exc).__name__}: {str(exc)[:160]}); skipped")
+            res.notes.append(
+                f"{name}: present but could not be built ({type(exc).__name__}: {str(exc)[:160]}); skipped"
+            )
             continue
         strategies.append((name, strategy, origin))
-    present_io = [n for n in IO_STRATEGIES if importlib.util.find_spec(f"router_stream.routing.{n}") is not None]
+    present_io = [
+        n for n in IO_STRATEGIES if importlib.util.find_spec(f"router_stream.routing.{n}") is not None
+    ]
     if present_io:
-        res.notes.append(f"{', '.join(present_io)}: present, not timed here: each decision is one HTTP call (its "
-                         "cost is a model call's, see http-client), made once per key while the decision cache holds")
+        res.notes.append(
+            f"{', '.join(present_io)}: present, not timed here: each decision is one HTTP call (its "
+            "cost is a model call's, see http-client), made once per key while the decision cache holds"
+        )
 
     rows = []
     figures: dict[str, dict[str, float]] = {}
@@ -345,62 +402,135 @@ def run(ctx: Ctx) -> Result:
         figures[label] = fig
         d = fig["decide/bench mix"]
         ctx.say(f"{label}: decide {d:.1f} µs (bench mix), {fig['decide/8 KB prompts']:.1f} µs (8 KB prompts)")
-        rows.append([label, origin, d, fig.get("route/bench mix"), fig["decide/8 KB prompts"],
-                     fig.get("route/8 KB prompts"),
-                     f"{d / kafka_wall:.1%}" if kafka_wall else "-", f"{d / kafka_cpu:.1%}" if kafka_cpu else "-"])
-    res.tables.append(Table(
-        f"CPU µs per request (one event loop); Kafka per record: {kafka_wall or float('nan'):.0f} µs wall, "
-        f"{kafka_cpu or float('nan'):.0f} µs client CPU ({source})",
-        ["strategy", "config", "decide µs", "Pipeline.route µs", "decide µs 8 KB", "route µs 8 KB",
-         "decide ÷ Kafka wall", "decide ÷ Kafka CPU"], rows))
+        rows.append(
+            [
+                label,
+                origin,
+                d,
+                fig.get("route/bench mix"),
+                fig["decide/8 KB prompts"],
+                fig.get("route/8 KB prompts"),
+                f"{d / kafka_wall:.1%}" if kafka_wall else "-",
+                f"{d / kafka_cpu:.1%}" if kafka_cpu else "-",
+            ]
+        )
+    res.tables.append(
+        Table(
+            f"CPU µs per request (one event loop); Kafka per record: {kafka_wall or float('nan'):.0f} µs wall, "
+            f"{kafka_cpu or float('nan'):.0f} µs client CPU ({source})",
+            [
+                "strategy",
+                "config",
+                "decide µs",
+                "Pipeline.route µs",
+                "decide µs 8 KB",
+                "route µs 8 KB",
+                "decide ÷ Kafka wall",
+                "decide ÷ Kafka CPU",
+            ],
+            rows,
+        )
+    )
 
     sp = asyncio.run(sticky_precedence_costs(mixes["bench mix"], min_s))
     extra = sp["sticky hit, rules then learned"] - sp["sticky hit, learned alone"]
-    res.tables.append(Table(
-        "a sticky decision never skips an earlier strategy: Pipeline.route CPU µs per cached request",
-        ["pipeline (the key's sticky decision is the learned router's)", "µs"], [[k, v] for k, v in sp.items()]))
-    res.headlines.append(Headline("precedence: rules run before a sticky learned decision (extra µs per request)",
-                                  extra, "report", None,
-                                  f"{extra:.1f} µs" + (f" = {extra / kafka_wall:.1%} of Kafka per record"
-                                                       if kafka_wall else "")))
+    res.tables.append(
+        Table(
+            "a sticky decision never skips an earlier strategy: Pipeline.route CPU µs per cached request",
+            ["pipeline (the key's sticky decision is the learned router's)", "µs"],
+            [[k, v] for k, v in sp.items()],
+        )
+    )
+    res.headlines.append(
+        Headline(
+            "precedence: rules run before a sticky learned decision (extra µs per request)",
+            extra,
+            "report",
+            None,
+            f"{extra:.1f} µs" + (f" = {extra / kafka_wall:.1%} of Kafka per record" if kafka_wall else ""),
+        )
+    )
 
     ctx.say("handler cost without the model call (in process)")
     hc = asyncio.run(handler_costs(1000 if ctx.quick else 5000))
     dead = int(hc.pop("_dead_letters"))
     if dead:
-        res.notes.append(f"WARNING: the handler turned {dead:,} valid requests into dead letters (see the log above): "
-                         "the handler figures do not measure the normal path")
+        res.notes.append(
+            f"WARNING: the handler turned {dead:,} valid requests into dead letters (see the log above): "
+            "the handler figures do not measure the normal path"
+        )
     hr = ctx.results.get("http-client")
     http_cpu = hr.data.get("cpu_ms_per_call_router_client_instant_64") * 1000 if hr and hr.data else None
-    budget = [["Kafka: read_committed consume + 2 transactional sends (pass-through client CPU)", kafka_cpu,
-               "kafka-limit"]]
+    budget = [
+        [
+            "Kafka: read_committed consume + 2 transactional sends (pass-through client CPU)",
+            kafka_cpu,
+            "kafka-limit",
+        ]
+    ]
     budget += [[k, v, "in process"] for k, v in hc.items()]
-    budget.append(["model call: router-stream client, instant model, 64 in flight (client CPU)", http_cpu,
-                   "http-client"])
+    budget.append(
+        [
+            "model call: router-stream client, instant model, 64 in flight (client CPU)",
+            http_cpu,
+            "http-client",
+        ]
+    )
     handler_key = next(k for k in hc if k.startswith("handler without"))
     dispatcher_key = next(k for k in hc if k.startswith("dispatcher"))
-    parts = [kafka_cpu, hc[handler_key], hc[dispatcher_key], hc["response + audit JSON (commit side)"], http_cpu]
+    parts = [
+        kafka_cpu,
+        hc[handler_key],
+        hc[dispatcher_key],
+        hc["response + audit JSON (commit side)"],
+        http_cpu,
+    ]
     known = sum(p for p in parts if p is not None)
-    budget.append(["sum (Kafka + handler + dispatcher + JSON + model call; intake and routing are inside the handler)",
-                   known,
-                   "" if None not in parts else "incomplete"])
+    budget.append(
+        [
+            "sum (Kafka + handler + dispatcher + JSON + model call; intake and routing are inside the handler)",
+            known,
+            "" if None not in parts else "incomplete",
+        ]
+    )
     budget.append(["measured: worker CPU per record", worker_cpu, "kafka-limit"])
     res.tables.append(Table("where a record's CPU goes (µs per record)", ["part", "µs", "from"], budget))
     if worker_cpu and None not in parts:
-        res.notes.append(f"the parts explain {known / worker_cpu:.0%} of the worker's measured CPU per record; "
-                         "the rest "
-                         "is the processor (tasks, grouping, a second JSON parse per record), its extra Kafka writes "
-                         "(changelog, ~1.5x the pass-through's sends), Faust's own services and HTTP under 256 "
-                         "concurrent connections (see http-client: CPU per call rises with concurrency)")
+        res.notes.append(
+            f"the parts explain {known / worker_cpu:.0%} of the worker's measured CPU per record; "
+            "the rest "
+            "is the processor (tasks, grouping, a second JSON parse per record), its extra Kafka writes "
+            "(changelog, ~1.5x the pass-through's sends), Faust's own services and HTTP under 256 "
+            "concurrent connections (see http-client: CPU per call rises with concurrency)"
+        )
     rules_share = figures["rules"]["decide/bench mix"] / kafka_wall if kafka_wall else None
-    res.headlines.append(Headline("rules decide ÷ Kafka per-record cost (wall)", rules_share, "report", None,
-                                  f"{figures['rules']['decide/bench mix']:.1f} µs vs "
-                                  f"{kafka_wall or float('nan'):.0f} µs"))
+    res.headlines.append(
+        Headline(
+            "rules decide ÷ Kafka per-record cost (wall)",
+            rules_share,
+            "report",
+            None,
+            f"{figures['rules']['decide/bench mix']:.1f} µs vs {kafka_wall or float('nan'):.0f} µs",
+        )
+    )
     for label in figures:
         if label not in ("rules",) and not label.startswith("no-op") and kafka_wall:
-            res.headlines.append(Headline(f"{label} decide ÷ Kafka per-record cost (wall)",
-                                          figures[label]["decide/bench mix"] / kafka_wall, "report", None,
-                                          f"{figures[label]['decide/bench mix']:.1f} µs"))
-    res.data = {"figures": figures, "kafka_us_wall": kafka_wall, "kafka_us_cpu": kafka_cpu, "handler": hc,
-                "http_cpu_us": http_cpu, "worker_cpu_us": worker_cpu, "sticky_precedence": sp}
+            res.headlines.append(
+                Headline(
+                    f"{label} decide ÷ Kafka per-record cost (wall)",
+                    figures[label]["decide/bench mix"] / kafka_wall,
+                    "report",
+                    None,
+                    f"{figures[label]['decide/bench mix']:.1f} µs",
+                )
+            )
+    res.data = {
+        "figures": figures,
+        "kafka_us_wall": kafka_wall,
+        "kafka_us_cpu": kafka_cpu,
+        "handler": hc,
+        "http_cpu_us": http_cpu,
+        "worker_cpu_us": worker_cpu,
+        "sticky_precedence": sp,
+    }
     return res

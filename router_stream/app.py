@@ -9,7 +9,6 @@ Faust's consumer owns no partitions and cannot interfere with ours.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
@@ -40,9 +39,15 @@ def build_app(config: RouterConfig, pipeline: Pipeline | None = None) -> tuple[f
     app = faust.App(
         f"{config.kafka.group_id}-control",
         broker=[f"kafka://{h.strip()}" for h in config.kafka.bootstrap_servers.split(",")],
-        web_enabled=True, web_host=w.metrics_host, web_port=w.metrics_port,
-        web_bind=w.metrics_host, topic_partitions=1, topic_allow_declare=True, topic_replication_factor=config.kafka.internal_replication_factor,
-        datadir=os.path.join(config.cache.state_dir, "faust"), producer_acks=1,
+        web_enabled=True,
+        web_host=w.metrics_host,
+        web_port=w.metrics_port,
+        web_bind=w.metrics_host,
+        topic_partitions=1,
+        topic_allow_declare=True,
+        topic_replication_factor=config.kafka.internal_replication_factor,
+        datadir=os.path.join(config.cache.state_dir, "faust"),
+        producer_acks=1,
         broker_session_timeout=config.kafka.session_timeout_ms / 1000,
         broker_credentials=faust_credentials(config.kafka),
     )
@@ -72,8 +77,11 @@ def build_app(config: RouterConfig, pipeline: Pipeline | None = None) -> tuple[f
             if runtime is not None:
                 await runtime.processor.stop()
                 await runtime.aclose()
-                log.info("router-stream worker %s stopped after %d records", runtime.worker_id,
-                         runtime.processor.records_done)
+                log.info(
+                    "router-stream worker %s stopped after %d records",
+                    runtime.worker_id,
+                    runtime.processor.records_done,
+                )
 
     app.service(RouterService)
 
@@ -105,6 +113,7 @@ def build_app(config: RouterConfig, pipeline: Pipeline | None = None) -> tuple[f
     @app.page("/state")
     async def state(web: Any, request: Any) -> Any:
         from .state_http import state_view
+
         runtime = holder.get("runtime")
         if runtime is None:
             return web.json({"error": "the worker is still starting"}, status=503)

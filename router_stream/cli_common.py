@@ -14,13 +14,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .config import RouterConfig
 
-CONFIG_HELP = "the routing config YAML (candidates, strategies, topics, kafka); also accepted as the last argument"
+CONFIG_HELP = (
+    "the routing config YAML (candidates, strategies, topics, kafka); also accepted as the last argument"
+)
 
 
-def add_config_option(parser: argparse.ArgumentParser, required: bool = True, help: str = CONFIG_HELP) -> None:
+def add_config_option(
+    parser: argparse.ArgumentParser, required: bool = True, help: str = CONFIG_HELP
+) -> None:
     """``--config PATH`` plus an optional positional ``CONFIG``; :func:`resolve_config` merges them."""
     parser.add_argument("--config", metavar="PATH", default=None, help=help)
-    parser.add_argument("config_positional", nargs="?", default=None, metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "config_positional", nargs="?", default=None, metavar="CONFIG", help=argparse.SUPPRESS
+    )
     parser.set_defaults(config_required=required, config_parser=parser)
 
 
@@ -37,7 +43,7 @@ def resolve_config(args: argparse.Namespace) -> None:
         parser.error("the config file is required: --config routing.yaml")
 
 
-def load(path: str) -> "RouterConfig":
+def load(path: str) -> RouterConfig:
     """Load the config at ``path`` with its directory and the working directory importable, so a
     custom strategy's ``class: "myrouter:R"`` finds ``myrouter.py`` next to the config (or in the
     directory the command runs in) without PYTHONPATH."""

@@ -26,8 +26,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .budgets.config import BudgetConfig, check_names_unique
 from .config_checks import never_run_warnings, partial_reference_problems, reference_problems
@@ -35,9 +42,9 @@ from .config_errors import ENV_NOTES, did_you_mean, format_validation
 from .config_sources import DuplicateKeyError, apply_env, kind_of, load_yaml, yaml_problem
 from .env_names import check_env_name, check_http_url
 from .errors import ConfigError
-from .secret_values import ConfigValue, env_refs, parse_headers, parse_query
 from .routing.config import StrategyConfig
 from .routing.expressions import check_expression, scope_problem
+from .secret_values import ConfigValue, env_refs, parse_headers, parse_query
 
 
 class _Strict(BaseModel):
@@ -65,15 +72,22 @@ class BatchResponseConfig(_Strict):
     ``.index.field`` / ``.value.field``); see ``docs/micro-batching.md``."""
 
     format: Literal["json", "xml", "delimited"] = "json"
-    path: str | None = Field(None, description="json: JSONPath to the answers (default $.results); "
-                                               "xml: ElementTree XPath to the item elements (default ./item)")
-    index_field: str = Field("index", description="json key / xml child tag or @attribute holding the record index")
-    value_field: str = Field("value", description="json key / xml child tag, @attribute or '.' holding the answer")
+    path: str | None = Field(
+        None,
+        description="json: JSONPath to the answers (default $.results); "
+        "xml: ElementTree XPath to the item elements (default ./item)",
+    )
+    index_field: str = Field(
+        "index", description="json key / xml child tag or @attribute holding the record index"
+    )
+    value_field: str = Field(
+        "value", description="json key / xml child tag, @attribute or '.' holding the answer"
+    )
     delimiter: str = Field("\n", min_length=1, description="delimited: between entries")
     field_delimiter: str = Field("|", min_length=1, description="delimited: between index and answer")
 
     @model_validator(mode="after")
-    def _shape(self) -> "BatchResponseConfig":
+    def _shape(self) -> BatchResponseConfig:
         if self.format == "json" and self.path is not None and not self.path.startswith("$"):
             raise ValueError(f"path {self.path!r}: a JSONPath starts with '$'")
         if self.format == "delimited" and self.field_delimiter in self.delimiter:
@@ -86,10 +100,13 @@ class BatchConfig(_Strict):
 
     size: int = Field(1, ge=1, le=1000, description="records per model call; 1 = off")
     timeout_ms: int = Field(50, ge=0, description="flush a partial batch this long after its first record")
-    system_prompt: str | None = Field(None, description="placeholders {count} and {format_instructions}; "
-                                                        "None = the built-in instructions")
-    prompt_template: str = Field('<record index="{index}">\n{content}\n</record>',
-                                 description="one record; placeholders {index} and {content}")
+    system_prompt: str | None = Field(
+        None, description="placeholders {count} and {format_instructions}; None = the built-in instructions"
+    )
+    prompt_template: str = Field(
+        '<record index="{index}">\n{content}\n</record>',
+        description="one record; placeholders {index} and {content}",
+    )
     response: BatchResponseConfig = Field(default_factory=BatchResponseConfig)
     on_parse_error: Literal["individual", "error"] = "individual"
     on_missing: Literal["individual", "error"] = "individual"
@@ -114,9 +131,13 @@ class BatchAPIConfig(_Strict):
     max_wait_ms: int = Field(5000, ge=0, description="submit a partial job this long after its first record")
     poll_interval_ms: int = Field(2000, ge=1, description="time between status polls of a submitted job")
     discount: float = Field(0.5, ge=0, le=1, description="price multiplier of batch calls (0.5 = half price)")
-    completion_window: str = Field("24h", pattern=r"^[1-9][0-9]*[hd]$", description="the provider's window, e.g. 24h")
+    completion_window: str = Field(
+        "24h", pattern=r"^[1-9][0-9]*[hd]$", description="the provider's window, e.g. 24h"
+    )
     endpoint: str = Field("/v1/chat/completions", pattern=r"^/", description="the url of every JSONL line")
-    request_timeout_ms: int | None = Field(None, ge=1, description="per files/batches HTTP call; None = the candidate's")
+    request_timeout_ms: int | None = Field(
+        None, ge=1, description="per files/batches HTTP call; None = the candidate's"
+    )
 
 
 class CandidateConfig(_Strict):
@@ -128,19 +149,28 @@ class CandidateConfig(_Strict):
 
     base_url: str
     model: str
-    api: Literal["openai", "azure-openai", "anthropic"] = Field("openai", description="the provider's HTTP API")
-    headers: dict[str, ConfigValue] = Field(default_factory=dict, description="extra HTTP headers; a secret as "
-                                                                              "{env: NAME}")
-    query: dict[str, ConfigValue] = Field(default_factory=dict, description="extra URL query parameters; a secret "
-                                                                            "as {env: NAME}")
-    api_version: str | None = Field(None, description="azure-openai: the api-version parameter (required); "
-                                                      "anthropic: the anthropic-version header (default 2023-06-01)")
+    api: Literal["openai", "azure-openai", "anthropic"] = Field(
+        "openai", description="the provider's HTTP API"
+    )
+    headers: dict[str, ConfigValue] = Field(
+        default_factory=dict, description="extra HTTP headers; a secret as {env: NAME}"
+    )
+    query: dict[str, ConfigValue] = Field(
+        default_factory=dict, description="extra URL query parameters; a secret as {env: NAME}"
+    )
+    api_version: str | None = Field(
+        None,
+        description="azure-openai: the api-version parameter (required); "
+        "anthropic: the anthropic-version header (default 2023-06-01)",
+    )
     deployment: str | None = Field(None, description="azure-openai: the deployment name (default: model)")
     default_max_tokens: int = Field(4096, ge=1, description="anthropic: max_tokens when a request sets none")
     content_parts: Literal["native", "text"] = Field(
-        "native", description="text: send a message's text-only part list as one string, for servers whose chat "
-                              "template takes string content only (e.g. llama.cpp with many models); a request "
-                              "with image, audio or file parts is then unsupported_input (the next candidate serves)")
+        "native",
+        description="text: send a message's text-only part list as one string, for servers whose chat "
+        "template takes string content only (e.g. llama.cpp with many models); a request "
+        "with image, audio or file parts is then unsupported_input (the next candidate serves)",
+    )
     api_key_env: str | None = Field(None, description="name of the env var holding the API key")
     request_timeout_ms: int = Field(30_000, ge=1)
     max_retries: int = Field(3, ge=0, le=20)
@@ -152,7 +182,9 @@ class CandidateConfig(_Strict):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
-    mode: Literal["online", "batch"] = Field("online", description="batch = the provider's Batch API (batch_api)")
+    mode: Literal["online", "batch"] = Field(
+        "online", description="batch = the provider's Batch API (batch_api)"
+    )
     batch_api: BatchAPIConfig = Field(default_factory=BatchAPIConfig)
 
     @field_validator("base_url")
@@ -176,26 +208,36 @@ class CandidateConfig(_Strict):
         return parse_query(v)
 
     @model_validator(mode="after")
-    def _api_fields(self) -> "CandidateConfig":
+    def _api_fields(self) -> CandidateConfig:
         """Fields that belong to one ``api`` only, and what each api needs (see docs/providers.md)."""
         set_ = self.model_fields_set
         if self.api == "azure-openai":
             if not self.api_version:
-                raise ValueError("api_version: required with api: azure-openai (the api-version query parameter, "
-                                 "e.g. 2024-10-21)")
+                raise ValueError(
+                    "api_version: required with api: azure-openai (the api-version query parameter, "
+                    "e.g. 2024-10-21)"
+                )
             if "/openai/deployments" in self.base_url:
-                raise ValueError("base_url: with api: azure-openai it is the resource endpoint "
-                                 "(https://NAME.openai.azure.com); the deployment goes in deployment:")
+                raise ValueError(
+                    "base_url: with api: azure-openai it is the resource endpoint "
+                    "(https://NAME.openai.azure.com); the deployment goes in deployment:"
+                )
             if any(name.lower() == "api-version" for name in self.query) or "api-version=" in self.base_url:
                 raise ValueError("api-version is set by api_version; remove it from query: and base_url")
         elif "deployment" in set_:
-            raise ValueError(f"deployment: only used with api: azure-openai (this candidate has api: {self.api})")
+            raise ValueError(
+                f"deployment: only used with api: azure-openai (this candidate has api: {self.api})"
+            )
         if self.api == "openai" and "api_version" in set_:
             raise ValueError("api_version: only used with api: azure-openai or anthropic")
         if self.api != "anthropic" and "default_max_tokens" in set_:
-            raise ValueError(f"default_max_tokens: only used with api: anthropic (this candidate has api: {self.api})")
+            raise ValueError(
+                f"default_max_tokens: only used with api: anthropic (this candidate has api: {self.api})"
+            )
         if self.api != "openai" and self.mode == "batch":
-            raise ValueError(f"mode: batch uses the OpenAI Batch API; it is not available with api: {self.api}")
+            raise ValueError(
+                f"mode: batch uses the OpenAI Batch API; it is not available with api: {self.api}"
+            )
         return self
 
     def api_key(self) -> str | None:
@@ -212,12 +254,19 @@ class CacheConfig(_Strict):
     enabled: bool = True
     scope: Literal["key", "field", "expression"] = "key"
     scope_field: str | None = None
-    scope_expression: str | None = Field(None, description="scope 'expression': evaluated per request to the "
-                                                            "cache key; names as in rules (fields, key, tags, ...)")
+    scope_expression: str | None = Field(
+        None,
+        description="scope 'expression': evaluated per request to the "
+        "cache key; names as in rules (fields, key, tags, ...)",
+    )
     ttl_s: float = Field(3600.0, gt=0)
-    dedup_window_s: float = Field(3600.0, ge=0, description="repeats of a request_id inside it are answered from the first answer")
+    dedup_window_s: float = Field(
+        3600.0, ge=0, description="repeats of a request_id inside it are answered from the first answer"
+    )
     state_dir: str = "./.state"
-    purge_interval_s: float = Field(600.0, gt=0, description="how often expired decisions and dedup entries are deleted")
+    purge_interval_s: float = Field(
+        600.0, gt=0, description="how often expired decisions and dedup entries are deleted"
+    )
 
     @field_validator("scope_expression")
     @classmethod
@@ -225,7 +274,7 @@ class CacheConfig(_Strict):
         return check_expression(v)
 
     @model_validator(mode="after")
-    def _field_scope(self) -> "CacheConfig":
+    def _field_scope(self) -> CacheConfig:
         problem = scope_problem(self.scope, self.scope_field, self.scope_expression)
         if problem is not None:
             raise ValueError(problem)
@@ -252,7 +301,9 @@ class KafkaConfig(_Strict):
     transaction_timeout_ms: int = Field(60_000, ge=1000)
     max_batch: int = Field(500, ge=1, description="records per partition per transaction")
     max_record_bytes: int = Field(1_000_000, ge=1)
-    internal_replication_factor: int = Field(1, ge=1, description="replication of Faust's own internal topics")
+    internal_replication_factor: int = Field(
+        1, ge=1, description="replication of Faust's own internal topics"
+    )
 
     @field_validator("sasl_username_env", "sasl_password_env")
     @classmethod
@@ -262,18 +313,35 @@ class KafkaConfig(_Strict):
 
 class WorkerConfig(_Strict):
     worker_id: str | None = None
-    max_in_flight: int = Field(256, ge=1, description="records being handled at once per worker (routing + model call)")
-    batches_in_flight: int = Field(2, ge=1, le=64, description="fetched batches of one partition handled at once; "
-                                                                 "they commit in offset order (1 = one at a time)")
-    gc_threshold0: int = Field(50_000, ge=0, description="first threshold of Python's cyclic garbage collector "
-                                                         "once started (start-up objects are frozen); 0 = leave "
-                                                         "the interpreter's defaults")
-    metrics_host: str = Field("127.0.0.1", description="bind address of /metrics and /health (0.0.0.0 in a pod)")
+    max_in_flight: int = Field(
+        256, ge=1, description="records being handled at once per worker (routing + model call)"
+    )
+    batches_in_flight: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="fetched batches of one partition handled at once; "
+        "they commit in offset order (1 = one at a time)",
+    )
+    gc_threshold0: int = Field(
+        50_000,
+        ge=0,
+        description="first threshold of Python's cyclic garbage collector "
+        "once started (start-up objects are frozen); 0 = leave "
+        "the interpreter's defaults",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="bind address of /metrics and /health (0.0.0.0 in a pod)"
+    )
     metrics_port: int = Field(6066, ge=1, le=65535)
     default_deadline_ms: int = Field(120_000, ge=1)
     shutdown_grace_s: float = Field(20.0, ge=0)
-    standby: bool = Field(False, description="keep warm copies of the state of partitions owned by other workers")
-    standby_interval_s: float = Field(2.0, gt=0, description="how often standby copies catch up with the changelog")
+    standby: bool = Field(
+        False, description="keep warm copies of the state of partitions owned by other workers"
+    )
+    standby_interval_s: float = Field(
+        2.0, gt=0, description="how often standby copies catch up with the changelog"
+    )
 
 
 class ControlConfig(_Strict):
@@ -295,14 +363,19 @@ class RouterConfig(_Strict):
     candidates: dict[str, CandidateConfig]
     default: str
     strategies: list[StrategyConfig] = Field(default_factory=list)
-    fallbacks: list[str] = Field(default_factory=list, description="global fallback chain after a candidate's own")
+    fallbacks: list[str] = Field(
+        default_factory=list, description="global fallback chain after a candidate's own"
+    )
     allow_request_candidate_field: str | None = Field(
-        None, description="request.fields key a producer may use to pick a candidate; off when unset")
+        None, description="request.fields key a producer may use to pick a candidate; off when unset"
+    )
     cache: CacheConfig = Field(default_factory=CacheConfig)
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
-    budgets: list[BudgetConfig] = Field(default_factory=list, description="per-scope spend limits (docs/budgets.md)")
+    budgets: list[BudgetConfig] = Field(
+        default_factory=list, description="per-scope spend limits (docs/budgets.md)"
+    )
     control: ControlConfig = Field(default_factory=ControlConfig)
 
     @field_validator("candidates")
@@ -321,28 +394,40 @@ class RouterConfig(_Strict):
         and fail with 401 much later, so ``check-config`` and a starting worker warn about it."""
         env = os.environ if environ is None else environ
         named = [(f"candidates.{name}.api_key_env", c.api_key_env) for name, c in self.candidates.items()]
-        named += [(f"candidates.{name}.{section}.{key}", var) for name, c in self.candidates.items()
-                  for section in ("headers", "query") for key, var in env_refs(getattr(c, section))]
-        named += [(f"strategies[{i}].api_key_env", getattr(s, "api_key_env", None))
-                  for i, s in enumerate(self.strategies)]
+        named += [
+            (f"candidates.{name}.{section}.{key}", var)
+            for name, c in self.candidates.items()
+            for section in ("headers", "query")
+            for key, var in env_refs(getattr(c, section))
+        ]
+        named += [
+            (f"strategies[{i}].api_key_env", getattr(s, "api_key_env", None))
+            for i, s in enumerate(self.strategies)
+        ]
         named += [(f"kafka.{f}", getattr(self.kafka, f)) for f in ("sasl_username_env", "sasl_password_env")]
         return [(path, var) for path, var in named if var and not env.get(var)]
 
     @model_validator(mode="after")
-    def _references(self, info: ValidationInfo) -> "RouterConfig":
+    def _references(self, info: ValidationInfo) -> RouterConfig:
         """Checks across sections (:mod:`router_stream.config_checks`): every candidate reference
         exists, no candidate falls back to itself, strategy names are unique. A problem whose
         value came from an env var (``parse_config`` passes them as validation context) names it."""
         problems = reference_problems(
-            self.candidates, default=self.default, fallbacks=self.fallbacks,
+            self.candidates,
+            default=self.default,
+            fallbacks=self.fallbacks,
             candidate_fallbacks={name: c.fallbacks for name, c in self.candidates.items()},
-            strategies=self.strategies, env_notes=(info.context or {}).get(ENV_NOTES, {}))
+            strategies=self.strategies,
+            env_notes=(info.context or {}).get(ENV_NOTES, {}),
+        )
         known = ", ".join(sorted(self.candidates))
         for i, budget in enumerate(self.budgets):
             target = budget.downgrade_to
             if target is not None and target not in self.candidates:
-                problems.append(f"budgets[{i}].downgrade_to: {target!r} is not a candidate"
-                                f"{did_you_mean(target, sorted(self.candidates))} (known: {known})")
+                problems.append(
+                    f"budgets[{i}].downgrade_to: {target!r} is not a candidate"
+                    f"{did_you_mean(target, sorted(self.candidates))} (known: {known})"
+                )
         problems.extend(check_names_unique(self.budgets))
         if problems:
             raise ConfigError("\n".join(problems))

@@ -14,7 +14,8 @@ name are reported in the same pass instead of one round after the other.
 
 from __future__ import annotations
 
-from typing import Any, Collection, Mapping, Protocol, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -36,10 +37,15 @@ class StrategySection(Protocol):
     def always_decides(self) -> str | None: ...
 
 
-def reference_problems(candidates: Collection[str], *, default: str | None, fallbacks: Sequence[str | None],
-                       candidate_fallbacks: Mapping[str, Sequence[str | None]],
-                       strategies: Sequence[StrategySection | None],
-                       env_notes: Mapping[str, str] | None = None) -> list[str]:
+def reference_problems(
+    candidates: Collection[str],
+    *,
+    default: str | None,
+    fallbacks: Sequence[str | None],
+    candidate_fallbacks: Mapping[str, Sequence[str | None]],
+    strategies: Sequence[StrategySection | None],
+    env_notes: Mapping[str, str] | None = None,
+) -> list[str]:
     """One ``path: message`` line per broken reference. ``None`` stands for a part that did not
     validate (its own error is reported elsewhere): it is skipped, and list positions keep their
     indexes."""
@@ -53,7 +59,9 @@ def reference_problems(candidates: Collection[str], *, default: str | None, fall
 
     def check(path: str, value: str | None) -> None:
         if value is not None and value not in names:
-            problem(path, f"{value!r} is not a candidate{did_you_mean(value, sorted(names))} (known: {known})")
+            problem(
+                path, f"{value!r} is not a candidate{did_you_mean(value, sorted(names))} (known: {known})"
+            )
 
     check("default", default)
     for i, name in enumerate(fallbacks):
@@ -61,8 +69,11 @@ def reference_problems(candidates: Collection[str], *, default: str | None, fall
     for cname, chain in candidate_fallbacks.items():
         for i, name in enumerate(chain):
             if name == cname:
-                problem(f"candidates.{cname}.fallbacks[{i}]", f"{cname!r} cannot fall back to itself; remove it "
-                                                              "(retries on the same candidate are max_retries)")
+                problem(
+                    f"candidates.{cname}.fallbacks[{i}]",
+                    f"{cname!r} cannot fall back to itself; remove it "
+                    "(retries on the same candidate are max_retries)",
+                )
             else:
                 check(f"candidates.{cname}.fallbacks[{i}]", name)
     first_with_name: dict[str, int] = {}
@@ -75,8 +86,11 @@ def reference_problems(candidates: Collection[str], *, default: str | None, fall
         if j != i:
             unset = "name" not in strategy.model_fields_set
             what = f" (the default name of a {strategy.type} strategy)" if unset else ""
-            problem(f"strategies[{i}].name", f"{strategy.name!r}{what} is already the name of "
-                                             f"strategies[{j}]; give each strategy a unique name")
+            problem(
+                f"strategies[{i}].name",
+                f"{strategy.name!r}{what} is already the name of "
+                f"strategies[{j}]; give each strategy a unique name",
+            )
     return problems
 
 
@@ -88,7 +102,9 @@ def _strings(value: Any) -> list[str | None]:
     return [v if isinstance(v, str) else None for v in value] if isinstance(value, list) else []
 
 
-def partial_reference_problems(data: Mapping[str, Any], env_notes: Mapping[str, str] | None = None) -> list[str]:
+def partial_reference_problems(
+    data: Mapping[str, Any], env_notes: Mapping[str, str] | None = None
+) -> list[str]:
     """:func:`reference_problems` on a raw config document that failed validation, using what
     does validate: candidate names (even of candidates with a bad field), string references, and
     each strategy that validates on its own. Nothing, when the candidates section itself is
@@ -108,9 +124,14 @@ def partial_reference_problems(data: Mapping[str, Any], env_notes: Mapping[str, 
         [str(name) for name in raw_candidates],
         default=default if isinstance(default, str) else None,
         fallbacks=_strings(data.get("fallbacks")),
-        candidate_fallbacks={str(name): _strings(c.get("fallbacks")) for name, c in raw_candidates.items()
-                             if isinstance(c, dict)},
-        strategies=strategies, env_notes=env_notes)
+        candidate_fallbacks={
+            str(name): _strings(c.get("fallbacks"))
+            for name, c in raw_candidates.items()
+            if isinstance(c, dict)
+        },
+        strategies=strategies,
+        env_notes=env_notes,
+    )
 
 
 def never_run_warnings(strategies: Sequence[StrategySection]) -> list[str]:
@@ -119,11 +140,16 @@ def never_run_warnings(strategies: Sequence[StrategySection]) -> list[str]:
     after it is unreachable already)."""
     for i, strategy in enumerate(strategies):
         reason = strategy.always_decides()
-        later = strategies[i + 1:]
+        later = strategies[i + 1 :]
         if reason is not None and later:
             names = ", ".join(repr(s.name) for s in later)
-            count = "the strategy after it never runs" if len(later) == 1 else \
-                f"the {len(later)} strategies after it never run"
-            return [f"strategies[{i}]: {strategy.name!r} always decides ({reason}), so {count} ({names}); "
-                    "move it last, or remove what follows it"]
+            count = (
+                "the strategy after it never runs"
+                if len(later) == 1
+                else f"the {len(later)} strategies after it never run"
+            )
+            return [
+                f"strategies[{i}]: {strategy.name!r} always decides ({reason}), so {count} ({names}); "
+                "move it last, or remove what follows it"
+            ]
     return []

@@ -13,7 +13,8 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from typing import Annotated, Any, Iterable, Literal, Union
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,8 +28,10 @@ ENV_NOTES = "env_notes"
 def env_note(path: str, env_notes: dict[str, str]) -> str | None:
     """The note of the env var that set ``path`` or the closest section above it, if any."""
     best = None
-    for where, note in env_notes.items():
-        if (path == where or path.startswith((where + ".", where + "["))) and (best is None or len(where) > len(best)):
+    for where in env_notes:
+        if (path == where or path.startswith((where + ".", where + "["))) and (
+            best is None or len(where) > len(best)
+        ):
             best = where
     return env_notes[best] if best is not None else None
 
@@ -55,7 +58,9 @@ def _alternatives(annotation: Any) -> list[Any]:
     if origin is Annotated:
         return _alternatives(typing.get_args(annotation)[0])
     if origin in (Union, types.UnionType):
-        return [alt for arg in typing.get_args(annotation) if arg is not type(None) for alt in _alternatives(arg)]
+        return [
+            alt for arg in typing.get_args(annotation) if arg is not type(None) for alt in _alternatives(arg)
+        ]
     return [annotation]
 
 
@@ -103,7 +108,7 @@ def resolve(root: type[BaseModel], loc: list[Any]) -> tuple[list[Any], list[Any]
                 nxt.append(args[1])
         current = nxt
         if not current:
-            return [], shown + list(loc[i + 1:])
+            return [], shown + list(loc[i + 1 :])
     return [alt for t in current for alt in _alternatives(t)], shown
 
 
@@ -127,8 +132,9 @@ def _fields_hint(expected: list[Any]) -> str:
 
 
 # ---------------------------------------------------------------- one error, one line
-def _reworded(err: Any, loc: list[Any], path: str, expected: list[Any],
-              parent: list[Any]) -> tuple[str, str] | None:
+def _reworded(
+    err: Any, loc: list[Any], path: str, expected: list[Any], parent: list[Any]
+) -> tuple[str, str] | None:
     """``(path, message)`` in our words for pydantic errors whose own text means nothing to a config
     author, chosen by error ``type`` (not message text); ``None`` keeps pydantic's message."""
     kind, ctx = err["type"], err.get("ctx") or {}
@@ -147,8 +153,10 @@ def _reworded(err: Any, loc: list[Any], path: str, expected: list[Any],
         return path, f"expected a list, got {kind_of(err.get('input'))}"
     if kind == "extra_forbidden":
         if is_secret_field(loc[-1:]):
-            return path, ("unknown field; secrets never go in the config file: put the value in an environment "
-                          "variable and give that variable's name (e.g. api_key_env: OPENAI_API_KEY)")
+            return path, (
+                "unknown field; secrets never go in the config file: put the value in an environment "
+                "variable and give that variable's name (e.g. api_key_env: OPENAI_API_KEY)"
+            )
         allowed = [name for model in parent if _is_model(model) for name in _field_names(model)]
         hint = did_you_mean(str(loc[-1]), allowed)
         return path, "unknown field" + (hint or (f" (allowed: {', '.join(allowed)})" if allowed else ""))
@@ -169,8 +177,9 @@ def _shows_input(err: Any, msg: str, loc: list[Any]) -> bool:
     return not (isinstance(value, str) and (repr(value) in msg or f'"{value}"' in msg))
 
 
-def format_validation(exc: ValidationError, root: type[BaseModel],
-                      env_notes: dict[str, str] | None = None) -> list[str]:
+def format_validation(
+    exc: ValidationError, root: type[BaseModel], env_notes: dict[str, str] | None = None
+) -> list[str]:
     """One ``path: message`` line per error of ``exc`` (raised validating ``root``).
     ``env_notes`` ({path: "from env var X"}) names the env var behind a value, or behind a
     section it created."""

@@ -59,7 +59,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if first is not key_node:
                 raise DuplicateKeyError(
                     f"line {key_node.start_mark.line + 1}: duplicate key {key!r} (first at line "
-                    f"{first.start_mark.line + 1}); a key may appear once in a mapping: merge the two or remove one")
+                    f"{first.start_mark.line + 1}); a key may appear once in a mapping: merge the two or remove one"
+                )
         return super().construct_mapping(node, deep)
 
 
@@ -74,7 +75,7 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 # ---------------------------------------------------------------- environment overrides
@@ -87,14 +88,17 @@ def _env_key(node: dict[Any, Any], word: str, env_name: str, path: str) -> Any:
     two keys differing only in case make the override ambiguous."""
     matches = [k for k in node if isinstance(k, str) and k.lower() == word]
     if len(matches) > 1:
-        raise ConfigError(f"{env_name}: ambiguous: {path or 'the top level'} has the keys "
-                          f"{', '.join(map(repr, matches))}, which differ only in case, and env var names "
-                          "are upper-case; rename one of them or set the value in the file")
+        raise ConfigError(
+            f"{env_name}: ambiguous: {path or 'the top level'} has the keys "
+            f"{', '.join(map(repr, matches))}, which differ only in case, and env var names "
+            "are upper-case; rename one of them or set the value in the file"
+        )
     return matches[0] if matches else word
 
 
-def _set_from_env(data: dict[str, Any], words: list[str], value: Any, env_name: str,
-                  env_notes: dict[str, str]) -> None:
+def _set_from_env(
+    data: dict[str, Any], words: list[str], value: Any, env_name: str, env_notes: dict[str, str]
+) -> None:
     """Put ``value`` at the path spelt by ``words`` (lower-case) and record in ``env_notes`` which
     env var set it, and which sections it created (a misspelt name invents one, and the error then
     says where it came from). A number indexes an existing list; a missing or empty section is
@@ -106,13 +110,17 @@ def _set_from_env(data: dict[str, Any], words: list[str], value: Any, env_name: 
         if isinstance(node, list):
             if not (word.isdigit() and int(word) < len(node)):
                 indexes = f"its indexes are 0 to {len(node) - 1}" if node else "it is empty"
-                raise ConfigError(f"{env_name}: {where} is a list and {word!r} is not one of its indexes ({indexes})")
+                raise ConfigError(
+                    f"{env_name}: {where} is a list and {word!r} is not one of its indexes ({indexes})"
+                )
             key: Any = int(word)
         elif isinstance(node, dict):
             key = _env_key(node, word, env_name, path_of(loc))
         else:
-            raise ConfigError(f"{env_name}: {where} is a single value ({kind_of(node)}), not a section with "
-                              f"a field {word!r}; fix the env var's name")
+            raise ConfigError(
+                f"{env_name}: {where} is a single value ({kind_of(node)}), not a section with "
+                f"a field {word!r}; fix the env var's name"
+            )
         loc.append(key)
         if i == len(words) - 1:
             node[key] = value
@@ -132,8 +140,10 @@ def _env_value(env_name: str, text: str) -> Any:
     except DuplicateKeyError as exc:
         raise ConfigError(f"{env_name}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{env_name}: the value is not valid YAML ({yaml_problem(exc)}); "
-                          "quote it if it is meant as a plain string") from None
+        raise ConfigError(
+            f"{env_name}: the value is not valid YAML ({yaml_problem(exc)}); "
+            "quote it if it is meant as a plain string"
+        ) from None
 
 
 #: env vars with a short name: (names, the first set one wins), section, field

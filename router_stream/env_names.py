@@ -20,9 +20,27 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KEY_PREFIX = re.compile(r"(sk|pk|rk)[-_]|gh[pousr]_|github_pat_|xox[a-z]-|glpat-|hf_|AKIA|AIza")
 _AUTH_SCHEME = re.compile(r"(?i)(bearer|basic|token|apikey)\s+[^\s$%{]")  # not "Bearer ${VAR}"
 _TOKEN_SPLIT = re.compile(r"[\s/?&=#,;:@\"'()<>\[\]{}]+")
-_SECRET_WORDS = frozenset({"key", "apikey", "token", "password", "passwd", "pwd", "secret", "secrets", "auth",
-                           "authorization", "credential", "credentials", "bearer", "cookie", "passphrase",
-                           "sig", "signature"})
+_SECRET_WORDS = frozenset(
+    {
+        "key",
+        "apikey",
+        "token",
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "secrets",
+        "auth",
+        "authorization",
+        "credential",
+        "credentials",
+        "bearer",
+        "cookie",
+        "passphrase",
+        "sig",
+        "signature",
+    }
+)
 
 
 def is_secret_name(name: str) -> bool:
@@ -63,7 +81,9 @@ def looks_like_secret(value: str) -> bool:
     text = value.strip()
     if _AUTH_SCHEME.match(text):
         return True
-    return any(_prefixed_key(tok) or _random_looking(tok, single_case=True) for tok in _TOKEN_SPLIT.split(text))
+    return any(
+        _prefixed_key(tok) or _random_looking(tok, single_case=True) for tok in _TOKEN_SPLIT.split(text)
+    )
 
 
 def looks_like_env_name(value: str) -> bool:
@@ -76,16 +96,20 @@ def looks_like_env_name(value: str) -> bool:
     """
     if not _ENV_NAME.fullmatch(value) or _KEY_PREFIX.match(value):
         return False
-    return not any(len(word) >= 20 and (any(c.isdigit() for c in word) or word not in (word.lower(), word.upper()))
-                   for word in value.split("_"))
+    return not any(
+        len(word) >= 20 and (any(c.isdigit() for c in word) or word not in (word.lower(), word.upper()))
+        for word in value.split("_")
+    )
 
 
 def check_env_name(value: str | None, secret: str, example: str) -> str | None:
     """The validator of ``*_env`` fields. Its message never contains ``value``: when a user puts
     the secret itself where the variable's name belongs, the error must not print it."""
     if value is not None and not looks_like_env_name(value):
-        raise ValueError(f"must be the NAME of an environment variable holding the {secret} (like {example}), "
-                         f"not the {secret} itself")
+        raise ValueError(
+            f"must be the NAME of an environment variable holding the {secret} (like {example}), "
+            f"not the {secret} itself"
+        )
     return value
 
 
@@ -95,8 +119,10 @@ _PUT_IT_IN_ENV = "put the key in an environment variable and name it in api_key_
 def _url_secret(parts: SplitResult) -> str | None:
     """Where in the URL a secret sits (for the message; the value itself is never quoted)."""
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        return ("the URL has credentials in it (user:password@); put the secret in an environment "
-                "variable and name it in api_key_env instead")
+        return (
+            "the URL has credentials in it (user:password@); put the secret in an environment "
+            "variable and name it in api_key_env instead"
+        )
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         plain_name = re.fullmatch(r"[A-Za-z0-9_.-]{1,40}", name) is not None and not looks_like_secret(name)
         secret_named = is_secret_name(name) and len(value) >= 8 and not value.isdigit()
@@ -106,7 +132,11 @@ def _url_secret(parts: SplitResult) -> str | None:
     for i, segment in enumerate(s for s in parts.path.split("/") if s):
         segment = unquote(segment)
         # no single-case rule here: a hex account id in a gateway path is not a key
-        if _AUTH_SCHEME.match(segment) or _prefixed_key(segment) or _random_looking(segment, single_case=False):
+        if (
+            _AUTH_SCHEME.match(segment)
+            or _prefixed_key(segment)
+            or _random_looking(segment, single_case=False)
+        ):
             return f"the URL has a key-like value in its path (segment {i + 1}); {_PUT_IT_IN_ENV}"
     if parts.fragment and looks_like_secret(unquote(parts.fragment)):
         return f"the URL has a key-like value after '#'; {_PUT_IT_IN_ENV}"

@@ -51,8 +51,14 @@ class ModelError(RouterStreamError):
 
     retryable: bool = False
 
-    def __init__(self, message: str, *, kind: str = "error", status: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "error",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status

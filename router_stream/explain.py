@@ -25,11 +25,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .config import RouterConfig
-from .processing.handler import TRACE_HEADERS, Handler, Source, trace_headers, kafka_key_text, request_override
+from .processing.handler import (
+    TRACE_HEADERS,
+    Handler,
+    Source,
+    kafka_key_text,
+    request_override,
+    trace_headers,
+)
 from .processing.intake import Poison, classify, context_limit
 from .processing.request_notes import audit_notes
 from .providers.base import estimate_prompt_tokens
@@ -51,7 +58,9 @@ class _Skipped:
         self.type = type_
 
     async def decide(self, request: Request, ctx: RoutingContext) -> Decision | None:
-        ctx.explain(f"not run: {self.type} strategies call {_WHAT_THEY_CALL[self.type]} (--with-io runs them)")
+        ctx.explain(
+            f"not run: {self.type} strategies call {_WHAT_THEY_CALL[self.type]} (--with-io runs them)"
+        )
         return None
 
 
@@ -78,14 +87,25 @@ class ExplainResult:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"request_id": self.request_id}
         if self.dead_letter is not None:
-            out["dead_letter"] = {"reason": self.dead_letter.reason, "message": self.dead_letter.message,
-                                  "request_id": self.dead_letter.request_id}
+            out["dead_letter"] = {
+                "reason": self.dead_letter.reason,
+                "message": self.dead_letter.message,
+                "request_id": self.dead_letter.request_id,
+            }
         else:
-            out.update({
-                "key": self.key, "key_source": self.key_source, "now_ms": self.now_ms,
-                "verdicts": [v.model_dump(mode="json") for v in self.verdicts],
-                "final": {"candidate": self.candidate, "decided_by": self.decided_by, "cacheable": self.cacheable},
-            })
+            out.update(
+                {
+                    "key": self.key,
+                    "key_source": self.key_source,
+                    "now_ms": self.now_ms,
+                    "verdicts": [v.model_dump(mode="json") for v in self.verdicts],
+                    "final": {
+                        "candidate": self.candidate,
+                        "decided_by": self.decided_by,
+                        "cacheable": self.cacheable,
+                    },
+                }
+            )
         out["notes"] = list(self.notes)
         return out
 
@@ -101,13 +121,19 @@ class ExplainResult:
             if poison.request_id is not None:
                 lines.append(f"request_id: {poison.request_id}")
         else:
-            at = datetime.fromtimestamp(self.now_ms / 1000, timezone.utc).isoformat(timespec="seconds")
-            lines.append(f"request {self.request_id!r}, key {self.key!r} ({self.key_source}), "
-                         f"at {at.replace('+00:00', 'Z')}")
+            at = datetime.fromtimestamp(self.now_ms / 1000, UTC).isoformat(timespec="seconds")
+            lines.append(
+                f"request {self.request_id!r}, key {self.key!r} ({self.key_source}), "
+                f"at {at.replace('+00:00', 'Z')}"
+            )
             lines.append("")
             rows = [("#", "strategy", "outcome", "candidate", "reason", "detail")]
             for i, v in enumerate(self.verdicts, 1):
-                detail = json.dumps(v.detail, ensure_ascii=False, separators=(",", ":"), default=str) if v.detail else ""
+                detail = (
+                    json.dumps(v.detail, ensure_ascii=False, separators=(",", ":"), default=str)
+                    if v.detail
+                    else ""
+                )
                 if len(detail) > 80:
                     detail = detail[:79] + "…"
                 rows.append((str(i), v.strategy, v.outcome, v.candidate or "-", v.reason or "-", detail))
@@ -119,8 +145,10 @@ class ExplainResult:
                 lines.append(f"{cells}  {r[5]}" if r[5] else cells.rstrip())
             lines.append("")
             why = " (no strategy decided)" if self.decided_by == "default" else ""
-            lines.append(f"final: {self.candidate} (decided_by {self.decided_by}{why})"
-                         f"{', cacheable' if self.cacheable else ''}")
+            lines.append(
+                f"final: {self.candidate} (decided_by {self.decided_by}{why})"
+                f"{', cacheable' if self.cacheable else ''}"
+            )
         for note in self.notes:
             lines.append(f"note: {note}")
         return "\n".join(lines)
@@ -140,20 +168,24 @@ def _key_source(config: RouterConfig, request: Request, kafka_key: bytes | None,
     return "the Kafka key" if kafka_key else "no Kafka key: the request id"
 
 
-def _sticky_note(config: RouterConfig, sticky: CachedDecision, outcome: str | None,
-                 verdicts: list[Verdict]) -> str:
+def _sticky_note(
+    config: RouterConfig, sticky: CachedDecision, outcome: str | None, verdicts: list[Verdict]
+) -> str:
     """What became of a supplied sticky decision, in the worker's terms."""
     what = f"sticky decision {sticky.decided_by}={sticky.candidate}"
     if not config.cache.enabled:
         return f"{what}: not applied, cache.enabled is false"
     if outcome == "hit":
         before = [v.strategy for v in verdicts[:-1]]
-        return (f"{what} applied at {sticky.decided_by!r}'s position" +
-                (f", after {', '.join(before)} abstained" if before else " (the first strategy)"))
+        return f"{what} applied at {sticky.decided_by!r}'s position" + (
+            f", after {', '.join(before)} abstained" if before else " (the first strategy)"
+        )
     if outcome == "preempted":
         return f"{what} not applied: {verdicts[-1].strategy!r} comes before {sticky.decided_by!r} and decided"
-    return (f"{what} not applied: {sticky.decided_by!r} is not a caching strategy of this pipeline or "
-            f"{sticky.candidate!r} is not a candidate (the worker re-routes and replaces it)")
+    return (
+        f"{what} not applied: {sticky.decided_by!r} is not a caching strategy of this pipeline or "
+        f"{sticky.candidate!r} is not a candidate (the worker re-routes and replaces it)"
+    )
 
 
 def parse_sticky(text: str, now: int) -> CachedDecision:
@@ -171,15 +203,23 @@ async def build_explain_pipeline(config: RouterConfig, with_io: bool = False) ->
     if not with_io:
         for i, strategy_config in enumerate(config.strategies):
             if strategy_config.type in IO_TYPES:
-                built, pipeline.strategies[i] = pipeline.strategies[i], _Skipped(strategy_config.name,
-                                                                                 strategy_config.type)
+                built, pipeline.strategies[i] = (
+                    pipeline.strategies[i],
+                    _Skipped(strategy_config.name, strategy_config.type),
+                )
                 await close_strategy(built)
     return pipeline
 
 
-async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | bytes | None = None,
-                  headers: dict[str, str] | None = None, with_io: bool = False,
-                  at_ms: int | None = None, sticky: CachedDecision | None = None) -> ExplainResult:
+async def explain(
+    config: RouterConfig,
+    request_bytes: bytes | None,
+    key: str | bytes | None = None,
+    headers: dict[str, str] | None = None,
+    with_io: bool = False,
+    at_ms: int | None = None,
+    sticky: CachedDecision | None = None,
+) -> ExplainResult:
     """Run intake and the strategy pipeline on one request as the worker would; call no model
     (``with_io``: run judge and scorer strategies, which call theirs). ``sticky``: a cached
     decision for the key, applied as the worker would (after the strategies before its decider)."""
@@ -187,25 +227,42 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
     max_prompt_tokens = context_limit(c.context_window for c in config.candidates.values())
     parsed = classify(request_bytes, config.kafka.max_record_bytes, max_prompt_tokens)
     if isinstance(parsed, Poison):
-        return ExplainResult(request_id=parsed.request_id, dead_letter=parsed,
-                             notes=["the worker would send this record to the dead-letter topic "
-                                    f"({config.topics.dead_letter}) without routing it"])
+        return ExplainResult(
+            request_id=parsed.request_id,
+            dead_letter=parsed,
+            notes=[
+                "the worker would send this record to the dead-letter topic "
+                f"({config.topics.dead_letter}) without routing it"
+            ],
+        )
     request = parsed
     received = now_ms() if at_ms is None else at_ms
     raw_headers = tuple((name, value.encode("utf-8")) for name, value in (headers or {}).items())
-    source = Source(topic=config.topics.requests, partition=0, offset=0, key=kafka_key, value=request_bytes,
-                    headers=raw_headers)
+    source = Source(
+        topic=config.topics.requests,
+        partition=0,
+        offset=0,
+        key=kafka_key,
+        value=request_bytes,
+        headers=raw_headers,
+    )
     pipeline = await build_explain_pipeline(config, with_io)
     handler = Handler(config, pipeline, dispatcher=None, worker_id="explain")  # type: ignore[arg-type]
     scope_key = handler.scope_key(source, request)
     ttl_s = config.cache.ttl_s
-    result = ExplainResult(request_id=request.request_id, key=scope_key,
-                           key_source=_key_source(config, request, kafka_key, scope_key), now_ms=received)
+    result = ExplainResult(
+        request_id=request.request_id,
+        key=scope_key,
+        key_source=_key_source(config, request, kafka_key, scope_key),
+        now_ms=received,
+    )
     trace = trace_headers(raw_headers)
     dropped = sorted(name for name, _ in raw_headers if name.lower() not in trace)
     if dropped:
-        result.notes.append(f"headers not passed to strategies (the worker passes only {', '.join(TRACE_HEADERS)}"
-                            f", of at most 512 bytes): {', '.join(dropped)}")
+        result.notes.append(
+            f"headers not passed to strategies (the worker passes only {', '.join(TRACE_HEADERS)}"
+            f", of at most 512 bytes): {', '.join(dropped)}"
+        )
     _ignored, field_notes = audit_notes(request, config.allow_request_candidate_field)
     result.notes.extend(field_notes or [])  # what the audit would say about fields no model gets
 
@@ -218,7 +275,9 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
                 result.candidate, result.decided_by = asked.candidate, "request"
                 result.notes.append("no strategy was asked: the request named its candidate")
         if result.candidate is None:
-            ctx = RoutingContext(key=scope_key, candidates=tuple(config.candidates), headers=trace, now_ms=received)
+            ctx = RoutingContext(
+                key=scope_key, candidates=tuple(config.candidates), headers=trace, now_ms=received
+            )
             fresh = sticky if sticky is not None and config.cache.enabled else None
             routed = await pipeline.route(request, ctx, fresh)
             result.verdicts.extend(routed.verdicts)
@@ -228,15 +287,20 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
             seen = {v.strategy for v in routed.verdicts}
             not_reached = [s.name for s in config.strategies if s.name not in seen]
             if not_reached:
-                result.notes.append(f"not reached ({routed.decided_by} decided first): {', '.join(not_reached)}")
+                result.notes.append(
+                    f"not reached ({routed.decided_by} decided first): {', '.join(not_reached)}"
+                )
             result.cacheable = routed.cacheable and config.cache.enabled
             ttl_s = getattr(routed, "ttl_s", None) or ttl_s  # the deciding strategy's own cache.ttl_s
             plan = getattr(routed, "plan", None)
             if plan is not None:
                 order = getattr(plan, "candidates", None)
-                result.notes.append(f"{routed.decided_by} returned an execution plan ({type(plan).__name__}"
-                                    + (f": {' -> '.join(order)}" if order else "") + "): the worker would run "
-                                    "it instead of one call to the chosen candidate")
+                result.notes.append(
+                    f"{routed.decided_by} returned an execution plan ({type(plan).__name__}"
+                    + (f": {' -> '.join(order)}" if order else "")
+                    + "): the worker would run "
+                    "it instead of one call to the chosen candidate"
+                )
     finally:
         await pipeline.aclose()  # a judge's or scorer's HTTP client
 
@@ -244,23 +308,38 @@ async def explain(config: RouterConfig, request_bytes: bytes | None, key: str | 
         result.notes.append(
             f"the key's sticky decision was not read (--sticky STRATEGY=CANDIDATE supplies one): in the worker a "
             f"fresh one for key {scope_key!r} applies at its decider's position, after the strategies before it"
-            + (f"; this decision would be cached for that key for {ttl_s:g}s" if result.cacheable else ""))
+            + (f"; this decision would be cached for that key for {ttl_s:g}s" if result.cacheable else "")
+        )
     if config.cache.dedup_window_s > 0:
-        result.notes.append(f"the dedup window was not consulted: a repeat of request_id {request.request_id!r} "
-                            f"within {config.cache.dedup_window_s:g}s is answered from the first answer")
+        result.notes.append(
+            f"the dedup window was not consulted: a repeat of request_id {request.request_id!r} "
+            f"within {config.cache.dedup_window_s:g}s is answered from the first answer"
+        )
     chosen_cfg = config.candidates.get(result.candidate) if result.candidate is not None else None
     tokens = estimate_prompt_tokens(request.chat_messages(), request.call_params())
-    if chosen_cfg is not None and chosen_cfg.context_window is not None and tokens > chosen_cfg.context_window:
-        chain = [n for n in dict.fromkeys([*chosen_cfg.fallbacks, *config.fallbacks]) if n != result.candidate]
-        result.notes.append(f"the prompt is ~{tokens} tokens, over {result.candidate!r}'s context window "
-                            f"({chosen_cfg.context_window}): the worker would skip it for its fallbacks "
-                            f"({', '.join(chain) or 'none configured'})")
+    if (
+        chosen_cfg is not None
+        and chosen_cfg.context_window is not None
+        and tokens > chosen_cfg.context_window
+    ):
+        chain = [
+            n for n in dict.fromkeys([*chosen_cfg.fallbacks, *config.fallbacks]) if n != result.candidate
+        ]
+        result.notes.append(
+            f"the prompt is ~{tokens} tokens, over {result.candidate!r}'s context window "
+            f"({chosen_cfg.context_window}): the worker would skip it for its fallbacks "
+            f"({', '.join(chain) or 'none configured'})"
+        )
     if result.candidate is not None and config.candidates[result.candidate].mode == "batch":
-        result.notes.append(f"candidate {result.candidate!r} has mode: batch: the worker would park the request "
-                            f"for a Batch API job")
+        result.notes.append(
+            f"candidate {result.candidate!r} has mode: batch: the worker would park the request "
+            f"for a Batch API job"
+        )
     io_names = [s.name for s in config.strategies if s.type in IO_TYPES]
     if io_names and not with_io:
-        result.notes.append(f"not run (they call a model or an endpoint; --with-io runs them): {', '.join(io_names)}")
+        result.notes.append(
+            f"not run (they call a model or an endpoint; --with-io runs them): {', '.join(io_names)}"
+        )
     elif io_names:
         result.notes.append(f"run with --with-io, calling their model or endpoint: {', '.join(io_names)}")
     result.notes.append("the request was not sent to any candidate: nothing was served")

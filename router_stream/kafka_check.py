@@ -32,20 +32,32 @@ CONNECT_TIMEOUT_S = 10.0
 def refused_errors() -> tuple[type[BaseException], ...]:
     """aiokafka errors that mean "the broker answered and said no": retrying cannot help."""
     from aiokafka import errors as e
-    return (e.AuthenticationFailedError, e.SaslAuthenticationFailed, e.UnsupportedSaslMechanismError,
-            e.IllegalSaslStateError, e.TopicAuthorizationFailedError, e.ClusterAuthorizationFailedError,
-            e.GroupAuthorizationFailedError, e.TransactionalIdAuthorizationFailed)
+
+    return (
+        e.AuthenticationFailedError,
+        e.SaslAuthenticationFailed,
+        e.UnsupportedSaslMechanismError,
+        e.IllegalSaslStateError,
+        e.TopicAuthorizationFailedError,
+        e.ClusterAuthorizationFailedError,
+        e.GroupAuthorizationFailedError,
+        e.TransactionalIdAuthorizationFailed,
+    )
 
 
 def refused(exc: BaseException) -> ConfigError:
-    return ConfigError(f"kafka: the broker refused us ({_describe(exc)}); check kafka.security_protocol, "
-                       "kafka.sasl_mechanism, the credentials' env vars and the ACLs (docs/operations.md, Security)")
+    return ConfigError(
+        f"kafka: the broker refused us ({_describe(exc)}); check kafka.security_protocol, "
+        "kafka.sasl_mechanism, the credentials' env vars and the ACLs (docs/operations.md, Security)"
+    )
 
 
 def unreachable(bootstrap: str, why: str) -> KafkaUnavailable:
-    return KafkaUnavailable(f"cannot reach Kafka at {bootstrap} ({why}); start the broker, or set "
-                            "kafka.bootstrap_servers (or ROUTER_STREAM_BOOTSTRAP_SERVERS) to the address it "
-                            "advertises, then run the command again")
+    return KafkaUnavailable(
+        f"cannot reach Kafka at {bootstrap} ({why}); start the broker, or set "
+        "kafka.bootstrap_servers (or ROUTER_STREAM_BOOTSTRAP_SERVERS) to the address it "
+        "advertises, then run the command again"
+    )
 
 
 def _describe(exc: BaseException) -> str:
@@ -57,6 +69,7 @@ def _describe(exc: BaseException) -> str:
 def translate(exc: BaseException, bootstrap: str, doing: str) -> Exception:
     """The error to raise for an aiokafka/OS error met while ``doing`` something with Kafka."""
     from aiokafka.errors import KafkaConnectionError, KafkaError
+
     if isinstance(exc, refused_errors()):
         return refused(exc)
     if isinstance(exc, KafkaConnectionError):
@@ -80,10 +93,11 @@ async def check_login(kafka: KafkaConfig, timeout: float = CONNECT_TIMEOUT_S) ->
     for host, port, _ in collect_hosts(kafka.bootstrap_servers, randomize=False):
         try:
             conn = await asyncio.wait_for(
-                create_conn(host, port, request_timeout_ms=int(timeout * 1000), **security), timeout)
+                create_conn(host, port, request_timeout_ms=int(timeout * 1000), **security), timeout
+            )
         except refused_errors() as exc:
             raise refused(exc) from None
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             problems.append(f"{host}:{port}: no answer within {timeout:g} s")
         except Exception as exc:  # OSError, a KafkaError during the handshake, bad TLS...
             problems.append(f"{host}:{port}: {_describe(exc)}")
@@ -93,7 +107,9 @@ async def check_login(kafka: KafkaConfig, timeout: float = CONNECT_TIMEOUT_S) ->
     raise unreachable(kafka.bootstrap_servers, "; ".join(problems) or "no bootstrap servers")
 
 
-async def topic_partitions(kafka: KafkaConfig, names: Iterable[str], timeout: float = CONNECT_TIMEOUT_S) -> dict[str, int]:
+async def topic_partitions(
+    kafka: KafkaConfig, names: Iterable[str], timeout: float = CONNECT_TIMEOUT_S
+) -> dict[str, int]:
     """Partition counts of those of ``names`` that exist. Lists first, then describes only topics
     that exist (describing a missing one by name could create it, see the module docstring)."""
     from aiokafka.admin import AIOKafkaAdminClient
@@ -108,11 +124,14 @@ async def topic_partitions(kafka: KafkaConfig, names: Iterable[str], timeout: fl
         raise translate(exc, kafka.bootstrap_servers, "listing topics") from None
     finally:
         await admin.close()
-    return {t["topic"]: len(t["partitions"]) for t in described if t.get("error_code", 0) == 0 and t["partitions"]}
+    return {
+        t["topic"]: len(t["partitions"]) for t in described if t.get("error_code", 0) == 0 and t["partitions"]
+    }
 
 
-async def preflight(kafka: KafkaConfig, topics: Mapping[str, str], apply_hint: str,
-                    timeout: float = CONNECT_TIMEOUT_S) -> dict[str, int]:
+async def preflight(
+    kafka: KafkaConfig, topics: Mapping[str, str], apply_hint: str, timeout: float = CONNECT_TIMEOUT_S
+) -> dict[str, int]:
     """Raise unless Kafka answers, accepts our login and has every topic in ``topics`` (role → name);
     return each topic's partition count.
 
@@ -122,9 +141,11 @@ async def preflight(kafka: KafkaConfig, topics: Mapping[str, str], apply_hint: s
     found = await topic_partitions(kafka, topics.values(), timeout)
     missing = [f"{name} ({role})" for role, name in topics.items() if name not in found]
     if missing:
-        raise SetupError(f"{'topic' if len(missing) == 1 else 'topics'} {', '.join(missing)} not found on "
-                         f"{kafka.bootstrap_servers} (or not visible to this principal); create them with: "
-                         f"{apply_hint}")
+        raise SetupError(
+            f"{'topic' if len(missing) == 1 else 'topics'} {', '.join(missing)} not found on "
+            f"{kafka.bootstrap_servers} (or not visible to this principal); create them with: "
+            f"{apply_hint}"
+        )
     return found
 
 

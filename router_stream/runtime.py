@@ -6,10 +6,10 @@ without a Faust worker around it.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import socket
-import asyncio
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -57,10 +57,16 @@ def build_pipeline(config: RouterConfig) -> Pipeline:
         except ArtifactError as exc:
             raise ConfigError(f"strategies[{i}].artifact: {exc}") from None
         except Exception as exc:
-            raise ConfigError(f"strategies[{i}] ({strategy_config.type} {strategy_config.name!r}) could not be "
-                              f"built: {type(exc).__name__}: {exc}") from exc
-    return Pipeline(strategies, tuple(config.candidates), config.default,
-                    cache_policies=[cache_policy(s) for s in config.strategies])
+            raise ConfigError(
+                f"strategies[{i}] ({strategy_config.type} {strategy_config.name!r}) could not be "
+                f"built: {type(exc).__name__}: {exc}"
+            ) from exc
+    return Pipeline(
+        strategies,
+        tuple(config.candidates),
+        config.default,
+        cache_policies=[cache_policy(s) for s in config.strategies],
+    )
 
 
 def check_pipeline(config: RouterConfig) -> None:
@@ -77,7 +83,7 @@ async def _tcp_reachable(url: str, timeout: float = 1.0) -> bool:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), timeout)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     return True
@@ -98,7 +104,9 @@ class Runtime:
         """Which candidates' endpoints accept a TCP connection (cached ``max_age_s``)."""
         if time.monotonic() - self._reach_at > max_age_s:
             names = list(self.config.candidates)
-            results = await asyncio.gather(*(_tcp_reachable(self.config.candidates[n].base_url) for n in names))
+            results = await asyncio.gather(
+                *(_tcp_reachable(self.config.candidates[n].base_url) for n in names)
+            )
             self._reach, self._reach_at = dict(zip(names, results)), time.monotonic()
         return self._reach
 

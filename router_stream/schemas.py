@@ -29,14 +29,45 @@ SCHEMA_VERSION = 2
 #: API reference as of 2025): a request record may carry any of them beside the router's own
 #: fields. ``model``, ``messages``, ``stream`` and ``stream_options`` are read by the router and
 #: never passed on (:data:`NOT_SENT`); the rest go to the model as given.
-CHAT_COMPLETION_FIELDS = frozenset({
-    "messages", "model", "audio", "frequency_penalty", "function_call", "functions", "logit_bias",
-    "logprobs", "max_completion_tokens", "max_tokens", "metadata", "modalities", "n",
-    "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key",
-    "prompt_cache_retention", "reasoning_effort", "response_format", "safety_identifier", "seed",
-    "service_tier", "stop", "store", "stream", "stream_options", "temperature", "tool_choice",
-    "tools", "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
-})
+CHAT_COMPLETION_FIELDS = frozenset(
+    {
+        "messages",
+        "model",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
+    }
+)
 
 #: chat-completions fields the router never sends to a model: it sets ``model`` (the chosen
 #: candidate's) and ``messages`` itself, and answers whole (a Kafka record is one answer), so
@@ -44,8 +75,9 @@ CHAT_COMPLETION_FIELDS = frozenset({
 NOT_SENT = frozenset({"model", "messages", "stream", "stream_options"})
 
 #: the router's own request fields (everything else at top level is a chat-completions field or unknown)
-ROUTER_FIELDS = frozenset({"schema_version", "request_id", "messages", "prompt", "fields", "params", "tags",
-                           "deadline_ms"})
+ROUTER_FIELDS = frozenset(
+    {"schema_version", "request_id", "messages", "prompt", "fields", "params", "tags", "deadline_ms"}
+)
 
 
 def now_ms() -> int:
@@ -74,16 +106,20 @@ class Message(BaseModel):
             for i, part in enumerate(v):
                 kind = part.get("type")
                 if not isinstance(kind, str) or not kind:
-                    raise ValueError(f"content part {i} needs a 'type' string (text, image_url, input_audio, file, ...)")
+                    raise ValueError(
+                        f"content part {i} needs a 'type' string (text, image_url, input_audio, file, ...)"
+                    )
                 if kind == "text" and not isinstance(part.get("text"), str):
                     raise ValueError(f"content part {i} is a text part without a 'text' string")
         return v
 
     @model_validator(mode="after")
-    def _content_needed(self) -> "Message":
+    def _content_needed(self) -> Message:
         if self.content is None and self.role != "assistant":
-            raise ValueError(f"a {self.role!r} message needs 'content' (a string or a list of content parts); "
-                             "only an assistant message may leave it null")
+            raise ValueError(
+                f"a {self.role!r} message needs 'content' (a string or a list of content parts); "
+                "only an assistant message may leave it null"
+            )
         return self
 
 
@@ -93,8 +129,11 @@ def content_text(content: Any) -> str | None:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        texts = [p["text"] for p in content
-                 if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)]
+        texts = [
+            p["text"]
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        ]
         return "\n".join(texts) if texts else None
     return None
 
@@ -133,7 +172,7 @@ class Request(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _needs_input(self) -> "Request":
+    def _needs_input(self) -> Request:
         if self.schema_version > SCHEMA_VERSION:
             raise ValueError(
                 f"schema_version {self.schema_version} is newer than this worker speaks ({SCHEMA_VERSION})"
@@ -156,9 +195,11 @@ class Request(BaseModel):
         """What goes to the model beside ``messages``: ``params``, overlaid by the top-level
         chat-completions fields (top level wins), without :data:`NOT_SENT`."""
         out = {k: v for k, v in self.params.items() if k not in NOT_SENT}
-        for name, value in (self.model_extra or {}).items():
-            if name in CHAT_COMPLETION_FIELDS and name not in NOT_SENT:
-                out[name] = value
+        out.update(
+            (name, value)
+            for name, value in (self.model_extra or {}).items()
+            if name in CHAT_COMPLETION_FIELDS and name not in NOT_SENT
+        )
         return out
 
     def unknown_fields(self) -> list[str]:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping, Union
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -32,8 +33,24 @@ _TOKEN_RUN = re.compile(r"[A-Za-z0-9+/=_]{20,}")
 _AUTH_SCHEME = re.compile(r"(bearer|basic|token|digest)\s+\S", re.IGNORECASE)
 
 #: words that make a header / parameter name a credential (matched as whole words of the name)
-_CREDENTIAL_WORDS = frozenset({"authorization", "auth", "key", "apikey", "token", "secret", "password", "passwd",
-                               "cookie", "signature", "sig", "credential", "credentials", "bearer"})
+_CREDENTIAL_WORDS = frozenset(
+    {
+        "authorization",
+        "auth",
+        "key",
+        "apikey",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "cookie",
+        "signature",
+        "sig",
+        "credential",
+        "credentials",
+        "bearer",
+    }
+)
 #: headers the HTTP client sets itself
 _TRANSPORT_HEADERS = frozenset({"content-type", "content-length", "host", "transfer-encoding", "connection"})
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
@@ -56,7 +73,7 @@ class EnvRef(BaseModel):
         return f"{{env: {self.env}}}"
 
 
-ConfigValue = Union[str, EnvRef]
+ConfigValue = str | EnvRef
 
 
 def looks_like_secret(value: str) -> bool:
@@ -82,7 +99,9 @@ def looks_like_secret(value: str) -> bool:
 def is_credential_name(name: str) -> bool:
     """Whether a header or parameter name reads like a credential (``X-Api-Key``, ``apiKey``, ``sig``)."""
     words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
-    return bool(_CREDENTIAL_WORDS.intersection(words)) or "apikey" in name.lower().replace("-", "").replace("_", "")
+    return bool(_CREDENTIAL_WORDS.intersection(words)) or "apikey" in name.lower().replace("-", "").replace(
+        "_", ""
+    )
 
 
 def _parse_map(value: Any, what: str, example: str) -> dict[str, ConfigValue]:
@@ -102,16 +121,22 @@ def _parse_map(value: Any, what: str, example: str) -> dict[str, ConfigValue]:
             try:
                 out[name] = EnvRef(env=raw["env"])
             except ValueError:
-                raise ValueError(f"{name}: env must be the NAME of an environment variable holding the secret "
-                                 "(like GATEWAY_TOKEN), not the secret itself") from None
+                raise ValueError(
+                    f"{name}: env must be the NAME of an environment variable holding the secret "
+                    "(like GATEWAY_TOKEN), not the secret itself"
+                ) from None
         elif isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
             text = str(raw)
             if is_credential_name(name):
-                raise ValueError(f"{name}: a credential cannot be written into the config; put it in an "
-                                 f"environment variable and write {name}: {{env: NAME}} (the value is not shown)")
+                raise ValueError(
+                    f"{name}: a credential cannot be written into the config; put it in an "
+                    f"environment variable and write {name}: {{env: NAME}} (the value is not shown)"
+                )
             if looks_like_secret(text):
-                raise ValueError(f"{name}: the value looks like a secret (a key or token); put it in an environment "
-                                 f"variable and write {name}: {{env: NAME}} (the value is not shown)")
+                raise ValueError(
+                    f"{name}: the value looks like a secret (a key or token); put it in an environment "
+                    f"variable and write {name}: {{env: NAME}} (the value is not shown)"
+                )
             out[name] = text
         else:
             raise ValueError(f"{name}: expected a string or {{env: NAME}}")
@@ -140,7 +165,9 @@ def parse_query(value: Any) -> dict[str, ConfigValue]:
     return _parse_map(value, "query parameter", "{team: search, key: {env: GATEWAY_KEY}}")
 
 
-def resolve(values: Mapping[str, ConfigValue], environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+def resolve(
+    values: Mapping[str, ConfigValue], environ: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
     """``[(name, value)]`` with env references read now; a reference to an unset (or empty) env
     var is left out. The result holds secrets: send it, never log or store it."""
     env = os.environ if environ is None else environ

@@ -14,7 +14,8 @@ each budget's spend for the key on the owned partitions (``budgets``).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .budgets import spend_key
 from .budgets.report import spend_report
@@ -25,13 +26,16 @@ from .state.changelog import partition_for_key
 from .state.store import key_state_key
 
 
-def state_view(processor: Processor, default_ttl_s: float, cache_scope: str,
-               query: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+def state_view(
+    processor: Processor, default_ttl_s: float, cache_scope: str, query: Mapping[str, str]
+) -> tuple[int, dict[str, Any]]:
     """(HTTP status, JSON body) for a ``/state`` query."""
     key, value, kafka_key = query.get("key"), query.get("scope_value"), query.get("kafka_key")
     if (key is None) == (value is None) or not (key or value):
-        return 400, {"error": "give exactly one of key=<Kafka key> or scope_value=<cache.scope field/expression "
-                              "value> (optionally with kafka_key= or partition=)"}
+        return 400, {
+            "error": "give exactly one of key=<Kafka key> or scope_value=<cache.scope field/expression "
+            "value> (optionally with kafka_key= or partition=)"
+        }
     n = processor.partition_count()
     if n is None:
         return 503, {"error": "this worker has no metadata for the requests topic yet; try again shortly"}
@@ -50,13 +54,20 @@ def state_view(processor: Processor, default_ttl_s: float, cache_scope: str,
     assert scope_key is not None
     wanted = [partition] if partition is not None else list(range(n))
     owned = {p: store for p in wanted if (store := processor.owned_store(p)) is not None}
-    body: dict[str, Any] = {"scope_key": scope_key, "cache_scope": cache_scope, "worker_id": processor.worker_id,
-                            "partitions_owned_here": sorted(owned),
-                            "partitions_not_owned_here": [p for p in wanted if p not in owned]}
+    body: dict[str, Any] = {
+        "scope_key": scope_key,
+        "cache_scope": cache_scope,
+        "worker_id": processor.worker_id,
+        "partitions_owned_here": sorted(owned),
+        "partitions_not_owned_here": [p for p in wanted if p not in owned],
+    }
     if not owned:
-        body["error"] = (f"partition {wanted[0]} is not owned by this worker; ask the worker that owns it, or read "
-                         "the changelog: router-stream state get" if len(wanted) == 1 else
-                         "this worker owns none of the partitions; use router-stream state get")
+        body["error"] = (
+            f"partition {wanted[0]} is not owned by this worker; ask the worker that owns it, or read "
+            "the changelog: router-stream state get"
+            if len(wanted) == 1
+            else "this worker owns none of the partitions; use router-stream state get"
+        )
         return 404, body
     now = now_ms()
     entries = []
@@ -68,7 +79,10 @@ def state_view(processor: Processor, default_ttl_s: float, cache_scope: str,
             for b in budgets:
                 spend[b.name][p] = store.get(spend_key(b.name, scope_key))
         except Exception as exc:  # closed by a rebalance between the lookup and the read
-            return 503, {**body, "error": f"partition {p} is being reassigned ({type(exc).__name__}); try again"}
+            return 503, {
+                **body,
+                "error": f"partition {p} is being reassigned ({type(exc).__name__}); try again",
+            }
         entries.append({"partition": p, **keystate.describe(raw, now, default_ttl_s)})
     found = [e for e in entries if e["found"]]
     spent = spend_report(budgets, spend, now)

@@ -14,15 +14,16 @@ unless the spec file asks for 1 in so many words (:func:`replication_refusal`): 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka import errors as kafka_errors
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaConnectionError
 
 from .config import RouterConfig
 from .errors import ConfigError, KafkaUnavailable
@@ -32,8 +33,14 @@ ROLES = ("requests", "responses", "audit", "dead_letter", "changelog")
 
 DEFAULT_SPEC: dict[str, Any] = {
     "defaults": {"partitions": 12, "replication_factor": 1},
-    "topics": {role: {"config": {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000",
-                                 "segment.ms": "3600000"}} if role == "changelog" else {} for role in ROLES},
+    "topics": {
+        role: {
+            "config": {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000", "segment.ms": "3600000"}
+        }
+        if role == "changelog"
+        else {}
+        for role in ROLES
+    },
 }
 
 
@@ -53,7 +60,9 @@ class TopicSpec:
         return f"{self.partitions} partitions, replication factor {self.replication_factor}{extra}"
 
 
-def load_spec(path: str | Path | None, config: RouterConfig, partitions: int | None = None) -> list[TopicSpec]:
+def load_spec(
+    path: str | Path | None, config: RouterConfig, partitions: int | None = None
+) -> list[TopicSpec]:
     """The topic specs for ``config``; ``partitions`` overrides the spec's default count."""
     raw = DEFAULT_SPEC if path is None else yaml.safe_load(Path(path).read_text())
     if not isinstance(raw, dict):
@@ -67,20 +76,30 @@ def load_spec(path: str | Path | None, config: RouterConfig, partitions: int | N
             raise ConfigError(f"topics.{role}: unknown keys {sorted(unknown)}")
         n = partitions or entry.get("partitions") or defaults.get("partitions", 12)
         if role in ("requests", "changelog") and partitions is None:
-            n = (raw.get("topics", {}).get("requests") or {}).get("partitions") or defaults.get("partitions", 12)
-        out.append(TopicSpec(role, getattr(config.topics, role), int(n),
-                             int(entry.get("replication_factor") or defaults.get("replication_factor", 1)),
-                             {str(k): str(v) for k, v in (entry.get("config") or {}).items()},
-                             replication_explicit=path is not None and (
-                                 "replication_factor" in entry or "replication_factor" in defaults)))
+            n = (raw.get("topics", {}).get("requests") or {}).get("partitions") or defaults.get(
+                "partitions", 12
+            )
+        out.append(
+            TopicSpec(
+                role,
+                getattr(config.topics, role),
+                int(n),
+                int(entry.get("replication_factor") or defaults.get("replication_factor", 1)),
+                {str(k): str(v) for k, v in (entry.get("config") or {}).items()},
+                replication_explicit=path is not None
+                and ("replication_factor" in entry or "replication_factor" in defaults),
+            )
+        )
     return out
 
 
 def builtin_spec_note(specs: list[TopicSpec]) -> str:
     """What a plan made from the built-in spec means: said whenever ``--spec`` is left out."""
     n = specs[0].partitions if specs else DEFAULT_SPEC["defaults"]["partitions"]
-    return (f"built-in dev spec (no --spec): {n} partitions, replication factor 1 for every topic: right for a "
-            "laptop, wrong on a cluster (there: --spec deploy/k8s/topics.yaml, replication factor 3)")
+    return (
+        f"built-in dev spec (no --spec): {n} partitions, replication factor 1 for every topic: right for a "
+        "laptop, wrong on a cluster (there: --spec deploy/k8s/topics.yaml, replication factor 3)"
+    )
 
 
 def replication_refusal(to_create: list[TopicSpec], brokers: int) -> str | None:
@@ -92,9 +111,11 @@ def replication_refusal(to_create: list[TopicSpec], brokers: int) -> str | None:
     assumed = [s.name for s in to_create if s.replication_factor == 1 and not s.replication_explicit]
     if brokers < 3 or not assumed:
         return None
-    return (f"topics apply: refusing to create {', '.join(assumed)} with replication factor 1 on a cluster of "
-            f"{brokers} brokers (one broker down would lose them); pass --spec with replication_factor: 3 "
-            "(e.g. deploy/k8s/topics.yaml), or write replication_factor: 1 in your spec if you mean it")
+    return (
+        f"topics apply: refusing to create {', '.join(assumed)} with replication factor 1 on a cluster of "
+        f"{brokers} brokers (one broker down would lose them); pass --spec with replication_factor: 3 "
+        "(e.g. deploy/k8s/topics.yaml), or write replication_factor: 1 in your spec if you mean it"
+    )
 
 
 @dataclass(frozen=True)
@@ -115,8 +136,13 @@ class TopicPlan:
 _TOPIC_ALREADY_EXISTS = 36
 
 
-async def apply_topics(config: RouterConfig, specs: list[TopicSpec], *, dry_run: bool = False,
-                       on_plan: Callable[[TopicPlan], None] | None = None) -> list[str]:
+async def apply_topics(
+    config: RouterConfig,
+    specs: list[TopicSpec],
+    *,
+    dry_run: bool = False,
+    on_plan: Callable[[TopicPlan], None] | None = None,
+) -> list[str]:
     """Create missing topics; return one line per topic saying what was done or what differs.
 
     The plan goes to ``on_plan`` before anything is created; with ``dry_run`` nothing is, and
@@ -135,8 +161,10 @@ async def apply_topics(config: RouterConfig, specs: list[TopicSpec], *, dry_run:
         await admin.start()
     except KafkaConnectionError:
         await admin.close()
-        raise KafkaUnavailable(f"cannot reach Kafka at {config.kafka.bootstrap_servers} (kafka.bootstrap_servers; "
-                               "is the broker up, and is this the address it advertises?)") from None
+        raise KafkaUnavailable(
+            f"cannot reach Kafka at {config.kafka.bootstrap_servers} (kafka.bootstrap_servers; "
+            "is the broker up, and is this the address it advertises?)"
+        ) from None
     try:
         plan = await _plan(admin, specs)
         if on_plan is not None:
@@ -161,7 +189,9 @@ async def _plan(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> TopicPlan
     checks = []
     present = [s for s in specs if s.name in by_name]
     if present:
-        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name) for s in present])
+        configs = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in present]
+        )
         actual_cfg: dict[str, dict[str, str]] = {}
         for resp in configs:
             for res in resp.resources:
@@ -180,19 +210,26 @@ async def _create(admin: AIOKafkaAdminClient, missing: list[TopicSpec]) -> list[
     """Create ``missing``; one line each: created, created meanwhile by someone else, or ERROR."""
     if not missing:
         return []
-    response = await admin.create_topics([NewTopic(s.name, s.partitions, s.replication_factor,
-                                                   topic_configs=s.config) for s in missing])
+    response = await admin.create_topics(
+        [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.config) for s in missing]
+    )
     errors = {e[0]: (e[1], e[2] if len(e) > 2 else None) for e in response.topic_errors}
     report = []
     for s in missing:
         code, message = errors.get(s.name, (0, None))
         if code == 0:
-            report.append(f"created {s.name} ({s.role}): {s.partitions} partitions, rf {s.replication_factor}")
+            report.append(
+                f"created {s.name} ({s.role}): {s.partitions} partitions, rf {s.replication_factor}"
+            )
         elif code == _TOPIC_ALREADY_EXISTS:
-            report.append(f"exists {s.name} ({s.role}): created meanwhile by someone else; run again to compare")
+            report.append(
+                f"exists {s.name} ({s.role}): created meanwhile by someone else; run again to compare"
+            )
         else:
             why = kafka_errors.for_code(code).__name__
-            report.append(f"ERROR {s.name} ({s.role}): not created: {why}" + (f": {message}" if message else ""))
+            report.append(
+                f"ERROR {s.name} ({s.role}): not created: {why}" + (f": {message}" if message else "")
+            )
     return report
 
 
@@ -211,7 +248,9 @@ def _compare(spec: TopicSpec, described: dict[str, Any], actual: dict[str, str])
         if have != v:
             diffs.append(f"{k}={have} (spec {v}; not changed)")
     if spec.role == "changelog" and "compact" not in (actual.get("cleanup.policy") or ""):
-        return (f"ERROR {spec.name} (changelog) has cleanup.policy={actual.get('cleanup.policy')}: retention would "
-                "delete sticky decisions and dedup state; set cleanup.policy=compact (kafka-configs --alter)"
-                + (f"; also differs: {', '.join(diffs)}" if diffs else ""))
+        return (
+            f"ERROR {spec.name} (changelog) has cleanup.policy={actual.get('cleanup.policy')}: retention would "
+            "delete sticky decisions and dedup state; set cleanup.policy=compact (kafka-configs --alter)"
+            + (f"; also differs: {', '.join(diffs)}" if diffs else "")
+        )
     return f"differs {spec.name}: " + ", ".join(diffs) if diffs else f"ok {spec.name}"

@@ -32,7 +32,10 @@ def model_servers() -> Iterator[dict[str, object]]:
     """Two loopback model endpoints speaking OpenAI chat completions: fast 'cheap', slower 'strong'."""
     from router_stream.devtools.model_server import ModelServer
 
-    servers = {"cheap": ModelServer(name="cheap", latency_ms=2), "strong": ModelServer(name="strong", latency_ms=10)}
+    servers = {
+        "cheap": ModelServer(name="cheap", latency_ms=2),
+        "strong": ModelServer(name="strong", latency_ms=10),
+    }
     for s in servers.values():
         s.start_in_thread()
     yield servers

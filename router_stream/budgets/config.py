@@ -39,7 +39,7 @@ class Limit(BaseModel):
     tokens: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
-    def _some(self) -> "Limit":
+    def _some(self) -> Limit:
         if self.usd is None and self.tokens is None:
             raise ValueError("give usd, tokens or both")
         return self
@@ -56,16 +56,24 @@ class BudgetConfig(BaseModel):
     scope_expression: str | None = None
     window: Literal["minute", "hour", "day", "month", "rolling"] = "day"
     time_zone: str = "UTC"
-    rolling_s: float | None = Field(None, ge=60, allow_inf_nan=False,
-                                    description="window: rolling: its length in seconds (spend leaves it in 12 steps)")
+    rolling_s: float | None = Field(
+        None,
+        ge=60,
+        allow_inf_nan=False,
+        description="window: rolling: its length in seconds (spend leaves it in 12 steps)",
+    )
     limit: Limit
     soft: Limit | None = None
     action: Literal["reject", "downgrade"] = "reject"
     downgrade_to: str | None = None
-    expected_output_tokens: int = Field(256, ge=0, description="output tokens assumed for the estimate when the "
-                                                               "request sets no max_tokens")
-    metrics_scopes: list[str] = Field(default_factory=list, max_length=100,
-                                      description="scope values that get their own metric series (bounded)")
+    expected_output_tokens: int = Field(
+        256, ge=0, description="output tokens assumed for the estimate when the request sets no max_tokens"
+    )
+    metrics_scopes: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="scope values that get their own metric series (bounded)",
+    )
 
     @field_validator("time_zone")
     @classmethod
@@ -82,14 +90,16 @@ class BudgetConfig(BaseModel):
         return check_expression(v)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "BudgetConfig":
+    def _consistent(self) -> BudgetConfig:
         problem = scope_problem(self.scope, self.scope_field, self.scope_expression)
         if problem is not None:
             raise ValueError(problem)
         if self.window == "rolling" and self.rolling_s is None:
             raise ValueError("window 'rolling' needs rolling_s (its length in seconds, e.g. 86400)")
         if self.window != "rolling" and self.rolling_s is not None:
-            raise ValueError(f"rolling_s is only used with window: rolling (this budget has window: {self.window})")
+            raise ValueError(
+                f"rolling_s is only used with window: rolling (this budget has window: {self.window})"
+            )
         if self.action == "downgrade" and not self.downgrade_to:
             raise ValueError("action 'downgrade' needs downgrade_to (a cheaper candidate)")
         if self.action == "reject" and self.downgrade_to:
@@ -116,12 +126,18 @@ class BudgetConfig(BaseModel):
     def mode(self) -> str:
         """What ``check-config`` says about this budget's mode."""
         if self.co_partitioned:
-            return (f"budget {self.name!r}: co-partitioned (scope is the Kafka key): exact accounting and exact "
-                    "enforcement, a hard limit is exceeded by at most one request's estimate")
-        what = f"fields.{self.scope_field}" if self.scope == "field" else f"expression {self.scope_expression!r}"
-        return (f"budget {self.name!r}: spread (scope is {what}): exact accounting; enforcement lags by the time "
-                "other partitions' committed spend takes to reach this worker through the changelog (about the "
-                "commit interval plus 0.1-0.5 s); produce records keyed by the scope value for exact enforcement")
+            return (
+                f"budget {self.name!r}: co-partitioned (scope is the Kafka key): exact accounting and exact "
+                "enforcement, a hard limit is exceeded by at most one request's estimate"
+            )
+        what = (
+            f"fields.{self.scope_field}" if self.scope == "field" else f"expression {self.scope_expression!r}"
+        )
+        return (
+            f"budget {self.name!r}: spread (scope is {what}): exact accounting; enforcement lags by the time "
+            "other partitions' committed spend takes to reach this worker through the changelog (about the "
+            "commit interval plus 0.1-0.5 s); produce records keyed by the scope value for exact enforcement"
+        )
 
 
 def check_names_unique(budgets: list[BudgetConfig]) -> list[str]:

@@ -28,12 +28,12 @@ def split_spend_key(key: bytes) -> tuple[str, str] | None:
     """``(budget, scope)`` of a :func:`spend_key`, or None for another key."""
     if not key.startswith(SPEND_PREFIX) or b"\x00" not in key:
         return None
-    name, _, scope = key[len(SPEND_PREFIX):].partition(b"\x00")
+    name, _, scope = key[len(SPEND_PREFIX) :].partition(b"\x00")
     return name.decode(), scope.decode("utf-8", "surrogatepass")
 
 
 def to_micro(usd: float) -> int:
-    return int(round(usd * MICRO))
+    return round(usd * MICRO)
 
 
 @dataclass
@@ -48,17 +48,28 @@ class Entry:
     buckets: dict[int, list[int]] = field(default_factory=dict)  # rolling budgets only
 
     @classmethod
-    def load(cls, raw: bytes | None) -> "Entry":
+    def load(cls, raw: bytes | None) -> Entry:
         if not raw:
             return cls()
         d = json.loads(raw)
         buckets = {int(k): [int(v[0]), int(v[1])] for k, v in (d.get("b") or {}).items()}
-        return cls(int(d.get("w", 0)), int(d.get("u", 0)), int(d.get("t", 0)), int(d.get("ru", 0)),
-                   int(d.get("rt", 0)), buckets)
+        return cls(
+            int(d.get("w", 0)),
+            int(d.get("u", 0)),
+            int(d.get("t", 0)),
+            int(d.get("ru", 0)),
+            int(d.get("rt", 0)),
+            buckets,
+        )
 
     def dump(self) -> bytes:
-        d: dict[str, object] = {"w": self.window, "u": self.usd, "t": self.tokens, "ru": self.reserved_usd,
-                                "rt": self.reserved_tokens}
+        d: dict[str, object] = {
+            "w": self.window,
+            "u": self.usd,
+            "t": self.tokens,
+            "ru": self.reserved_usd,
+            "rt": self.reserved_tokens,
+        }
         if self.buckets:
             d["b"] = {str(k): v for k, v in sorted(self.buckets.items())}
         return json.dumps(d, separators=(",", ":")).encode()

@@ -34,8 +34,20 @@ from ..schemas import Request
 from .config import BudgetConfig
 from .entry import MICRO, SPEND_PREFIX, Entry, spend_key, split_spend_key, to_micro
 
-__all__ = ["MICRO", "SPEND_PREFIX", "Admission", "Entry", "Hold", "Ledger", "NoRemote", "RemoteTotals",
-           "spend_key", "split_spend_key", "to_micro"]
+__all__ = [
+    "MICRO",
+    "SPEND_PREFIX",
+    "Admission",
+    "Entry",
+    "Hold",
+    "Ledger",
+    "NoRemote",
+    "RemoteTotals",
+    "spend_key",
+    "split_spend_key",
+    "to_micro",
+]
+
 
 class StateAccess(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
@@ -46,13 +58,17 @@ class StateAccess(Protocol):
 class RemoteTotals(Protocol):
     """Other partitions' committed spend of a scope in a window (spread budgets)."""
 
-    def total(self, key: bytes, budget: BudgetConfig, now_start: int, exclude_partition: int) -> tuple[int, int]: ...
+    def total(
+        self, key: bytes, budget: BudgetConfig, now_start: int, exclude_partition: int
+    ) -> tuple[int, int]: ...
 
 
 class NoRemote:
     """Co-partitioned budgets only: no other partition ever holds spend of the same scope."""
 
-    def total(self, key: bytes, budget: BudgetConfig, now_start: int, exclude_partition: int) -> tuple[int, int]:
+    def total(
+        self, key: bytes, budget: BudgetConfig, now_start: int, exclude_partition: int
+    ) -> tuple[int, int]:
         return 0, 0
 
 
@@ -70,8 +86,13 @@ class Hold:
 
     def to_json(self) -> dict[str, Any]:
         """What a parked (Batch API) request keeps to settle when its job completes."""
-        return {"budget": self.budget.name, "scope": self.scope, "window": self.window,
-                "estimate_usd": self.estimate_usd, "estimate_tokens": self.estimate_tokens}
+        return {
+            "budget": self.budget.name,
+            "scope": self.scope,
+            "window": self.window,
+            "estimate_usd": self.estimate_usd,
+            "estimate_tokens": self.estimate_tokens,
+        }
 
 
 @dataclass
@@ -87,21 +108,26 @@ class Admission:
 class Ledger:
     """The configured budgets of one worker (shared by its partitions; state comes per call)."""
 
-    def __init__(self, budgets: list[BudgetConfig], candidates: dict[str, Any],
-                 remote: RemoteTotals | None = None) -> None:
+    def __init__(
+        self, budgets: list[BudgetConfig], candidates: dict[str, Any], remote: RemoteTotals | None = None
+    ) -> None:
         self.budgets = budgets
         self.candidates = candidates
         self.remote: RemoteTotals = remote or NoRemote()
-        self._expr = {b.name: Expression(b.scope_expression) for b in budgets
-                      if b.scope == "expression" and b.scope_expression}
+        self._expr = {
+            b.name: Expression(b.scope_expression)
+            for b in budgets
+            if b.scope == "expression" and b.scope_expression
+        }
 
     @property
     def needs_request_for_order(self) -> bool:
         """True when a scope value comes from the request body (field/expression)."""
         return any(b.scope != "key" for b in self.budgets)
 
-    def scope_value(self, budget: BudgetConfig, kafka_key: str | None, request: Request | None,
-                    headers: dict[str, str]) -> str | None:
+    def scope_value(
+        self, budget: BudgetConfig, kafka_key: str | None, request: Request | None, headers: dict[str, str]
+    ) -> str | None:
         """The scope value of a request for ``budget``, or None (the budget does not apply: a
         request without the scope's field, or without a Kafka key for ``scope: key``)."""
         if budget.scope == "key":
@@ -117,7 +143,9 @@ class Ledger:
         text = str(value)
         return text if text and len(text) <= 512 and "\x00" not in text else None
 
-    def order_tokens(self, kafka_key: str | None, request: Request | None, headers: dict[str, str]) -> list[str]:
+    def order_tokens(
+        self, kafka_key: str | None, request: Request | None, headers: dict[str, str]
+    ) -> list[str]:
         """Tokens that order a partition's requests of one scope value one after the other."""
         out = []
         for b in self.budgets:
@@ -134,12 +162,24 @@ class Ledger:
         prompt = estimate_prompt_tokens(request.chat_messages())
         params = request.call_params()  # top-level chat-completions fields win over params
         out = params.get("max_completion_tokens") or params.get("max_tokens")
-        output = out if isinstance(out, int) and not isinstance(out, bool) and out > 0 else budget.expected_output_tokens
+        output = (
+            out
+            if isinstance(out, int) and not isinstance(out, bool) and out > 0
+            else budget.expected_output_tokens
+        )
         usd = (prompt * cfg.price_input_per_1k + output * cfg.price_output_per_1k) / 1000
         return to_micro(usd), prompt + output
 
-    def admit(self, request: Request, chosen: str, kafka_key: str | None, headers: dict[str, str],
-              state: StateAccess, now_ms: int, partition: int) -> Admission:
+    def admit(
+        self,
+        request: Request,
+        chosen: str,
+        kafka_key: str | None,
+        headers: dict[str, str],
+        state: StateAccess,
+        now_ms: int,
+        partition: int,
+    ) -> Admission:
         """Check every budget for ``chosen`` (downgrading or rejecting at a hard limit) and
         reserve the estimate of the candidate that will be called."""
         admission = Admission(chosen)
@@ -147,21 +187,26 @@ class Ledger:
         for b in self.budgets:
             scope = self.scope_value(b, kafka_key, request, headers)
             if scope is None:
-                admission.notes.append({"budget": b.name, "state": "skipped",
-                                        "reason": f"the request has no {_scope_what(b)}"})
+                admission.notes.append(
+                    {"budget": b.name, "state": "skipped", "reason": f"the request has no {_scope_what(b)}"}
+                )
                 continue
             start = b.period.start(now_ms)
             key = spend_key(b.name, scope)
             entry = Entry.load(state.get(key))
             spent = entry.spent(b.period, start)
-            remote_usd, remote_tokens = (self.remote.total(key, b, start, partition) if not b.co_partitioned
-                                         else (0, 0))
+            remote_usd, remote_tokens = (
+                self.remote.total(key, b, start, partition) if not b.co_partitioned else (0, 0)
+            )
             scoped.append((b, scope, key, start, entry, spent, remote_usd, remote_tokens))
 
         candidate = chosen
         for _round in range(2):  # the chosen candidate, then at most once the downgrade
-            over = [(b, why) for b, scope, key, start, entry, spent, ru, rt in scoped
-                    if (why := _over(b, entry, spent, ru, rt, *self.estimate(candidate, request, b))) is not None]
+            over = [
+                (b, why)
+                for b, scope, key, start, entry, spent, ru, rt in scoped
+                if (why := _over(b, entry, spent, ru, rt, *self.estimate(candidate, request, b))) is not None
+            ]
             if not over:
                 break
             b, why = over[0]
@@ -169,25 +214,34 @@ class Ledger:
             if target is None or target == candidate or _round == 1:
                 scope = next(s for bb, s, *_ in scoped if bb is b)
                 start = next(st for bb, _s, _k, st, *_ in scoped if bb is b)
-                admission.rejected = (f"budget {b.name!r} for {_scope_what(b)} {scope!r}: "
-                                      f"{b.period.label(start)}: {why}")
+                admission.rejected = (
+                    f"budget {b.name!r} for {_scope_what(b)} {scope!r}: {b.period.label(start)}: {why}"
+                )
                 metrics.budget_events(b.name, "reject").inc()
                 break
             metrics.budget_events(b.name, "downgrade").inc()
-            admission.notes.append({"budget": b.name, "state": "downgraded", "from": candidate, "to": target,
-                                    "reason": why})
+            admission.notes.append(
+                {"budget": b.name, "state": "downgraded", "from": candidate, "to": target, "reason": why}
+            )
             candidate = target
         admission.candidate = candidate
 
         for b, scope, key, start, entry, spent, ru, rt in scoped:
             est_usd, est_tokens = self.estimate(candidate, request, b)
             soft = _soft(b, entry, spent, ru, rt)
-            note = {"budget": b.name, "scope": scope, "window": b.period.label(start),
-                    "window_start": start, "window_end": b.period.end(start),
-                    "spent_usd": (spent[0] + ru) / MICRO, "spent_tokens": spent[1] + rt,
-                    "estimate_usd": est_usd / MICRO, "estimate_tokens": est_tokens,
-                    "mode": "co-partitioned" if b.co_partitioned else "spread",
-                    "state": "rejected" if admission.rejected else ("soft" if soft else "ok")}
+            note = {
+                "budget": b.name,
+                "scope": scope,
+                "window": b.period.label(start),
+                "window_start": start,
+                "window_end": b.period.end(start),
+                "spent_usd": (spent[0] + ru) / MICRO,
+                "spent_tokens": spent[1] + rt,
+                "estimate_usd": est_usd / MICRO,
+                "estimate_tokens": est_tokens,
+                "mode": "co-partitioned" if b.co_partitioned else "spread",
+                "state": "rejected" if admission.rejected else ("soft" if soft else "ok"),
+            }
             if not b.co_partitioned:
                 note["other_partitions_usd"] = ru / MICRO
             if soft and not admission.rejected:
@@ -218,7 +272,6 @@ class Ledger:
             if hold.scope in hold.budget.metrics_scopes:
                 metrics.BUDGET_SCOPE_SPEND.labels(hold.budget.name, hold.scope).set(entry.usd / MICRO)
 
-
     def reset(self, scope: str, budget: str | None, state: StateAccess) -> dict[str, Any]:
         """An operator's ``state reset-budget``: the scope's spend in its current window becomes
         zero (reservations of requests in flight stay, so they still settle). Returns the note for
@@ -233,16 +286,26 @@ class Ledger:
                 continue
             entry = Entry.load(raw)
             usd, tokens = entry.clear()
-            note["reset"].append({"budget": b.name, "window_start": entry.window, "spent_usd": usd / MICRO,
-                                  "spent_tokens": tokens})
+            note["reset"].append(
+                {
+                    "budget": b.name,
+                    "window_start": entry.window,
+                    "spent_usd": usd / MICRO,
+                    "spent_tokens": tokens,
+                }
+            )
             state.put(key, entry.dump())
         note["applied"] = bool(note["reset"])
-        note["result"] = (f"reset {len(note['reset'])} budget(s) of {scope!r}" if note["applied"]
-                          else f"no budget spend recorded for {scope!r} on this partition: nothing to reset")
+        note["result"] = (
+            f"reset {len(note['reset'])} budget(s) of {scope!r}"
+            if note["applied"]
+            else f"no budget spend recorded for {scope!r} on this partition: nothing to reset"
+        )
         return note
 
-    def settle_parked(self, holds: list[dict[str, Any]] | None, state: StateAccess, cost_usd: float,
-                      tokens: int) -> list[dict[str, Any]]:
+    def settle_parked(
+        self, holds: list[dict[str, Any]] | None, state: StateAccess, cost_usd: float, tokens: int
+    ) -> list[dict[str, Any]]:
         """:meth:`settle` for a Batch API request: its holds come back from the parked entry
         (:meth:`Hold.to_json`); a budget removed from the config since is skipped. Returns the
         notes for the audit."""
@@ -253,8 +316,17 @@ class Ledger:
             if budget is None:
                 continue
             note: dict[str, Any] = {"budget": budget.name, "scope": h["scope"], "state": "ok"}
-            admission.holds.append(Hold(budget, h["scope"], spend_key(budget.name, h["scope"]), int(h["window"]),
-                                        int(h["estimate_usd"]), int(h["estimate_tokens"]), note))
+            admission.holds.append(
+                Hold(
+                    budget,
+                    h["scope"],
+                    spend_key(budget.name, h["scope"]),
+                    int(h["window"]),
+                    int(h["estimate_usd"]),
+                    int(h["estimate_tokens"]),
+                    note,
+                )
+            )
             admission.notes.append(note)
         self.settle(admission, state, cost_usd, tokens)
         return admission.notes
@@ -264,16 +336,27 @@ def _scope_what(b: BudgetConfig) -> str:
     return {"key": "Kafka key", "field": f"fields.{b.scope_field}", "expression": "scope"}[b.scope]
 
 
-def _over(b: BudgetConfig, entry: Entry, spent: tuple[int, int], remote_usd: int, remote_tokens: int,
-          est_usd: int, est_tokens: int) -> str | None:
+def _over(
+    b: BudgetConfig,
+    entry: Entry,
+    spent: tuple[int, int],
+    remote_usd: int,
+    remote_tokens: int,
+    est_usd: int,
+    est_tokens: int,
+) -> str | None:
     """Why admitting ``est`` would pass the hard limit, or None."""
     spent_usd = spent[0] + entry.reserved_usd + remote_usd
     spent_tokens = spent[1] + entry.reserved_tokens + remote_tokens
     if b.limit.usd is not None and spent_usd + est_usd > to_micro(b.limit.usd):
-        return (f"hard limit ${b.limit.usd:g} reached (spent ${spent_usd / MICRO:.6g}, "
-                f"this request ~${est_usd / MICRO:.6g})")
+        return (
+            f"hard limit ${b.limit.usd:g} reached (spent ${spent_usd / MICRO:.6g}, "
+            f"this request ~${est_usd / MICRO:.6g})"
+        )
     if b.limit.tokens is not None and spent_tokens + est_tokens > b.limit.tokens:
-        return f"hard limit {b.limit.tokens} tokens reached (spent {spent_tokens}, this request ~{est_tokens})"
+        return (
+            f"hard limit {b.limit.tokens} tokens reached (spent {spent_tokens}, this request ~{est_tokens})"
+        )
     return None
 
 

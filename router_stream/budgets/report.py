@@ -8,8 +8,9 @@ from .config import BudgetConfig
 from .entry import MICRO, Entry
 
 
-def spend_report(budgets: list[BudgetConfig], values: dict[str, dict[int, bytes | None]],
-                 now_ms: int) -> list[dict[str, Any]]:
+def spend_report(
+    budgets: list[BudgetConfig], values: dict[str, dict[int, bytes | None]], now_ms: int
+) -> list[dict[str, Any]]:
     """One entry per budget with spend for the scope: the current window's spend summed over the
     partitions read (``values``: budget name -> partition -> the last committed ``s:`` value).
     A budget whose scope has no entry, or only entries of past windows, shows zero spend only
@@ -22,9 +23,18 @@ def spend_report(budgets: list[BudgetConfig], values: dict[str, dict[int, bytes 
         start = b.period.start(now_ms)
         entries = [Entry.load(v) for v in raw.values()]
         spent = [e.spent(b.period, start) for e in entries]
-        out.append({"budget": b.name, "mode": "co-partitioned" if b.co_partitioned else "spread",
-                    "window": b.period.label(start), "window_start": start,
-                    "spent_usd": sum(u for u, _ in spent) / MICRO, "spent_tokens": sum(t for _, t in spent),
-                    "reserved_usd": sum(e.reserved_usd for e in entries) / MICRO,
-                    "limit_usd": b.limit.usd, "limit_tokens": b.limit.tokens, "partitions": len(raw)})
+        out.append(
+            {
+                "budget": b.name,
+                "mode": "co-partitioned" if b.co_partitioned else "spread",
+                "window": b.period.label(start),
+                "window_start": start,
+                "spent_usd": sum(u for u, _ in spent) / MICRO,
+                "spent_tokens": sum(t for _, t in spent),
+                "reserved_usd": sum(e.reserved_usd for e in entries) / MICRO,
+                "limit_usd": b.limit.usd,
+                "limit_tokens": b.limit.tokens,
+                "partitions": len(raw),
+            }
+        )
     return out

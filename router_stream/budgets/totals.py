@@ -43,7 +43,9 @@ class ChangelogTotals:
         #: seconds between a changelog record's timestamp and the moment it was applied here (last)
         self.last_delay_s: float = 0.0
 
-    def total(self, key: bytes, budget: BudgetConfig, now_start: int, exclude_partition: int) -> tuple[int, int]:
+    def total(
+        self, key: bytes, budget: BudgetConfig, now_start: int, exclude_partition: int
+    ) -> tuple[int, int]:
         """(micro-USD, tokens) settled in ``budget``'s current window (starting at ``now_start``)
         plus reserved, on every partition but ``exclude_partition`` (whose value the caller
         reads from its own state, exactly)."""
@@ -65,9 +67,14 @@ class ChangelogTotals:
             self._values.setdefault(key, {})[partition] = Entry.load(value)
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(**self._settings, group_id=None, enable_auto_commit=False,
-                                          isolation_level="read_committed", auto_offset_reset="earliest",
-                                          fetch_max_wait_ms=100)
+        self._consumer = AIOKafkaConsumer(
+            **self._settings,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
+        )
         await self._consumer.start()
         # no group: aiokafka assigns every partition of a subscribed topic, starting at the earliest
         self._consumer.subscribe(topics=[self._topic])
@@ -78,8 +85,10 @@ class ChangelogTotals:
                 break
             await asyncio.sleep(0.1)
         if not tps:
-            raise RuntimeError(f"budget totals: the changelog topic {self._topic!r} has no partitions; "
-                               "run `router-stream topics apply --config <file>` first")
+            raise RuntimeError(
+                f"budget totals: the changelog topic {self._topic!r} has no partitions; "
+                "run `router-stream topics apply --config <file>` first"
+            )
         ends = await self._consumer.end_offsets(tps) if tps else {}
         self._task = asyncio.create_task(self._run(ends), name="router-stream-budget-totals")
 

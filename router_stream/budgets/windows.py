@@ -101,6 +101,8 @@ class Window:
 
     def label(self, start: int) -> str:
         if self.rolling:
-            return (f"rolling {self.rolling_ms / 1000:g}s ({ROLLING_BUCKETS} buckets of "
-                    f"{self.bucket_ms / 1000:g}s)")
+            return (
+                f"rolling {self.rolling_ms / 1000:g}s ({ROLLING_BUCKETS} buckets of "
+                f"{self.bucket_ms / 1000:g}s)"
+            )
         return window_label(self.kind, self.time_zone, start)

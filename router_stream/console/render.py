@@ -12,8 +12,12 @@ from typing import Any
 
 from ..schemas import Audit, DeadLetter, Request, Response
 
-_KNOWN = {"responses": set(Response.model_fields), "audit": set(Audit.model_fields),
-          "dead_letter": set(DeadLetter.model_fields), "requests": set(Request.model_fields)}
+_KNOWN = {
+    "responses": set(Response.model_fields),
+    "audit": set(Audit.model_fields),
+    "dead_letter": set(DeadLetter.model_fields),
+    "requests": set(Request.model_fields),
+}
 
 
 def parse(value: bytes | None) -> dict[str, Any] | None:
@@ -31,8 +35,9 @@ def jsonl(key: bytes | None, value: bytes | None, obj: dict[str, Any] | None) ->
     """The record's value as one line (as written, when it is JSON); non-JSON values are wrapped."""
     if obj is not None:
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    return json.dumps({"_not_json": True, "key": _text(key),
-                       "value_bytes": None if value is None else len(value)})
+    return json.dumps(
+        {"_not_json": True, "key": _text(key), "value_bytes": None if value is None else len(value)}
+    )
 
 
 def pretty(role: str, key: bytes | None, value: bytes | None, obj: dict[str, Any] | None) -> str:
@@ -40,8 +45,9 @@ def pretty(role: str, key: bytes | None, value: bytes | None, obj: dict[str, Any
     if obj is None:
         what = "tombstone" if value is None else f"not a JSON object ({len(value)} bytes)"
         return f"key={_text(key)} {what}"
-    body = {"responses": _response, "audit": _audit, "dead_letter": _dead_letter,
-            "requests": _request}[role](obj)
+    body = {"responses": _response, "audit": _audit, "dead_letter": _dead_letter, "requests": _request}[role](
+        obj
+    )
     unknown = sorted(set(obj) - _KNOWN[role])
     if unknown:
         body += f"\n  ({len(unknown)} field(s) this version does not know, not shown: {', '.join(unknown)})"
@@ -81,8 +87,13 @@ def _audit(a: dict[str, Any]) -> str:
         line += f", error: {a['error']}"
     verdicts = a.get("verdicts") or []
     if verdicts:
-        said = [f"{v.get('strategy')}: {v.get('outcome')}" + (f" {v['candidate']}" if v.get("candidate") else "")
-                + (f" ({v['reason']})" if v.get("reason") else "") for v in verdicts if isinstance(v, dict)]
+        said = [
+            f"{v.get('strategy')}: {v.get('outcome')}"
+            + (f" {v['candidate']}" if v.get("candidate") else "")
+            + (f" ({v['reason']})" if v.get("reason") else "")
+            for v in verdicts
+            if isinstance(v, dict)
+        ]
         line += "\n" + _indent("; ".join(said))
     return line
 
@@ -99,7 +110,12 @@ def _request(q: dict[str, Any]) -> str:
         text = " / ".join(str(m.get("content")) for m in q["messages"] if isinstance(m, dict))
     extra = [f"tags {q['tags']}"] if q.get("tags") else []
     extra += [f"fields {json.dumps(q['fields'])}"] if q.get("fields") else []
-    return f"{q.get('request_id')}" + (f" ({', '.join(extra)})" if extra else "") + "\n" + _indent(str(text or ""))
+    return (
+        f"{q.get('request_id')}"
+        + (f" ({', '.join(extra)})" if extra else "")
+        + "\n"
+        + _indent(str(text or ""))
+    )
 
 
 def _indent(text: str) -> str:

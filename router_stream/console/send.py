@@ -62,13 +62,22 @@ def parse_field(item: str) -> tuple[str, Any]:
 def _problem(exc: Exception) -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg'].removeprefix('Value error, ')}"
-                         for e in errors()[:3])
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in errors()[:3]
+        )
     return str(exc)
 
 
-def finish(base: dict[str, Any], *, request_id: str | None, tags: Iterable[str], fields: Iterable[str],
-           deadline_ms: int | None, where: str) -> dict[str, Any]:
+def finish(
+    base: dict[str, Any],
+    *,
+    request_id: str | None,
+    tags: Iterable[str],
+    fields: Iterable[str],
+    deadline_ms: int | None,
+    where: str,
+) -> dict[str, Any]:
     """``base`` with the command-line additions, a request id (a new uuid4 unless given), checked."""
     request = dict(base)
     if request_id is not None:
@@ -87,8 +96,9 @@ def finish(base: dict[str, Any], *, request_id: str | None, tags: Iterable[str],
     return request
 
 
-def from_arguments(*, request_json: bytes | None, prompt: str | None, messages_json: bytes | None,
-                   **extra: Any) -> dict[str, Any]:
+def from_arguments(
+    *, request_json: bytes | None, prompt: str | None, messages_json: bytes | None, **extra: Any
+) -> dict[str, Any]:
     """One request from ``--request``, ``--prompt`` and ``--messages`` (later ones win)."""
     base: dict[str, Any] = {}
     if request_json is not None:
@@ -104,7 +114,9 @@ def from_arguments(*, request_json: bytes | None, prompt: str | None, messages_j
             raise UsageProblem('--messages: expected a JSON list, e.g. [{"role": "user", "content": "hi"}]')
         base["messages"] = messages
     if not base.get("prompt") and not base.get("messages"):
-        raise UsageProblem("nothing to send: give --prompt TEXT, --messages JSON, --request JSON or --file PATH")
+        raise UsageProblem(
+            "nothing to send: give --prompt TEXT, --messages JSON, --request JSON or --file PATH"
+        )
     return finish(base, where="the request", **extra)
 
 
@@ -113,14 +125,19 @@ def from_jsonl(stream: IO[str], name: str, **extra: Any) -> list[dict[str, Any]]
     out = []
     for lineno, line in enumerate(stream, 1):
         if line.strip():
-            out.append(finish(_json_object(line.encode("utf-8"), f"{name}:{lineno}"),
-                              where=f"{name}:{lineno}", **extra))
+            out.append(
+                finish(
+                    _json_object(line.encode("utf-8"), f"{name}:{lineno}"), where=f"{name}:{lineno}", **extra
+                )
+            )
     if not out:
         raise UsageProblem(f"{name}: no requests in it (one JSON object a line)")
     ids = [r["request_id"] for r in out]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
-        raise UsageProblem(f"{name}: request_id {dup!r} appears more than once (a repeat is answered as a duplicate)")
+        raise UsageProblem(
+            f"{name}: request_id {dup!r} appears more than once (a repeat is answered as a duplicate)"
+        )
     return out
 
 
@@ -134,9 +151,16 @@ def _json_object(raw: bytes, where: str) -> dict[str, Any]:
     return obj
 
 
-async def send(target: Target, records: list[Outgoing], *, wait: bool, timeout: float, response_partitions: int,
-               on_sent: Callable[[Outgoing, Any], None],
-               on_answer: Callable[[bytes | None, bytes, dict[str, Any]], None]) -> None:
+async def send(
+    target: Target,
+    records: list[Outgoing],
+    *,
+    wait: bool,
+    timeout: float,
+    response_partitions: int,
+    on_sent: Callable[[Outgoing, Any], None],
+    on_answer: Callable[[bytes | None, bytes, dict[str, Any]], None],
+) -> None:
     """Produce ``records``; with ``wait``, call ``on_answer`` for each one's answer as it comes.
 
     ``response_partitions``: the responses topic's partition count (from the preflight check).
@@ -151,8 +175,9 @@ async def send(target: Target, records: list[Outgoing], *, wait: bool, timeout: 
     settings = client_settings(target.kafka)
     consumer = None
     if wait:
-        consumer = AIOKafkaConsumer(**settings, group_id=None, enable_auto_commit=False,
-                                    isolation_level="read_committed")
+        consumer = AIOKafkaConsumer(
+            **settings, group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+        )
         await consumer.start()
     producer = AIOKafkaProducer(**settings, acks="all", enable_idempotence=True)
     try:
@@ -174,10 +199,12 @@ async def send(target: Target, records: list[Outgoing], *, wait: bool, timeout: 
             left = deadline - time.monotonic()
             if left <= 0:
                 shown = ", ".join(sorted(waiting)[:5]) + (" ..." if len(waiting) > 5 else "")
-                raise WaitTimeout(f"no answer within {timeout:g} s for {len(waiting)} of {len(records)} request(s) "
-                                  f"({shown}) on {target.topics.responses}; is a worker running on "
-                                  f"{target.topics.requests}? (router-stream run --config ...; "
-                                  f"router-stream tail dead-letters shows rejected records)")
+                raise WaitTimeout(
+                    f"no answer within {timeout:g} s for {len(waiting)} of {len(records)} request(s) "
+                    f"({shown}) on {target.topics.responses}; is a worker running on "
+                    f"{target.topics.requests}? (router-stream run --config ...; "
+                    f"router-stream tail dead-letters shows rejected records)"
+                )
             batches = await consumer.getmany(timeout_ms=int(min(left, 1.0) * 1000))
             for batch in batches.values():
                 for msg in batch:

@@ -18,9 +18,17 @@ from .target import Target
 Emit = Callable[[bytes | None, bytes | None, "dict[str, Any] | None"], None]
 
 
-async def tail(target: Target, topic: str, partitions: int, emit: Emit, *, from_beginning: bool = False,
-               request_id: str | None = None, max_records: int | None = None,
-               timeout: float | None = None) -> int:
+async def tail(
+    target: Target,
+    topic: str,
+    partitions: int,
+    emit: Emit,
+    *,
+    from_beginning: bool = False,
+    request_id: str | None = None,
+    max_records: int | None = None,
+    timeout: float | None = None,
+) -> int:
     """Call ``emit(key, value, parsed)`` for each record of the ``partitions`` partitions of ``topic`` (those of ``request_id`` only, if given).
 
     Stops after ``max_records`` records, or when ``timeout`` seconds pass without one; otherwise
@@ -31,8 +39,12 @@ async def tail(target: Target, topic: str, partitions: int, emit: Emit, *, from_
     from ..kafka_settings import client_settings
     from .render import parse
 
-    consumer = AIOKafkaConsumer(**client_settings(target.kafka), group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        **client_settings(target.kafka),
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     count = 0
     try:

@@ -16,6 +16,7 @@ from ..config import KafkaConfig, TopicsConfig
 from ..config_sources import apply_env
 from ..errors import ConfigError
 
+
 @dataclass(frozen=True)
 class Target:
     kafka: KafkaConfig

@@ -86,8 +86,9 @@ def add_admin_routes(app: web.Application, path: str, knobs: Knobs) -> None:
     app.router.add_post(path, post)
 
 
-def add_stats_routes(app: web.Application, path: str, stats: Callable[[], dict[str, Any]],
-                     reset_stats: Callable[[], None]) -> None:
+def add_stats_routes(
+    app: web.Application, path: str, stats: Callable[[], dict[str, Any]], reset_stats: Callable[[], None]
+) -> None:
     """Serve ``GET path`` (the counters) and ``POST path/reset`` (zero them, answer the counters)."""
 
     async def get(request: web.Request) -> web.Response:

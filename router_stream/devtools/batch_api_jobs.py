@@ -19,8 +19,17 @@ from typing import Any
 
 from .admin import merged
 
-__all__ = ["ENDPOINTS", "TERMINAL", "WINDOW_S", "BatchAPISettings", "Job", "StoredFile", "output_bytes",
-           "parse_input", "result_lines"]
+__all__ = [
+    "ENDPOINTS",
+    "TERMINAL",
+    "WINDOW_S",
+    "BatchAPISettings",
+    "Job",
+    "StoredFile",
+    "output_bytes",
+    "parse_input",
+    "result_lines",
+]
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 OUTCOMES = ("completed", "failed", "expired")
@@ -72,8 +81,14 @@ class StoredFile:
     created_at: int
 
     def obj(self) -> dict[str, Any]:
-        return {"id": self.id, "object": "file", "bytes": len(self.data), "created_at": self.created_at,
-                "filename": self.filename, "purpose": self.purpose}
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.data),
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+        }
 
 
 @dataclass
@@ -132,20 +147,39 @@ class Job:
     def obj(self) -> dict[str, Any]:
         """The batch object, as ``GET /v1/batches/{id}`` answers it."""
         window_s = WINDOW_S.get(self.completion_window, 86_400)
-        stamps = {k: self.stamps.get(k) for k in ("in_progress_at", "finalizing_at", "completed_at", "failed_at",
-                                                   "expired_at", "cancelling_at", "cancelled_at")}
+        stamps = {
+            k: self.stamps.get(k)
+            for k in (
+                "in_progress_at",
+                "finalizing_at",
+                "completed_at",
+                "failed_at",
+                "expired_at",
+                "cancelling_at",
+                "cancelled_at",
+            )
+        }
         return {
-            "id": self.id, "object": "batch", "endpoint": self.endpoint,
+            "id": self.id,
+            "object": "batch",
+            "endpoint": self.endpoint,
             "errors": {"object": "list", "data": self.errors} if self.errors else None,
-            "input_file_id": self.input_file_id, "completion_window": self.completion_window,
-            "status": self.state, "output_file_id": self.output_file_id, "error_file_id": self.error_file_id,
-            "created_at": self.created_at, "expires_at": self.created_at + window_s, **stamps,
-            "request_counts": dict(self.counts), "metadata": dict(self.metadata),
+            "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window,
+            "status": self.state,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "created_at": self.created_at,
+            "expires_at": self.created_at + window_s,
+            **stamps,
+            "request_counts": dict(self.counts),
+            "metadata": dict(self.metadata),
         }
 
 
-def result_lines(job: Job, state: str, answer: Callable[[dict[str, Any]], dict[str, Any]]
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+def result_lines(
+    job: Job, state: str, answer: Callable[[dict[str, Any]], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """``(output lines, error lines, dropped count)`` of a job finishing ``completed``, ``expired``
     or ``cancelled``; ``answer(body)`` is the chat completion of one line's body."""
     s = job.settings
@@ -170,14 +204,20 @@ def result_lines(job: Job, state: str, answer: Callable[[dict[str, Any]], dict[s
         elif cid in s.line_errors:
             err = s.line_errors[cid]
             if isinstance(err, int):
-                body = {"error": {"message": f"fault {err} on purpose", "type": "invalid_request_error"
-                                  if err < 500 else "server_error", "code": None}}
+                body = {
+                    "error": {
+                        "message": f"fault {err} on purpose",
+                        "type": "invalid_request_error" if err < 500 else "server_error",
+                        "code": None,
+                    }
+                }
                 errors.append(_line(cid, {"status_code": err, "request_id": _req_id(), "body": body}, None))
             else:
                 errors.append(_line(cid, None, {"code": err, "message": "line failed on purpose"}))
         else:
-            outputs.append(_line(cid, {"status_code": 200, "request_id": _req_id(), "body": answer(line["body"])},
-                                 None))
+            outputs.append(
+                _line(cid, {"status_code": 200, "request_id": _req_id(), "body": answer(line["body"])}, None)
+            )
     return outputs, errors, dropped
 
 
@@ -230,10 +270,13 @@ def parse_input(data: bytes, endpoint: str) -> tuple[list[dict[str, Any]], list[
 
 
 def _line(custom_id: str, response: dict[str, Any] | None, error: dict[str, Any] | None) -> dict[str, Any]:
-    return {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id, "response": response,
-            "error": error}
+    return {
+        "id": f"batch_req_{uuid.uuid4().hex[:24]}",
+        "custom_id": custom_id,
+        "response": response,
+        "error": error,
+    }
 
 
 def _req_id() -> str:
     return f"req_{uuid.uuid4().hex[:24]}"
-

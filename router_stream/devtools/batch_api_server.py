@@ -46,8 +46,17 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .admin import Knobs, add_admin_routes
-from .batch_api_jobs import (ENDPOINTS, TERMINAL, WINDOW_S, BatchAPISettings, Job, StoredFile, output_bytes,
-                             parse_input, result_lines)
+from .batch_api_jobs import (
+    ENDPOINTS,
+    TERMINAL,
+    WINDOW_S,
+    BatchAPISettings,
+    Job,
+    StoredFile,
+    output_bytes,
+    parse_input,
+    result_lines,
+)
 from .loopback_http import openai_error, status_error
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,10 +64,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["BatchAPIEmulator", "BatchAPISettings"]
 
+
 class BatchAPIEmulator:
     """Files and batch jobs of one :class:`ModelServer` (see the module doc)."""
 
-    def __init__(self, server: "ModelServer", *, complete_s: float = 1.0) -> None:
+    def __init__(self, server: ModelServer, *, complete_s: float = 1.0) -> None:
         self._server = server
         self._initial = BatchAPISettings(complete_s=complete_s).validate()
         self.settings = self._initial
@@ -166,16 +176,24 @@ class BatchAPIEmulator:
 
     def knobs(self) -> Knobs:
         """What ``/admin/batch_api`` reads and changes (its GET view carries the counters too)."""
-        return Knobs(settings=lambda: self.settings, change=self.set, reset=self.reset, queue_field="fail_next",
-                     queued=self._failing_next, enqueue=self.fail_next, extra=lambda: {"stats": self.stats()})
+        return Knobs(
+            settings=lambda: self.settings,
+            change=self.set,
+            reset=self.reset,
+            queue_field="fail_next",
+            queued=self._failing_next,
+            enqueue=self.fail_next,
+            extra=lambda: {"stats": self.stats()},
+        )
 
     def _failing_next(self) -> list[int]:
         with self._lock:
             return list(self._http_script)
 
     # ---- handlers --------------------------------------------------------------------------
-    def _gated(self, handler: Callable[[web.Request], Awaitable[web.Response]]
-               ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def _gated(
+        self, handler: Callable[[web.Request], Awaitable[web.Response]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
         """``handler`` behind :meth:`_gate`: every files/batches request is counted and checked."""
 
         async def gated(request: web.Request) -> web.Response:
@@ -249,7 +267,9 @@ class BatchAPIEmulator:
         window = body.get("completion_window")
         metadata = body.get("metadata") or {}
         if endpoint not in ENDPOINTS:
-            return openai_error(400, f"endpoint must be one of {', '.join(ENDPOINTS)}", "invalid_request_error")
+            return openai_error(
+                400, f"endpoint must be one of {', '.join(ENDPOINTS)}", "invalid_request_error"
+            )
         if window not in WINDOW_S:
             return openai_error(400, "completion_window must be '24h'", "invalid_request_error")
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
@@ -257,12 +277,20 @@ class BatchAPIEmulator:
         with self._lock:
             f = self._files.get(str(body.get("input_file_id")))
             if f is None or f.purpose != "batch":
-                return openai_error(400, "input_file_id is not an uploaded batch file", "invalid_request_error")
+                return openai_error(
+                    400, "input_file_id is not an uploaded batch file", "invalid_request_error"
+                )
             lines, errors = parse_input(f.data, endpoint)
             job = Job(
-                id=f"batch_{uuid.uuid4().hex[:24]}", input_file_id=f.id, endpoint=endpoint,
-                completion_window=window, metadata=dict(metadata), settings=self.settings,
-                lines=lines, validation_errors=errors, created_mono=time.monotonic(),
+                id=f"batch_{uuid.uuid4().hex[:24]}",
+                input_file_id=f.id,
+                endpoint=endpoint,
+                completion_window=window,
+                metadata=dict(metadata),
+                settings=self.settings,
+                lines=lines,
+                validation_errors=errors,
+                created_mono=time.monotonic(),
                 created_at=int(time.time()),
             )
             job.counts["total"] = len(lines)
@@ -303,7 +331,9 @@ class BatchAPIEmulator:
             if job is None:
                 return openai_error(404, "no such batch", "invalid_request_error")
             if job.state in TERMINAL:
-                return openai_error(400, f"cannot cancel a batch that is {job.state}", "invalid_request_error")
+                return openai_error(
+                    400, f"cannot cancel a batch that is {job.state}", "invalid_request_error"
+                )
             if job.cancel_mono is None:
                 now = time.monotonic()
                 job.cancel_mono = now
@@ -344,26 +374,42 @@ class BatchAPIEmulator:
         n = len(job.lines)
         if state == "failed":
             job.errors = job.validation_errors or [
-                {"code": code or s.fail_code, "message": "the batch failed on purpose", "param": None,
-                 "line": None}]
+                {
+                    "code": code or s.fail_code,
+                    "message": "the batch failed on purpose",
+                    "param": None,
+                    "line": None,
+                }
+            ]
             job.counts = {"total": n, "completed": 0, "failed": 0}
             return
         job.stamps.setdefault("finalizing_at", wall)
-        outputs, errors, dropped = result_lines(job, state, lambda body: self._server.complete(body, body["messages"]))
+        outputs, errors, dropped = result_lines(
+            job, state, lambda body: self._server.complete(body, body["messages"])
+        )
         if outputs or s.garbage_lines:
-            job.output_file_id = self._new_file("batch_output", f"{job.id}_output.jsonl",
-                                                output_bytes(outputs, s.garbage_lines)).id
+            job.output_file_id = self._new_file(
+                "batch_output", f"{job.id}_output.jsonl", output_bytes(outputs, s.garbage_lines)
+            ).id
         if errors:
-            job.error_file_id = self._new_file("batch_output", f"{job.id}_error.jsonl",
-                                               ("\n".join(json.dumps(e) for e in errors) + "\n").encode()).id
+            job.error_file_id = self._new_file(
+                "batch_output",
+                f"{job.id}_error.jsonl",
+                ("\n".join(json.dumps(e) for e in errors) + "\n").encode(),
+            ).id
         job.counts = {"total": n, "completed": len(outputs) + dropped, "failed": len(errors)}
         self._lines_answered += len(outputs)
         self._lines_failed += len(errors)
         self._lines_dropped += dropped
 
     def _new_file(self, purpose: str, filename: str, data: bytes) -> StoredFile:
-        f = StoredFile(id=f"file-{uuid.uuid4().hex[:24]}", purpose=purpose, filename=filename, data=data,
-                  created_at=int(time.time()))
+        f = StoredFile(
+            id=f"file-{uuid.uuid4().hex[:24]}",
+            purpose=purpose,
+            filename=filename,
+            data=data,
+            created_at=int(time.time()),
+        )
         with self._lock:
             self._files[f.id] = f
             if purpose == "batch_output":

@@ -48,15 +48,24 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from .chaos_budgets import BudgetReport, budget_config, verify_budgets
-from .harness import WorkerProcess, create_topics, free_port, make_config, read_topic, request_value, write_config
+from .harness import (
+    WorkerProcess,
+    create_topics,
+    free_port,
+    make_config,
+    read_topic,
+    request_value,
+    write_config,
+)
 from .local_kafka import LocalKafka
 from .model_server import ModelServer
 
@@ -64,10 +73,16 @@ ROLES = ("requests", "responses", "audit", "dead_letter", "changelog")
 
 # Both rules decide, so every routing decision is cacheable; the tier varies between requests of
 # one key, so without the sticky-decision table a key's candidate would flip about half the time.
-STICKY_RULES = [{"type": "rules", "name": "by-tier", "rules": [
-    {"when": 'fields.tier == "gold"', "then": "strong"},
-    {"when": 'fields.tier == "basic"', "then": "cheap"},
-]}]
+STICKY_RULES = [
+    {
+        "type": "rules",
+        "name": "by-tier",
+        "rules": [
+            {"when": 'fields.tier == "gold"', "then": "strong"},
+            {"when": 'fields.tier == "basic"', "then": "cheap"},
+        ],
+    }
+]
 
 
 @dataclass
@@ -85,29 +100,29 @@ class Report:
     workers: int = 0
     partitions: int = 0
     keys: int = 0
-    input_records: int = 0            # records read back from the requests topic
-    responses: int = 0                # response records (read_committed)
+    input_records: int = 0  # records read back from the requests topic
+    responses: int = 0  # response records (read_committed)
     audits: int = 0
-    lost: int = 0                     # input records without a response
-    duplicated: int = 0               # request ids answered more often than they were sent
-    unexpected: int = 0               # responses for request ids never sent
+    lost: int = 0  # input records without a response
+    duplicated: int = 0  # request ids answered more often than they were sent
+    unexpected: int = 0  # responses for request ids never sent
     audit_lost: int = 0
     audit_duplicated: int = 0
-    changed: int = 0                  # keys whose sticky candidate changed within the TTL
-    redecided: int = 0                # keys decided afresh within the TTL (state lost)
-    counter_mismatch: int = 0         # keys whose changelog request counter != requests sent
+    changed: int = 0  # keys whose sticky candidate changed within the TTL
+    redecided: int = 0  # keys decided afresh within the TTL (state lost)
+    counter_mismatch: int = 0  # keys whose changelog request counter != requests sent
     dead_letters: int = 0
-    error_responses: int = 0          # responses carrying an error (model failures)
+    error_responses: int = 0  # responses carrying an error (model failures)
     kills: int = 0
-    sigterms: int = 0                 # graceful stops right before a broker restart
+    sigterms: int = 0  # graceful stops right before a broker restart
     broker_restarts: int = 0
-    crashes: int = 0                  # worker exits we did not cause (restarted by us)
-    fenced_batches: int = 0           # "partition ...: fenced (...)" lines in the worker logs
-    aborted_batches: int = 0          # "failed (...); it will be re-read" lines
-    fatal_exits: int = 0              # "fatal:" lines (exit 70)
+    crashes: int = 0  # worker exits we did not cause (restarted by us)
+    fenced_batches: int = 0  # "partition ...: fenced (...)" lines in the worker logs
+    aborted_batches: int = 0  # "failed (...); it will be re-read" lines
+    fatal_exits: int = 0  # "fatal:" lines (exit 70)
     final_exit_codes: list[int | None] = field(default_factory=list)
     produce_s: float = 0.0
-    drain_s: float = 0.0              # end of production to group lag 0
+    drain_s: float = 0.0  # end of production to group lag 0
     verify_s: float = 0.0
     total_s: float = 0.0
     events: list[Event] = field(default_factory=list)
@@ -118,10 +133,19 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.unexpected or self.audit_lost
-                    or self.audit_duplicated or self.changed or self.redecided or self.counter_mismatch
-                    or self.dead_letters or self.input_records != self.records
-                    or (self.budgets is not None and not self.budgets.ok))
+        return not (
+            self.lost
+            or self.duplicated
+            or self.unexpected
+            or self.audit_lost
+            or self.audit_duplicated
+            or self.changed
+            or self.redecided
+            or self.counter_mismatch
+            or self.dead_letters
+            or self.input_records != self.records
+            or (self.budgets is not None and not self.budgets.ok)
+        )
 
     def summary(self) -> str:
         lines = [
@@ -163,7 +187,7 @@ class _Producer(threading.Thread):
     def run(self) -> None:
         try:
             asyncio.run(self._run())
-        except BaseException as exc:  # noqa: BLE001 - reported by the supervisor
+        except BaseException as exc:
             self.error = exc
         finally:
             self.done.set()
@@ -181,10 +205,15 @@ class _Producer(threading.Thread):
                 await asyncio.to_thread(self.lock.acquire)
                 try:
                     if producer is None:
-                        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True,
-                                                    acks="all", linger_ms=5, request_timeout_ms=60_000)
+                        producer = AIOKafkaProducer(
+                            bootstrap_servers=self.bootstrap,
+                            enable_idempotence=True,
+                            acks="all",
+                            linger_ms=5,
+                            request_timeout_ms=60_000,
+                        )
                         await producer.start()
-                    batch = self.records[self.sent:self.sent + chunk]
+                    batch = self.records[self.sent : self.sent + chunk]
                     futures = [await producer.send(self.topic, key=k, value=v) for k, v in batch]
                     await asyncio.gather(*futures)
                     self.sent += len(batch)
@@ -203,8 +232,12 @@ async def _group_lag(bootstrap: str, group: str, topic: str) -> int | None:
         await asyncio.wait_for(admin.start(), 10)
         await asyncio.wait_for(consumer.start(), 10)
         described = await asyncio.wait_for(admin.describe_topics([topic]), 10)
-        tps = [TopicPartition(topic, p["partition"]) for t in described if t.get("error_code", 0) == 0
-               for p in t["partitions"]]
+        tps = [
+            TopicPartition(topic, p["partition"])
+            for t in described
+            if t.get("error_code", 0) == 0
+            for p in t["partitions"]
+        ]
         if not tps:
             return None
         ends = await asyncio.wait_for(consumer.end_offsets(tps), 10)
@@ -214,13 +247,13 @@ async def _group_lag(bootstrap: str, group: str, topic: str) -> int | None:
             c = committed.get(tp)
             lag += ends[tp] - (c.offset if c is not None and c.offset >= 0 else 0)
         return lag
-    except Exception:  # noqa: BLE001 - broker restarting: "unknown"
+    except Exception:
         return None
     finally:
         for closer in (admin.close, consumer.stop):
             try:
                 await closer()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
 
@@ -231,7 +264,9 @@ def make_traffic(records: int, keys: int, seed: int) -> list[tuple[bytes, bytes]
     for i in range(records):
         key = f"cust-{rng.randrange(keys)}"
         tier = rng.choice(("gold", "basic"))
-        out.append((key.encode(), request_value(f"req-{i}", f"question {i} from {key}", fields={"tier": tier})))
+        out.append(
+            (key.encode(), request_value(f"req-{i}", f"question {i} from {key}", fields={"tier": tier}))
+        )
     return out
 
 
@@ -241,15 +276,26 @@ def _schedule(rng: random.Random, kills: int, broker_restarts: int, start: float
     span = max(1.0, end - start)
     for i in range(broker_restarts):  # one per slice, so two restarts are never back to back
         lo = start + span * i / broker_restarts
-        events.append(Event(rng.uniform(lo + 0.15 * span / broker_restarts, lo + 0.85 * span / broker_restarts),
-                            "broker_restart"))
+        events.append(
+            Event(
+                rng.uniform(lo + 0.15 * span / broker_restarts, lo + 0.85 * span / broker_restarts),
+                "broker_restart",
+            )
+        )
     for _ in range(kills):
         events.append(Event(rng.uniform(start, end), "kill"))
     return sorted(events, key=lambda e: e.at)
 
 
-def verify(bootstrap: str, config: dict[str, Any], report: Report, expected_ids: set[str], *,
-           timeout: float = 180, budget_usd: float | None = None) -> None:
+def verify(
+    bootstrap: str,
+    config: dict[str, Any],
+    report: Report,
+    expected_ids: set[str],
+    *,
+    timeout: float = 180,
+    budget_usd: float | None = None,
+) -> None:
     """Read every topic in read_committed and fill the counts of ``report``."""
     topics = config["topics"]
     ttl_ms = float(config["cache"]["ttl_s"]) * 1000
@@ -304,22 +350,27 @@ def verify(bootstrap: str, config: dict[str, Any], report: Report, expected_ids:
     report.audit_lost = sum(max(0, n - audit_ids[i]) for i, n in audit_expected.items())
     report.audit_duplicated = sum(1 for i in audit_ids if audit_ids[i] > audit_expected.get(i, 0))
     if set(sent_per_id) != expected_ids:
-        report.notes.append(f"requests topic holds {len(set(sent_per_id))} distinct ids, produced {len(expected_ids)}")
+        report.notes.append(
+            f"requests topic holds {len(set(sent_per_id))} distinct ids, produced {len(expected_ids)}"
+        )
     if dead_reasons:
         report.notes.append(f"dead letters by reason: {dict(dead_reasons)}")
     if lost:
         report.examples["lost"] = sorted(lost)[:5]
     if dups:
         report.examples["duplicated (id, outputs)"] = [(i, answered[i]) for i in sorted(dups)[:5]]
-        report.notes.append(f"{flagged_duplicate} responses are marked duplicate=true (answered again from the "
-                            "dedup store: the same input record was processed and committed twice)")
+        report.notes.append(
+            f"{flagged_duplicate} responses are marked duplicate=true (answered again from the "
+            "dedup store: the same input record was processed and committed twice)"
+        )
     reread = sorted(k for k, n in outputs_per_source.items() if n > 1)
     if reread:
         by_part: dict[int, list[int]] = defaultdict(list)
         for part, off in reread:
             by_part[part].append(off)
         report.examples["input offsets committed twice (partition: count, first..last)"] = {
-            p: (len(o), o[0], o[-1]) for p, o in sorted(by_part.items())}
+            p: (len(o), o[0], o[-1]) for p, o in sorted(by_part.items())
+        }
 
     # sticky decisions, per key in the order the records were handled (received_at; the workers
     # share this machine's clock), which is offset order unless a partition was re-read
@@ -365,12 +416,27 @@ def verify(bootstrap: str, config: dict[str, Any], report: Report, expected_ids:
         report.budgets = verify_budgets(changelog, responses, audits, budget_usd)
 
 
-def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3, partitions: int = 12,
-              kills: int = 4, broker_restarts: int = 1, keys: int | None = None, seed: int = 1,
-              rate: float | None = None, workdir: str | Path | None = None, ttl_s: float = 86_400,
-              max_batch: int = 100, model_latency_ms: float = 5, session_timeout_ms: int = 6000,
-              drain_timeout: float = 600, rebalance_on_broker_restart: bool = True,
-              budget_usd: float | None = None, log: Callable[[str], None] | None = print) -> Report:
+def run_chaos(
+    broker: LocalKafka | str,
+    *,
+    records: int = 3000,
+    workers: int = 3,
+    partitions: int = 12,
+    kills: int = 4,
+    broker_restarts: int = 1,
+    keys: int | None = None,
+    seed: int = 1,
+    rate: float | None = None,
+    workdir: str | Path | None = None,
+    ttl_s: float = 86_400,
+    max_batch: int = 100,
+    model_latency_ms: float = 5,
+    session_timeout_ms: int = 6000,
+    drain_timeout: float = 600,
+    rebalance_on_broker_restart: bool = True,
+    budget_usd: float | None = None,
+    log: Callable[[str], None] | None = print,
+) -> Report:
     """Run the chaos experiment (module docstring) and return its :class:`Report`.
 
     ``broker``: a started :class:`LocalKafka` (broker restarts possible) or a bootstrap string
@@ -396,32 +462,46 @@ def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3
     else:
         kafka, bootstrap = None, broker
         if broker_restarts:
-            report.notes.append(f"broker restarts skipped ({broker_restarts} asked): the broker at {broker} "
-                                "was not started by us (KAFKA_BOOTSTRAP_SERVERS)")
+            report.notes.append(
+                f"broker restarts skipped ({broker_restarts} asked): the broker at {broker} "
+                "was not started by us (KAFKA_BOOTSTRAP_SERVERS)"
+            )
             broker_restarts = 0
     keys = keys or max(10, min(1000, records // 20))
     report.keys = keys
     rate = rate or max(50.0, records / 60)
 
-    servers = {"cheap": ModelServer(name="cheap", latency_ms=model_latency_ms, jitter_ms=model_latency_ms),
-               "strong": ModelServer(name="strong", latency_ms=model_latency_ms * 2, jitter_ms=model_latency_ms)}
+    servers = {
+        "cheap": ModelServer(name="cheap", latency_ms=model_latency_ms, jitter_ms=model_latency_ms),
+        "strong": ModelServer(name="strong", latency_ms=model_latency_ms * 2, jitter_ms=model_latency_ms),
+    }
     for s in servers.values():
         s.start_in_thread()
     prefix = f"chaos{seed}x{int(time.time()) % 100000}"
-    config = make_config(bootstrap=bootstrap, prefix=prefix, state_dir=wd / "state",
-                         candidates={n: s.base_url for n, s in servers.items()}, default="cheap",
-                         strategies=STICKY_RULES,
-                         extra={"kafka": {"max_batch": max_batch, "session_timeout_ms": session_timeout_ms},
-                                "cache": {"ttl_s": ttl_s},
-                                **({"budgets": budget_config(budget_usd)} if budget_usd is not None else {})})
+    config = make_config(
+        bootstrap=bootstrap,
+        prefix=prefix,
+        state_dir=wd / "state",
+        candidates={n: s.base_url for n, s in servers.items()},
+        default="cheap",
+        strategies=STICKY_RULES,
+        extra={
+            "kafka": {"max_batch": max_batch, "session_timeout_ms": session_timeout_ms},
+            "cache": {"ttl_s": ttl_s},
+            **({"budgets": budget_config(budget_usd)} if budget_usd is not None else {}),
+        },
+    )
     t = config["topics"]
     asyncio.run(create_topics(bootstrap, [t[r] for r in ROLES], partitions, compact=[t["changelog"]]))
 
     procs: dict[str, WorkerProcess] = {}
     for i in range(1, workers + 1):
         name = f"w{i}"
-        cfg = {**config, "worker": {**config["worker"], "worker_id": name},
-               "cache": {**config["cache"], "state_dir": str(wd / "state" / name)}}
+        cfg = {
+            **config,
+            "worker": {**config["worker"], "worker_id": name},
+            "cache": {**config["cache"], "state_dir": str(wd / "state" / name)},
+        }
         procs[name] = WorkerProcess(write_config(wd / f"{name}.yaml", cfg), wd / f"{name}.log", free_port())
     expected_killed: set[str] = set()
     restart_at: dict[str, float] = {}
@@ -430,8 +510,10 @@ def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3
             w.start()
         for w in procs.values():
             w.wait_ready(120)
-        say(f"[chaos] {workers} workers ready after {time.monotonic() - t_start:.1f}s; "
-            f"streaming {records} records over {keys} keys at {rate:.0f}/s into {partitions} partitions")
+        say(
+            f"[chaos] {workers} workers ready after {time.monotonic() - t_start:.1f}s; "
+            f"streaming {records} records over {keys} keys at {rate:.0f}/s into {partitions} partitions"
+        )
 
         traffic = make_traffic(records, keys, seed)
         producer = _Producer(bootstrap, t["requests"], traffic, rate)
@@ -494,8 +576,9 @@ def run_chaos(broker: LocalKafka | str, *, records: int = 3000, workers: int = 3
                         say(f"[chaos] {now():6.1f}s restarting the broker ({producer.sent} produced)")
                         kafka.restart()
                         report.broker_restarts += 1
-                        report.events.append(Event(now(), "broker_restart",
-                                                   f"{time.monotonic() - began:.1f}s down"))
+                        report.events.append(
+                            Event(now(), "broker_restart", f"{time.monotonic() - began:.1f}s down")
+                        )
                         say(f"[chaos] {now():6.1f}s broker back after {time.monotonic() - began:.1f}s")
                     break
             supervise()

@@ -44,12 +44,16 @@ class BudgetReport:
         return not (self.mismatch or self.reserved_left or self.over_limit) and self.rejected > 0
 
     def summary(self) -> str:
-        return (f"  budgets: {self.scopes} scopes, ${self.spent_usd:.6f} committed, {self.rejected} budget_exceeded; "
-                f"mismatch {self.mismatch}  reservations left {self.reserved_left}  over limit {self.over_limit} "
-                f"(largest excess ${self.max_over_usd:.6f}, allowed: one request's estimate)")
+        return (
+            f"  budgets: {self.scopes} scopes, ${self.spent_usd:.6f} committed, {self.rejected} budget_exceeded; "
+            f"mismatch {self.mismatch}  reservations left {self.reserved_left}  over limit {self.over_limit} "
+            f"(largest excess ${self.max_over_usd:.6f}, allowed: one request's estimate)"
+        )
 
 
-def verify_budgets(changelog: list[Any], responses: list[Any], audits: list[Any], limit_usd: float) -> BudgetReport:
+def verify_budgets(
+    changelog: list[Any], responses: list[Any], audits: list[Any], limit_usd: float
+) -> BudgetReport:
     """Fill a :class:`BudgetReport` from the read_committed records (see the module docstring)."""
     report = BudgetReport()
     last: dict[tuple[bytes, int], bytes | None] = {}
@@ -77,7 +81,9 @@ def verify_budgets(changelog: list[Any], responses: list[Any], audits: list[Any]
             if "charged_usd" in note:
                 charged[note["scope"]] += round(note["charged_usd"] * MICRO)
             if "estimate_usd" in note:
-                estimates[note["scope"]] = max(estimates.get(note["scope"], 0), round(note["estimate_usd"] * MICRO))
+                estimates[note["scope"]] = max(
+                    estimates.get(note["scope"], 0), round(note["estimate_usd"] * MICRO)
+                )
     report.rejected = sum(1 for r in responses if json.loads(r.value).get("error_kind") == "budget_exceeded")
     scopes = set(committed) | set(charged)
     report.scopes = len(scopes)

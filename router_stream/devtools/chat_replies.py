@@ -77,9 +77,14 @@ def tool_reply(name: str, body: dict[str, Any], messages: list[Any]) -> tuple[di
         return None
     first = tools[0] if isinstance(tools[0], dict) else {}
     function = first.get("function") if isinstance(first.get("function"), dict) else {}
-    call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-            "function": {"name": str(function.get("name") or "tool"),
-                         "arguments": json.dumps(_arguments(function.get("parameters"), last_user_text(messages)))}}
+    call = {
+        "id": f"call_{uuid.uuid4().hex[:24]}",
+        "type": "function",
+        "function": {
+            "name": str(function.get("name") or "tool"),
+            "arguments": json.dumps(_arguments(function.get("parameters"), last_user_text(messages))),
+        },
+    }
     return {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}, "tool_calls"
 
 
@@ -95,8 +100,9 @@ def choices_for(message: dict[str, Any], finish_reason: str, n: Any) -> list[dic
     return out
 
 
-def completion_body(message: dict[str, Any], finish_reason: str, body: dict[str, Any], messages: list[Any],
-                    model: str) -> dict[str, Any]:
+def completion_body(
+    message: dict[str, Any], finish_reason: str, body: dict[str, Any], messages: list[Any], model: str
+) -> dict[str, Any]:
     """A whole ``chat.completion`` object for ``message``, with rough usage (characters / 4)."""
     prompt_chars = sum(len(str(m.get("content") or "")) for m in messages if isinstance(m, dict))
     prompt_tokens = max(1, prompt_chars // 4) + 4 * len(messages)
@@ -110,6 +116,9 @@ def completion_body(message: dict[str, Any], finish_reason: str, body: dict[str,
         "created": int(time.time()),
         "model": model,
         "choices": choices_for(message, finish_reason, body.get("n")),
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
     }

@@ -8,32 +8,46 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .harness import WorkerProcess, free_port, make_config, produce, read_topic, write_config
 
 DEMO_STRATEGIES: list[dict[str, Any]] = [
-    {"type": "rules", "name": "by-content", "rules": [
-        {"when": '"legal" in tags or fields.lang == "de"', "then": "strong"},
-        {"when": "len(prompt) > 200", "then": "strong"},
-    ]},
+    {
+        "type": "rules",
+        "name": "by-content",
+        "rules": [
+            {"when": '"legal" in tags or fields.lang == "de"', "then": "strong"},
+            {"when": "len(prompt) > 200", "then": "strong"},
+        ],
+    },
     # the packaged learned router (MMLU, weak vs strong); abstains near its threshold
     {"type": "learned", "weak": "cheap", "strong": "strong", "abstain_band": 0.01},
 ]
 
-SHORT = ["What is 2+2?", "Translate 'cat' to French.", "Name a prime number.", "Capital of Peru?",
-         "Is water wet?", "Spell 'necessary'.", "What colour is the sky?", "Give me a synonym for fast."]
-LONG = ("Please read the following contract clause carefully and explain, step by step, which obligations "
-        "it creates for each party, what happens on early termination, and whether the liability cap "
-        "applies to indirect damages. ")
+SHORT = [
+    "What is 2+2?",
+    "Translate 'cat' to French.",
+    "Name a prime number.",
+    "Capital of Peru?",
+    "Is water wet?",
+    "Spell 'necessary'.",
+    "What colour is the sky?",
+    "Give me a synonym for fast.",
+]
+LONG = (
+    "Please read the following contract clause carefully and explain, step by step, which obligations "
+    "it creates for each party, what happens on early termination, and whether the liability cap "
+    "applies to indirect damages. "
+)
 
 
 def request_body(i: int, rng: random.Random, id_prefix: str = "demo") -> dict[str, Any]:
@@ -70,7 +84,7 @@ def _pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def summarize(responses: list[Any], audits: list[Any], dead: list[Any], sent: int, elapsed: float) -> str:
@@ -89,12 +103,17 @@ def summarize(responses: list[Any], audits: list[Any], dead: list[Any], sent: in
         f"responses             {len(resp)} ({len(ids)} distinct request ids, "
         f"{sum(1 for n in ids.values() if n > 1)} duplicated)",
         f"audit records         {len(aud)}",
-        f"dead letters          {len(dl)}  " + ", ".join(f"{k}={v}" for k, v in Counter(d['reason'] for d in dl).items()),
+        f"dead letters          {len(dl)}  "
+        + ", ".join(f"{k}={v}" for k, v in Counter(d["reason"] for d in dl).items()),
         f"errors in responses   {sum(1 for r in resp if r.get('error'))}",
         "",
-        "requests per candidate:   " + ", ".join(f"{k}={v}" for k, v in sorted(Counter(r.get('candidate') for r in resp).items())),
-        "requests per decider:     " + ", ".join(f"{k}={v}" for k, v in sorted(Counter(a['decided_by'] for a in aud).items())),
-        f"cache hit rate:           {hits / len(aud):.1%} ({hits} of {len(aud)})" if aud else "cache hit rate: n/a",
+        "requests per candidate:   "
+        + ", ".join(f"{k}={v}" for k, v in sorted(Counter(r.get("candidate") for r in resp).items())),
+        "requests per decider:     "
+        + ", ".join(f"{k}={v}" for k, v in sorted(Counter(a["decided_by"] for a in aud).items())),
+        f"cache hit rate:           {hits / len(aud):.1%} ({hits} of {len(aud)})"
+        if aud
+        else "cache hit rate: n/a",
         f"model latency p50 / p95:  {_pct(lat, 0.5):.1f} ms / {_pct(lat, 0.95):.1f} ms",
         f"estimated cost:           ${cost:.4f}",
         f"wall time:                {elapsed:.1f} s",
@@ -141,8 +160,16 @@ def run_demo(requests: int = 200, bootstrap: str | None = None) -> int:
     """``router-stream demo``: two loopback models and the sample traffic mix."""
     traffic = sample_traffic(requests)
     malformed = sum(1 for _, v in traffic if v is None or not v.startswith(b'{"request_id"'))
-    return run_scenario(Scenario(name="demo", start_models=_loopback_models, traffic=traffic,
-                                 strategies=DEMO_STRATEGIES, expected_dead=malformed), bootstrap)
+    return run_scenario(
+        Scenario(
+            name="demo",
+            start_models=_loopback_models,
+            traffic=traffic,
+            strategies=DEMO_STRATEGIES,
+            expected_dead=malformed,
+        ),
+        bootstrap,
+    )
 
 
 def run_scenario(scenario: Scenario, bootstrap: str | None = None) -> int:
@@ -165,12 +192,19 @@ def run_scenario(scenario: Scenario, bootstrap: str | None = None) -> int:
         say(f"broker at {bootstrap}")
         candidates, candidate_extra = scenario.start_models(stack, say)
 
-        config = make_config(bootstrap=bootstrap, prefix=f"{scenario.name}{int(time.time())}",
-                             state_dir=work / "state", candidates=candidates, candidate_extra=candidate_extra,
-                             default="cheap", strategies=scenario.strategies)
+        config = make_config(
+            bootstrap=bootstrap,
+            prefix=f"{scenario.name}{int(time.time())}",
+            state_dir=work / "state",
+            candidates=candidates,
+            candidate_extra=candidate_extra,
+            default="cheap",
+            strategies=scenario.strategies,
+        )
         cfg_path = write_config(work / "routing.yaml", config)
         from ..config import load_config
         from ..topics import apply_topics, load_spec
+
         router_config = load_config(cfg_path)
         for line in asyncio.run(apply_topics(router_config, load_spec(None, router_config, partitions=4))):
             say(f"topics: {line}")
@@ -187,7 +221,9 @@ def run_scenario(scenario: Scenario, bootstrap: str | None = None) -> int:
 
         t0 = time.monotonic()
         asyncio.run(produce(bootstrap, config["topics"]["requests"], traffic))
-        planned = "" if scenario.expected_dead is None else f" ({scenario.expected_dead} malformed on purpose)"
+        planned = (
+            "" if scenario.expected_dead is None else f" ({scenario.expected_dead} malformed on purpose)"
+        )
         say(f"produced {len(traffic)} requests{planned}")
         tty = sys.stdout.isatty()  # a progress line redrawn in place; in a log, one line every 5 s
         last = 0.0
@@ -195,7 +231,11 @@ def run_scenario(scenario: Scenario, bootstrap: str | None = None) -> int:
             done = worker.records_done()
             finished = done >= len(traffic) or time.monotonic() - t0 > scenario.process_timeout_s
             if tty:
-                print(f"\r[{scenario.name}] processed {done}/{len(traffic)}", end="\n" if finished else "", flush=True)
+                print(
+                    f"\r[{scenario.name}] processed {done}/{len(traffic)}",
+                    end="\n" if finished else "",
+                    flush=True,
+                )
             elif finished or time.monotonic() - last >= 5:
                 say(f"processed {done}/{len(traffic)}")
                 last = time.monotonic()
@@ -203,21 +243,38 @@ def run_scenario(scenario: Scenario, bootstrap: str | None = None) -> int:
                 break
             time.sleep(0.5)
         # dead letters first: with an open count (expected_dead None) the responses to wait for follow
-        dead = asyncio.run(read_topic(bootstrap, config["topics"]["dead_letter"], expect=scenario.expected_dead,
-                                      timeout=30, idle=1))
+        dead = asyncio.run(
+            read_topic(
+                bootstrap, config["topics"]["dead_letter"], expect=scenario.expected_dead, timeout=30, idle=1
+            )
+        )
         expect = len(traffic) - (len(dead) if scenario.expected_dead is None else scenario.expected_dead)
-        responses = asyncio.run(read_topic(bootstrap, config["topics"]["responses"], expect=expect, timeout=60, idle=1))
-        audits = asyncio.run(read_topic(bootstrap, config["topics"]["audit"], expect=expect, timeout=30, idle=1))
+        responses = asyncio.run(
+            read_topic(bootstrap, config["topics"]["responses"], expect=expect, timeout=60, idle=1)
+        )
+        audits = asyncio.run(
+            read_topic(bootstrap, config["topics"]["audit"], expect=expect, timeout=30, idle=1)
+        )
         print(scenario.summarize(responses, audits, dead, len(traffic), time.monotonic() - t0))
-        say("stopping worker, models" + (" and broker ..." if bootstrap_given is None else " ... (the broker given stays up)"))
+        say(
+            "stopping worker, models"
+            + (" and broker ..." if bootstrap_given is None else " ... (the broker given stays up)")
+        )
         code = worker.terminate()
         ids = Counter(json.loads(r.value)["request_id"] for r in responses)
-        ok = (len(responses) == expect and len(ids) == expect and code == 0
-              and (scenario.expected_dead is None or len(dead) == scenario.expected_dead))
+        ok = (
+            len(responses) == expect
+            and len(ids) == expect
+            and code == 0
+            and (scenario.expected_dead is None or len(dead) == scenario.expected_dead)
+        )
         if not ok:
             want = "" if scenario.expected_dead is None else f" and {scenario.expected_dead} dead letters"
-            print(f"[{scenario.name}] FAILED: expected {expect} responses with distinct ids{want}, got "
-                  f"{len(responses)} ({len(ids)} distinct) and {len(dead)} dead letters (worker exit {code}); "
-                  f"worker log tail:\n{worker.tail()}", file=sys.stderr)
+            print(
+                f"[{scenario.name}] FAILED: expected {expect} responses with distinct ids{want}, got "
+                f"{len(responses)} ({len(ids)} distinct) and {len(dead)} dead letters (worker exit {code}); "
+                f"worker log tail:\n{worker.tail()}",
+                file=sys.stderr,
+            )
     say(f"done in {time.monotonic() - started:.1f}s")
     return 0 if ok else 1

@@ -14,8 +14,9 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any, Callable
+from typing import Any
 
 from .demo import LONG, Scenario, StartedModels, run_scenario, summarize
 from .real_llm import MODEL_ALIAS, LlamaServer, RealModel, llm_dir
@@ -24,55 +25,137 @@ __all__ = ["REAL_STRATEGIES", "real_traffic", "run_real_demo"]
 
 #: rules only: every request the rules leave alone goes to the default, the real model
 REAL_STRATEGIES: list[dict[str, Any]] = [
-    {"type": "rules", "name": "by-content", "rules": [
-        {"when": '"legal" in tags or fields.lang == "de"', "then": "strong"},
-        {"when": "len(prompt) > 200", "then": "strong"},
-    ]},
+    {
+        "type": "rules",
+        "name": "by-content",
+        "rules": [
+            {"when": '"legal" in tags or fields.lang == "de"', "then": "strong"},
+            {"when": "len(prompt) > 200", "then": "strong"},
+        ],
+    },
 ]
 
-WEATHER_TOOL: dict[str, Any] = {"type": "function", "function": {
-    "name": "get_weather", "description": "The current weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "city name"}},
-                   "required": ["city"]}}}
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "city name"}},
+            "required": ["city"],
+        },
+    },
+}
 
-PLAIN = ["What is the capital of France?", "Name three colours.", "What is 2+2?", "Say hello in Spanish.",
-         "Give me a synonym for happy.", "What do bees make?"]
+PLAIN = [
+    "What is the capital of France?",
+    "Name three colours.",
+    "What is 2+2?",
+    "Say hello in Spanish.",
+    "Give me a synonym for happy.",
+    "What do bees make?",
+]
 PARTS = ["Describe a cat in one sentence.", "What is the opposite of cold?", "Name a fruit that is yellow."]
 
 
-def real_traffic(max_tokens: int = 40) -> tuple[list[tuple[bytes | None, bytes | None]], dict[str, tuple[str, str]]]:
+def real_traffic(
+    max_tokens: int = 40,
+) -> tuple[list[tuple[bytes | None, bytes | None]], dict[str, tuple[str, str]]]:
     """The records, and ``request_id -> (kind, prompt text)`` for the summary."""
     bodies: list[tuple[str, str, dict[str, Any]]] = []  # (kind, text, body)
     for i, text in enumerate(PLAIN):
-        bodies.append(("plain", text, {"request_id": f"plain-{i}", "prompt": text,
-                                       "params": {"max_tokens": max_tokens}}))
-    bodies.append(("plain", "Answer briefly. / Why is the sky blue?", {
-        "request_id": "plain-system", "params": {"max_tokens": max_tokens},
-        "messages": [{"role": "system", "content": "Answer briefly."},
-                     {"role": "user", "content": "Why is the sky blue?"}]}))
+        bodies.append(
+            (
+                "plain",
+                text,
+                {"request_id": f"plain-{i}", "prompt": text, "params": {"max_tokens": max_tokens}},
+            )
+        )
+    bodies.append(
+        (
+            "plain",
+            "Answer briefly. / Why is the sky blue?",
+            {
+                "request_id": "plain-system",
+                "params": {"max_tokens": max_tokens},
+                "messages": [
+                    {"role": "system", "content": "Answer briefly."},
+                    {"role": "user", "content": "Why is the sky blue?"},
+                ],
+            },
+        )
+    )
     for i, text in enumerate(PARTS):  # an OpenAI body: content as a list of parts, max_tokens at top level
-        bodies.append(("content-parts", text, {
-            "request_id": f"parts-{i}", "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]}))
-    bodies.append(("content-parts", "Translate to French: / good morning", {
-        "request_id": "parts-two", "max_tokens": max_tokens,
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "Translate to French:"},
-                                                  {"type": "text", "text": "good morning"}]}]}))
+        bodies.append(
+            (
+                "content-parts",
+                text,
+                {
+                    "request_id": f"parts-{i}",
+                    "max_tokens": max_tokens,
+                    "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}],
+                },
+            )
+        )
+    bodies.append(
+        (
+            "content-parts",
+            "Translate to French: / good morning",
+            {
+                "request_id": "parts-two",
+                "max_tokens": max_tokens,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "Translate to French:"},
+                            {"type": "text", "text": "good morning"},
+                        ],
+                    }
+                ],
+            },
+        )
+    )
     weather = "What is the weather in Paris right now?"
     for i in range(2):  # tools at top level, as an OpenAI body
-        bodies.append(("tools", weather, {
-            "request_id": f"tools-{i}", "max_tokens": max_tokens, "tools": [WEATHER_TOOL],
-            "messages": [{"role": "user", "content": weather}]}))
+        bodies.append(
+            (
+                "tools",
+                weather,
+                {
+                    "request_id": f"tools-{i}",
+                    "max_tokens": max_tokens,
+                    "tools": [WEATHER_TOOL],
+                    "messages": [{"role": "user", "content": weather}],
+                },
+            )
+        )
     for i in range(2):  # tools in params: the form the worker has always accepted
-        bodies.append(("params.tools", weather, {
-            "request_id": f"params-tools-{i}", "prompt": weather,
-            "params": {"tools": [WEATHER_TOOL], "max_tokens": max_tokens}}))
-    routed = [("Is this NDA enforceable?", {"tags": ["legal"]}),
-              ("Wie spät ist es?", {"fields": {"lang": "de"}}),
-              (LONG * 2, {})]
+        bodies.append(
+            (
+                "params.tools",
+                weather,
+                {
+                    "request_id": f"params-tools-{i}",
+                    "prompt": weather,
+                    "params": {"tools": [WEATHER_TOOL], "max_tokens": max_tokens},
+                },
+            )
+        )
+    routed = [
+        ("Is this NDA enforceable?", {"tags": ["legal"]}),
+        ("Wie spät ist es?", {"fields": {"lang": "de"}}),
+        (LONG * 2, {}),
+    ]
     for i, (text, extra) in enumerate(routed):  # the rules send these to the loopback 'strong'
-        bodies.append(("to-strong", text, {"request_id": f"strong-{i}", "prompt": text,
-                                           "params": {"max_tokens": max_tokens}, **extra}))
+        bodies.append(
+            (
+                "to-strong",
+                text,
+                {"request_id": f"strong-{i}", "prompt": text, "params": {"max_tokens": max_tokens}, **extra},
+            )
+        )
     records: list[tuple[bytes | None, bytes | None]] = []
     about: dict[str, tuple[str, str]] = {}
     for n, (kind, text, body) in enumerate(bodies):
@@ -99,15 +182,19 @@ def _short(text: str | None, n: int = 90) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def real_summary(about: dict[str, tuple[str, str]], samples: int = 8
-                 ) -> Callable[[list[Any], list[Any], list[Any], int, float], str]:
+def real_summary(
+    about: dict[str, tuple[str, str]], samples: int = 8
+) -> Callable[[list[Any], list[Any], list[Any], int, float], str]:
     """The base summary plus per-kind outcomes, dead-letter reasons, real usage and sample answers."""
 
     def render(responses: list[Any], audits: list[Any], dead: list[Any], sent: int, elapsed: float) -> str:
         resp = [json.loads(r.value) for r in responses]
         dls = [json.loads(r.value) for r in dead]
-        lines = [summarize(responses, audits, dead, sent, elapsed), "",
-                 "per request kind (sent: answered / error / dead letter):"]
+        lines = [
+            summarize(responses, audits, dead, sent, elapsed),
+            "",
+            "per request kind (sent: answered / error / dead letter):",
+        ]
         outcome: dict[str, Counter[str]] = defaultdict(Counter)
         for r in resp:
             outcome[about.get(r["request_id"], ("?", ""))[0]]["error" if r.get("error") else "answered"] += 1
@@ -138,11 +225,16 @@ def real_summary(about: dict[str, tuple[str, str]], samples: int = 8
         for r in real[:samples]:
             kind, text = about.get(r["request_id"], ("?", ""))
             u = r.get("usage") or {}
-            extra = "".join(f", {k}={_short(json.dumps(r[k]), 80)}" for k in ("finish_reason", "tool_calls")
-                            if r.get(k) is not None)
-            lines.append(f"  [{kind}] {_short(text, 50)!r}\n      -> {_short(r.get('output'))!r}\n"
-                         f"      ({u.get('prompt_tokens')}+{u.get('completion_tokens')} tokens, "
-                         f"{r.get('latency_ms') or 0:.0f} ms{extra})")
+            extra = "".join(
+                f", {k}={_short(json.dumps(r[k]), 80)}"
+                for k in ("finish_reason", "tool_calls")
+                if r.get(k) is not None
+            )
+            lines.append(
+                f"  [{kind}] {_short(text, 50)!r}\n      -> {_short(r.get('output'))!r}\n"
+                f"      ({u.get('prompt_tokens')}+{u.get('completion_tokens')} tokens, "
+                f"{r.get('latency_ms') or 0:.0f} ms{extra})"
+            )
         if not real:
             lines.append("  (none: no request reached the real model)")
         return "\n".join(lines)
@@ -168,10 +260,26 @@ def run_real_demo(model: RealModel, bootstrap: str | None = None, max_tokens: in
         say(f"loopback model: strong at {strong.base_url}")
         # llama.cpp answers one call at a time: the queue, not the model, sets the wait, hence the timeout
         # SmolLM2's chat template in llama.cpp takes string content only: text parts are joined
-        cheap = {"model": MODEL_ALIAS, "request_timeout_ms": 120_000, "max_retries": 1, "context_window": llama.n_ctx,
-                 "price_input_per_1k": 0.0, "price_output_per_1k": 0.0, "content_parts": "text"}
+        cheap = {
+            "model": MODEL_ALIAS,
+            "request_timeout_ms": 120_000,
+            "max_retries": 1,
+            "context_window": llama.n_ctx,
+            "price_input_per_1k": 0.0,
+            "price_output_per_1k": 0.0,
+            "content_parts": "text",
+        }
         return {"cheap": llama.base_url, "strong": strong.base_url}, {"cheap": cheap}
 
-    return run_scenario(Scenario(name="demo-real", start_models=start_models, traffic=traffic,
-                                 strategies=REAL_STRATEGIES, expected_dead=None,
-                                 summarize=real_summary(about), process_timeout_s=600), bootstrap)
+    return run_scenario(
+        Scenario(
+            name="demo-real",
+            start_models=start_models,
+            traffic=traffic,
+            strategies=REAL_STRATEGIES,
+            expected_dead=None,
+            summarize=real_summary(about),
+            process_timeout_s=600,
+        ),
+        bootstrap,
+    )

@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["DialectEmulator", "anthropic_error", "azure_error", "fingerprint"]
 
+
 def fingerprint(value: str) -> str:
     """How a secret is recorded: ``sha256:`` and the first 16 hex digits of its SHA-256."""
     return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
@@ -58,7 +59,11 @@ def _recorded(pairs: Any) -> dict[str, str]:
 
 def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_" + uuid.uuid4().hex[:24]}
+    body = {
+        "type": "error",
+        "error": {"type": kind, "message": message},
+        "request_id": "req_" + uuid.uuid4().hex[:24],
+    }
     return web.json_response(body, status=status, headers=headers)
 
 
@@ -81,7 +86,7 @@ class _Dropped(Exception):
 class DialectEmulator:
     """The dialect endpoints of one :class:`ModelServer` (see the module doc)."""
 
-    def __init__(self, server: "ModelServer", api_key: str | None = None) -> None:
+    def __init__(self, server: ModelServer, api_key: str | None = None) -> None:
         self.server = server
         #: the key the dialect endpoints check (None: none); the hop to the chat endpoint uses the server's
         self.api_key = api_key
@@ -98,15 +103,25 @@ class DialectEmulator:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
-                    for k, v in self._stats.items()}
+            return {
+                k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+                for k, v in self._stats.items()
+            }
 
     def reset_stats(self) -> None:
         with self._lock:
-            self._stats: dict[str, Any] = {"anthropic_calls": 0, "azure_calls": 0, "gateway_calls": 0,
-                                           "rejected": 0, "last_rejection": None, "last_anthropic_body": None,
-                                           "last_azure": None, "last_gateway": None, "last_headers": {},
-                                           "anthropic_bodies": []}
+            self._stats: dict[str, Any] = {
+                "anthropic_calls": 0,
+                "azure_calls": 0,
+                "gateway_calls": 0,
+                "rejected": 0,
+                "last_rejection": None,
+                "last_anthropic_body": None,
+                "last_azure": None,
+                "last_gateway": None,
+                "last_headers": {},
+                "anthropic_bodies": [],
+            }
 
     def _count(self, what: str, **last: Any) -> None:
         with self._lock:
@@ -132,7 +147,9 @@ class DialectEmulator:
         try:
             async with self._session.post(url, json=body, headers=headers) as resp:
                 raw = await resp.read()
-                kept = {k: v for k, v in resp.headers.items() if k.lower() in ("retry-after", "retry-after-ms")}
+                kept = {
+                    k: v for k, v in resp.headers.items() if k.lower() in ("retry-after", "retry-after-ms")
+                }
                 return resp.status, kept, raw
         except aiohttp.ServerDisconnectedError:
             raise _Dropped(rst=False) from None
@@ -154,11 +171,16 @@ class DialectEmulator:
         self._count("azure", last_headers=_recorded(request.headers.items()))
         if not version:
             self._reject("azure: no api-version")
-            return azure_error(400, "MissingApiVersionParameter",
-                               "The api-version query parameter (?api-version=) is required for all requests.")
+            return azure_error(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
         if self.api_key is not None and request.headers.get("api-key") != self.api_key:
             self._reject("azure: api-key missing or wrong")
-            return azure_error(401, "401", "Access denied due to invalid subscription key or wrong API endpoint.")
+            return azure_error(
+                401, "401", "Access denied due to invalid subscription key or wrong API endpoint."
+            )
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
@@ -166,13 +188,20 @@ class DialectEmulator:
         if not isinstance(body, dict):
             return azure_error(400, "BadRequest", "body is not an object")
         with self._lock:
-            self._stats["last_azure"] = {"deployment": deployment, "api_version": version, "body": body,
-                                         "query": _recorded(request.query.items())}
+            self._stats["last_azure"] = {
+                "deployment": deployment,
+                "api_version": version,
+                "body": body,
+                "query": _recorded(request.query.items()),
+            }
         return await self._relay(request, {**body, "model": deployment})
 
     async def _gateway(self, request: web.Request) -> web.StreamResponse:
-        self._count("gateway", last_headers=_recorded(request.headers.items()),
-                    last_gateway={"query": _recorded(request.query.items())})
+        self._count(
+            "gateway",
+            last_headers=_recorded(request.headers.items()),
+            last_gateway={"query": _recorded(request.query.items())},
+        )
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
@@ -194,7 +223,7 @@ class DialectEmulator:
         problem = validate_messages_request(body)
         with self._lock:
             self._stats["last_anthropic_body"] = body
-            self._stats["anthropic_bodies"] = [*self._stats["anthropic_bodies"][-(RECENT - 1):], body]
+            self._stats["anthropic_bodies"] = [*self._stats["anthropic_bodies"][-(RECENT - 1) :], body]
         if problem:
             self._reject(problem)
             return anthropic_error(400, problem)

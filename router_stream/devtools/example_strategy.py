@@ -42,8 +42,11 @@ class ByLength:
             ctx.explain(f"{pick!r} is not a candidate here")
             return None
         side = ">=" if length >= self.threshold else "<"
-        return Decision(pick, reason=f"prompt length {length} {side} {self.threshold}",
-                        detail={"length": length, "threshold": self.threshold})
+        return Decision(
+            pick,
+            reason=f"prompt length {length} {side} {self.threshold}",
+            detail={"length": length, "threshold": self.threshold},
+        )
 
 
 class ByLengthPlain:
@@ -55,5 +58,8 @@ class ByLengthPlain:
 
     async def decide(self, request: Request, ctx: RoutingContext) -> Decision | None:
         length = len(request.text())
-        return Decision(self.long if length >= self.threshold else self.short,
-                        reason=f"prompt length {length}", detail={"length": length})
+        return Decision(
+            self.long if length >= self.threshold else self.short,
+            reason=f"prompt length {length}",
+            detail={"length": length},
+        )

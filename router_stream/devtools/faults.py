@@ -24,8 +24,18 @@ from .loopback_http import drop_connection, openai_error, status_error
 
 __all__ = ["NAMED_MODES", "FaultConfig", "FaultInjector", "drip", "fail", "malformed", "refuse", "valid_mode"]
 
-NAMED_MODES = ("ok", "slow", "timeout", "reset", "malformed", "slow_drip", "down",
-               "batch_drop", "batch_bad_index", "batch_garbage")
+NAMED_MODES = (
+    "ok",
+    "slow",
+    "timeout",
+    "reset",
+    "malformed",
+    "slow_drip",
+    "down",
+    "batch_drop",
+    "batch_bad_index",
+    "batch_garbage",
+)
 
 
 def valid_mode(mode: str) -> bool:
@@ -55,7 +65,9 @@ class FaultConfig:
     def validate(self) -> FaultConfig:
         for mode, p in self.faults.items():
             if not valid_mode(mode):
-                raise ValueError(f"unknown fault mode {mode!r} (known: {', '.join(NAMED_MODES)}, or a status)")
+                raise ValueError(
+                    f"unknown fault mode {mode!r} (known: {', '.join(NAMED_MODES)}, or a status)"
+                )
             if not 0.0 <= float(p) <= 1.0:
                 raise ValueError(f"fault {mode!r}: probability {p!r} is not in [0, 1]")
         if not 0.0 <= self.error_rate <= 1.0:
@@ -115,8 +127,14 @@ class FaultInjector:
 
     def knobs(self) -> Knobs:
         """What ``/admin/faults`` reads and changes."""
-        return Knobs(settings=lambda: self.config, change=self.set, reset=self.reset, queue_field="script",
-                     queued=self.scripted, enqueue=self.script)
+        return Knobs(
+            settings=lambda: self.config,
+            change=self.set,
+            reset=self.reset,
+            queue_field="script",
+            queued=self.scripted,
+            enqueue=self.script,
+        )
 
     # ---- per call --------------------------------------------------------------------------
     def pick_mode(self, cfg: FaultConfig) -> str:
@@ -170,7 +188,9 @@ async def fail(cfg: FaultConfig, mode: str) -> web.Response | None:
 def malformed(answer: dict[str, Any], kind: str) -> web.Response:
     """HTTP 200 with a bad body: not JSON, no ``choices``, or a message with no ``content``."""
     if kind == "not_json":
-        return web.Response(status=200, text="<html>upstream proxy error</html>", content_type="application/json")
+        return web.Response(
+            status=200, text="<html>upstream proxy error</html>", content_type="application/json"
+        )
     if kind == "no_choices":
         answer.pop("choices")
     else:
@@ -186,7 +206,7 @@ async def drip(request: web.Request, answer: dict[str, Any], cfg: FaultConfig) -
     await resp.prepare(request)
     step = max(1, cfg.drip_chunk_bytes)
     for i in range(0, len(payload), step):
-        await resp.write(payload[i:i + step])
+        await resp.write(payload[i : i + step])
         await asyncio.sleep(cfg.drip_interval_ms / 1000.0)
     await resp.write_eof()
     return resp

@@ -15,9 +15,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -29,24 +30,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_config(*, bootstrap: str, candidates: dict[str, str], prefix: str, state_dir: str | Path,
-                default: str | None = None, strategies: list[dict[str, Any]] | None = None,
-                extra: dict[str, Any] | None = None, candidate_extra: dict[str, dict[str, Any]] | None = None,
-                ) -> dict[str, Any]:
+def make_config(
+    *,
+    bootstrap: str,
+    candidates: dict[str, str],
+    prefix: str,
+    state_dir: str | Path,
+    default: str | None = None,
+    strategies: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+    candidate_extra: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A router config dict: ``candidates`` maps name → base_url; topics are ``<prefix>.*``."""
     cands = {}
     for name, url in candidates.items():
-        cands[name] = {"base_url": url, "model": f"{name}-model", "request_timeout_ms": 5000,
-                       "max_retries": 2, "price_input_per_1k": 0.0005 if name == "cheap" else 0.01,
-                       "price_output_per_1k": 0.0015 if name == "cheap" else 0.03, "context_window": 32000,
-                       **(candidate_extra or {}).get(name, {})}
+        cands[name] = {
+            "base_url": url,
+            "model": f"{name}-model",
+            "request_timeout_ms": 5000,
+            "max_retries": 2,
+            "price_input_per_1k": 0.0005 if name == "cheap" else 0.01,
+            "price_output_per_1k": 0.0015 if name == "cheap" else 0.03,
+            "context_window": 32000,
+            **(candidate_extra or {}).get(name, {}),
+        }
     config: dict[str, Any] = {
         "candidates": cands,
         "default": default or next(iter(candidates)),
         "strategies": strategies or [],
-        "topics": {"requests": f"{prefix}.requests", "responses": f"{prefix}.responses",
-                   "audit": f"{prefix}.audit", "dead_letter": f"{prefix}.dead-letter",
-                   "changelog": f"{prefix}.decisions-changelog"},
+        "topics": {
+            "requests": f"{prefix}.requests",
+            "responses": f"{prefix}.responses",
+            "audit": f"{prefix}.audit",
+            "dead_letter": f"{prefix}.dead-letter",
+            "changelog": f"{prefix}.decisions-changelog",
+        },
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"{prefix}-router", "session_timeout_ms": 6000},
         "cache": {"state_dir": str(state_dir)},
         "worker": {"metrics_port": free_port(), "shutdown_grace_s": 10},
@@ -64,7 +82,7 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-_STARTED: list["WorkerProcess"] = []
+_STARTED: list[WorkerProcess] = []
 
 
 def kill_all_started() -> int:
@@ -88,13 +106,21 @@ class WorkerProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "WorkerProcess":
-        env = {**os.environ, **self.env, "ROUTER_STREAM_METRICS_PORT": str(self.metrics_port),
-               "PYTHONUNBUFFERED": "1"}
-        log = open(self.log_path, "ab")
+    def start(self) -> WorkerProcess:
+        env = {
+            **os.environ,
+            **self.env,
+            "ROUTER_STREAM_METRICS_PORT": str(self.metrics_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        log = open(self.log_path, "ab")  # noqa: SIM115 -- the child process owns the handle
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "router_stream.cli", "run", "--config", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         log.close()
         _STARTED.append(self)
         return self
@@ -156,8 +182,12 @@ class WorkerProcess:
             return ""
 
 
-async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
-                  headers: list[tuple[str, bytes]] | None = None) -> int:
+async def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> int:
     """Produce (key, value) pairs, acks=all, idempotent; returns the count."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5)
     await producer.start()
@@ -173,18 +203,30 @@ async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | No
     return n
 
 
-async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, timeout: float = 60,
-                     idle: float = 3.0, isolation_level: str = "read_committed") -> list[Any]:
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    expect: int | None = None,
+    timeout: float = 60,
+    idle: float = 3.0,
+    isolation_level: str = "read_committed",
+) -> list[Any]:
     """Read a whole topic from the start. Stops at ``expect`` records (then waits ``idle`` more
     seconds for any extras, so duplicates are seen), or after ``idle`` s without news, or at timeout."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                isolation_level=isolation_level, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     out: list[Any] = []
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         if not parts:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+            await consumer._client.force_metadata_update()
             parts = consumer.partitions_for_topic(topic) or set()
         consumer.assign([TopicPartition(topic, p) for p in parts])
         await consumer.seek_to_beginning()
@@ -210,14 +252,23 @@ async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None, t
     return out
 
 
-async def create_topics(bootstrap: str, names: list[str], partitions: int, compact: Iterable[str] = ()) -> None:
+async def create_topics(
+    bootstrap: str, names: list[str], partitions: int, compact: Iterable[str] = ()
+) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         compact = set(compact)
-        await admin.create_topics([NewTopic(n, partitions, 1, topic_configs={"cleanup.policy": "compact"}
-                                            if n in compact else {}) for n in names])
+        await admin.create_topics(
+            [
+                NewTopic(
+                    n, partitions, 1, topic_configs={"cleanup.policy": "compact"} if n in compact else {}
+                )
+                for n in names
+            ]
+        )
     finally:
         await admin.close()
 

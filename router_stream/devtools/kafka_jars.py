@@ -247,9 +247,7 @@ def _download(
     )
 
 
-def _stream(
-    url: str, auth: str | None, dest: Path, expected: int, timeout: float
-) -> tuple[str, int]:
+def _stream(url: str, auth: str | None, dest: Path, expected: int, timeout: float) -> tuple[str, int]:
     """Write ``url`` to ``dest``; return (sha256, bytes). Stops reading past ``expected`` + 1.
 
     A body shorter than the server's Content-Length is a cut transfer (retried by the caller:

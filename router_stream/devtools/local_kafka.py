@@ -416,7 +416,7 @@ class LocalKafka:
                 try:
                     _probe(self.bootstrap, min(10.0, max(1.0, deadline - time.monotonic())))
                     return
-                except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+                except Exception as exc:
                     last_error = exc
             time.sleep(0.25)
         raise LocalKafkaError(

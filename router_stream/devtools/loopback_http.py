@@ -21,15 +21,20 @@ __all__ = ["LoopbackServer", "drop_connection", "openai_error", "status_error"]
 
 def openai_error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> web.Response:
     """An error in OpenAI's shape: ``{"error": {"message", "type", "code"}}``."""
-    return web.json_response({"error": {"message": message, "type": kind, "code": status}},
-                             status=status, headers=headers)
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "code": status}}, status=status, headers=headers
+    )
 
 
 def status_error(status: int, retry_after: str | None = None) -> web.Response:
     """A failure on purpose with ``status``: the error type OpenAI gives that status, and
     ``Retry-After`` on 429 and 503 when ``retry_after`` is given."""
     headers = {"Retry-After": retry_after} if retry_after is not None and status in (429, 503) else None
-    kind = "rate_limit_error" if status == 429 else ("server_error" if status >= 500 else "invalid_request_error")
+    kind = (
+        "rate_limit_error"
+        if status == 429
+        else ("server_error" if status >= 500 else "invalid_request_error")
+    )
     return openai_error(status, f"fault {status} on purpose", kind, headers)
 
 

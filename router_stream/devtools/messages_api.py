@@ -21,14 +21,37 @@ from typing import Any
 __all__ = ["ERROR_TYPES", "to_chat_request", "to_messages_answer", "validate_messages_request"]
 
 #: top-level fields of a Messages API request (anything else: 400, as the API answers)
-MESSAGES_FIELDS = frozenset({"model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
-                             "temperature", "top_p", "top_k", "tools", "tool_choice", "thinking", "service_tier"})
+MESSAGES_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "metadata",
+        "stop_sequences",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "service_tier",
+    }
+)
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 #: the API's error type per HTTP status (5xx otherwise: api_error; 4xx otherwise: invalid_request_error)
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-                     403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-                     429: "rate_limit_error", 529: "overloaded_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
 
 
 # ---- Anthropic request checks ------------------------------------------------------------------
@@ -49,8 +72,13 @@ def validate_messages_request(body: Any) -> str | None:
         if value is not None and (not isinstance(value, (int, float)) or not 0 <= value <= 1):
             return f"{key}: Input should be between 0 and 1"
     system = body.get("system")
-    if system is not None and not isinstance(system, str) and not (
-            isinstance(system, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in system)):
+    if (
+        system is not None
+        and not isinstance(system, str)
+        and not (
+            isinstance(system, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in system)
+        )
+    ):
         return "system: Input should be a string or a list of text blocks"
     stops = body.get("stop_sequences")
     if stops is not None and not (isinstance(stops, list) and all(isinstance(s, str) for s in stops)):
@@ -109,8 +137,10 @@ def _validate_messages(messages: Any) -> str | None:
                 if seen_other:
                     return f"{where}: tool_result blocks must come first in the user turn"
                 if block["tool_use_id"] not in previous_tool_uses:
-                    return (f"{where}: unexpected tool_use_id found in tool_result blocks; each tool_result "
-                            "must answer a tool_use of the previous assistant turn")
+                    return (
+                        f"{where}: unexpected tool_use_id found in tool_result blocks; each tool_result "
+                        "must answer a tool_use of the previous assistant turn"
+                    )
             else:
                 seen_other = True
             if block["type"] == "tool_use":
@@ -122,7 +152,11 @@ def _validate_messages(messages: Any) -> str | None:
 def _validate_block(block: Any, role: str, where: str) -> str | None:
     kind = block.get("type") if isinstance(block, dict) else None
     if kind == "text":
-        return None if isinstance(block.get("text"), str) and block["text"] else f"{where}.text: text content blocks must be non-empty"
+        return (
+            None
+            if isinstance(block.get("text"), str) and block["text"]
+            else f"{where}.text: text content blocks must be non-empty"
+        )
     if kind in ("image", "document"):
         source = block.get("source")
         if not isinstance(source, dict):
@@ -131,20 +165,28 @@ def _validate_block(block: Any, role: str, where: str) -> str | None:
             return None
         if source.get("type") == "base64" and isinstance(source.get("data"), str):
             allowed = IMAGE_TYPES if kind == "image" else {"application/pdf"}
-            return None if source.get("media_type") in allowed else f"{where}.source.media_type: not supported"
+            return (
+                None if source.get("media_type") in allowed else f"{where}.source.media_type: not supported"
+            )
         if kind == "document" and source.get("type") == "text" and isinstance(source.get("data"), str):
             return None
         return f"{where}.source: Input should be a base64 or url source"
     if kind == "tool_use":
         if role != "assistant":
             return f"{where}: tool_use blocks belong to assistant turns"
-        ok = isinstance(block.get("id"), str) and isinstance(block.get("name"), str) and isinstance(block.get("input"), dict)
+        ok = (
+            isinstance(block.get("id"), str)
+            and isinstance(block.get("name"), str)
+            and isinstance(block.get("input"), dict)
+        )
         return None if ok else f"{where}: tool_use needs id, name and an object input"
     if kind == "tool_result":
         if role != "user":
             return f"{where}: tool_result blocks belong to user turns"
         content = block.get("content")
-        ok = isinstance(block.get("tool_use_id"), str) and (content is None or isinstance(content, (str, list)))
+        ok = isinstance(block.get("tool_use_id"), str) and (
+            content is None or isinstance(content, (str, list))
+        )
         return None if ok else f"{where}: tool_result needs tool_use_id and string or block content"
     return f"{where}.type: Input tag {kind!r} is not a content block type"
 
@@ -168,24 +210,44 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
     for m in body["messages"]:
         blocks = m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
         if m["role"] == "assistant":
-            calls = [{"id": b["id"], "type": "function",
-                      "function": {"name": b["name"], "arguments": json.dumps(b["input"])}}
-                     for b in blocks if b.get("type") == "tool_use"]
-            msg: dict[str, Any] = {"role": "assistant", "content": _text_of([b for b in blocks if b.get("type") == "text"])}
+            calls = [
+                {
+                    "id": b["id"],
+                    "type": "function",
+                    "function": {"name": b["name"], "arguments": json.dumps(b["input"])},
+                }
+                for b in blocks
+                if b.get("type") == "tool_use"
+            ]
+            msg: dict[str, Any] = {
+                "role": "assistant",
+                "content": _text_of([b for b in blocks if b.get("type") == "text"]),
+            }
             if calls:
                 msg["tool_calls"] = calls
             messages.append(msg)
             continue
         for b in blocks:
             if b.get("type") == "tool_result":
-                messages.append({"role": "tool", "tool_call_id": b["tool_use_id"], "content": _text_of(b.get("content"))})
+                messages.append(
+                    {"role": "tool", "tool_call_id": b["tool_use_id"], "content": _text_of(b.get("content"))}
+                )
         rest = [b for b in blocks if b.get("type") != "tool_result"]
         if rest:
             messages.append({"role": "user", "content": _text_of(rest)})
     chat: dict[str, Any] = {"model": body["model"], "messages": messages, "max_tokens": body["max_tokens"]}
     if body.get("tools"):
-        chat["tools"] = [{"type": "function", "function": {"name": t["name"], "description": t.get("description", ""),
-                                                           "parameters": t["input_schema"]}} for t in body["tools"]]
+        chat["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t["name"],
+                    "description": t.get("description", ""),
+                    "parameters": t["input_schema"],
+                },
+            }
+            for t in body["tools"]
+        ]
     return chat
 
 
@@ -207,7 +269,9 @@ def _wants_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     """The tool to call: with tools offered, tool_choice not none, and no tool_result in the last turn."""
     tools, choice = body.get("tools") or [], body.get("tool_choice") or {"type": "auto"}
     last = body["messages"][-1]
-    answered = isinstance(last["content"], list) and any(b.get("type") == "tool_result" for b in last["content"])
+    answered = isinstance(last["content"], list) and any(
+        b.get("type") == "tool_result" for b in last["content"]
+    )
     if not tools or choice["type"] == "none" or answered:
         return None
     if choice["type"] == "tool":
@@ -229,22 +293,43 @@ def to_messages_answer(body: dict[str, Any], chat: dict[str, Any]) -> dict[str, 
     stop_reason, stop_sequence = "end_turn", None
     cut = min(((text.find(s), s) for s in body.get("stop_sequences") or [] if s and s in text), default=None)
     if cut is not None:
-        text, stop_reason, stop_sequence = text[:cut[0]], "stop_sequence", cut[1]
+        text, stop_reason, stop_sequence = text[: cut[0]], "stop_sequence", cut[1]
     if len(text) > body["max_tokens"] * 4:  # the server's rough 4 characters per token
-        text, stop_reason = text[:body["max_tokens"] * 4], "max_tokens"
+        text, stop_reason = text[: body["max_tokens"] * 4], "max_tokens"
     content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
     for call in message.get("tool_calls") or []:
-        content.append({"type": "tool_use", "id": "toolu_" + str(call.get("id", "")).removeprefix("call_"),
-                        "name": call["function"]["name"], "input": json.loads(call["function"]["arguments"] or "{}")})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": "toolu_" + str(call.get("id", "")).removeprefix("call_"),
+                "name": call["function"]["name"],
+                "input": json.loads(call["function"]["arguments"] or "{}"),
+            }
+        )
     tool = _wants_tool(body) if stop_reason == "end_turn" and not message.get("tool_calls") else None
     if tool is not None:
-        content.append({"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": tool["name"],
-                        "input": _sample(tool["input_schema"])})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": "toolu_" + uuid.uuid4().hex[:24],
+                "name": tool["name"],
+                "input": _sample(tool["input_schema"]),
+            }
+        )
     if any(b["type"] == "tool_use" for b in content) and stop_reason == "end_turn":
         stop_reason = "tool_use"
     return {
-        "id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant", "model": body["model"],
-        "content": content, "stop_reason": stop_reason, "stop_sequence": stop_sequence,
-        "usage": {"input_tokens": int(usage.get("prompt_tokens") or 1), "cache_creation_input_tokens": 0,
-                  "cache_read_input_tokens": 0, "output_tokens": max(1, len(text) // 4)},
+        "id": "msg_" + uuid.uuid4().hex[:24],
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": {
+            "input_tokens": int(usage.get("prompt_tokens") or 1),
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": max(1, len(text) // 4),
+        },
     }

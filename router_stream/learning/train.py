@@ -26,11 +26,24 @@ import numpy as np
 from . import metrics as M
 from .artifact import Artifact, LearnedRouter
 from .data import MMLU_STRONG, MMLU_WEAK, Record, models_in, split
-from .features import (ConcatFeaturizer, GroupPriorFeaturizer, ShapeFeaturizer, StaticEmbedFeaturizer,
-                       SubjectPriorFeaturizer, TfidfFeaturizer)
+from .features import (
+    ConcatFeaturizer,
+    GroupPriorFeaturizer,
+    ShapeFeaturizer,
+    StaticEmbedFeaturizer,
+    SubjectPriorFeaturizer,
+    TfidfFeaturizer,
+)
 
-FEATURIZERS = ("embed+tfidf", "tfidf", "embed", "tfidf+subject", "embed+tfidf+subject", "tfidf+shape",
-               "tfidf+subject+shape")
+FEATURIZERS = (
+    "embed+tfidf",
+    "tfidf",
+    "embed",
+    "tfidf+subject",
+    "embed+tfidf+subject",
+    "tfidf+shape",
+    "tfidf+subject+shape",
+)
 #: Weight of the standardised ``shape`` block next to the TF-IDF row (chosen by 5-fold CV, with C = 0.5).
 SHAPE_WEIGHT = 0.1
 DEFAULT_FEATURIZER = "embed+tfidf"
@@ -56,11 +69,14 @@ def build_features(
     import scipy.sparse as sp
 
     if name.endswith("+shape") and name in FEATURIZERS:  # a base featurizer plus the structural block
-        base, base_x = build_features(name[: -len("+shape")], texts, groups, targets, target_names, embed_dim,
-                                      prior_weight, cache_dir)
+        base, base_x = build_features(
+            name[: -len("+shape")], texts, groups, targets, target_names, embed_dim, prior_weight, cache_dir
+        )
         shape = ShapeFeaturizer().fit(texts)
         feat = ConcatFeaturizer([base, shape], [1.0, SHAPE_WEIGHT])
-        return feat, sp.hstack([sp.csr_matrix(base_x), sp.csr_matrix(shape.transform(texts) * SHAPE_WEIGHT)]).tocsr()
+        return feat, sp.hstack(
+            [sp.csr_matrix(base_x), sp.csr_matrix(shape.transform(texts) * SHAPE_WEIGHT)]
+        ).tocsr()
     if name == "tfidf":
         feat = TfidfFeaturizer().fit(texts)
         return feat, feat.transform(texts)
@@ -72,7 +88,9 @@ def build_features(
     if name == "embed+tfidf+subject":
         return SubjectPriorFeaturizer.fit(embed, texts, groups, targets, target_names, prior_weight)
     if name == "embed":
-        return GroupPriorFeaturizer.fit(embed, texts, groups, targets, target_names, prior_weight, include_embedding=True)
+        return GroupPriorFeaturizer.fit(
+            embed, texts, groups, targets, target_names, prior_weight, include_embedding=True
+        )
     tfidf = TfidfFeaturizer().fit(texts)
     prior, prior_x = GroupPriorFeaturizer.fit(embed, texts, groups, targets, target_names, prior_weight)
     feat = ConcatFeaturizer([tfidf, prior], [1.0, 1.0])
@@ -103,8 +121,15 @@ def _pair(records: Sequence[Record], weak: str, strong: str) -> list[Record]:
 
 def _provenance(rows: Sequence[Record], c: float) -> dict[str, Any]:
     """What an artifact was trained on (rows, a digest of their ids, C, the split) and when."""
-    return {"trained_on": {"rows": len(rows), "ids_digest": _data_digest(rows), "C": c, "split": "blake2b(id) >= 0.2"},
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "trained_on": {
+            "rows": len(rows),
+            "ids_digest": _data_digest(rows),
+            "C": c,
+            "split": "blake2b(id) >= 0.2",
+        },
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def _data_digest(records: Sequence[Record]) -> str:
@@ -134,11 +159,19 @@ def train_two_model(
     s_ = np.array([r.scores[strong] for r in rows])
     gain = s_ - w
     y = np.sign(np.round(gain, 6)).astype(int)  # scores may be fractional: the sign of the gain
-    feat, x = build_features(featurizer, texts, [r.source for r in rows], np.stack([gain, w, s_], 1),
-                             ["gain", f"quality:{weak}", f"quality:{strong}"], embed_dim)
+    feat, x = build_features(
+        featurizer,
+        texts,
+        [r.source for r in rows],
+        np.stack([gain, w, s_], 1),
+        ["gain", f"quality:{weak}", f"quality:{strong}"],
+        embed_dim,
+    )
     classes = sorted(set(y.tolist()))
     if classes == [0, 1] or len(classes) < 2:
-        raise ValueError("training rows need both positive and non-positive gains (and ideally negative ones)")
+        raise ValueError(
+            "training rows need both positive and non-positive gains (and ideally negative ones)"
+        )
     lr = _fit_lr(x, y, c)
     coef, intercept = lr.coef_, lr.intercept_
     cls = [int(v) for v in lr.classes_]
@@ -157,8 +190,12 @@ def train_two_model(
         "abstain_band": 0.0,
         **_provenance(rows, c),
     }
-    return Artifact(meta=meta, coef=np.asarray(coef, np.float32), intercept=np.asarray(intercept, np.float32),
-                    feature_arrays=feat.arrays())
+    return Artifact(
+        meta=meta,
+        coef=np.asarray(coef, np.float32),
+        intercept=np.asarray(intercept, np.float32),
+        feature_arrays=feat.arrays(),
+    )
 
 
 def baseline_scores(train: Sequence[Record], test: Sequence[Record], weak: str, strong: str) -> np.ndarray:
@@ -183,7 +220,9 @@ def threshold_for_share(scores: np.ndarray, strong_share: float) -> float:
     return float(np.quantile(scores, 1.0 - strong_share, method="higher" if strong_share < 1 else "lower"))
 
 
-def _paired_bootstrap(a: np.ndarray, b: np.ndarray, weak: np.ndarray, strong: np.ndarray, n: int = 300, seed: int = 0) -> dict[str, list[float]]:
+def _paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, weak: np.ndarray, strong: np.ndarray, n: int = 300, seed: int = 0
+) -> dict[str, list[float]]:
     """95% intervals of (ours − baseline) for APGR and share-at-95%, resampling items."""
     rng = np.random.default_rng(seed)
     d_apgr, d_share = [], []
@@ -211,13 +250,22 @@ def evaluate_two_model(
     t0 = time.perf_counter()
     ours = router.scores([r.prompt for r in rows])
     per_request_ms = (time.perf_counter() - t0) * 1000 / max(1, len(rows))
-    result: dict[str, Any] = {"n": len(rows), "weak": weak, "strong": strong, "batch_ms_per_prompt": per_request_ms}
+    result: dict[str, Any] = {
+        "n": len(rows),
+        "weak": weak,
+        "strong": strong,
+        "batch_ms_per_prompt": per_request_ms,
+    }
     result["router"] = M.summary(M.routing_curve(ours, w, s))
     threshold = router.artifact.threshold
     result["router"]["share_at_threshold"] = float(np.mean(ours >= threshold))
     result["router"]["quality_at_threshold"] = float(np.mean(np.where(ours >= threshold, s, w)))
-    result["random"] = {"apgr": M.random_apgr(), "cpt50": 0.5, "cpt80": 0.8,
-                        "share_at_95": M.random_share_for_quality(float(w.mean()), float(s.mean()))}
+    result["random"] = {
+        "apgr": M.random_apgr(),
+        "cpt50": 0.5,
+        "cpt80": 0.8,
+        "share_at_95": M.random_share_for_quality(float(w.mean()), float(s.mean())),
+    }
     result["oracle"] = M.summary(M.routing_curve(s - w, w, s))
     if train is not None:
         base = baseline_scores(train, rows, weak, strong)
@@ -242,8 +290,9 @@ def train_multi_model(
         raise ValueError("multi-model training needs at least two models with scores and costs")
     texts = [r.prompt for r in train]
     quality = np.array([[r.scores.get(m, np.nan) for m in models] for r in train])
-    feat, x = build_features(featurizer, texts, [r.source for r in train], quality,
-                             [f"quality:{m}" for m in models], embed_dim)
+    feat, x = build_features(
+        featurizer, texts, [r.source for r in train], quality, [f"quality:{m}" for m in models], embed_dim
+    )
     coefs, intercepts, costs = [], [], {}
     for m in models:
         idx = [i for i, r in enumerate(train) if m in r.scores]
@@ -267,15 +316,21 @@ def train_multi_model(
         "abstain_band": 0.0,
         **_provenance(train, c),
     }
-    return Artifact(meta=meta, coef=np.asarray(coefs, np.float32), intercept=np.asarray(intercepts, np.float32),
-                    feature_arrays=feat.arrays())
+    return Artifact(
+        meta=meta,
+        coef=np.asarray(coefs, np.float32),
+        intercept=np.asarray(intercepts, np.float32),
+        feature_arrays=feat.arrays(),
+    )
 
 
 def _multi_rows(records: Sequence[Record], models: Sequence[str]) -> list[Record]:
     return [r for r in records if all(m in r.scores and m in r.costs for m in models)]
 
 
-def multi_model_sweep(router: LearnedRouter, rows: Sequence[Record], thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def multi_model_sweep(
+    router: LearnedRouter, rows: Sequence[Record], thresholds: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     models = router.models
     q = np.array([[r.scores[m] for m in models] for r in rows])
     c = np.array([[r.costs[m] for m in models] for r in rows])
@@ -286,10 +341,19 @@ def multi_model_sweep(router: LearnedRouter, rows: Sequence[Record], thresholds:
         pick = router.choose(probs, float(t))
         cost.append(c[np.arange(len(rows)), pick].mean())
         qual.append(q[np.arange(len(rows)), pick].mean())
-    return {"thresholds": ts, "cost": np.array(cost), "quality": np.array(qual), "q": q, "c": c, "probs": probs}
+    return {
+        "thresholds": ts,
+        "cost": np.array(cost),
+        "quality": np.array(qual),
+        "q": q,
+        "c": c,
+        "probs": probs,
+    }
 
 
-def threshold_for_cost_share(router: LearnedRouter, texts: Sequence[str], cost_share: float, reference: str | None = None) -> float:
+def threshold_for_cost_share(
+    router: LearnedRouter, texts: Sequence[str], cost_share: float, reference: str | None = None
+) -> float:
     """Multi-model calibration: the lowest threshold whose mean (training-mean) cost stays within
     ``cost_share`` × the cost of sending everything to ``reference`` (default: the best-quality,
     i.e. costliest, model)."""
@@ -303,14 +367,18 @@ def threshold_for_cost_share(router: LearnedRouter, texts: Sequence[str], cost_s
     return best
 
 
-def evaluate_multi_model(router: LearnedRouter, test: Sequence[Record], strong: str | None = None) -> dict[str, Any]:
+def evaluate_multi_model(
+    router: LearnedRouter, test: Sequence[Record], strong: str | None = None
+) -> dict[str, Any]:
     """Cost/quality of the router on held-out rows, against every single model and the best
     prompt-blind mixture of them (the upper hull of the single-model points)."""
     models = router.models
     rows = _multi_rows(test, models)
     sweep = multi_model_sweep(router, rows)
     q, c = sweep["q"], sweep["c"]
-    single = {m: {"quality": float(q[:, j].mean()), "cost": float(c[:, j].mean())} for j, m in enumerate(models)}
+    single = {
+        m: {"quality": float(q[:, j].mean()), "cost": float(c[:, j].mean())} for j, m in enumerate(models)
+    }
     strong = strong or max(single, key=lambda m: single[m]["quality"])
     s_q, s_c = single[strong]["quality"], single[strong]["cost"]
     sx = np.array([v["cost"] for v in single.values()])
@@ -342,8 +410,15 @@ def evaluate_multi_model(router: LearnedRouter, test: Sequence[Record], strong: 
             "router": M.hull_area(np.append(sweep["cost"], sx), np.append(sweep["quality"], sy), lo, hi),
             "best_single_model_mix": M.hull_area(sx, sy, lo, hi),
         },
-        "oracle": {"quality": float(q[np.arange(len(rows)), oracle_pick].mean()), "cost": float(c[np.arange(len(rows)), oracle_pick].mean())},
-        "curve": {"cost": sweep["cost"].tolist(), "quality": sweep["quality"].tolist(), "thresholds": sweep["thresholds"].tolist()},
+        "oracle": {
+            "quality": float(q[np.arange(len(rows)), oracle_pick].mean()),
+            "cost": float(c[np.arange(len(rows)), oracle_pick].mean()),
+        },
+        "curve": {
+            "cost": sweep["cost"].tolist(),
+            "quality": sweep["quality"].tolist(),
+            "thresholds": sweep["thresholds"].tolist(),
+        },
     }
 
 
@@ -370,7 +445,11 @@ def run_training(
         router = LearnedRouter(art)
         sample = [r.prompt for r in _pair(test, weak, strong)] or [r.prompt for r in train]
         art.meta["threshold"] = threshold_for_share(router.scores(sample), strong_share)
-        art.meta["calibration"] = {"strong_share": strong_share, "sample": "held-out prompts", "n": len(sample)}
+        art.meta["calibration"] = {
+            "strong_share": strong_share,
+            "sample": "held-out prompts",
+            "n": len(sample),
+        }
     elif kind == "multi-model":
         art = train_multi_model(train, None, featurizer, c, embed_dim)
         router = LearnedRouter(art)
@@ -384,6 +463,10 @@ def run_training(
     report: dict[str, Any] = {}
     if evaluate and test:
         router = LearnedRouter(art)
-        report = evaluate_two_model(router, test, train) if kind == "two-model" else evaluate_multi_model(router, test)
+        report = (
+            evaluate_two_model(router, test, train)
+            if kind == "two-model"
+            else evaluate_multi_model(router, test)
+        )
         art.meta["metrics"] = {k: v for k, v in report.items() if k != "curve"}
     return art, report

@@ -25,8 +25,9 @@ error (``error_kind`` of the last failure, or ``deadline_exceeded``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..providers.resilience import CallResult
 from ..routing.cascade import CascadePlan, Check, JudgeValidator
@@ -40,8 +41,9 @@ class CascadeResult(CallResult):
     cascade: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def _judge(dispatcher: Any, request: Request, validator: JudgeValidator, answer: str,
-                 deadline_at: float) -> tuple[Check, CallResult]:
+async def _judge(
+    dispatcher: Any, request: Request, validator: JudgeValidator, answer: str, deadline_at: float
+) -> tuple[Check, CallResult]:
     """Ask the judge; a failed call or an unusable reply accepts the answer, with a note."""
     result = await dispatcher.call(validator.judge_request(request, answer), validator.candidate, deadline_at)
     if result.completion is None:
@@ -53,8 +55,14 @@ async def _judge(dispatcher: Any, request: Request, validator: JudgeValidator, a
     return Check(verdict, f"judge {result.served_by!r} said {'yes' if verdict else 'no'}"), result
 
 
-async def run_cascade(dispatcher: Any, request: Request, plan: CascadePlan, deadline_at: float, *,
-                      clock: Callable[[], float] = time.monotonic) -> CascadeResult:
+async def run_cascade(
+    dispatcher: Any,
+    request: Request,
+    plan: CascadePlan,
+    deadline_at: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> CascadeResult:
     """Call ``plan.candidates`` in order until the validator accepts; never raises for model failures."""
     steps: list[dict[str, Any]] = []
     attempts: list[Any] = []
@@ -63,15 +71,29 @@ async def run_cascade(dispatcher: Any, request: Request, plan: CascadePlan, dead
     last_failure: CallResult | None = None
     for i, name in enumerate(plan.candidates):
         if clock() >= deadline_at:
-            steps += [{"candidate": rest, "served_by": None, "accepted": False, "served": False, "skipped": True,
-                       "reason": "deadline passed before this step", "cost_usd": 0.0}
-                      for rest in plan.candidates[i:]]
+            steps += [
+                {
+                    "candidate": rest,
+                    "served_by": None,
+                    "accepted": False,
+                    "served": False,
+                    "skipped": True,
+                    "reason": "deadline passed before this step",
+                    "cost_usd": 0.0,
+                }
+                for rest in plan.candidates[i:]
+            ]
             break
         result = await dispatcher.call(request, name, deadline_at)
         attempts += result.attempts
         cost += result.cost_usd
-        step: dict[str, Any] = {"candidate": name, "served_by": result.served_by, "accepted": False,
-                                "served": False, "cost_usd": round(result.cost_usd, 8)}
+        step: dict[str, Any] = {
+            "candidate": name,
+            "served_by": result.served_by,
+            "accepted": False,
+            "served": False,
+            "cost_usd": round(result.cost_usd, 8),
+        }
         steps.append(step)
         if result.completion is None:
             step["reason"] = f"no answer ({result.error_kind or 'error'}): {(result.error or '')[:200]}"
@@ -88,8 +110,14 @@ async def run_cascade(dispatcher: Any, request: Request, plan: CascadePlan, dead
         step["accepted"], step["reason"] = check.accepted, check.reason
         if check.accepted:
             step["served"] = True
-            return CascadeResult(completion=result.completion, served_by=result.served_by, attempts=attempts,
-                                 cost_usd=cost, batch=result.batch, cascade=steps)
+            return CascadeResult(
+                completion=result.completion,
+                served_by=result.served_by,
+                attempts=attempts,
+                cost_usd=cost,
+                batch=result.batch,
+                cascade=steps,
+            )
         answered.append((result, check.score, step))
 
     if answered:
@@ -99,13 +127,32 @@ async def run_cascade(dispatcher: Any, request: Request, plan: CascadePlan, dead
             chosen, _, step = answered[-1]
         step["served"] = True
         step["reason"] += f"; served anyway (all rejected, when_all_rejected: {plan.when_all_rejected})"
-        return CascadeResult(completion=chosen.completion, served_by=chosen.served_by, attempts=attempts,
-                             cost_usd=cost, batch=chosen.batch, cascade=steps)
+        return CascadeResult(
+            completion=chosen.completion,
+            served_by=chosen.served_by,
+            attempts=attempts,
+            cost_usd=cost,
+            batch=chosen.batch,
+            cascade=steps,
+        )
     if last_failure is None:
-        return CascadeResult(completion=None, served_by=None, attempts=attempts, cost_usd=cost, cascade=steps,
-                             error="cascade: deadline passed before any candidate was called",
-                             error_kind="deadline_exceeded")
+        return CascadeResult(
+            completion=None,
+            served_by=None,
+            attempts=attempts,
+            cost_usd=cost,
+            cascade=steps,
+            error="cascade: deadline passed before any candidate was called",
+            error_kind="deadline_exceeded",
+        )
     failures = "; ".join(f"{s['candidate']}: {s['reason']}" for s in steps if not s.get("skipped"))
-    return CascadeResult(completion=None, served_by=None, attempts=attempts, cost_usd=cost, cascade=steps,
-                         error=f"cascade: no candidate answered: {failures}"[:1000],
-                         error_kind=last_failure.error_kind or "error", batch=last_failure.batch)
+    return CascadeResult(
+        completion=None,
+        served_by=None,
+        attempts=attempts,
+        cost_usd=cost,
+        cascade=steps,
+        error=f"cascade: no candidate answered: {failures}"[:1000],
+        error_kind=last_failure.error_kind or "error",
+        batch=last_failure.batch,
+    )

@@ -32,8 +32,9 @@ from __future__ import annotations
 import hmac
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from ..state import keystate
 from ..state.store import key_state_key
@@ -45,9 +46,11 @@ CONTROL_HEADER = "router-stream-control"
 MIN_SECRET_CHARS = 16
 ACTIONS = ("evict", "reset_budget")
 _FIELDS = {"control", "scope_key", "strategy", "budget", "control_id", "schema_version"}
-_HOW_TO_ENABLE = ("set control.secret_env in the config to the name of an env var holding a shared secret of at "
-                  f"least {MIN_SECRET_CHARS} characters, in the worker's and the operator's environment "
-                  "(docs/operations.md, 'Inspect and evict a key's state')")
+_HOW_TO_ENABLE = (
+    "set control.secret_env in the config to the name of an env var holding a shared secret of at "
+    f"least {MIN_SECRET_CHARS} characters, in the worker's and the operator's environment "
+    "(docs/operations.md, 'Inspect and evict a key's state')"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +65,20 @@ class ControlCommand:
     budget: str | None = None  # reset_budget: this budget only (None: every budget)
 
 
-def control_body(action: str, scope_key: str, strategy: str | None, control_id: str,
-                 budget: str | None = None) -> bytes:
+def control_body(
+    action: str, scope_key: str, strategy: str | None, control_id: str, budget: str | None = None
+) -> bytes:
     """The value the CLI produces (the same shape :meth:`ControlGate.check` reads)."""
-    return json.dumps({"control": action, "scope_key": scope_key, "strategy": strategy, "budget": budget,
-                       "control_id": control_id}, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "control": action,
+            "scope_key": scope_key,
+            "strategy": strategy,
+            "budget": budget,
+            "control_id": control_id,
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def _looks_like_control(value: bytes | None) -> bool:
@@ -92,25 +104,33 @@ class ControlGate:
         return f"ControlGate(enabled={self._secret is not None})"
 
     @classmethod
-    def from_env(cls, secret_env: str | None, environ: Mapping[str, str] | None = None) -> "ControlGate":
+    def from_env(cls, secret_env: str | None, environ: Mapping[str, str] | None = None) -> ControlGate:
         """The gate for ``control.secret_env`` (None: control records disabled)."""
         env = os.environ if environ is None else environ
         if not secret_env:
             return cls(None, f"control records are disabled on this worker: {_HOW_TO_ENABLE}")
         secret = env.get(secret_env) or ""
         if not secret:
-            return cls(None, f"control records are disabled on this worker: control.secret_env names "
-                             f"{secret_env}, which is not set in its environment")
+            return cls(
+                None,
+                f"control records are disabled on this worker: control.secret_env names "
+                f"{secret_env}, which is not set in its environment",
+            )
         if len(secret) < MIN_SECRET_CHARS:
-            return cls(None, f"control records are disabled on this worker: the secret in {secret_env} is "
-                             f"shorter than {MIN_SECRET_CHARS} characters")
+            return cls(
+                None,
+                f"control records are disabled on this worker: the secret in {secret_env} is "
+                f"shorter than {MIN_SECRET_CHARS} characters",
+            )
         return cls(secret)
 
     @property
     def enabled(self) -> bool:
         return self._secret is not None
 
-    def check(self, headers: tuple[tuple[str, bytes], ...], value: bytes | None) -> ControlCommand | Poison | None:
+    def check(
+        self, headers: tuple[tuple[str, bytes], ...], value: bytes | None
+    ) -> ControlCommand | Poison | None:
         """None for an ordinary record; else the authorised command, or why it is refused."""
         given: bytes | None = None
         has_header = False
@@ -120,19 +140,26 @@ class ControlGate:
                 break
         if not has_header:
             if _looks_like_control(value):
-                return Poison("unauthorised_control", f"a control record (top-level 'control' field) without the "
-                                                      f"{CONTROL_HEADER} header; it was not applied")
+                return Poison(
+                    "unauthorised_control",
+                    f"a control record (top-level 'control' field) without the "
+                    f"{CONTROL_HEADER} header; it was not applied",
+                )
             return None
         if self._secret is None:
             return Poison("control_disabled", f"{self.disabled_why}; the record was not applied")
         if not given or not hmac.compare_digest(given, self._secret):
-            return Poison("unauthorised_control", f"the {CONTROL_HEADER} header does not carry this worker's "
-                                                  "control secret; the record was not applied")
+            return Poison(
+                "unauthorised_control",
+                f"the {CONTROL_HEADER} header does not carry this worker's "
+                "control secret; the record was not applied",
+            )
         return parse_command(value)
 
 
 def parse_command(value: bytes | None) -> ControlCommand | Poison:
     """The command in an authorised record's body, or ``invalid_control`` saying what is wrong."""
+
     def bad(why: str) -> Poison:
         return Poison("invalid_control", f"an authorised control record that cannot be applied: {why}")
 
@@ -156,7 +183,9 @@ def parse_command(value: bytes | None) -> ControlCommand | Poison:
         return bad("'budget' must be a budget name or null")
     control_id = data.get("control_id")
     if not isinstance(control_id, str) or not control_id or len(control_id) > 256:
-        return bad("'control_id' must be a string of 1-256 characters (it identifies the command in the audit)")
+        return bad(
+            "'control_id' must be a string of 1-256 characters (it identifies the command in the audit)"
+        )
     ignored = tuple(sorted(set(data) - _FIELDS))
     return ControlCommand(action, scope_key, strategy, control_id, ignored, budget)
 
@@ -176,8 +205,9 @@ def apply_command(command: ControlCommand, state: dict[str, Any] | None) -> tupl
     elif not isinstance(decision, dict):
         note["result"] = "the key has no sticky decision: nothing to evict"
     elif command.strategy is not None and decision.get("decided_by") != command.strategy:
-        note["result"] = (f"kept: the sticky decision was made by {decision.get('decided_by')!r}, "
-                          f"not {command.strategy!r}")
+        note["result"] = (
+            f"kept: the sticky decision was made by {decision.get('decided_by')!r}, not {command.strategy!r}"
+        )
         note["kept"] = {k: decision.get(k) for k in ("candidate", "decided_by", "decided_at")}
     else:
         state["decision"] = None

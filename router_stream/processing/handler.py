@@ -101,18 +101,26 @@ def request_override(config: RouterConfig, request: Request) -> Verdict | None:
     else:
         return None
     if isinstance(asked, str) and asked in config.candidates:
-        return Verdict(strategy="request", outcome="chose", candidate=asked,
-                       reason=f"{where} allowed by config")
-    return Verdict(strategy="request", outcome="miss", candidate=str(asked)[:100],
-                   reason=f"{where} names no candidate")
+        return Verdict(
+            strategy="request", outcome="chose", candidate=asked, reason=f"{where} allowed by config"
+        )
+    return Verdict(
+        strategy="request", outcome="miss", candidate=str(asked)[:100], reason=f"{where} names no candidate"
+    )
 
 
 def sticky_note(cached: CachedDecision, received_ms: int, verdicts: list[Verdict]) -> dict[str, Any]:
     """The audit's account of a sticky decision that applied: which strategy made it, when, and
     which strategies ran (and abstained) before it on this request."""
     ran_before = [v.strategy for v in verdicts[:-1]]
-    return {"strategy": cached.decided_by, "candidate": cached.candidate, "decided_at": cached.decided_at,
-            "age_ms": max(0, received_ms - cached.decided_at), "ttl_s": cached.ttl_s, "ran_before": ran_before}
+    return {
+        "strategy": cached.decided_by,
+        "candidate": cached.candidate,
+        "decided_at": cached.decided_at,
+        "age_ms": max(0, received_ms - cached.decided_at),
+        "ttl_s": cached.ttl_s,
+        "ran_before": ran_before,
+    }
 
 
 def trace_headers(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
@@ -154,8 +162,12 @@ def answer_too_large(completion: Any, key: bytes | None) -> str | None:
         return None
     budget = output_budget(key)
     message = completion.message or {}
-    plain = (completion.choices is None and completion.logprobs is None
-             and not message.get("tool_calls") and not message.get("audio"))
+    plain = (
+        completion.choices is None
+        and completion.logprobs is None
+        and not message.get("tool_calls")
+        and not message.get("audio")
+    )
     if plain and len(completion.text) * 12 + 4096 <= budget:
         return None
     fields = completion.answer_fields()
@@ -163,8 +175,10 @@ def answer_too_large(completion: Any, key: bytes | None) -> str | None:
     size = len(json.dumps(answer, ensure_ascii=False).encode("utf-8", "surrogatepass")) + 2048
     if size <= budget:
         return None
-    return (f"the answer is about {size} bytes as JSON, more than one Kafka record can carry "
-            f"({budget} bytes with this key); ask for fewer max_tokens")
+    return (
+        f"the answer is about {size} bytes as JSON, more than one Kafka record can carry "
+        f"({budget} bytes with this key); ask for fewer max_tokens"
+    )
 
 
 #: how much of a dead record's value (key) a dead letter copies: with base64 and the other fields
@@ -186,7 +200,9 @@ def _b64(raw: bytes | None) -> str | None:
 class Handler:
     """Turns a record into an :class:`Outcome`; one instance per worker, shared by partitions."""
 
-    def __init__(self, config: RouterConfig, pipeline: Pipeline, dispatcher: Dispatcher, worker_id: str) -> None:
+    def __init__(
+        self, config: RouterConfig, pipeline: Pipeline, dispatcher: Dispatcher, worker_id: str
+    ) -> None:
         self.config = config
         self.pipeline = pipeline
         self.dispatcher = dispatcher
@@ -196,8 +212,11 @@ class Handler:
         #: per-scope budgets (router_stream/budgets), or None when none are configured
         self.ledger: Ledger | None = Ledger(config.budgets, config.candidates) if config.budgets else None
         cache = config.cache  # the expression was checked at config load (cache.scope_expression)
-        self._scope_expression = (Expression(cache.scope_expression)
-                                  if cache.scope == "expression" and cache.scope_expression else None)
+        self._scope_expression = (
+            Expression(cache.scope_expression)
+            if cache.scope == "expression" and cache.scope_expression
+            else None
+        )
         self.control = ControlGate.from_env(config.control.secret_env)
         if config.control.secret_env and not self.control.enabled:
             log.warning("%s", self.control.disabled_why)
@@ -213,15 +232,19 @@ class Handler:
         if source.key:
             fallback = kafka_key_text(source.key)
         else:
-            fallback = (f"request:{request.request_id}" if request is not None
-                        else f"offset:{source.partition}:{source.offset}")
+            fallback = (
+                f"request:{request.request_id}"
+                if request is not None
+                else f"offset:{source.partition}:{source.offset}"
+            )
         if request is None:
             return fallback
         if cache.scope == "field" and cache.scope_field:
             value = request.fields.get(cache.scope_field)
         elif self._scope_expression is not None:
             value, _problem = self._scope_expression.value(
-                request_names(request, fallback, trace_headers(source.headers)))
+                request_names(request, fallback, trace_headers(source.headers))
+            )
         else:
             return fallback
         if isinstance(value, (str, int)) and not isinstance(value, bool):
@@ -239,11 +262,19 @@ class Handler:
         if self.ledger is None:
             return []
         if isinstance(request, ControlCommand):  # a budget reset is ordered with the scope's requests
-            return ([f"s\x00{b.name}\x00{request.scope_key}" for b in self.ledger.budgets
-                     if request.budget in (None, b.name)] if request.action == "reset_budget" else [])
+            return (
+                [
+                    f"s\x00{b.name}\x00{request.scope_key}"
+                    for b in self.ledger.budgets
+                    if request.budget in (None, b.name)
+                ]
+                if request.action == "reset_budget"
+                else []
+            )
         try:
-            return self.ledger.order_tokens(kafka_key_text(source.key) if source.key else None, request,
-                                            trace_headers(source.headers))
+            return self.ledger.order_tokens(
+                kafka_key_text(source.key) if source.key else None, request, trace_headers(source.headers)
+            )
         except Exception:  # never for a record's content; if it does, the record is ordered by its key only
             log.exception("budget scope of %s[%d]@%d failed", source.topic, source.partition, source.offset)
             return []
@@ -257,13 +288,24 @@ class Handler:
         key, key_cut = _cut(source.key, DEAD_LETTER_KEY_COPY_BYTES)
         value, value_cut = _cut(source.value, DEAD_LETTER_COPY_BYTES)
         raw = source.value
-        return Outcome(dead_letter=DeadLetter(
-            reason=poison.reason, message=poison.message, error_class=error_class,
-            topic=source.topic, partition=source.partition, offset=source.offset,
-            key_b64=_b64(key), value_b64=_b64(value), key_truncated=key_cut, value_truncated=value_cut,
-            value_bytes=len(raw) if raw is not None else None,
-            value_sha256=hashlib.sha256(raw).hexdigest() if raw is not None else None,
-            request_id=poison.request_id, worker_id=self.worker_id))
+        return Outcome(
+            dead_letter=DeadLetter(
+                reason=poison.reason,
+                message=poison.message,
+                error_class=error_class,
+                topic=source.topic,
+                partition=source.partition,
+                offset=source.offset,
+                key_b64=_b64(key),
+                value_b64=_b64(value),
+                key_truncated=key_cut,
+                value_truncated=value_cut,
+                value_bytes=len(raw) if raw is not None else None,
+                value_sha256=hashlib.sha256(raw).hexdigest() if raw is not None else None,
+                request_id=poison.request_id,
+                worker_id=self.worker_id,
+            )
+        )
 
     def classify(self, source: Source) -> Request | Poison | ControlCommand:
         """The record's request, or why it is poison (:func:`~.intake.classify` with this
@@ -275,8 +317,13 @@ class Handler:
             return control
         return classify(source.value, self.config.kafka.max_record_bytes, self.max_prompt_tokens)
 
-    async def handle(self, source: Source, view: StateView, parsed: Request | Poison | ControlCommand | None = None,
-                     scope: str | None = None) -> Outcome:
+    async def handle(
+        self,
+        source: Source,
+        view: StateView,
+        parsed: Request | Poison | ControlCommand | None = None,
+        scope: str | None = None,
+    ) -> Outcome:
         """Never raises for a record's content; an unexpected bug becomes a dead letter too.
 
         ``parsed``: :meth:`classify` of this very source, and ``scope``: :meth:`scope_key` of it
@@ -285,12 +332,22 @@ class Handler:
         try:
             return await self._handle(source, view, parsed, scope)
         except Exception as exc:
-            log.exception("unexpected error handling %s[%d]@%d", source.topic, source.partition, source.offset)
-            return self.dead_letter(source, Poison("internal_error", f"{type(exc).__name__} while handling the record"),
-                                    error_class=type(exc).__name__)
+            log.exception(
+                "unexpected error handling %s[%d]@%d", source.topic, source.partition, source.offset
+            )
+            return self.dead_letter(
+                source,
+                Poison("internal_error", f"{type(exc).__name__} while handling the record"),
+                error_class=type(exc).__name__,
+            )
 
-    async def _handle(self, source: Source, view: StateView, parsed: Request | Poison | ControlCommand | None,
-                      scope: str | None) -> Outcome:
+    async def _handle(
+        self,
+        source: Source,
+        view: StateView,
+        parsed: Request | Poison | ControlCommand | None,
+        scope: str | None,
+    ) -> Outcome:
         received = now_ms()
         if parsed is None:
             parsed = self.classify(source)
@@ -310,21 +367,37 @@ class Handler:
                 first = Response.model_validate_json(seen)
                 if received - first.produced_at <= self.config.cache.dedup_window_s * 1000:
                     metrics.DUPLICATES.inc()
-                    metrics.requests(first.candidate or "", "duplicate",
-                                     "ok" if first.error is None else (first.error_kind or "error")).inc()
+                    metrics.requests(
+                        first.candidate or "",
+                        "duplicate",
+                        "ok" if first.error is None else (first.error_kind or "error"),
+                    ).inc()
                     response = first.model_copy(update={"duplicate": True, "produced_at": now_ms()})
                     ignored, notes = audit_notes(request, self.config.allow_request_candidate_field)
-                    audit = Audit(request_id=request.request_id, key=key, chosen=first.candidate,
-                                  served_by=first.candidate, decided_by="duplicate", duplicate=True,
-                                  worker_id=self.worker_id, source=src, received_at=received, headers=headers,
-                                  error=first.error, ignored_fields=ignored, notes=notes)
+                    audit = Audit(
+                        request_id=request.request_id,
+                        key=key,
+                        chosen=first.candidate,
+                        served_by=first.candidate,
+                        decided_by="duplicate",
+                        duplicate=True,
+                        worker_id=self.worker_id,
+                        source=src,
+                        received_at=received,
+                        headers=headers,
+                        error=first.error,
+                        ignored_fields=ignored,
+                        notes=notes,
+                    )
                     return Outcome(response=response, audit=audit)
 
         if view.get(parked_key(request.request_id)) is not None:
             # a repeat of a request still waiting for its Batch API job: answered with it
             metrics.DUPLICATES.inc()
-            view.put(parked_dup_key(request.request_id, source.offset), json.dumps(
-                {"source": src, "headers": headers, "received_at": received}).encode())
+            view.put(
+                parked_dup_key(request.request_id, source.offset),
+                json.dumps({"source": src, "headers": headers, "received_at": received}).encode(),
+            )
             return Outcome(parked=True)
 
         state_key = key_state_key(key)
@@ -357,8 +430,14 @@ class Handler:
 
         sticky_audit: dict[str, Any] | None = None
         if chosen is None:
-            ctx = RoutingContext(key=key, candidates=self.candidates, headers=headers, now_ms=received,
-                                 stats=getattr(self.dispatcher, "stats", None), state=view)
+            ctx = RoutingContext(
+                key=key,
+                candidates=self.candidates,
+                headers=headers,
+                now_ms=received,
+                stats=getattr(self.dispatcher, "stats", None),
+                state=view,
+            )
             routed = await self.pipeline.route(request, ctx, sticky)
             verdicts.extend(routed.verdicts)
             chosen, decided_by = routed.candidate, routed.decided_by
@@ -371,8 +450,9 @@ class Handler:
             elif routed.sticky == "orphaned":
                 state["decision"] = None  # its decider left the pipeline (or stopped caching)
             if routed.cacheable and self.config.cache.enabled:
-                state["decision"] = CachedDecision(candidate=chosen, decided_by=decided_by,
-                                                   decided_at=received, ttl_s=routed.ttl_s).model_dump()
+                state["decision"] = CachedDecision(
+                    candidate=chosen, decided_by=decided_by, decided_at=received, ttl_s=routed.ttl_s
+                ).model_dump()
         for v in verdicts:
             metrics.strategy_verdicts(v.strategy, v.outcome).inc()
 
@@ -380,16 +460,41 @@ class Handler:
         admission = None
         served = chosen  # the candidate called: the routed choice, or a budget's downgrade
         if self.ledger is not None:
-            admission = self.ledger.admit(request, chosen, kafka_key_text(source.key) if source.key else None,
-                                          headers, view, received, source.partition)
+            admission = self.ledger.admit(
+                request,
+                chosen,
+                kafka_key_text(source.key) if source.key else None,
+                headers,
+                view,
+                received,
+                source.partition,
+            )
             if admission.rejected is not None:
-                response = Response(request_id=request.request_id, candidate=chosen, error=admission.rejected,
-                                    error_kind="budget_exceeded", latency_ms=0.0)
+                response = Response(
+                    request_id=request.request_id,
+                    candidate=chosen,
+                    error=admission.rejected,
+                    error_kind="budget_exceeded",
+                    latency_ms=0.0,
+                )
                 ignored, notes = audit_notes(request, self.config.allow_request_candidate_field)
-                audit = Audit(request_id=request.request_id, key=key, chosen=chosen, decided_by=decided_by,
-                              verdicts=verdicts, cache_hit=cache_hit, sticky=sticky_audit, error=admission.rejected,
-                              budgets=admission.notes, worker_id=self.worker_id, source=src, received_at=received,
-                              headers=headers, ignored_fields=ignored, notes=notes)
+                audit = Audit(
+                    request_id=request.request_id,
+                    key=key,
+                    chosen=chosen,
+                    decided_by=decided_by,
+                    verdicts=verdicts,
+                    cache_hit=cache_hit,
+                    sticky=sticky_audit,
+                    error=admission.rejected,
+                    budgets=admission.notes,
+                    worker_id=self.worker_id,
+                    source=src,
+                    received_at=received,
+                    headers=headers,
+                    ignored_fields=ignored,
+                    notes=notes,
+                )
                 keystate.note_request(state, request.request_id)
                 view.put(state_key, keystate.dump(state))
                 if self.config.cache.dedup_window_s > 0:
@@ -402,15 +507,30 @@ class Handler:
         if self.config.candidates[served].mode == "batch":
             keystate.note_request(state, request.request_id)
             view.put(state_key, keystate.dump(state))
-            view.put(parked_key(request.request_id), json.dumps({
-                "request": request.model_dump(mode="json", exclude_none=True), "key": key,
-                "kafka_key_b64": _b64(source.key), "chosen": served, "decided_by": decided_by,
-                "verdicts": [v.model_dump(mode="json") for v in verdicts], "cache_hit": cache_hit,
-                "sticky": sticky_audit,
-                "budget_holds": [h.to_json() for h in admission.holds] if admission is not None else None,
-                "budgets": admission.notes if admission is not None else None,
-                "received_at": received, "source": src, "headers": headers, "job": None,
-            }, separators=(",", ":")).encode())
+            view.put(
+                parked_key(request.request_id),
+                json.dumps(
+                    {
+                        "request": request.model_dump(mode="json", exclude_none=True),
+                        "key": key,
+                        "kafka_key_b64": _b64(source.key),
+                        "chosen": served,
+                        "decided_by": decided_by,
+                        "verdicts": [v.model_dump(mode="json") for v in verdicts],
+                        "cache_hit": cache_hit,
+                        "sticky": sticky_audit,
+                        "budget_holds": [h.to_json() for h in admission.holds]
+                        if admission is not None
+                        else None,
+                        "budgets": admission.notes if admission is not None else None,
+                        "received_at": received,
+                        "source": src,
+                        "headers": headers,
+                        "job": None,
+                    },
+                    separators=(",", ":"),
+                ).encode(),
+            )
             return Outcome(parked=True)
 
         budget_ms = request.deadline_ms or self.config.worker.default_deadline_ms
@@ -421,7 +541,9 @@ class Handler:
             result = await self.dispatcher.call(request, served, deadline_at)
         if admission is not None and self.ledger is not None:
             paid = result.completion  # paid for even when too large to deliver
-            self.ledger.settle(admission, view, result.cost_usd, paid.usage.total_tokens if paid is not None else 0)
+            self.ledger.settle(
+                admission, view, result.cost_usd, paid.usage.total_tokens if paid is not None else 0
+            )
         completion = result.completion
         error = result.error if completion is None else None
         error_kind = result.error_kind if completion is None else None
@@ -440,12 +562,25 @@ class Handler:
         )
         ignored, notes = audit_notes(request, self.config.allow_request_candidate_field)
         audit = Audit(
-            request_id=request.request_id, key=key, chosen=chosen,
-            served_by=result.served_by if result.completion is not None else None, decided_by=decided_by,
-            verdicts=verdicts, cache_hit=cache_hit, sticky=sticky_audit, attempts=list(result.attempts),
-            estimated_cost_usd=result.cost_usd, error=error, worker_id=self.worker_id, source=src,
-            received_at=received, headers=headers, batch=getattr(result, "batch", None),
-            cascade=getattr(result, "cascade", None), ignored_fields=ignored, notes=notes,
+            request_id=request.request_id,
+            key=key,
+            chosen=chosen,
+            served_by=result.served_by if result.completion is not None else None,
+            decided_by=decided_by,
+            verdicts=verdicts,
+            cache_hit=cache_hit,
+            sticky=sticky_audit,
+            attempts=list(result.attempts),
+            estimated_cost_usd=result.cost_usd,
+            error=error,
+            worker_id=self.worker_id,
+            source=src,
+            received_at=received,
+            headers=headers,
+            batch=getattr(result, "batch", None),
+            cascade=getattr(result, "cascade", None),
+            ignored_fields=ignored,
+            notes=notes,
             budgets=admission.notes if admission is not None else None,
         )
         keystate.note_request(state, request.request_id)
@@ -461,18 +596,39 @@ class Handler:
             metrics.cost(result.served_by).inc(result.cost_usd)
         return Outcome(response=response, audit=audit, model_called=True)
 
-    def apply_control(self, source: Source, view: StateView, command: ControlCommand, received: int) -> Outcome:
+    def apply_control(
+        self, source: Source, view: StateView, command: ControlCommand, received: int
+    ) -> Outcome:
         """An authorised control record, applied to this partition's state in the batch's
         transaction: no response, an audit record (``decided_by: "control"``, ``control``: what
         was done) so operators can see it happened."""
         if command.action == "reset_budget":
-            note = (self.ledger.reset(command.scope_key, command.budget, view) if self.ledger is not None
-                    else {"action": command.action, "applied": False, "result": "no budgets configured"})
+            note = (
+                self.ledger.reset(command.scope_key, command.budget, view)
+                if self.ledger is not None
+                else {"action": command.action, "applied": False, "result": "no budgets configured"}
+            )
         else:
             note = apply_to_state(command, view)
-        log.info("control %s of key %r on %s[%d]@%d: %s", command.action, command.scope_key, source.topic,
-                 source.partition, source.offset, note["result"])
+        log.info(
+            "control %s of key %r on %s[%d]@%d: %s",
+            command.action,
+            command.scope_key,
+            source.topic,
+            source.partition,
+            source.offset,
+            note["result"],
+        )
         src = {"topic": source.topic, "partition": source.partition, "offset": source.offset}
-        return Outcome(audit=Audit(request_id=command.control_id, key=command.scope_key, decided_by="control",
-                                   control=note, worker_id=self.worker_id, source=src, received_at=received,
-                                   headers=trace_headers(source.headers)))
+        return Outcome(
+            audit=Audit(
+                request_id=command.control_id,
+                key=command.scope_key,
+                decided_by="control",
+                control=note,
+                worker_id=self.worker_id,
+                source=src,
+                received_at=received,
+                headers=trace_headers(source.headers),
+            )
+        )

@@ -74,8 +74,9 @@ def context_limit(context_windows: Iterable[int | None]) -> int | None:
     return limit or None
 
 
-def classify(value: bytes | None, max_bytes: int = 1_000_000,
-             max_prompt_tokens: int | None = None) -> Request | Poison:
+def classify(
+    value: bytes | None, max_bytes: int = 1_000_000, max_prompt_tokens: int | None = None
+) -> Request | Poison:
     """Turn raw record bytes into a request, or say why not. Never raises.
 
     ``max_prompt_tokens`` is :func:`context_limit` of the configured candidates: a prompt whose
@@ -141,8 +142,10 @@ def _classify(value: bytes | None, max_bytes: int, max_prompt_tokens: int | None
         try:
             json.dumps(data, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            return Poison("not_utf8", "the value escapes a lone UTF-16 surrogate (e.g. \\ud800), "
-                                      "which is not a Unicode character")
+            return Poison(
+                "not_utf8",
+                "the value escapes a lone UTF-16 surrogate (e.g. \\ud800), which is not a Unicode character",
+            )
         except RecursionError:
             return Poison("not_json", f"{REASONS['not_json']}: nested too deeply")
 
@@ -150,8 +153,11 @@ def _classify(value: bytes | None, max_bytes: int, max_prompt_tokens: int | None
     version = _version_of(data)
     if version is not None and not 1 <= version <= SCHEMA_VERSION:
         shown = str(version) if len(str(version)) <= 20 else f"{str(version)[:20]}…"
-        return Poison("unsupported_schema_version",
-                      f"schema_version {shown} is not one this worker speaks (1..{SCHEMA_VERSION})", rid)
+        return Poison(
+            "unsupported_schema_version",
+            f"schema_version {shown} is not one this worker speaks (1..{SCHEMA_VERSION})",
+            rid,
+        )
     if rid is None:
         return Poison("missing_request_id", f"{REASONS['missing_request_id']}: {why_no_id}")
     deadline = data.get("deadline_ms")
@@ -167,8 +173,12 @@ def _classify(value: bytes | None, max_bytes: int, max_prompt_tokens: int | None
     if max_prompt_tokens is not None:
         tokens = estimate_prompt_tokens(request.chat_messages(), request.call_params())
         if tokens > max_prompt_tokens:
-            return Poison("context_window", f"the prompt is ~{tokens} tokens; the largest context window "
-                                            f"of any candidate is {max_prompt_tokens}", rid)
+            return Poison(
+                "context_window",
+                f"the prompt is ~{tokens} tokens; the largest context window "
+                f"of any candidate is {max_prompt_tokens}",
+                rid,
+            )
     return request
 
 

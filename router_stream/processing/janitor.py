@@ -26,8 +26,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def expired_keys(entries_k: list[tuple[bytes, bytes]], entries_r: list[tuple[bytes, bytes]], now: int,
-                 ttl_ms: float, dedup_ms: float) -> list[bytes]:
+def expired_keys(
+    entries_k: list[tuple[bytes, bytes]],
+    entries_r: list[tuple[bytes, bytes]],
+    now: int,
+    ttl_ms: float,
+    dedup_ms: float,
+) -> list[bytes]:
     """Store keys whose entries have expired (pure; unit-tested)."""
     out = []
     for key, raw in entries_k:
@@ -43,7 +48,7 @@ def expired_keys(entries_k: list[tuple[bytes, bytes]], entries_r: list[tuple[byt
     return out
 
 
-async def run_janitor(part: "Partition", cache: "CacheConfig") -> None:
+async def run_janitor(part: Partition, cache: CacheConfig) -> None:
     """Expire ``part``'s old state every ``cache.purge_interval_s`` until cancelled (partition close)."""
     while True:
         await asyncio.sleep(cache.purge_interval_s)
@@ -53,10 +58,12 @@ async def run_janitor(part: "Partition", cache: "CacheConfig") -> None:
                 r = await asyncio.to_thread(part.store.scan, b"r:")
                 doomed = expired_keys(k, r, now_ms(), cache.ttl_s * 1000, cache.dedup_window_s * 1000)
                 for start in range(0, len(doomed), 5000):
-                    await part.transactions.transact([], {key: None for key in doomed[start:start + 5000]})
+                    await part.transactions.transact([], dict.fromkeys(doomed[start : start + 5000]))
             if doomed:
                 log.info("partition %s: expired %d state entries", part.tp, len(doomed))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("state expiry on %s failed (%s: %s); will try again", part.tp, type(exc).__name__, exc)
+            log.warning(
+                "state expiry on %s failed (%s: %s); will try again", part.tp, type(exc).__name__, exc
+            )

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka_errors
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 class _Listener(ConsumerRebalanceListener):
-    def __init__(self, lifecycle: "PartitionLifecycle") -> None:
+    def __init__(self, lifecycle: PartitionLifecycle) -> None:
         self._l = lifecycle
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
@@ -52,8 +53,13 @@ class PartitionLifecycle:
     ``on_opened`` starts a newly opened partition's helpers (janitor, Batch API jobs) and
     ``on_fatal`` stops the worker when a partition cannot be opened."""
 
-    def __init__(self, config: RouterConfig, worker_id: str, on_opened: Callable[[Partition], None],
-                 on_fatal: Callable[[BaseException], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        worker_id: str,
+        on_opened: Callable[[Partition], None],
+        on_fatal: Callable[[BaseException], Awaitable[None]],
+    ) -> None:
         self.config = config
         self.worker_id = worker_id
         self.topics = config.topics
@@ -61,6 +67,8 @@ class PartitionLifecycle:
         self._on_fatal = on_fatal
         self.parts: dict[TopicPartition, Partition] = {}
         self.opening: dict[TopicPartition, asyncio.Task[None]] = {}
+        # reopen tasks after a fence: held so they are not garbage-collected mid-flight
+        self._reopening: set[asyncio.Task[None]] = set()
         self.consumer: AIOKafkaConsumer | None = None
         self.stopping = False
         self.rebalancing = False
@@ -83,16 +91,26 @@ class PartitionLifecycle:
         kafka = self.config.kafka
         common = client_settings(kafka)
         self._restorer = AIOKafkaConsumer(
-            **common, group_id=None, enable_auto_commit=False, isolation_level="read_committed",
-            auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024)
+            **common,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
         await self._restorer.start()
         self.consumer = AIOKafkaConsumer(
-            **common, group_id=kafka.group_id, enable_auto_commit=False, isolation_level="read_committed",
-            auto_offset_reset="earliest", session_timeout_ms=kafka.session_timeout_ms,
+            **common,
+            group_id=kafka.group_id,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            session_timeout_ms=kafka.session_timeout_ms,
             heartbeat_interval_ms=max(1000, kafka.session_timeout_ms // 3),
             max_poll_interval_ms=max(300_000, kafka.transaction_timeout_ms * 2),
             rebalance_timeout_ms=max(60_000, int(self.config.worker.shutdown_grace_s * 1000) + 30_000),
-            client_id=f"router-stream-{self.worker_id}")
+            client_id=f"router-stream-{self.worker_id}",
+        )
         await self.consumer.start()
 
     def subscribe(self) -> None:
@@ -138,8 +156,11 @@ class PartitionLifecycle:
         paused until their producer is fenced-in, their state restored and their offset sought.
         """
         assert self.consumer is not None
-        mine = [tp for tp in tps if tp.topic == self.topics.requests and tp not in self.parts
-                and tp not in self.opening]
+        mine = [
+            tp
+            for tp in tps
+            if tp.topic == self.topics.requests and tp not in self.parts and tp not in self.opening
+        ]
         if mine:
             self.consumer.pause(*mine)
         for tp in mine:
@@ -169,19 +190,24 @@ class PartitionLifecycle:
             try:
                 await self._open_partition(tp)
                 return
-            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, KafkaError, OSError) as exc:
                 if attempt == attempts - 1:
                     raise
                 log.warning("opening %s failed (%s: %s); retrying", tp, type(exc).__name__, exc)
-                await asyncio.sleep(2 ** attempt)
+                await asyncio.sleep(2**attempt)
 
     async def _open_partition(self, tp: TopicPartition) -> None:
         assert self.consumer is not None
         kafka = self.config.kafka
         producer = AIOKafkaProducer(
-            **client_settings(kafka), transactional_id=f"{kafka.group_id}.{tp.topic}.{tp.partition}",
-            enable_idempotence=True, acks="all", transaction_timeout_ms=kafka.transaction_timeout_ms,
-            linger_ms=2, client_id=f"router-stream-{self.worker_id}-p{tp.partition}")
+            **client_settings(kafka),
+            transactional_id=f"{kafka.group_id}.{tp.topic}.{tp.partition}",
+            enable_idempotence=True,
+            acks="all",
+            transaction_timeout_ms=kafka.transaction_timeout_ms,
+            linger_ms=2,
+            client_id=f"router-stream-{self.worker_id}-p{tp.partition}",
+        )
         store: PartitionStore | None = None
         try:
             await producer.start()  # init_transactions: fences the previous owner, ends its transaction
@@ -204,12 +230,19 @@ class PartitionLifecycle:
         self.parts[tp] = part
         self._on_opened(part)
 
-    def new_partition(self, tp: TopicPartition, producer: AIOKafkaProducer, store: PartitionStore,
-                      next_offset: int) -> Partition:
+    def new_partition(
+        self, tp: TopicPartition, producer: AIOKafkaProducer, store: PartitionStore, next_offset: int
+    ) -> Partition:
         """An opened partition at ``next_offset``, whose transactions report a fence to :meth:`fenced`."""
         part: Partition
-        transactions = PartitionTransactions(tp, producer, store, self.topics, self.config.kafka.group_id,
-                                             on_fenced=lambda exc, doing: self.fenced(part, exc, doing))
+        transactions = PartitionTransactions(
+            tp,
+            producer,
+            store,
+            self.topics,
+            self.config.kafka.group_id,
+            on_fenced=lambda exc, doing: self.fenced(part, exc, doing),
+        )
         part = Partition(tp, store, transactions, next_offset, dispatched=next_offset)
         return part
 
@@ -223,14 +256,15 @@ class PartitionLifecycle:
         committed" and re-read the whole partition from offset 0 (tests/integration/test_chaos.py).
         """
         assert self.consumer is not None
-        coordinator = self.consumer._coordinator  # noqa: SLF001 - no public call checks that error
+        coordinator = self.consumer._coordinator
         deadline = time.monotonic() + timeout
         logged = False
         while True:
             try:
                 await asyncio.wait_for(coordinator.ensure_coordinator_known(), 5)
-                response = await coordinator._send_req(  # noqa: SLF001
-                    OffsetFetchRequest(self.config.kafka.group_id, [(tp.topic, [tp.partition])]))
+                response = await coordinator._send_req(
+                    OffsetFetchRequest(self.config.kafka.group_id, [(tp.topic, [tp.partition])])
+                )
                 codes = [getattr(response, "error_code", 0)]
                 found, offset = False, -1
                 for topic, parts in response.topics:
@@ -240,17 +274,21 @@ class PartitionLifecycle:
                             codes.append(code)
                 error = next((kafka_errors.for_code(c) for c in codes if c), None)
                 if error is not None:
-                    if error in (kafka_errors.NotCoordinatorForGroupError,
-                                 kafka_errors.GroupCoordinatorNotAvailableError):
+                    if error in (
+                        kafka_errors.NotCoordinatorForGroupError,
+                        kafka_errors.GroupCoordinatorNotAvailableError,
+                    ):
                         coordinator.coordinator_dead()
                     raise error()
                 if found:
                     return None if offset < 0 else offset
-            except (KafkaError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, KafkaError) as exc:
                 if isinstance(exc, KafkaError) and not exc.retriable:
                     raise
                 if not logged:
-                    log.info("committed offset of %s not available yet (%s); asking again", tp, type(exc).__name__)
+                    log.info(
+                        "committed offset of %s not available yet (%s); asking again", tp, type(exc).__name__
+                    )
                     logged = True
             if self.stopping:
                 raise asyncio.CancelledError()
@@ -311,7 +349,9 @@ class PartitionLifecycle:
             start = store.checkpoint
             if start is None or start > end or start < begin:
                 if start is not None:
-                    log.warning("changelog %s checkpoint %s outside [%s, %s]: rebuilding", tp, start, begin, end)
+                    log.warning(
+                        "changelog %s checkpoint %s outside [%s, %s]: rebuilding", tp, start, begin, end
+                    )
                     await asyncio.to_thread(store.wipe)
                 start = begin
             if start >= end:
@@ -351,15 +391,22 @@ class PartitionLifecycle:
 
     async def drain(self, tps: list[TopicPartition], timeout: float) -> None:
         """Give the batches in flight on ``tps`` up to ``timeout`` seconds to commit; cancel the rest."""
-        tasks = [b.task for tp in tps if (p := self.parts.get(tp))
-                 for b in p.inflight if b.task is not None and not b.task.done()]
+        tasks = [
+            b.task
+            for tp in tps
+            if (p := self.parts.get(tp))
+            for b in p.inflight
+            if b.task is not None and not b.task.done()
+        ]
         if not tasks:
             return
-        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
         for task in pending:  # abandoned: their records are re-read by the next owner
             task.cancel()
         if pending:
-            log.warning("cancelled %d in-flight batches after %.1fs; they will be reprocessed", len(pending), timeout)
+            log.warning(
+                "cancelled %d in-flight batches after %.1fs; they will be reprocessed", len(pending), timeout
+            )
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def close(self, tps: list[TopicPartition]) -> None:
@@ -390,7 +437,9 @@ class PartitionLifecycle:
         part.lost = True
         metrics.TRANSACTIONS.labels("fenced").inc()
         log.warning("partition %s: fenced (%s); %s", part.tp, type(exc).__name__, doing)
-        asyncio.create_task(self.reopen_if_still_ours(part))
+        task = asyncio.create_task(self.reopen_if_still_ours(part), name=f"reopen-{part.tp.partition}")
+        self._reopening.add(task)
+        task.add_done_callback(self._reopening.discard)
 
     async def reopen_if_still_ours(self, part: Partition) -> None:
         """After a fence without a rebalance (e.g. the broker timed our transaction out), reopen.

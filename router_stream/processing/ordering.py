@@ -86,8 +86,10 @@ class KeyOrdering:
         that holds any of its order tokens, so per-key order also holds across batches.
         """
         records, view = batch.records, batch.view
-        sources = [Source(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
-                   for r in records]
+        sources = [
+            Source(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
+            for r in records
+        ]
         keys = []
         # a field/expression scope needs the parsed request for the order token; parse it and work
         # out its scope key once here and hand both to the handler (the Kafka-key scope needs
@@ -103,14 +105,21 @@ class KeyOrdering:
             try:
                 scope = self.handler.scope_key(s, request)
             except Exception:  # never for a record's content; if it does, order by offset, not crash
-                log.exception("scope key of %s[%d]@%d failed; ordering it by offset", s.topic, s.partition, s.offset)
+                log.exception(
+                    "scope key of %s[%d]@%d failed; ordering it by offset", s.topic, s.partition, s.offset
+                )
                 scope = f"offset:{s.partition}:{s.offset}"
             else:
                 if request is not None:
                     scopes[i] = scope  # the handler's key for this very request
             extra = tuple(self.handler.budget_tokens(s, request)) if ledger is not None else ()
-            keys.append((scope, request.request_id if isinstance(request, Request) else peek_request_id(s.value),
-                         extra))
+            keys.append(
+                (
+                    scope,
+                    request.request_id if isinstance(request, Request) else peek_request_id(s.value),
+                    extra,
+                )
+            )
         outcomes: list[Outcome | None] = [None] * len(records)
 
         async def chain(indices: list[int], before: list[asyncio.Task[None]]) -> None:
@@ -127,8 +136,11 @@ class KeyOrdering:
         tasks = []
         for indices in order_chains(keys):
             tokens = {t for i in indices for t in order_tokens(*keys[i])}
-            before = list({id(t): t for tok in tokens if (t := part.tails.get(tok)) is not None
-                           and not t.done()}.values())
+            before = list(
+                {
+                    id(t): t for tok in tokens if (t := part.tails.get(tok)) is not None and not t.done()
+                }.values()
+            )
             task = asyncio.create_task(chain(indices, before))
             tasks.append(task)
             if part.gen == batch.gen:

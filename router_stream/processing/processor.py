@@ -35,7 +35,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka import TopicPartition
 
@@ -64,8 +65,13 @@ class _Discarded(Exception):
 class Processor:
     """Runs the request path for the partitions this worker owns. ``start`` / ``stop``."""
 
-    def __init__(self, config: RouterConfig, handler: Handler, worker_id: str,
-                 on_fatal: Callable[[BaseException], Awaitable[None] | None] | None = None) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        handler: Handler,
+        worker_id: str,
+        on_fatal: Callable[[BaseException], Awaitable[None] | None] | None = None,
+    ) -> None:
         self.config = config
         self.handler = handler
         self.worker_id = worker_id
@@ -83,14 +89,19 @@ class Processor:
         batch_mode = [n for n, c in config.candidates.items() if c.mode == "batch"]
         if batch_mode:
             from ..providers.batch_api import BatchAPIClient
+
             self._batch_clients = {n: BatchAPIClient(n, config.candidates[n]) for n in batch_mode}
 
     # ------------------------------------------------------------------ what the worker sees
     @property
     def ready(self) -> bool:
         """Assigned at least once, restored, not rebalancing, not failed."""
-        return (self.partitions.assigned_once.is_set() and self.partitions.settled
-                and self.fatal is None and not self.partitions.stopping)
+        return (
+            self.partitions.assigned_once.is_set()
+            and self.partitions.settled
+            and self.fatal is None
+            and not self.partitions.stopping
+        )
 
     @property
     def restored_records(self) -> int:
@@ -148,6 +159,7 @@ class Processor:
         part.janitor_task = asyncio.create_task(run_janitor(part, self.config.cache))
         if self._batch_clients:
             from .batch_jobs import PartitionJobs
+
             part.jobs_task = asyncio.create_task(PartitionJobs(self, part, self._batch_clients).run())
 
     async def _die(self, exc: BaseException) -> None:
@@ -210,7 +222,9 @@ class Processor:
         prev = part.inflight[-1] if part.inflight else None
         view = StateView(prev.view if prev is not None else part.store)
         self._batch_seq += 1
-        batch = Batch(records, view, part.gen, asyncio.get_running_loop().create_future(), seq=self._batch_seq)
+        batch = Batch(
+            records, view, part.gen, asyncio.get_running_loop().create_future(), seq=self._batch_seq
+        )
         part.inflight.append(batch)
         part.dispatched = records[-1].offset + 1
         batch.task = asyncio.create_task(self._process(part, batch, prev))
@@ -254,8 +268,13 @@ class Processor:
             return
         except Exception as exc:
             self._settle(part, batch, False)
-            log.error("partition %s: batch at offset %d failed (%s: %s); it will be re-read",
-                      part.tp, records[0].offset, type(exc).__name__, exc)
+            log.error(
+                "partition %s: batch at offset %d failed (%s: %s); it will be re-read",
+                part.tp,
+                records[0].offset,
+                type(exc).__name__,
+                exc,
+            )
             rewind_to = self._discard_from(part, batch)
             for attempt in range(5 if batch.in_txn else 0):  # the broker may be restarting: give it a moment
                 try:
@@ -266,11 +285,17 @@ class Processor:
                     self.partitions.fenced(part, fenced, "while aborting")
                     return
                 except Exception as abort_exc:
-                    if "Not in the middle" in str(abort_exc) or "not in transaction" in str(abort_exc).lower():
+                    if (
+                        "Not in the middle" in str(abort_exc)
+                        or "not in transaction" in str(abort_exc).lower()
+                    ):
                         break
                     if attempt == 4:
-                        await self._die(FatalProcessorError(
-                            f"abort after a failed commit failed on {part.tp}: {type(abort_exc).__name__}: {abort_exc}"))
+                        await self._die(
+                            FatalProcessorError(
+                                f"abort after a failed commit failed on {part.tp}: {type(abort_exc).__name__}: {abort_exc}"
+                            )
+                        )
                         return
                     await asyncio.sleep(2.0 * (attempt + 1))
             consumer = self.partitions.consumer
@@ -331,8 +356,15 @@ class Processor:
         """Fetch ``part`` again once it is ours, open, not rewinding or held back after a failed
         commit, and has room for another batch in flight."""
         lifecycle, consumer = self.partitions, self.partitions.consumer
-        if lifecycle.stopping or part.lost or part.rewinding or consumer is None or part.tp not in lifecycle.parts \
-                or part.tp not in consumer.assignment() or part.tp in lifecycle.opening:
+        if (
+            lifecycle.stopping
+            or part.lost
+            or part.rewinding
+            or consumer is None
+            or part.tp not in lifecycle.parts
+            or part.tp not in consumer.assignment()
+            or part.tp in lifecycle.opening
+        ):
             return
         if time.monotonic() < part.held_until or len(part.inflight) >= self.config.worker.batches_in_flight:
             return
@@ -368,19 +400,31 @@ class Processor:
                 if outcome.audit is not None:
                     values.append((t.audit, outcome.audit.model_dump_json(exclude_none=True).encode()))
                 if outcome.dead_letter is not None:
-                    values.append((t.dead_letter, outcome.dead_letter.model_dump_json(exclude_none=True).encode()))
+                    values.append(
+                        (t.dead_letter, outcome.dead_letter.model_dump_json(exclude_none=True).encode())
+                    )
             except (ValueError, TypeError, UnicodeError) as exc:
                 problem = (f"the answer could not be serialized ({type(exc).__name__})", type(exc).__name__)
             else:  # the handler keeps answers within a record; anything else too big is a bug, not a stall
                 budget = output_budget(record.key)
                 big = next(((topic, len(v)) for topic, v in values if len(v) > budget), None)
                 if big is not None:
-                    problem = (f"the {big[0]} record would be {big[1]} bytes, over the {budget}-byte limit", "RecordTooLarge")
+                    problem = (
+                        f"the {big[0]} record would be {big[1]} bytes, over the {budget}-byte limit",
+                        "RecordTooLarge",
+                    )
             if problem is not None:
-                log.error("%s[%d]@%d: %s; dead-lettering it", record.topic, record.partition, record.offset, problem[0])
+                log.error(
+                    "%s[%d]@%d: %s; dead-lettering it",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    problem[0],
+                )
                 source = Source(record.topic, record.partition, record.offset, record.key, record.value)
-                dead = self.handler.dead_letter(source, Poison("internal_error", problem[0]),
-                                                error_class=problem[1]).dead_letter
+                dead = self.handler.dead_letter(
+                    source, Poison("internal_error", problem[0]), error_class=problem[1]
+                ).dead_letter
                 assert dead is not None
                 values = [(t.dead_letter, dead.model_dump_json(exclude_none=True).encode())]
             out.append(values)

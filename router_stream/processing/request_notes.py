@@ -24,8 +24,11 @@ __all__ = ["audit_notes", "model_names_candidate"]
 
 def model_names_candidate(request: Request, candidate_field: str | None) -> bool:
     """True when the request's top-level ``model`` is read as its candidate choice."""
-    return (candidate_field == "model" and "model" not in request.fields
-            and request.top_level("model") is not None)
+    return (
+        candidate_field == "model"
+        and "model" not in request.fields
+        and request.top_level("model") is not None
+    )
 
 
 def _shown(value: object) -> str:
@@ -50,8 +53,10 @@ def audit_notes(request: Request, candidate_field: str | None) -> tuple[list[str
             notes.append(f"params.{name} was overridden by the top-level {name}")
     if "model" in extra and not model_names_candidate(request, candidate_field):
         ignored.append("model")
-        notes.append(f"model {_shown(extra['model'])} was not used: the router chooses the candidate "
-                     "(config allow_request_candidate_field: model lets a request name one)")
+        notes.append(
+            f"model {_shown(extra['model'])} was not used: the router chooses the candidate "
+            "(config allow_request_candidate_field: model lets a request name one)"
+        )
     for name in ("stream", "stream_options"):
         if name in extra:
             ignored.append(name)

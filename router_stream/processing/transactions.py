@@ -14,7 +14,8 @@ is still ours (``lifecycle.py``).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
@@ -34,8 +35,15 @@ class PartitionTransactions:
     """The transactions of one input partition: a batch's commit (with its consumed offset) and
     offset-less ones (:meth:`transact`) for the janitor and Batch API job completions."""
 
-    def __init__(self, tp: TopicPartition, producer: AIOKafkaProducer, store: PartitionStore,
-                 topics: TopicsConfig, group_id: str, on_fenced: Callable[[BaseException, str], None]) -> None:
+    def __init__(
+        self,
+        tp: TopicPartition,
+        producer: AIOKafkaProducer,
+        store: PartitionStore,
+        topics: TopicsConfig,
+        group_id: str,
+        on_fenced: Callable[[BaseException, str], None],
+    ) -> None:
         self.tp = tp
         self.producer = producer
         self.store = store
@@ -43,8 +51,9 @@ class PartitionTransactions:
         self.group_id = group_id
         self.on_fenced = on_fenced
 
-    async def commit_batch(self, records: list[Any], payloads: list[list[tuple[str, bytes]]],
-                           writes: dict[bytes, bytes | None]) -> None:
+    async def commit_batch(
+        self, records: list[Any], payloads: list[list[tuple[str, bytes]]], writes: dict[bytes, bytes | None]
+    ) -> None:
         """One batch in one transaction: the serialized outputs of each record (``payloads``,
         under the record's key and trace headers), the batch's changelog ``writes`` and the
         consumed offset; then the writes go into the store. Raises what the producer raises; the
@@ -55,17 +64,21 @@ class PartitionTransactions:
         for record, values in zip(records, payloads):
             headers = [(k, v) for k, v in (record.headers or ()) if k.lower() in _TRACE]
             for topic, value in values:
-                await producer.send(topic, key=record.key, value=value,
-                                    headers=headers if topic != t.dead_letter else None)
-        changelog = [await producer.send(t.changelog, key=k, value=v, partition=self.tp.partition)
-                     for k, v in writes.items()]
+                await producer.send(
+                    topic, key=record.key, value=value, headers=headers if topic != t.dead_letter else None
+                )
+        changelog = [
+            await producer.send(t.changelog, key=k, value=v, partition=self.tp.partition)
+            for k, v in writes.items()
+        ]
         await producer.send_offsets_to_transaction({self.tp: records[-1].offset + 1}, self.group_id)
         await producer.commit_transaction()
         metrics.TRANSACTIONS.labels("commit").inc()
         await self._apply(changelog, writes)
 
-    async def transact(self, outputs: list[tuple[str, bytes | None, bytes]],
-                       writes: dict[bytes, bytes | None]) -> None:
+    async def transact(
+        self, outputs: list[tuple[str, bytes | None, bytes]], writes: dict[bytes, bytes | None]
+    ) -> None:
         """A transaction without consumed offsets (janitor, Batch API completions): ``outputs``
         as (topic, key, value) and changelog ``writes``. A fence is reported to the lifecycle and
         re-raised; any other failure aborts the transaction and is re-raised."""
@@ -74,8 +87,10 @@ class PartitionTransactions:
         try:
             for topic, key, value in outputs:
                 await producer.send(topic, key=key, value=value)
-            changelog = [await producer.send(self.topics.changelog, key=k, value=v, partition=self.tp.partition)
-                         for k, v in writes.items()]
+            changelog = [
+                await producer.send(self.topics.changelog, key=k, value=v, partition=self.tp.partition)
+                for k, v in writes.items()
+            ]
             await producer.commit_transaction()
         except FENCED as exc:
             self.on_fenced(exc, "a janitor or Batch API transaction was refused")

@@ -42,8 +42,15 @@ from .dialect import HTTPDialect, WireRequest, error_code, malformed, parse_retr
 
 ANTHROPIC_VERSION = "2023-06-01"
 
-FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
-                  "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
 
 
 def anthropic_status_error(name: str, resp: httpx.Response) -> ModelError:
@@ -53,14 +60,24 @@ def anthropic_status_error(name: str, resp: httpx.Response) -> ModelError:
     if status == 429:
         if error_code(resp)[1] == "enforced_spend_limit_reached":  # retrying fails until the cap resets
             return FatalModelError(f"{msg} (spend limit reached)", kind="quota", status=status)
-        return RetryableModelError(msg, kind="throttled", status=status, retry_after=parse_retry_after(resp.headers))
+        return RetryableModelError(
+            msg, kind="throttled", status=status, retry_after=parse_retry_after(resp.headers)
+        )
     if status == 529:
-        return RetryableModelError(f"{msg} (overloaded)", kind="overloaded", status=status,
-                                   retry_after=parse_retry_after(resp.headers))
+        return RetryableModelError(
+            f"{msg} (overloaded)",
+            kind="overloaded",
+            status=status,
+            retry_after=parse_retry_after(resp.headers),
+        )
     if status >= 500:
-        return RetryableModelError(msg, kind="server_error", status=status, retry_after=parse_retry_after(resp.headers))
+        return RetryableModelError(
+            msg, kind="server_error", status=status, retry_after=parse_retry_after(resp.headers)
+        )
     if status in (408, 409):
-        return RetryableModelError(msg, kind="http_error", status=status, retry_after=parse_retry_after(resp.headers))
+        return RetryableModelError(
+            msg, kind="http_error", status=status, retry_after=parse_retry_after(resp.headers)
+        )
     if status in (401, 402, 403):
         return FatalModelError(msg, kind="auth", status=status)
     return FatalModelError(msg, kind="client_error", status=status)
@@ -85,25 +102,45 @@ def to_openai_response(name: str, data: Any) -> dict[str, Any]:
         if block.get("type") == "text" and isinstance(block.get("text"), str):
             texts.append(block["text"])
         elif block.get("type") == "tool_use":
-            calls.append({"id": block.get("id"), "type": "function",
-                          "function": {"name": block.get("name"),
-                                       "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False)}})
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name"),
+                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
+                    },
+                }
+            )
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
     if calls:
         message["tool_calls"] = calls
     stop = data.get("stop_reason")
     answer: dict[str, Any] = {
-        "id": data.get("id"), "object": "chat.completion", "created": int(time.time()), "model": data.get("model"),
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": FINISH_REASONS.get(stop, "stop") if isinstance(stop, str) else None}],
+        "id": data.get("id"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": data.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": FINISH_REASONS.get(stop, "stop") if isinstance(stop, str) else None,
+            }
+        ],
     }
     usage = data.get("usage")
     if isinstance(usage, dict):
         cached = _count(usage.get("cache_read_input_tokens"))
         prompt = _count(usage.get("input_tokens")) + cached + _count(usage.get("cache_creation_input_tokens"))
         completion = _count(usage.get("output_tokens"))
-        answer["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                           "total_tokens": prompt + completion, "prompt_tokens_details": {"cached_tokens": cached}}
+        answer["usage"] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
     return answer
 
 

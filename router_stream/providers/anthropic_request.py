@@ -46,8 +46,21 @@ import re
 from typing import Any
 
 #: request fields the translation reads; every other field is dropped and named
-TRANSLATED = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
-                        "stop", "tools", "tool_choice", "parallel_tool_calls", "user"})
+TRANSLATED = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "user",
+    }
+)
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)((?:;[\w.+-]+=[^;,]*)*);base64,(.*)", re.DOTALL)
 
@@ -132,7 +145,9 @@ def _conversation(messages: Any, dropped: set[str]) -> tuple[list[str], list[dic
             dropped.add("messages[].name")
         role = m.get("role")
         if role in ("system", "developer"):
-            text = "".join(b["text"] for b in _blocks(m.get("content"), f"{where}.content", dropped, text_only=True))
+            text = "".join(
+                b["text"] for b in _blocks(m.get("content"), f"{where}.content", dropped, text_only=True)
+            )
             if text:
                 system.append(text)
         elif role == "user":
@@ -187,8 +202,10 @@ def _image(image: Any, where: str, dropped: set[str]) -> dict[str, Any]:
         return {"type": "image", "source": {"type": "url", "url": url}}
     media_type, data = _data_url(url, f"{where}.image_url.url")
     if media_type not in IMAGE_TYPES:
-        raise Unsupported(f"{where}.image_url.url of media type {media_type[:60]!r} "
-                          f"(images: {', '.join(sorted(IMAGE_TYPES))})")
+        raise Unsupported(
+            f"{where}.image_url.url of media type {media_type[:60]!r} "
+            f"(images: {', '.join(sorted(IMAGE_TYPES))})"
+        )
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
@@ -197,8 +214,10 @@ def _document(file: Any, where: str) -> dict[str, Any]:
         raise Unsupported(f"{where}.file without file_data (a file_id means nothing to Anthropic)")
     media_type, data = _data_url(file["file_data"], f"{where}.file.file_data")
     if media_type == "application/pdf":
-        block: dict[str, Any] = {"type": "document",
-                                 "source": {"type": "base64", "media_type": media_type, "data": data}}
+        block: dict[str, Any] = {
+            "type": "document",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
     elif media_type == "text/plain":
         try:
             text = base64.b64decode(data, validate=True).decode("utf-8")
@@ -206,7 +225,9 @@ def _document(file: Any, where: str) -> dict[str, Any]:
             raise Unsupported(f"{where}.file.file_data (text/plain that is not base64 UTF-8)") from None
         block = {"type": "document", "source": {"type": "text", "media_type": media_type, "data": text}}
     else:
-        raise Unsupported(f"{where}.file of media type {media_type[:60]!r} (documents: application/pdf, text/plain)")
+        raise Unsupported(
+            f"{where}.file of media type {media_type[:60]!r} (documents: application/pdf, text/plain)"
+        )
     if isinstance(file.get("filename"), str) and file["filename"]:
         block["title"] = file["filename"]
     return block
@@ -255,8 +276,10 @@ def _tool(tool: Any, i: int, dropped: set[str]) -> dict[str, Any]:
     if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
         raise Unsupported(f"tools[{i}] of type {str(kind)[:40]!r} (only function tools with a name)")
     params = fn.get("parameters")
-    out: dict[str, Any] = {"name": fn["name"],
-                           "input_schema": params if isinstance(params, dict) else {"type": "object", "properties": {}}}
+    out: dict[str, Any] = {
+        "name": fn["name"],
+        "input_schema": params if isinstance(params, dict) else {"type": "object", "properties": {}},
+    }
     if isinstance(fn.get("description"), str) and fn["description"]:
         out["description"] = fn["description"]
     if "strict" in fn:

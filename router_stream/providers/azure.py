@@ -34,8 +34,12 @@ class AzureOpenAIDialect(OpenAIDialect):
 
     def __init__(self, name: str, cfg: CandidateConfig) -> None:
         deployment = quote(cfg.deployment or cfg.model, safe="")
-        super().__init__(name, cfg, f"/openai/deployments/{deployment}/chat/completions",
-                         (("api-version", cfg.api_version or ""),))
+        super().__init__(
+            name,
+            cfg,
+            f"/openai/deployments/{deployment}/chat/completions",
+            (("api-version", cfg.api_version or ""),),
+        )
 
     def auth_headers(self) -> list[tuple[str, str]]:
         key = self.cfg.api_key()
@@ -46,6 +50,9 @@ class AzureOpenAIDialect(OpenAIDialect):
 
     def status_error(self, resp: httpx.Response) -> ModelError:
         if resp.status_code == 400 and error_code(resp)[1] == "content_filter":
-            return FatalModelError(f"{self.name}: HTTP 400 from model endpoint (Azure content filter refused "
-                                   "the prompt)", kind="content_filter", status=400)
+            return FatalModelError(
+                f"{self.name}: HTTP 400 from model endpoint (Azure content filter refused the prompt)",
+                kind="content_filter",
+                status=400,
+            )
         return openai_status_error(self.name, resp)

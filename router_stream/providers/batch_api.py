@@ -53,18 +53,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import httpx
 
 from ..config import CandidateConfig
 from ..errors import FatalModelError, ModelError, RetryableModelError
 from ..schemas import Usage
 from .base import ChatCall, Completion
-from .openai import completion_from_openai, openai_body, parse_retry_after, shared_http_client, transport_error
+from .openai import (
+    completion_from_openai,
+    openai_body,
+    parse_retry_after,
+    shared_http_client,
+    transport_error,
+)
 
 __all__ = [
-    "ACTIVE_STATES", "BATCH_STATES", "TERMINAL_STATES",
-    "BatchAPIClient", "BatchCounts", "BatchResults", "BatchStatus", "batch_cost_usd",
+    "ACTIVE_STATES",
+    "BATCH_STATES",
+    "TERMINAL_STATES",
+    "BatchAPIClient",
+    "BatchCounts",
+    "BatchResults",
+    "BatchStatus",
+    "batch_cost_usd",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,8 +103,9 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,256}$")
 
 def batch_cost_usd(cfg: CandidateConfig, usage: Usage) -> float:
     """Estimated price of one batch-answered call: the per-1k prices times ``batch_api.discount``."""
-    full = (usage.prompt_tokens * cfg.price_input_per_1k
-            + usage.completion_tokens * cfg.price_output_per_1k) / 1000.0
+    full = (
+        usage.prompt_tokens * cfg.price_input_per_1k + usage.completion_tokens * cfg.price_output_per_1k
+    ) / 1000.0
     return full * cfg.batch_api.discount
 
 
@@ -172,8 +184,9 @@ class BatchAPIClient:
         return f"BatchAPIClient(name={self.name!r}, url={self.base_url!r}, model={self.cfg.model!r})"
 
     # ---- public API ------------------------------------------------------------------------
-    async def submit(self, items: list[tuple[str, ChatCall]], *,
-                     metadata: dict[str, str] | None = None) -> str:
+    async def submit(
+        self, items: list[tuple[str, ChatCall]], *, metadata: dict[str, str] | None = None
+    ) -> str:
         """Upload ``items`` as one JSONL file and create a batch job; return the job id.
 
         ``custom_id`` values must be unique non-empty strings; at most ``batch_api.max_records``
@@ -199,13 +212,18 @@ class BatchAPIClient:
         payload = b"\n".join(lines) + b"\n"
 
         resp = await self._request(
-            "POST", "/files", "upload",
+            "POST",
+            "/files",
+            "upload",
             files={"file": ("router-stream-batch.jsonl", payload, "application/jsonl")},
             data={"purpose": "batch"},
         )
         file_id = self._json_field(resp, "id", "upload")
-        job: dict[str, Any] = {"input_file_id": file_id, "endpoint": self.settings.endpoint,
-                               "completion_window": self.settings.completion_window}
+        job: dict[str, Any] = {
+            "input_file_id": file_id,
+            "endpoint": self.settings.endpoint,
+            "completion_window": self.settings.completion_window,
+        }
         if metadata:
             job["metadata"] = {str(k): str(v) for k, v in metadata.items()}
         resp = await self._request("POST", "/batches", "create batch", json=job)
@@ -223,8 +241,7 @@ class BatchAPIClient:
         resp = await self._request("POST", f"/batches/{_path_id(job_id)}/cancel", "cancel batch")
         return self._parse_status(self._json(resp, "cancel batch"), job_id)
 
-    async def results(self, job: str | BatchStatus, *,
-                      expected: Iterable[str] | None = None) -> BatchResults:
+    async def results(self, job: str | BatchStatus, *, expected: Iterable[str] | None = None) -> BatchResults:
         """``{custom_id: Completion | ModelError}`` of a job in a terminal state.
 
         ``expected`` are the custom_ids submitted (from the caller's table); every one gets an
@@ -235,13 +252,15 @@ class BatchAPIClient:
         """
         st = job if isinstance(job, BatchStatus) else await self.status(job)
         if not st.done:
-            raise RetryableModelError(f"{self.name}: batch job {st.id} is {st.state}, not finished",
-                                      kind="batch_pending")
+            raise RetryableModelError(
+                f"{self.name}: batch job {st.id} is {st.state}, not finished", kind="batch_pending"
+            )
         messages_by_id: dict[str, list[dict[str, Any]]] = {}
         if expected is None:
             if not st.input_file_id:
-                raise FatalModelError(f"{self.name}: batch job {st.id} names no input file; pass expected=",
-                                      kind="malformed")
+                raise FatalModelError(
+                    f"{self.name}: batch job {st.id} names no input file; pass expected=", kind="malformed"
+                )
             messages_by_id = await self._input_messages(st.input_file_id)
             wanted = list(messages_by_id)
         else:
@@ -271,8 +290,9 @@ class BatchAPIClient:
                 if custom_id not in wanted_set:
                     out.unexpected += 1
                     continue
-                outcome = self._line_outcome(st, custom_id, line, messages_by_id.get(custom_id, []),
-                                             latency_ms)
+                outcome = self._line_outcome(
+                    st, custom_id, line, messages_by_id.get(custom_id, []), latency_ms
+                )
                 previous = out.get(custom_id)
                 if previous is None:
                     out[custom_id] = outcome
@@ -283,7 +303,9 @@ class BatchAPIClient:
 
         if out.skipped:
             self.skipped_lines_total += out.skipped
-            log.warning("%s: batch job %s: skipped %d unreadable result line(s)", self.name, st.id, out.skipped)
+            log.warning(
+                "%s: batch job %s: skipped %d unreadable result line(s)", self.name, st.id, out.skipped
+            )
         for custom_id in wanted:
             if custom_id not in out:
                 out[custom_id] = self._missing_error(st, custom_id)
@@ -309,8 +331,13 @@ class BatchAPIClient:
         timeout_s = self._timeout_s
         try:
             async with asyncio.timeout(timeout_s):
-                request = self._http.build_request(method, f"{self.base_url}{path}", headers=self._headers(),
-                                                   timeout=httpx.Timeout(timeout_s), **kwargs)
+                request = self._http.build_request(
+                    method,
+                    f"{self.base_url}{path}",
+                    headers=self._headers(),
+                    timeout=httpx.Timeout(timeout_s),
+                    **kwargs,
+                )
                 await request.aread()  # multipart bodies go to aiohttp as bytes, with a length
                 resp = await self._http.send(request)
                 await resp.aread()
@@ -320,26 +347,34 @@ class BatchAPIClient:
                 raise
             raise error from None
         if not 200 <= resp.status_code < 300:
-            raise _status_error(f"{self.name}: {what}: HTTP {resp.status_code} from batch endpoint",
-                                resp.status_code, parse_retry_after(resp.headers))
+            raise _status_error(
+                f"{self.name}: {what}: HTTP {resp.status_code} from batch endpoint",
+                resp.status_code,
+                parse_retry_after(resp.headers),
+            )
         return resp
 
     def _json(self, resp: httpx.Response, what: str) -> dict[str, Any]:
         try:
             data = json.loads(resp.content)
         except (ValueError, UnicodeDecodeError):
-            raise RetryableModelError(f"{self.name}: {what}: malformed body (not JSON)",
-                                      kind="malformed", status=resp.status_code) from None
+            raise RetryableModelError(
+                f"{self.name}: {what}: malformed body (not JSON)", kind="malformed", status=resp.status_code
+            ) from None
         if not isinstance(data, dict):
-            raise RetryableModelError(f"{self.name}: {what}: malformed body (not an object)",
-                                      kind="malformed", status=resp.status_code)
+            raise RetryableModelError(
+                f"{self.name}: {what}: malformed body (not an object)",
+                kind="malformed",
+                status=resp.status_code,
+            )
         return data
 
     def _json_field(self, resp: httpx.Response, key: str, what: str) -> str:
         value = self._json(resp, what).get(key)
         if not isinstance(value, str) or not value:
-            raise RetryableModelError(f"{self.name}: {what}: malformed body (no {key})",
-                                      kind="malformed", status=resp.status_code)
+            raise RetryableModelError(
+                f"{self.name}: {what}: malformed body (no {key})", kind="malformed", status=resp.status_code
+            )
         return value
 
     async def _download(self, file_id: str) -> bytes:
@@ -363,13 +398,15 @@ class BatchAPIClient:
     def _parse_status(self, data: dict[str, Any], job_id: str) -> BatchStatus:
         state = data.get("status")
         if state not in BATCH_STATES:
-            raise RetryableModelError(f"{self.name}: batch job {job_id}: malformed status",
-                                      kind="malformed")
+            raise RetryableModelError(f"{self.name}: batch job {job_id}: malformed status", kind="malformed")
         counts_raw = data.get("request_counts")
         counts = BatchCounts()
         if isinstance(counts_raw, dict):
-            counts = BatchCounts(total=_int(counts_raw.get("total")), completed=_int(counts_raw.get("completed")),
-                                 failed=_int(counts_raw.get("failed")))
+            counts = BatchCounts(
+                total=_int(counts_raw.get("total")),
+                completed=_int(counts_raw.get("completed")),
+                failed=_int(counts_raw.get("failed")),
+            )
         codes: list[str] = []
         errors = data.get("errors")
         if isinstance(errors, dict) and isinstance(errors.get("data"), list):
@@ -393,15 +430,24 @@ class BatchAPIClient:
             metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
         )
 
-    def _line_outcome(self, st: BatchStatus, custom_id: str, line: dict[str, Any],
-                      messages: list[dict[str, Any]], latency_ms: float) -> Completion | ModelError:
+    def _line_outcome(
+        self,
+        st: BatchStatus,
+        custom_id: str,
+        line: dict[str, Any],
+        messages: list[dict[str, Any]],
+        latency_ms: float,
+    ) -> Completion | ModelError:
         prefix = f"{self.name}: batch job {st.id}, {custom_id}"
         error = line.get("error")
         response = line.get("response")
         if isinstance(error, dict) and not isinstance(response, dict):
             code = error.get("code")
-            kind, retryable = _ERROR_CODES.get(code, ("line_error", False)) if isinstance(code, str) else (
-                "line_error", False)
+            kind, retryable = (
+                _ERROR_CODES.get(code, ("line_error", False))
+                if isinstance(code, str)
+                else ("line_error", False)
+            )
             shown = code if isinstance(code, str) and _SAFE_CODE.match(code) else "unknown"
             cls = RetryableModelError if retryable else FatalModelError
             return cls(f"{prefix}: line error ({shown})", kind=kind)
@@ -413,8 +459,15 @@ class BatchAPIClient:
         if not 200 <= status < 300:
             return _status_error(f"{prefix}: HTTP {status} for the line", status, None)
         try:
-            return completion_from_openai(response.get("body"), name=prefix, default_model=self.cfg.model,
-                                          messages=messages, latency_ms=latency_ms, status=status, what="line")
+            return completion_from_openai(
+                response.get("body"),
+                name=prefix,
+                default_model=self.cfg.model,
+                messages=messages,
+                latency_ms=latency_ms,
+                status=status,
+                what="line",
+            )
         except RetryableModelError as exc:
             return exc
 
@@ -423,8 +476,9 @@ class BatchAPIClient:
         if st.state == "expired":
             return RetryableModelError(f"{prefix}: not answered before the job expired", kind="batch_expired")
         if st.state == "cancelled":
-            return RetryableModelError(f"{prefix}: not answered before the job was cancelled",
-                                       kind="batch_cancelled")
+            return RetryableModelError(
+                f"{prefix}: not answered before the job was cancelled", kind="batch_cancelled"
+            )
         if st.state == "failed":
             retryable = any(_ERROR_CODES.get(c, ("", False))[0] == "throttled" for c in st.error_codes)
             shown = ", ".join(st.error_codes[:3]) or "no code"

@@ -34,17 +34,32 @@ import dataclasses
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..config import CandidateConfig
 from ..errors import ConfigError, FatalModelError, ModelError, RetryableModelError
 from ..schemas import Usage
 from .base import ChatCall, Completion, ModelClient, estimate_tokens
 from .json_path import Step, compile_json_path
-from .micro_batch_format import (DEFAULT_JSON_PATH, DEFAULT_XML_PATH, BatchParseError, check_xml_path,
-                                 parse_batch_answer, render_batch, render_record)
-from .micro_batch_sharing import add_usage, params_key, record_text, scaled_params, split_usage, unbatchable_reason
+from .micro_batch_format import (
+    DEFAULT_JSON_PATH,
+    DEFAULT_XML_PATH,
+    BatchParseError,
+    check_xml_path,
+    parse_batch_answer,
+    render_batch,
+    render_record,
+)
+from .micro_batch_sharing import (
+    add_usage,
+    params_key,
+    record_text,
+    scaled_params,
+    split_usage,
+    unbatchable_reason,
+)
 from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -94,10 +109,18 @@ class BatchingClient:
     down the fallback chain). Tokens stay booked per record by the dispatcher.
     """
 
-    def __init__(self, candidate_name: str, cfg: CandidateConfig, inner: ModelClient, *,
-                 owns_inner: bool = False, rng: random.Random | None = None,
-                 sleep: Callable[[float], Any] = asyncio.sleep, limiter: RateLimiter | None = None,
-                 on_rate_limit_wait: Callable[[float], Any] | None = None) -> None:
+    def __init__(
+        self,
+        candidate_name: str,
+        cfg: CandidateConfig,
+        inner: ModelClient,
+        *,
+        owns_inner: bool = False,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        limiter: RateLimiter | None = None,
+        on_rate_limit_wait: Callable[[float], Any] | None = None,
+    ) -> None:
         self.name = candidate_name
         self.limiter = limiter if limiter is not None and limiter.requests is not None else None
         self._on_wait = on_rate_limit_wait
@@ -118,8 +141,10 @@ class BatchingClient:
             try:
                 check_xml_path(resp.path or DEFAULT_XML_PATH)
             except ValueError as exc:
-                raise ConfigError(f"candidates.{candidate_name}.batch.response.path: "
-                                  f"{resp.path!r} is not an ElementTree XPath ({exc})") from None
+                raise ConfigError(
+                    f"candidates.{candidate_name}.batch.response.path: "
+                    f"{resp.path!r} is not an ElementTree XPath ({exc})"
+                ) from None
         # prompt budget of the fixed parts, for flushing before the context window overflows
         fixed = render_batch(self.batch_cfg.system_prompt, self.batch_cfg.prompt_template, resp, [])
         self._fixed_tokens = sum(estimate_tokens(m["content"]) + 4 for m in fixed)
@@ -142,8 +167,13 @@ class BatchingClient:
         loop = asyncio.get_running_loop()
         timeout_s = max(0.001, call.timeout_s)
         tokens = estimate_tokens(render_record(self.batch_cfg.prompt_template, "000", content))
-        item = _Item(call=call, content=content, future=loop.create_future(),
-                     deadline=loop.time() + timeout_s, tokens=tokens)
+        item = _Item(
+            call=call,
+            content=content,
+            future=loop.create_future(),
+            deadline=loop.time() + timeout_s,
+            tokens=tokens,
+        )
         self._enqueue(key, call.params, item)
         try:
             async with asyncio.timeout(timeout_s):
@@ -168,7 +198,8 @@ class BatchingClient:
             for item in queue.items:
                 if not item.future.done():
                     item.future.set_exception(
-                        RetryableModelError(f"{self.name}: batching client closed", kind="connection"))
+                        RetryableModelError(f"{self.name}: batching client closed", kind="connection")
+                    )
         tasks, self._tasks = list(self._tasks), set()
         for task in tasks:
             task.cancel()
@@ -181,8 +212,12 @@ class BatchingClient:
     def _enqueue(self, key: str, params: dict[str, Any], item: _Item) -> None:
         queue = self._queues.get(key)
         window = self.cfg.context_window
-        if (queue is not None and queue.items and window is not None
-                and self._fixed_tokens + queue.tokens + item.tokens > window):
+        if (
+            queue is not None
+            and queue.items
+            and window is not None
+            and self._fixed_tokens + queue.tokens + item.tokens > window
+        ):
             self._flush(key, queue)  # this record would overflow the context window: start anew
             queue = None
         if queue is None:
@@ -225,7 +260,9 @@ class BatchingClient:
             await self._run_batch(items, params)
         except asyncio.CancelledError:  # aclose(): nobody will answer these callers
             for item in items:
-                self._fail(item, RetryableModelError(f"{self.name}: batching client closed", kind="connection"))
+                self._fail(
+                    item, RetryableModelError(f"{self.name}: batching client closed", kind="connection")
+                )
             raise
 
     async def _run_batch(self, items: list[_Item], params: dict[str, Any]) -> None:
@@ -234,8 +271,9 @@ class BatchingClient:
         for pos, item in enumerate(items):
             item.batch = {"id": batch_id, "size": n, "position": pos, "answered": "batch"}
         cfg = self.batch_cfg
-        messages = render_batch(cfg.system_prompt, cfg.prompt_template, cfg.response,
-                                [i.content for i in items])
+        messages = render_batch(
+            cfg.system_prompt, cfg.prompt_template, cfg.response, [i.content for i in items]
+        )
         try:
             completion = await self._call_batch(items, messages, scaled_params(params, n))
         except _AllGone:
@@ -254,14 +292,22 @@ class BatchingClient:
         try:
             parsed = parse_batch_answer(completion.text, cfg.response, n, self._json_steps)
         except BatchParseError as exc:
-            log.warning("candidate %s: batch %s (%d records) answer not parseable as %s: %s",
-                        self.name, batch_id, n, cfg.response.format, exc)
+            log.warning(
+                "candidate %s: batch %s (%d records) answer not parseable as %s: %s",
+                self.name,
+                batch_id,
+                n,
+                cfg.response.format,
+                exc,
+            )
             if cfg.on_parse_error == "individual":
                 await self._alone(list(zip(items, shares)), "parse_error")
             else:
                 err = RetryableModelError(
                     f"{self.name}: batched answer not parseable as {cfg.response.format} ({exc})",
-                    kind="batch_parse_error", status=completion.status)
+                    kind="batch_parse_error",
+                    status=completion.status,
+                )
                 for item in items:
                     self._fail(item, err)
             return
@@ -271,27 +317,48 @@ class BatchingClient:
             if text is None:
                 missing.append((item, shares[pos]))
             elif not item.future.done():
-                item.future.set_result(Completion(
-                    text=text, provider_model=completion.provider_model, usage=shares[pos],
-                    latency_ms=completion.latency_ms, status=completion.status, batch=dict(item.batch or {}),
-                    finish_reason="stop" if completion.finish_reason == "stop" else None,
-                    response_id=completion.response_id, system_fingerprint=completion.system_fingerprint,
-                    service_tier=completion.service_tier))
+                item.future.set_result(
+                    Completion(
+                        text=text,
+                        provider_model=completion.provider_model,
+                        usage=shares[pos],
+                        latency_ms=completion.latency_ms,
+                        status=completion.status,
+                        batch=dict(item.batch or {}),
+                        finish_reason="stop" if completion.finish_reason == "stop" else None,
+                        response_id=completion.response_id,
+                        system_fingerprint=completion.system_fingerprint,
+                        service_tier=completion.service_tier,
+                    )
+                )
         if not missing:
             return
-        log.info("candidate %s: batch %s answered %d of %d records (%d bad entries, duplicates %s)",
-                 self.name, batch_id, n - len(missing), n, parsed.bad, parsed.duplicates)
+        log.info(
+            "candidate %s: batch %s answered %d of %d records (%d bad entries, duplicates %s)",
+            self.name,
+            batch_id,
+            n - len(missing),
+            n,
+            parsed.bad,
+            parsed.duplicates,
+        )
         if cfg.on_missing == "individual":
             await self._alone(missing, "missing")
         else:
             for item, _ in missing:
                 pos = (item.batch or {}).get("position")
-                self._fail(item, RetryableModelError(
-                    f"{self.name}: batched answer has no usable entry for record {pos}",
-                    kind="batch_missing", status=completion.status))
+                self._fail(
+                    item,
+                    RetryableModelError(
+                        f"{self.name}: batched answer has no usable entry for record {pos}",
+                        kind="batch_missing",
+                        status=completion.status,
+                    ),
+                )
 
-    async def _call_batch(self, items: list[_Item], messages: list[dict[str, Any]],
-                          params: dict[str, Any]) -> Completion:
+    async def _call_batch(
+        self, items: list[_Item], messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> Completion:
         """The batched call, retried ``batch.max_retries`` times while any caller still waits."""
         loop = asyncio.get_running_loop()
         limit_ms = self.batch_cfg.request_timeout_ms or self.cfg.request_timeout_ms
@@ -308,7 +375,9 @@ class BatchingClient:
                 started = loop.time()
                 await self._book_call(timeout_s)
                 timeout_s = max(0.001, timeout_s - (loop.time() - started))
-                return await self.inner.complete(ChatCall(messages=messages, params=params, timeout_s=timeout_s))
+                return await self.inner.complete(
+                    ChatCall(messages=messages, params=params, timeout_s=timeout_s)
+                )
             except RetryableModelError as exc:
                 if retry >= self.batch_cfg.max_retries:
                     raise
@@ -317,8 +386,13 @@ class BatchingClient:
                 delay = max(self._rng.uniform(ceiling / 2, ceiling), exc.retry_after or 0.0)
                 if loop.time() + delay >= last:
                     raise
-                log.info("candidate %s: batched call failed (%s), retry %d in %.2fs",
-                         self.name, exc.kind, retry, delay)
+                log.info(
+                    "candidate %s: batched call failed (%s), retry %d in %.2fs",
+                    self.name,
+                    exc.kind,
+                    retry,
+                    delay,
+                )
                 await self._sleep(delay)
 
     async def _alone(self, members: list[tuple[_Item, Usage]], reason: str) -> None:
@@ -337,18 +411,23 @@ class BatchingClient:
         try:
             await self._book_call(remaining)
             remaining = item.deadline - loop.time()
-            call = ChatCall(messages=item.call.messages, params=item.call.params, timeout_s=max(0.001, remaining))
+            call = ChatCall(
+                messages=item.call.messages, params=item.call.params, timeout_s=max(0.001, remaining)
+            )
             completion = await self.inner.complete(call)
         except ModelError as exc:
             self._fail(item, exc)
             return
         except Exception as exc:
             log.error("model client for candidate %s raised %s", self.name, type(exc).__name__, exc_info=True)
-            self._fail(item, FatalModelError(f"{self.name}: client error ({type(exc).__name__})", kind="internal"))
+            self._fail(
+                item, FatalModelError(f"{self.name}: client error ({type(exc).__name__})", kind="internal")
+            )
             return
         if not item.future.done():  # the whole answer of its own call, with its share of the batch
-            item.future.set_result(dataclasses.replace(completion, usage=add_usage(completion.usage, share),
-                                                       batch=dict(info)))
+            item.future.set_result(
+                dataclasses.replace(completion, usage=add_usage(completion.usage, share), batch=dict(info))
+            )
 
     async def _book_call(self, time_left_s: float) -> None:
         """Book one request with the limiter, waiting for the budget if it comes in time."""
@@ -357,9 +436,11 @@ class BatchingClient:
         max_wait = min(self.cfg.rate_limit.max_wait_ms / 1000.0, max(0.0, time_left_s))
         wait = self.limiter.reserve(0, max_wait, requests=1)
         if wait is None:
-            raise FatalModelError(f"{self.name}: rate limit budget exhausted "
-                                  f"(requests_per_minute={self.cfg.rate_limit.requests_per_minute})",
-                                  kind="rate_limited")
+            raise FatalModelError(
+                f"{self.name}: rate limit budget exhausted "
+                f"(requests_per_minute={self.cfg.rate_limit.requests_per_minute})",
+                kind="rate_limited",
+            )
         if wait > 0:
             if self._on_wait is not None:
                 self._on_wait(wait)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import BreakerConfig
 
@@ -24,8 +24,13 @@ HALF_OPEN = "half_open"
 
 
 class CircuitBreaker:
-    def __init__(self, cfg: BreakerConfig, *, clock: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: BreakerConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self._clock = clock
         self._on_change = on_change

@@ -24,7 +24,7 @@ import email.utils
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -75,8 +75,11 @@ class Dialect(Protocol):
 
 def unsupported(candidate: str, api: str, what: str) -> FatalModelError:
     """The error for a request the adapter cannot send (``what`` names the field, never a value)."""
-    return FatalModelError(f"{candidate}: api {api} cannot take {what}; route such requests to another "
-                           "candidate (or give this one a fallback)", kind=UNSUPPORTED_INPUT)
+    return FatalModelError(
+        f"{candidate}: api {api} cannot take {what}; route such requests to another "
+        "candidate (or give this one a fallback)",
+        kind=UNSUPPORTED_INPUT,
+    )
 
 
 def text_contents(messages: list[dict[str, Any]], candidate: str, api: str) -> list[dict[str, Any]]:
@@ -93,8 +96,11 @@ def text_contents(messages: list[dict[str, Any]], candidate: str, api: str) -> l
                 if kind in ("text", "refusal") and isinstance(part.get(kind), str):
                     texts.append(part[kind])
                 else:
-                    raise unsupported(candidate, api, f"a {kind or 'malformed'} content part "
-                                                      "(content_parts: text sends text only)")
+                    raise unsupported(
+                        candidate,
+                        api,
+                        f"a {kind or 'malformed'} content part (content_parts: text sends text only)",
+                    )
             m = {**m, "content": "\n".join(texts)}
         out.append(m)
     return out
@@ -130,7 +136,7 @@ def parse_retry_after(headers: httpx.Headers | dict[str, str], now: float | None
     if when is None:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     now_ts = time.time() if now is None else now
     return max(0.0, when.timestamp() - now_ts)
 
@@ -141,14 +147,17 @@ def openai_status_error(name: str, resp: httpx.Response) -> ModelError:
     status = resp.status_code
     msg = f"{name}: HTTP {status} from model endpoint"
     if status == 429:
-        return RetryableModelError(msg, kind="throttled", status=status,
-                                   retry_after=parse_retry_after(resp.headers))
+        return RetryableModelError(
+            msg, kind="throttled", status=status, retry_after=parse_retry_after(resp.headers)
+        )
     if status >= 500:
-        return RetryableModelError(msg, kind="server_error", status=status,
-                                   retry_after=parse_retry_after(resp.headers))
+        return RetryableModelError(
+            msg, kind="server_error", status=status, retry_after=parse_retry_after(resp.headers)
+        )
     if status in (408, 409):
-        return RetryableModelError(msg, kind="http_error", status=status,
-                                   retry_after=parse_retry_after(resp.headers))
+        return RetryableModelError(
+            msg, kind="http_error", status=status, retry_after=parse_retry_after(resp.headers)
+        )
     if status in (401, 403):
         return FatalModelError(msg, kind="auth", status=status)
     return FatalModelError(msg, kind="client_error", status=status)
@@ -178,7 +187,9 @@ class _QueryRedaction(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) and a.query for a in record.args):
-            record.args = tuple(a.copy_with(query=None) if isinstance(a, httpx.URL) else a for a in record.args)
+            record.args = tuple(
+                a.copy_with(query=None) if isinstance(a, httpx.URL) else a for a in record.args
+            )
         return True
 
 
@@ -203,8 +214,9 @@ class HTTPDialect:
 
     api = ""  # each adapter names its api
 
-    def __init__(self, name: str, cfg: CandidateConfig, path: str,
-                 fixed_query: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(
+        self, name: str, cfg: CandidateConfig, path: str, fixed_query: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self.name = name
         self.cfg = cfg
         self.base, base_query = split_base_url(cfg.base_url)
@@ -247,8 +259,13 @@ class OpenAIDialect(HTTPDialect):
 
     api = "openai"
 
-    def __init__(self, name: str, cfg: CandidateConfig, path: str = "/chat/completions",
-                 fixed_query: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        cfg: CandidateConfig,
+        path: str = "/chat/completions",
+        fixed_query: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(name, cfg, path, fixed_query)
 
     def auth_headers(self) -> list[tuple[str, str]]:

@@ -37,8 +37,10 @@ def compile_json_path(path: str) -> list[Step]:
     while pos < len(text):
         m = _JP_TOKEN.match(text, pos)
         if m is None:
-            raise ValueError(f"{path!r}: unsupported JSONPath at {text[pos:]!r} "
-                             "(supported: $ .key ['key'] [n] [*] .* ..key)")
+            raise ValueError(
+                f"{path!r}: unsupported JSONPath at {text[pos:]!r} "
+                "(supported: $ .key ['key'] [n] [*] .* ..key)"
+            )
         if m.group("desc") is not None:
             steps.append(("desc", m.group("desc")))
         elif m.group("key") is not None:

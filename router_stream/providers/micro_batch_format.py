@@ -47,8 +47,16 @@ except ImportError:  # the DOCTYPE check in _xml_entries keeps entities out eith
     _xml_fromstring = ET.fromstring
 
 __all__ = [
-    "BatchParseError", "DEFAULT_JSON_PATH", "DEFAULT_SYSTEM_PROMPT", "DEFAULT_XML_PATH", "ParsedAnswer",
-    "check_xml_path", "format_instructions", "parse_batch_answer", "render_batch", "render_record",
+    "DEFAULT_JSON_PATH",
+    "DEFAULT_SYSTEM_PROMPT",
+    "DEFAULT_XML_PATH",
+    "BatchParseError",
+    "ParsedAnswer",
+    "check_xml_path",
+    "format_instructions",
+    "parse_batch_answer",
+    "render_batch",
+    "render_record",
 ]
 
 DEFAULT_JSON_PATH = "$.results"
@@ -118,7 +126,7 @@ def _load_json(text: str) -> Any:
         end = body.rfind("}" if body[start] == "{" else "]")
         if end > start:
             try:
-                return json.loads(body[start:end + 1])
+                return json.loads(body[start : end + 1])
             except ValueError:
                 pass
     raise BatchParseError("not JSON")
@@ -180,7 +188,7 @@ def _xml_entries(text: str, resp: BatchResponseConfig) -> list[tuple[Any, Any]]:
     start, end = body.find("<"), body.rfind(">")
     if start < 0 or end <= start:
         raise BatchParseError("not XML")
-    body = body[start:end + 1]
+    body = body[start : end + 1]
     lowered = body.lower()
     if "<!doctype" in lowered or "<!entity" in lowered:
         raise BatchParseError("XML with a DTD or entity declarations is refused")
@@ -212,8 +220,9 @@ def _delimited_entries(text: str, resp: BatchResponseConfig) -> list[tuple[Any, 
     return entries
 
 
-def parse_batch_answer(text: str, resp: BatchResponseConfig, size: int,
-                       json_steps: list[Step] | None = None) -> ParsedAnswer:
+def parse_batch_answer(
+    text: str, resp: BatchResponseConfig, size: int, json_steps: list[Step] | None = None
+) -> ParsedAnswer:
     """Map a batched answer to ``{position: answer}``; raise :class:`BatchParseError` when the
     answer has no usable structure. Entries with a bad index, and every entry of an index that
     occurs twice, are left out (their records count as missing)."""
@@ -304,36 +313,52 @@ def _xml_example(resp: BatchResponseConfig) -> str | None:
 def format_instructions(resp: BatchResponseConfig) -> str:
     """What the model is told about the reply's shape; ends with a machine-readable spec."""
     if resp.format == "json":
-        spec = (f"Answer format: json; path: {_q(resp.path or DEFAULT_JSON_PATH)}; "
-                f"index field: {_q(resp.index_field)}; value field: {_q(resp.value_field)}.")
-        head = ("Reply with JSON only (no prose, no code fences), one entry per record, each answer "
-                "as a string.")
+        spec = (
+            f"Answer format: json; path: {_q(resp.path or DEFAULT_JSON_PATH)}; "
+            f"index field: {_q(resp.index_field)}; value field: {_q(resp.value_field)}."
+        )
+        head = (
+            "Reply with JSON only (no prose, no code fences), one entry per record, each answer as a string."
+        )
         example = _json_example(resp)
     elif resp.format == "xml":
-        spec = (f"Answer format: xml; path: {_q(resp.path or DEFAULT_XML_PATH)}; "
-                f"index field: {_q(resp.index_field)}; value field: {_q(resp.value_field)}.")
-        head = ("Reply with XML only (no prose, no code fences), one item element per record, "
-                "answers escaped as XML text.")
+        spec = (
+            f"Answer format: xml; path: {_q(resp.path or DEFAULT_XML_PATH)}; "
+            f"index field: {_q(resp.index_field)}; value field: {_q(resp.value_field)}."
+        )
+        head = (
+            "Reply with XML only (no prose, no code fences), one item element per record, "
+            "answers escaped as XML text."
+        )
         example = _xml_example(resp)
     else:
-        spec = (f"Answer format: delimited; delimiter: {_q(resp.delimiter)}; "
-                f"field delimiter: {_q(resp.field_delimiter)}.")
-        head = (f"Reply with one entry per record and nothing else: the record's index, then "
-                f"{_q(resp.field_delimiter)}, then your answer; entries separated by "
-                f"{_q(resp.delimiter)}, which must not occur inside an answer.")
-        example = (f"0{resp.field_delimiter}<answer to record 0>{resp.delimiter}"
-                   f"1{resp.field_delimiter}<answer to record 1>")
+        spec = (
+            f"Answer format: delimited; delimiter: {_q(resp.delimiter)}; "
+            f"field delimiter: {_q(resp.field_delimiter)}."
+        )
+        head = (
+            f"Reply with one entry per record and nothing else: the record's index, then "
+            f"{_q(resp.field_delimiter)}, then your answer; entries separated by "
+            f"{_q(resp.delimiter)}, which must not occur inside an answer."
+        )
+        example = (
+            f"0{resp.field_delimiter}<answer to record 0>{resp.delimiter}"
+            f"1{resp.field_delimiter}<answer to record 1>"
+        )
     text = f"{head} {spec}"
     if example:
         text += f" Example for two records: {example}"
     return text
 
 
-def render_batch(system_prompt: str | None, prompt_template: str, resp: BatchResponseConfig,
-                 contents: list[str]) -> list[dict[str, str]]:
+def render_batch(
+    system_prompt: str | None, prompt_template: str, resp: BatchResponseConfig, contents: list[str]
+) -> list[dict[str, str]]:
     """The two messages of a batched call over ``contents`` (record ``i`` has index ``i``)."""
-    system = _fill(system_prompt if system_prompt is not None else DEFAULT_SYSTEM_PROMPT,
-                   {"count": str(len(contents)), "format_instructions": format_instructions(resp)})
+    system = _fill(
+        system_prompt if system_prompt is not None else DEFAULT_SYSTEM_PROMPT,
+        {"count": str(len(contents)), "format_instructions": format_instructions(resp)},
+    )
     records = [render_record(prompt_template, str(i), c) for i, c in enumerate(contents)]
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(records)}]
 
@@ -342,4 +367,3 @@ def render_record(prompt_template: str, index: str, content: str) -> str:
     """One record as ``prompt_template`` writes it into the user message (also how the client
     estimates a record's share of the prompt before the batch exists)."""
     return _fill(prompt_template, {"index": index, "content": content})
-

@@ -86,14 +86,17 @@ def _split(total: int, n: int) -> list[int]:
 
 def split_usage(usage: Usage, n: int) -> list[Usage]:
     prompts, completions = _split(usage.prompt_tokens, n), _split(usage.completion_tokens, n)
-    return [Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
-            for p, c in zip(prompts, completions)]
+    return [
+        Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c) for p, c in zip(prompts, completions)
+    ]
 
 
 def add_usage(a: Usage, b: Usage) -> Usage:
     """``a`` (a record's own call, details kept) plus ``b`` (its share of the failed batch)."""
-    return Usage(prompt_tokens=a.prompt_tokens + b.prompt_tokens,
-                 completion_tokens=a.completion_tokens + b.completion_tokens,
-                 total_tokens=a.total_tokens + b.total_tokens,
-                 prompt_tokens_details=a.prompt_tokens_details,
-                 completion_tokens_details=a.completion_tokens_details)
+    return Usage(
+        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
+        completion_tokens=a.completion_tokens + b.completion_tokens,
+        total_tokens=a.total_tokens + b.total_tokens,
+        prompt_tokens_details=a.prompt_tokens_details,
+        completion_tokens_details=a.completion_tokens_details,
+    )

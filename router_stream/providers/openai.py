@@ -135,16 +135,21 @@ def _details(raw: Any) -> dict[str, Any] | None:
     return _well_formed_json(raw) if isinstance(raw, dict) and raw else None
 
 
-def _usage(raw: Any, messages: list[dict[str, Any]], text: str,
-           params: dict[str, Any] | None = None) -> Usage:
+def _usage(
+    raw: Any, messages: list[dict[str, Any]], text: str, params: dict[str, Any] | None = None
+) -> Usage:
     if isinstance(raw, dict):
         try:
             p = int(raw.get("prompt_tokens") or 0)
             c = int(raw.get("completion_tokens") or 0)
             t = int(raw.get("total_tokens") or (p + c))
-            return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=t,
-                         prompt_tokens_details=_details(raw.get("prompt_tokens_details")),
-                         completion_tokens_details=_details(raw.get("completion_tokens_details")))
+            return Usage(
+                prompt_tokens=p,
+                completion_tokens=c,
+                total_tokens=t,
+                prompt_tokens_details=_details(raw.get("prompt_tokens_details")),
+                completion_tokens_details=_details(raw.get("completion_tokens_details")),
+            )
         except (TypeError, ValueError, OverflowError):
             pass
     p = estimate_prompt_tokens(messages, params)
@@ -155,20 +160,30 @@ def _usage(raw: Any, messages: list[dict[str, Any]], text: str,
 def _answered(message: dict[str, Any]) -> bool:
     """An assistant message says something: content (text, even empty), tool calls, a refusal,
     a (deprecated) function call, or audio. Anything less is a malformed answer."""
-    return (_content_text(message.get("content")) is not None
-            or (isinstance(message.get("tool_calls"), list) and bool(message["tool_calls"]))
-            or isinstance(message.get("refusal"), str)
-            or isinstance(message.get("function_call"), dict)
-            or isinstance(message.get("audio"), dict))
+    return (
+        _content_text(message.get("content")) is not None
+        or (isinstance(message.get("tool_calls"), list) and bool(message["tool_calls"]))
+        or isinstance(message.get("refusal"), str)
+        or isinstance(message.get("function_call"), dict)
+        or isinstance(message.get("audio"), dict)
+    )
 
 
 def _str_or_none(value: Any) -> str | None:
     return _well_formed(value) if isinstance(value, str) and value else None
 
 
-def completion_from_openai(data: Any, *, name: str, default_model: str, messages: list[dict[str, Any]],
-                           latency_ms: float, status: int = 200, params: dict[str, Any] | None = None,
-                           what: str = "body") -> Completion:
+def completion_from_openai(
+    data: Any,
+    *,
+    name: str,
+    default_model: str,
+    messages: list[dict[str, Any]],
+    latency_ms: float,
+    status: int = 200,
+    params: dict[str, Any] | None = None,
+    what: str = "body",
+) -> Completion:
     """A parsed OpenAI chat-completion response (``{"id", "model", "choices", "usage", ...}``) as a
     :class:`~.base.Completion`: the first choice's assistant message as returned, its text,
     ``finish_reason``, every choice when there are several, usage with its details (estimated
@@ -181,15 +196,20 @@ def completion_from_openai(data: Any, *, name: str, default_model: str, messages
     tool_calls, refusal, function_call nor audio. Every string is made UTF-8-safe.
     """
     if not isinstance(data, dict):
-        raise RetryableModelError(f"{name}: malformed {what} (not an object)", kind="malformed", status=status)
+        raise RetryableModelError(
+            f"{name}: malformed {what} (not an object)", kind="malformed", status=status
+        )
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise RetryableModelError(f"{name}: malformed {what} (no choices)", kind="malformed", status=status)
     first = choices[0]
     message = first.get("message")
     if not isinstance(message, dict) or not _answered(message):
-        raise RetryableModelError(f"{name}: malformed {what} (no message content, tool calls or refusal)",
-                                  kind="malformed", status=status)
+        raise RetryableModelError(
+            f"{name}: malformed {what} (no message content, tool calls or refusal)",
+            kind="malformed",
+            status=status,
+        )
     try:
         message = _well_formed_json(message)
         all_choices = None
@@ -197,8 +217,9 @@ def completion_from_openai(data: Any, *, name: str, default_model: str, messages
             all_choices = [_well_formed_json(c) for c in choices if isinstance(c, dict)]
         logprobs = _well_formed_json(first["logprobs"]) if isinstance(first.get("logprobs"), dict) else None
     except RecursionError:
-        raise RetryableModelError(f"{name}: malformed {what} (nested too deeply)",
-                                  kind="malformed", status=status) from None
+        raise RetryableModelError(
+            f"{name}: malformed {what} (nested too deeply)", kind="malformed", status=status
+        ) from None
     text = _content_text(message.get("content")) or ""
     estimate_text = text if not message.get("tool_calls") else text + json.dumps(message["tool_calls"])
     model = data.get("model")
@@ -225,7 +246,7 @@ class _NoCookies(httpx.Cookies):
     ``http.cookiejar`` spares every response about 7% of the client's CPU per call.
     """
 
-    def extract_cookies(self, response: httpx.Response) -> None:  # noqa: D102 - see class
+    def extract_cookies(self, response: httpx.Response) -> None:
         return None
 
 
@@ -272,11 +293,13 @@ def transport_error(exc: BaseException, prefix: str, timeout_s: float) -> ModelE
     Messages carry the prefix, the timeout and an exception class name, never a body or header.
     """
     if isinstance(exc, TimeoutError) or (
-            isinstance(exc, (httpx.TransportError, aiohttp.ClientError, OSError)) and _is_timeout(exc)):
+        isinstance(exc, (httpx.TransportError, aiohttp.ClientError, OSError)) and _is_timeout(exc)
+    ):
         return RetryableModelError(f"{prefix}: no answer within {timeout_s:.3g}s", kind="timeout")
     if isinstance(exc, (httpx.TransportError, aiohttp.ClientError, OSError)):
-        return RetryableModelError(f"{prefix}: connection failed ({type(exc.__cause__ or exc).__name__})",
-                                   kind="connection")
+        return RetryableModelError(
+            f"{prefix}: connection failed ({type(exc.__cause__ or exc).__name__})", kind="connection"
+        )
     if isinstance(exc, httpx.HTTPError):  # e.g. a bad URL in config: not worth a retry
         return FatalModelError(f"{prefix}: request failed ({type(exc).__name__})", kind="client_error")
     return None
@@ -305,8 +328,10 @@ class OpenAIChatClient:
         self._slots = asyncio.Semaphore(cfg.max_connections)  # FIFO: no caller starves (see module doc)
 
     def __repr__(self) -> str:
-        return (f"OpenAIChatClient(name={self.name!r}, api={self.cfg.api!r}, url={self.url!r}, "
-                f"model={self.cfg.model!r})")
+        return (
+            f"OpenAIChatClient(name={self.name!r}, api={self.cfg.api!r}, url={self.url!r}, "
+            f"model={self.cfg.model!r})"
+        )
 
     def _request(self, wire: WireRequest) -> httpx.Request:
         """The POST, built directly rather than by ``AsyncClient.post``.
@@ -322,7 +347,9 @@ class OpenAIChatClient:
         if wire.headers:  # a configured header (e.g. User-Agent) replaces a default of the same name
             names = {name.lower() for name, _ in wire.headers}
             headers = [h for h in headers if h[0].lower() not in names] + wire.headers
-        return httpx.Request("POST", wire.url, headers=headers, content=content, extensions={"timeout": self._timeout})
+        return httpx.Request(
+            "POST", wire.url, headers=headers, content=content, extensions={"timeout": self._timeout}
+        )
 
     async def complete(self, call: ChatCall) -> Completion:
         body = openai_body(call, self.cfg.model)
@@ -334,8 +361,11 @@ class OpenAIChatClient:
             async with asyncio.timeout(max(0.001, wait_s)):
                 await self._slots.acquire()
         except TimeoutError:
-            raise FatalModelError(f"{self.name}: no free connection within {wait_s:.3g}s "
-                                  f"(max_connections={self.cfg.max_connections})", kind="queue_timeout") from None
+            raise FatalModelError(
+                f"{self.name}: no free connection within {wait_s:.3g}s "
+                f"(max_connections={self.cfg.max_connections})",
+                kind="queue_timeout",
+            ) from None
         try:
             started = time.monotonic()
             if call.deadline_at is not None:  # the slot wait did not eat the call's own timeout
@@ -355,13 +385,22 @@ class OpenAIChatClient:
         if not 200 <= resp.status_code < 300:
             raise self.dialect.status_error(resp)
         try:
-            data = self.dialect.openai_response(json.loads(resp.content))  # the provider's answer, as OpenAI's
+            data = self.dialect.openai_response(
+                json.loads(resp.content)
+            )  # the provider's answer, as OpenAI's
         except (ValueError, UnicodeDecodeError):
-            raise RetryableModelError(f"{self.name}: malformed body (not JSON)",
-                                      kind="malformed", status=resp.status_code) from None
-        completion = completion_from_openai(data, name=self.name, default_model=self.cfg.model,
-                                            messages=call.messages, latency_ms=latency_ms, status=resp.status_code,
-                                            params=call.params)
+            raise RetryableModelError(
+                f"{self.name}: malformed body (not JSON)", kind="malformed", status=resp.status_code
+            ) from None
+        completion = completion_from_openai(
+            data,
+            name=self.name,
+            default_model=self.cfg.model,
+            messages=call.messages,
+            latency_ms=latency_ms,
+            status=resp.status_code,
+            params=call.params,
+        )
         completion.dropped_params = list(wire.dropped)
         return completion
 

@@ -11,7 +11,7 @@ token usage and the estimate.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import RateLimitConfig
 

@@ -33,8 +33,9 @@ import functools
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..config import CandidateConfig, RouterConfig
 from ..errors import FatalModelError, ModelError, RetryableModelError, RoutingMiss
@@ -93,16 +94,18 @@ class DispatchObserver:
 
 def cost_usd(cfg: CandidateConfig, usage: Usage) -> float:
     """Estimated price of one call from its usage and the candidate's per-1k prices."""
-    return (usage.prompt_tokens * cfg.price_input_per_1k
-            + usage.completion_tokens * cfg.price_output_per_1k) / 1000.0
+    return (
+        usage.prompt_tokens * cfg.price_input_per_1k + usage.completion_tokens * cfg.price_output_per_1k
+    ) / 1000.0
 
 
 class _Skip(Exception):
     """A candidate was passed over without (another) call; the attempt is already recorded."""
 
 
-def backoff_s(retry: int, initial_s: float, max_s: float, rng: random.Random,
-              retry_after: float | None = None) -> float:
+def backoff_s(
+    retry: int, initial_s: float, max_s: float, rng: random.Random, retry_after: float | None = None
+) -> float:
     """The wait before retry number ``retry`` (1 = the first retry).
 
     Exponential with "equal jitter" (uniform in [ceiling / 2, ceiling], ceiling doubling from
@@ -155,8 +158,9 @@ class Dispatcher:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._limiters = {name: RateLimiter(cand.rate_limit, clock=clock)
-                          for name, cand in config.candidates.items()}
+        self._limiters = {
+            name: RateLimiter(cand.rate_limit, clock=clock) for name, cand in config.candidates.items()
+        }
         self._clients: dict[str, ModelClient] = dict(clients or {})
         self._owned: list[ModelClient] = []
         self._books_requests: set[str] = set()  # candidates whose client books its own HTTP calls
@@ -170,8 +174,13 @@ class Dispatcher:
             if cand.batch.size > 1:  # micro-batching wraps whichever client the candidate has
                 from .batching import BatchingClient
 
-                batcher = BatchingClient(name, cand, self._clients[name], limiter=self._limiters[name],
-                                         on_rate_limit_wait=functools.partial(self._notify, "on_rate_limit_wait", name))
+                batcher = BatchingClient(
+                    name,
+                    cand,
+                    self._clients[name],
+                    limiter=self._limiters[name],
+                    on_rate_limit_wait=functools.partial(self._notify, "on_rate_limit_wait", name),
+                )
                 self._clients[name] = batcher
                 self._owned.insert(0, batcher)  # closed before the client it wraps
                 self._books_requests.add(name)
@@ -186,7 +195,9 @@ class Dispatcher:
     def chain_for(self, chosen: str) -> list[str]:
         """``[chosen] + candidates[chosen].fallbacks + config.fallbacks``, without repeats."""
         if chosen not in self.config.candidates:
-            raise RoutingMiss(f"{chosen!r} is not a candidate (known: {', '.join(sorted(self.config.candidates))})")
+            raise RoutingMiss(
+                f"{chosen!r} is not a candidate (known: {', '.join(sorted(self.config.candidates))})"
+            )
         chain: list[str] = []
         for name in [chosen, *self.config.candidates[chosen].fallbacks, *self.config.fallbacks]:
             if name not in chain:
@@ -220,13 +231,21 @@ class Dispatcher:
             completion = await self._run_candidate(name, messages, params, prompt_tokens, deadline_at, st)
             if completion is not None:
                 cand = self.config.candidates[name]
-                return CallResult(completion=completion, served_by=name, attempts=st.attempts,
-                                  cost_usd=cost_usd(cand, completion.usage), batch=completion.batch)
+                return CallResult(
+                    completion=completion,
+                    served_by=name,
+                    attempts=st.attempts,
+                    cost_usd=cost_usd(cand, completion.usage),
+                    batch=completion.batch,
+                )
         parts = [f"{name}: {text}" for name, text in st.summary.items()]
         return CallResult(
-            completion=None, served_by=None, attempts=st.attempts,
+            completion=None,
+            served_by=None,
+            attempts=st.attempts,
             error="all candidates failed: " + "; ".join(parts) if parts else "no candidate was tried",
-            error_kind=st.last_kind or "error", batch=st.batch,
+            error_kind=st.last_kind or "error",
+            batch=st.batch,
         )
 
     async def aclose(self) -> None:
@@ -246,6 +265,7 @@ class Dispatcher:
             else:
                 log.info("circuit breaker for candidate %s is %s", name, state)
             self._notify("on_breaker", name, state)
+
         return hook
 
     def _notify(self, method: str, *args: Any) -> None:
@@ -255,24 +275,42 @@ class Dispatcher:
             log.warning("observer %s failed", method, exc_info=True)
 
     def _skip(self, st: _CallState, name: str, kind: str, why: str, retry: int) -> None:
-        st.attempts.append(Attempt(candidate=name, outcome="skipped", error_kind=kind, error=why, retry=retry))
-        st.summary[name] = f"skipped ({why})" if retry == 0 else f"{st.summary.get(name, '')}, then skipped ({why})"
+        st.attempts.append(
+            Attempt(candidate=name, outcome="skipped", error_kind=kind, error=why, retry=retry)
+        )
+        st.summary[name] = (
+            f"skipped ({why})" if retry == 0 else f"{st.summary.get(name, '')}, then skipped ({why})"
+        )
         st.last_kind = kind
         self._notify("on_attempt", name, "skipped", 0.0, kind)
 
-    async def _run_candidate(self, name: str, messages: list[dict[str, Any]], params: dict[str, Any],
-                             prompt_tokens: int, deadline_at: float, st: _CallState) -> Completion | None:
+    async def _run_candidate(
+        self,
+        name: str,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        prompt_tokens: int,
+        deadline_at: float,
+        st: _CallState,
+    ) -> Completion | None:
         cand = self.config.candidates[name]
         if cand.context_window is not None and prompt_tokens > cand.context_window:
-            self._skip(st, name, "context_window",
-                       f"~{prompt_tokens} prompt tokens exceed context window {cand.context_window}", 0)
+            self._skip(
+                st,
+                name,
+                "context_window",
+                f"~{prompt_tokens} prompt tokens exceed context window {cand.context_window}",
+                0,
+            )
             return None
         # A plain loop, not tenacity: the first attempt is the common case and must cost nothing
         # (tenacity's machinery was ~8% of the worker's CPU per record).
         retry = 0
         while True:
             try:
-                return await self._attempt(name, cand, messages, params, prompt_tokens, deadline_at, retry, st)
+                return await self._attempt(
+                    name, cand, messages, params, prompt_tokens, deadline_at, retry, st
+                )
             except _Skip:
                 return None
             except RetryableModelError as exc:
@@ -280,7 +318,9 @@ class Dispatcher:
                     return None
                 if exc.retry_after is not None and exc.retry_after > self.max_retry_after_s:
                     return None  # the endpoint asks for longer than we wait: next candidate
-                delay = backoff_s(retry + 1, self.backoff_initial_s, self.backoff_max_s, self._rng, exc.retry_after)
+                delay = backoff_s(
+                    retry + 1, self.backoff_initial_s, self.backoff_max_s, self._rng, exc.retry_after
+                )
                 if self._clock() + delay >= deadline_at:
                     return None  # the retry could not finish in time
                 self._notify("on_retry", name)
@@ -289,9 +329,17 @@ class Dispatcher:
             except ModelError:
                 return None
 
-    async def _attempt(self, name: str, cand: CandidateConfig, messages: list[dict[str, Any]],
-                       params: dict[str, Any], prompt_tokens: int, deadline_at: float, retry: int,
-                       st: _CallState) -> Completion:
+    async def _attempt(
+        self,
+        name: str,
+        cand: CandidateConfig,
+        messages: list[dict[str, Any]],
+        params: dict[str, Any],
+        prompt_tokens: int,
+        deadline_at: float,
+        retry: int,
+        st: _CallState,
+    ) -> Completion:
         remaining = deadline_at - self._clock()
         if remaining <= 0:
             self._skip(st, name, "deadline_exceeded", "deadline passed", retry)
@@ -330,14 +378,16 @@ class Dispatcher:
             started = self._clock()
             self._stats.call_started(name)
             try:
-                completion = await client.complete(ChatCall(messages=messages, params=params, timeout_s=timeout_s,
-                                                            deadline_at=deadline_at))
+                completion = await client.complete(
+                    ChatCall(messages=messages, params=params, timeout_s=timeout_s, deadline_at=deadline_at)
+                )
             except ModelError as exc:
                 if exc.kind == "timeout" and self._clock() >= deadline_at - 0.005:
                     # the request's deadline, not request_timeout_ms, ended the call (directly, or
                     # after a wait for a connection slot): the endpoint was not given its due
-                    exc = FatalModelError(f"{name}: no answer before the request's deadline",
-                                          kind="deadline_exceeded")
+                    exc = FatalModelError(
+                        f"{name}: no answer before the request's deadline", kind="deadline_exceeded"
+                    )
                 if exc.kind in NO_VERDICT:
                     release()  # no verdict on the endpoint: not a probe result either way
                 self._failed(st, name, exc, self._clock() - started, retry)
@@ -357,9 +407,16 @@ class Dispatcher:
         breaker.record_success()
         if booked and completion.usage.total_tokens:
             limiter.adjust_tokens(completion.usage.total_tokens - booked)
-        st.attempts.append(Attempt(candidate=name, outcome="ok", latency_ms=latency_s * 1000.0,
-                                   status=completion.status, retry=retry,
-                                   dropped_params=completion.dropped_params or None))
+        st.attempts.append(
+            Attempt(
+                candidate=name,
+                outcome="ok",
+                latency_ms=latency_s * 1000.0,
+                status=completion.status,
+                retry=retry,
+                dropped_params=completion.dropped_params or None,
+            )
+        )
         self._notify("on_attempt", name, "ok", latency_s, None)
         return completion
 
@@ -371,8 +428,17 @@ class Dispatcher:
             breaker.record_failure()
         else:  # the endpoint answered; the request was at fault
             breaker.record_success()
-        st.attempts.append(Attempt(candidate=name, outcome="error", latency_ms=latency_s * 1000.0,
-                                   status=exc.status, error_kind=exc.kind, error=str(exc), retry=retry))
+        st.attempts.append(
+            Attempt(
+                candidate=name,
+                outcome="error",
+                latency_ms=latency_s * 1000.0,
+                status=exc.status,
+                error_kind=exc.kind,
+                error=str(exc),
+                retry=retry,
+            )
+        )
         st.tries[name] = st.tries.get(name, 0) + 1
         n = st.tries[name]
         st.summary[name] = str(exc).removeprefix(f"{name}: ") + (f" (after {n} attempts)" if n > 1 else "")

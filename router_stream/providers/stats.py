@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 __all__ = ["CandidateSnapshot", "CandidateStats", "StatsView"]
 
@@ -59,8 +59,9 @@ class CandidateStats:
     candidate that was never called is ``CandidateSnapshot(name)``.
     """
 
-    def __init__(self, names: Iterable[str] = (), *, alpha: float = 0.2,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, names: Iterable[str] = (), *, alpha: float = 0.2, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if not (0.0 < alpha <= 1.0):
             raise ValueError(f"alpha must be in (0, 1] (got {alpha!r})")
         self.alpha = alpha
@@ -90,7 +91,9 @@ class CandidateStats:
         if not math.isfinite(latency_s) or latency_s < 0:
             return
         entry = self._entry(name)
-        entry.ewma = latency_s if entry.ewma is None else self.alpha * latency_s + (1 - self.alpha) * entry.ewma
+        entry.ewma = (
+            latency_s if entry.ewma is None else self.alpha * latency_s + (1 - self.alpha) * entry.ewma
+        )
         entry.samples += 1
         entry.updated_at = self._clock()
 
@@ -116,10 +119,11 @@ class CandidateStats:
 class StatsView:
     """Read-only access to a :class:`CandidateStats`, plus the dispatcher's breaker states."""
 
-    __slots__ = ("_stats", "_breakers")
+    __slots__ = ("_breakers", "_stats")
 
-    def __init__(self, stats: CandidateStats,
-                 breaker_states: Callable[[], dict[str, str]] | None = None) -> None:
+    def __init__(
+        self, stats: CandidateStats, breaker_states: Callable[[], dict[str, str]] | None = None
+    ) -> None:
         self._stats = stats
         self._breakers = breaker_states
 

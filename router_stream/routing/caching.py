@@ -35,10 +35,14 @@ class StrategyCache(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool | None = Field(None, description="false: this strategy's decisions are never sticky; "
-                                                   "unset/true: the strategy's own per-decision flag")
-    ttl_s: float | None = Field(None, gt=0, allow_inf_nan=False,
-                                description="how long its decisions stay sticky; unset: cache.ttl_s")
+    enabled: bool | None = Field(
+        None,
+        description="false: this strategy's decisions are never sticky; "
+        "unset/true: the strategy's own per-decision flag",
+    )
+    ttl_s: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="how long its decisions stay sticky; unset: cache.ttl_s"
+    )
 
 
 @dataclass(frozen=True, slots=True)

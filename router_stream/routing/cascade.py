@@ -50,11 +50,12 @@ cached (each request runs its own cascade). A ``mode: batch`` candidate cannot b
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
@@ -113,7 +114,9 @@ class RegexValidator(BaseModel):
         found = self._regex.search(text) is not None
         if found == self.must_match:
             return Check(True, "matches the pattern" if found else "does not match the pattern (as required)")
-        return Check(False, "does not match the pattern" if self.must_match else "matches a forbidden pattern")
+        return Check(
+            False, "does not match the pattern" if self.must_match else "matches a forbidden pattern"
+        )
 
 
 _JSON_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
@@ -128,20 +131,26 @@ def check_schema(schema: Any, path: str = "schema") -> None:
         raise ValueError(f"{path} must be a mapping")
     unknown = set(schema) - _SCHEMA_KEYWORDS - _SCHEMA_ANNOTATIONS
     if unknown:
-        raise ValueError(f"{path}: unsupported keyword(s) {', '.join(sorted(unknown))} "
-                         f"(supported: {', '.join(sorted(_SCHEMA_KEYWORDS))})")
+        raise ValueError(
+            f"{path}: unsupported keyword(s) {', '.join(sorted(unknown))} "
+            f"(supported: {', '.join(sorted(_SCHEMA_KEYWORDS))})"
+        )
     if "type" in schema:
         types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
         bad = [t for t in types if t not in _JSON_TYPES]
         if bad or not types:
             raise ValueError(f"{path}.type: {bad or types!r} is not one of {', '.join(_JSON_TYPES)}")
-    if "required" in schema and not (isinstance(schema["required"], list)
-                                     and all(isinstance(r, str) for r in schema["required"])):
+    if "required" in schema and not (
+        isinstance(schema["required"], list) and all(isinstance(r, str) for r in schema["required"])
+    ):
         raise ValueError(f"{path}.required must be a list of property names")
     if "enum" in schema and not isinstance(schema["enum"], list):
         raise ValueError(f"{path}.enum must be a list")
-    if "minLength" in schema and (isinstance(schema["minLength"], bool) or not isinstance(schema["minLength"], int)
-                                  or schema["minLength"] < 0):
+    if "minLength" in schema and (
+        isinstance(schema["minLength"], bool)
+        or not isinstance(schema["minLength"], int)
+        or schema["minLength"] < 0
+    ):
         raise ValueError(f"{path}.minLength must be an integer >= 0")
     if "properties" in schema:
         if not isinstance(schema["properties"], dict):
@@ -273,10 +282,14 @@ class JudgeValidator(BaseModel):
             text = text[: self.max_request_chars] + " [cut]"
         if len(answer) > self.max_answer_chars:
             answer = answer[: self.max_answer_chars] + " [cut]"
-        content = (self.prompt.replace("{request}", json.dumps(text, ensure_ascii=False))
-                   .replace("{answer}", json.dumps(answer, ensure_ascii=False)))
-        return Request(request_id=f"{request.request_id}:cascade-judge", messages=[{"role": "user", "content": content}],
-                       params=dict(self.params))
+        content = self.prompt.replace("{request}", json.dumps(text, ensure_ascii=False)).replace(
+            "{answer}", json.dumps(answer, ensure_ascii=False)
+        )
+        return Request(
+            request_id=f"{request.request_id}:cascade-judge",
+            messages=[{"role": "user", "content": content}],
+            params=dict(self.params),
+        )
 
     def parse(self, reply: Any) -> bool | None:
         """True (yes), False (no) or None (an unusable reply: counts as a judge failure)."""
@@ -287,7 +300,7 @@ class JudgeValidator(BaseModel):
 
 
 Validator = Annotated[
-    Union[MinLengthValidator, RegexValidator, JsonSchemaValidator, JudgeValidator],
+    MinLengthValidator | RegexValidator | JsonSchemaValidator | JudgeValidator,
     Field(discriminator="type"),
 ]
 
@@ -331,13 +344,15 @@ class CascadeConfig(BaseModel):
         """A cascade decides every request (its first candidate, with the plan for the rest)."""
         return "a cascade starts every request on its first candidate"
 
-    def build(self, router_config: RouterConfig | None = None) -> "CascadeStrategy":
+    def build(self, router_config: RouterConfig | None = None) -> CascadeStrategy:
         if router_config is not None:
             for i, name in enumerate(self.candidates):
                 cand = router_config.candidates.get(name)
                 if cand is not None and cand.mode == "batch":
-                    raise ConfigError(f"strategy {self.name!r}: candidates[{i}] {name!r} has mode: batch, "
-                                      "which a cascade cannot wait for")
+                    raise ConfigError(
+                        f"strategy {self.name!r}: candidates[{i}] {name!r} has mode: batch, "
+                        "which a cascade cannot wait for"
+                    )
             _warn_if_not_cheapest_first(self, router_config)
         return CascadeStrategy(self)
 
@@ -350,11 +365,19 @@ def _warn_if_not_cheapest_first(config: CascadeConfig, router_config: RouterConf
         cand = router_config.candidates.get(name)
         if cand is not None and (cand.price_input_per_1k or cand.price_output_per_1k):
             priced.append((i, name, cand.price_input_per_1k + cand.price_output_per_1k))
-    for (i, a, pa), (j, b, pb) in zip(priced, priced[1:]):
+    for (i, a, pa), (j, b, pb) in itertools.pairwise(priced):
         if pb < pa:
-            log.warning("cascade %r: candidates[%d] %r (%.4g USD per 1k in+out tokens) is cheaper than "
-                        "candidates[%d] %r (%.4g) but is called after it; list candidates cheapest first",
-                        config.name, j, b, pb, i, a, pa)
+            log.warning(
+                "cascade %r: candidates[%d] %r (%.4g USD per 1k in+out tokens) is cheaper than "
+                "candidates[%d] %r (%.4g) but is called after it; list candidates cheapest first",
+                config.name,
+                j,
+                b,
+                pb,
+                i,
+                a,
+                pa,
+            )
 
 
 class CascadeStrategy:
@@ -362,10 +385,16 @@ class CascadeStrategy:
 
     def __init__(self, config: CascadeConfig) -> None:
         self.name = config.name
-        self.plan = CascadePlan(config.name, tuple(config.candidates), config.validator, config.when_all_rejected)
+        self.plan = CascadePlan(
+            config.name, tuple(config.candidates), config.validator, config.when_all_rejected
+        )
 
     async def decide(self, request: Request, ctx: RoutingContext) -> Decision | None:
         plan = self.plan
-        return Decision(plan.candidates[0], reason="cascade",
-                        detail={"cascade": list(plan.candidates), "validator": plan.validator.type},
-                        cacheable=False, plan=plan)
+        return Decision(
+            plan.candidates[0],
+            reason="cascade",
+            detail={"cascade": list(plan.candidates), "validator": plan.validator.type},
+            cacheable=False,
+            plan=plan,
+        )

@@ -9,7 +9,7 @@ config class and add it to the list below (one per line).
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated
 
 from pydantic import Field
 
@@ -24,16 +24,14 @@ from .scorer import ScorerConfig
 from .split import SplitConfig
 
 StrategyConfig = Annotated[
-    Union[
-        RulesConfig,
-        KeywordsConfig,
-        SplitConfig,
-        JudgeConfig,
-        ScorerConfig,
-        LearnedConfig,
-        CascadeConfig,
-        OptimizeConfig,
-        CustomConfig,
-    ],
+    RulesConfig
+    | KeywordsConfig
+    | SplitConfig
+    | JudgeConfig
+    | ScorerConfig
+    | LearnedConfig
+    | CascadeConfig
+    | OptimizeConfig
+    | CustomConfig,
     Field(discriminator="type"),
 ]

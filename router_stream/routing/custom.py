@@ -118,8 +118,9 @@ def import_class(spec: str) -> type:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ValueError(f"cannot import {spec!r}: module {module_name!r} has no attribute "
-                             f"{attr_path!r}") from None
+            raise ValueError(
+                f"cannot import {spec!r}: module {module_name!r} has no attribute {attr_path!r}"
+            ) from None
     return _check_strategy_class(obj, repr(spec))
 
 
@@ -161,9 +162,13 @@ class CustomConfig(BaseModel):
     name: str = "custom"
     cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     class_: str | None = Field(None, alias="class", description="'package.module:ClassName'")
-    entry_point: str | None = Field(None, description=f"a name in the entry point group {ENTRY_POINT_GROUP!r}")
+    entry_point: str | None = Field(
+        None, description=f"a name in the entry point group {ENTRY_POINT_GROUP!r}"
+    )
     config: dict[str, Any] = Field(default_factory=dict, description="given to the class, as is")
-    candidates: list[str] = Field(default_factory=list, description="names the class may pick (checked at load)")
+    candidates: list[str] = Field(
+        default_factory=list, description="names the class may pick (checked at load)"
+    )
 
     _cls: type | None = PrivateAttr(None)
 
@@ -171,10 +176,14 @@ class CustomConfig(BaseModel):
     @classmethod
     def _not_both(cls, data: Any) -> Any:
         """Both given: say so first, before trying to import either (one error, the real one)."""
-        if isinstance(data, dict) and data.get("entry_point") is not None and \
-                (data.get("class") is not None or data.get("class_") is not None):
-            raise ValueError("give exactly one of 'class' (e.g. 'package.module:ClassName') and 'entry_point', "
-                             "not both")
+        if (
+            isinstance(data, dict)
+            and data.get("entry_point") is not None
+            and (data.get("class") is not None or data.get("class_") is not None)
+        ):
+            raise ValueError(
+                "give exactly one of 'class' (e.g. 'package.module:ClassName') and 'entry_point', not both"
+            )
         return data
 
     @field_validator("class_")
@@ -192,9 +201,11 @@ class CustomConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _one_source(self) -> "CustomConfig":
+    def _one_source(self) -> CustomConfig:
         if (self.class_ is None) == (self.entry_point is None):
-            raise ValueError("give exactly one of 'class' (e.g. 'package.module:ClassName') and 'entry_point'")
+            raise ValueError(
+                "give exactly one of 'class' (e.g. 'package.module:ClassName') and 'entry_point'"
+            )
         return self
 
     @property
@@ -205,8 +216,11 @@ class CustomConfig(BaseModel):
     def strategy_class(self) -> type:
         if self._cls is None:
             try:
-                self._cls = import_class(self.class_) if self.class_ is not None else load_entry_point(
-                    self.entry_point or "")
+                self._cls = (
+                    import_class(self.class_)
+                    if self.class_ is not None
+                    else load_entry_point(self.entry_point or "")
+                )
             except ValueError as exc:  # the environment changed since the config was loaded
                 raise ConfigError(f"custom strategy {self.name!r}: {exc}") from None
         return self._cls
@@ -218,26 +232,30 @@ class CustomConfig(BaseModel):
         """None: what user code does is not known at load."""
         return None
 
-    def build(self, router_config: RouterConfig | None = None) -> "CustomStrategy":
+    def build(self, router_config: RouterConfig | None = None) -> CustomStrategy:
         cls = self.strategy_class()
         candidates = tuple(router_config.candidates) if router_config is not None else tuple(self.candidates)
         try:
             instance = cls(**constructor_kwargs(cls, self.name, dict(self.config), candidates))
         except Exception as exc:
-            raise ConfigError(f"custom strategy {self.name!r}: {self.source} could not be created: "
-                              f"{_short(exc)}") from None
+            raise ConfigError(
+                f"custom strategy {self.name!r}: {self.source} could not be created: {_short(exc)}"
+            ) from None
         return CustomStrategy(self.name, instance)
 
 
-def constructor_kwargs(cls: type, name: str, config: dict[str, Any], candidates: tuple[str, ...]) -> dict[str, Any]:
+def constructor_kwargs(
+    cls: type, name: str, config: dict[str, Any], candidates: tuple[str, ...]
+) -> dict[str, Any]:
     """The keyword form (``name``/``config``/``candidates``) when ``__init__`` takes ``config``, else ``config``."""
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):  # no introspectable signature: the plain form
         return dict(config)
     offered = {"name": name, "config": config, "candidates": candidates}
-    named = {p for p, param in params.items()
-             if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)}
+    named = {
+        p for p, param in params.items() if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+    }
     if "config" not in named:
         return dict(config)
     if any(param.kind is param.VAR_KEYWORD for param in params.values()):

@@ -42,7 +42,7 @@ class ExpressionError(ValueError):
 class Expression:
     """A compiled expression; :meth:`evaluate` returns ``(matched, problem)``, :meth:`value` ``(value, problem)``."""
 
-    __slots__ = ("source", "_tree", "_evaluator")
+    __slots__ = ("_evaluator", "_tree", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -55,11 +55,13 @@ class Expression:
                 if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
                     fname = getattr(node.func, "id", ast.unparse(node.func))
                     raise ExpressionError(
-                        f"unknown function {fname!r} in {source!r} (known: {', '.join(sorted(FUNCTIONS))})")
+                        f"unknown function {fname!r} in {source!r} (known: {', '.join(sorted(FUNCTIONS))})"
+                    )
             elif isinstance(node, ast.Name):
                 if node.id not in NAMES and node.id not in FUNCTIONS and node.id not in CONSTANTS:
                     raise ExpressionError(
-                        f"unknown name {node.id!r} in {source!r} (known: {', '.join(NAMES)})")
+                        f"unknown name {node.id!r} in {source!r} (known: {', '.join(NAMES)})"
+                    )
             elif isinstance(node, ast.Attribute) and node.attr.startswith("_"):
                 raise ExpressionError(f"private attribute {node.attr!r} is not allowed in {source!r}")
             elif isinstance(node, (ast.Lambda, ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp)):
@@ -80,8 +82,16 @@ class Expression:
         evaluator.names = names
         try:
             return bool(evaluator.eval(self.source, previously_parsed=self._tree.body)), None
-        except (InvalidExpression, TypeError, ValueError, KeyError, IndexError, AttributeError,
-                ZeroDivisionError, OverflowError) as exc:
+        except (
+            InvalidExpression,
+            TypeError,
+            ValueError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            ZeroDivisionError,
+            OverflowError,
+        ) as exc:
             return False, f"{type(exc).__name__}: {exc}"
 
     def value(self, names: dict[str, Any]) -> tuple[Any, str | None]:
@@ -91,8 +101,16 @@ class Expression:
         evaluator.names = names
         try:
             return evaluator.eval(self.source, previously_parsed=self._tree.body), None
-        except (InvalidExpression, TypeError, ValueError, KeyError, IndexError, AttributeError,
-                ZeroDivisionError, OverflowError) as exc:
+        except (
+            InvalidExpression,
+            TypeError,
+            ValueError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            ZeroDivisionError,
+            OverflowError,
+        ) as exc:
             return None, f"{type(exc).__name__}: {exc}"
 
 
@@ -108,7 +126,9 @@ def request_names(request: Request, key: str, headers: dict[str, str] | None = N
         "key": key,
         "headers": headers or {},
         "n_messages": len(request.messages or []) or 1,
-        "true": True, "false": False, "null": None,  # JSON spellings of the constants
+        "true": True,
+        "false": False,
+        "null": None,  # JSON spellings of the constants
     }
 
 

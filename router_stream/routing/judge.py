@@ -67,21 +67,28 @@ class JudgeConfig(BaseModel):
     cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     candidate: str = Field(description="the candidate that judges")
     allowed: dict[str, str] | None = Field(
-        None, description="candidate name -> description; a list of names also works; default all")
+        None, description="candidate name -> description; a list of names also works; default all"
+    )
     instructions: str | None = Field(None, description="extra guidance appended to the system prompt")
     timeout_ms: int = Field(5_000, ge=1)
     max_cost_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
-    expected_output_tokens: int = Field(256, ge=0, description="for cost estimates when the request sets no max_tokens")
-    max_request_chars: int = Field(4_000, ge=1, description="request text shown to the judge (the rest is cut)")
+    expected_output_tokens: int = Field(
+        256, ge=0, description="for cost estimates when the request sets no max_tokens"
+    )
+    max_request_chars: int = Field(
+        4_000, ge=1, description="request text shown to the judge (the rest is cut)"
+    )
     max_reply_chars: int = Field(200, ge=1, description="longer replies are refused")
-    params: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0, "max_tokens": 20},
-                                   description="chat-completions params of the judge call")
+    params: dict[str, Any] = Field(
+        default_factory=lambda: {"temperature": 0, "max_tokens": 20},
+        description="chat-completions params of the judge call",
+    )
 
     @field_validator("allowed", mode="before")
     @classmethod
     def _names_or_map(cls, v: Any) -> Any:
         if isinstance(v, list):
-            return {name: "" for name in v} if all(isinstance(n, str) for n in v) else v
+            return dict.fromkeys(v, "") if all(isinstance(n, str) for n in v) else v
         if isinstance(v, dict):
             return {k: "" if d is None else d for k, d in v.items()}
         return v
@@ -102,7 +109,7 @@ class JudgeConfig(BaseModel):
         """None: it abstains when the judge call fails or its reply names no allowed candidate."""
         return None
 
-    def build(self, router_config: RouterConfig | None = None) -> "JudgeStrategy":
+    def build(self, router_config: RouterConfig | None = None) -> JudgeStrategy:
         return JudgeStrategy(self, router_config)
 
 
@@ -110,8 +117,10 @@ def _case_insensitive(names: Any) -> dict[str, str]:
     lookup: dict[str, str] = {}
     for name in names:
         if name.lower() in lookup:
-            raise ValueError(f"{lookup[name.lower()]!r} and {name!r} differ only in case; "
-                             "the judge could not tell them apart")
+            raise ValueError(
+                f"{lookup[name.lower()]!r} and {name!r} differ only in case; "
+                "the judge could not tell them apart"
+            )
         lookup[name.lower()] = name
     return lookup
 
@@ -172,8 +181,11 @@ def parse_reply(text: Any, offered: Any, max_chars: int = 200) -> tuple[str | No
     claimed: list[tuple[int, int]] = []
     found: list[str] = []
     for key in sorted(lookup, key=len, reverse=True):
-        spans = [sp for sp in _whole_token_spans(lowered, key)
-                 if not any(sp[0] < end and start < sp[1] for start, end in claimed)]
+        spans = [
+            sp
+            for sp in _whole_token_spans(lowered, key)
+            if not any(sp[0] < end and start < sp[1] for start, end in claimed)
+        ]
         if spans:
             claimed.extend(spans)
             found.append(lookup[key])
@@ -187,16 +199,22 @@ def parse_reply(text: Any, offered: Any, max_chars: int = 200) -> tuple[str | No
 class JudgeStrategy:
     """Asks the judge candidate; abstains on a timeout, a failed call or an unusable reply."""
 
-    def __init__(self, config: JudgeConfig, router_config: RouterConfig | None = None,
-                 client: ModelClient | None = None) -> None:
+    def __init__(
+        self,
+        config: JudgeConfig,
+        router_config: RouterConfig | None = None,
+        client: ModelClient | None = None,
+    ) -> None:
         if router_config is None and client is None:
-            raise ConfigError(f"strategy {config.name!r}: a judge is built from the RouterConfig "
-                              "(build(router_config)), or given a client")
+            raise ConfigError(
+                f"strategy {config.name!r}: a judge is built from the RouterConfig "
+                "(build(router_config)), or given a client"
+            )
         self.name = config.name
         self.judge = config.candidate
         self.config = config
         candidates = dict(router_config.candidates) if router_config is not None else {}
-        allowed = config.allowed if config.allowed is not None else {name: "" for name in candidates}
+        allowed = config.allowed if config.allowed is not None else dict.fromkeys(candidates, "")
         if not allowed:
             raise ConfigError(f"strategy {config.name!r}: allowed names no candidate")
         try:
@@ -230,13 +248,18 @@ class JudgeStrategy:
         max_tokens = params.get("max_completion_tokens", params.get("max_tokens"))
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
             max_tokens = self.config.expected_output_tokens
-        return (estimate_prompt_tokens(request.chat_messages(), params) * price_in + max_tokens * price_out) / 1000.0
+        return (
+            estimate_prompt_tokens(request.chat_messages(), params) * price_in + max_tokens * price_out
+        ) / 1000.0
 
     def offered(self, request: Request, ctx: RoutingContext) -> dict[str, str]:
         """The allowed candidates that exist and fit ``max_cost_usd``, with their descriptions."""
         limit = self.config.max_cost_usd
-        return {name: desc for name, desc in self.allowed.items()
-                if name in ctx.candidates and (limit is None or self.estimated_cost(name, request) <= limit)}
+        return {
+            name: desc
+            for name, desc in self.allowed.items()
+            if name in ctx.candidates and (limit is None or self.estimated_cost(name, request) <= limit)
+        }
 
     # ---- the conversation --------------------------------------------------------------------
     def messages(self, request: Request, offered: dict[str, str]) -> list[dict[str, str]]:
@@ -256,9 +279,11 @@ class JudgeStrategy:
         if len(text) > self.config.max_request_chars:
             text = text[: self.config.max_request_chars] + " [cut]"
         tag = f"request-{secrets.token_hex(6)}"
-        user = (f"<{tag}>\n{json.dumps(text, ensure_ascii=False)}\n</{tag}>\n"
-                f"Which model should answer the request between the <{tag}> markers? "
-                f"Answer with one name only: {names}")
+        user = (
+            f"<{tag}>\n{json.dumps(text, ensure_ascii=False)}\n</{tag}>\n"
+            f"Which model should answer the request between the <{tag}> markers? "
+            f"Answer with one name only: {names}"
+        )
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
     async def decide(self, request: Request, ctx: RoutingContext) -> Decision | None:
@@ -268,18 +293,25 @@ class JudgeStrategy:
             return None
         if len(offered) == 1:
             (only,) = offered
-            return Decision(only, reason=f"{only!r} is the only allowed candidate within max_cost_usd",
-                            detail={"judge": self.judge, "offered": [only], "called": False})
+            return Decision(
+                only,
+                reason=f"{only!r} is the only allowed candidate within max_cost_usd",
+                detail={"judge": self.judge, "offered": [only], "called": False},
+            )
         timeout_s = self.config.timeout_ms / 1000.0
-        call = ChatCall(messages=self.messages(request, offered), params=dict(self.config.params),
-                        timeout_s=timeout_s)
+        call = ChatCall(
+            messages=self.messages(request, offered), params=dict(self.config.params), timeout_s=timeout_s
+        )
         try:
             async with asyncio.timeout(timeout_s + 0.05):  # in case a client overruns its own
                 completion = await self._get_client().complete(call)
         except (TimeoutError, ModelError) as exc:
             kind = getattr(exc, "kind", "timeout")
-            ctx.explain(f"judge {self.judge!r} gave no answer within {self.config.timeout_ms} ms"
-                        if kind == "timeout" else f"judge {self.judge!r} call failed ({kind})")
+            ctx.explain(
+                f"judge {self.judge!r} gave no answer within {self.config.timeout_ms} ms"
+                if kind == "timeout"
+                else f"judge {self.judge!r} call failed ({kind})"
+            )
             if isinstance(exc, TimeoutError) or getattr(exc, "retryable", False) or kind == "queue_timeout":
                 # timeout, 429, 5xx, connection, no free connection in time: worth asking again
                 ctx.forbid_cache(f"judge {self.judge!r} failed transiently ({kind})")
@@ -290,10 +322,16 @@ class JudgeStrategy:
             return None
         price_in, price_out = self._prices.get(self.judge, (0.0, 0.0))
         usage = completion.usage
-        return Decision(name, reason=f"judge {self.judge!r} chose {name!r}", detail={
-            "judge": self.judge,
-            "offered": list(offered),
-            "latency_ms": round(completion.latency_ms, 3),
-            "judge_tokens": usage.total_tokens,
-            "judge_cost_usd": round((usage.prompt_tokens * price_in + usage.completion_tokens * price_out) / 1000.0, 8),
-        })
+        return Decision(
+            name,
+            reason=f"judge {self.judge!r} chose {name!r}",
+            detail={
+                "judge": self.judge,
+                "offered": list(offered),
+                "latency_ms": round(completion.latency_ms, 3),
+                "judge_tokens": usage.total_tokens,
+                "judge_cost_usd": round(
+                    (usage.prompt_tokens * price_in + usage.completion_tokens * price_out) / 1000.0, 8
+                ),
+            },
+        )

@@ -45,6 +45,7 @@ from .regex_safety import check_regex
 if TYPE_CHECKING:  # router_stream.config imports this package: no runtime import back
     from ..config import RouterConfig
 
+
 def _check_field(name: str) -> str:
     if name in ("prompt", "tags"):
         return name
@@ -70,7 +71,7 @@ class KeywordRule(BaseModel):
     then: str
 
     @model_validator(mode="after")
-    def _has_terms(self) -> "KeywordRule":
+    def _has_terms(self) -> KeywordRule:
         if not self.keywords and not self.regex:
             raise ValueError("a rule needs at least one of 'keywords' or 'regex'")
         return self
@@ -94,12 +95,12 @@ class KeywordsConfig(BaseModel):
         """None: whether a term matches depends on the request text."""
         return None
 
-    def build(self, router_config: RouterConfig | None = None) -> "KeywordsStrategy":
+    def build(self, router_config: RouterConfig | None = None) -> KeywordsStrategy:
         return KeywordsStrategy(self)
 
 
 class _CompiledRule:
-    __slots__ = ("index", "terms", "match_all", "fields", "then")
+    __slots__ = ("fields", "index", "match_all", "terms", "then")
 
     def __init__(self, index: int, rule: KeywordRule, config: KeywordsConfig) -> None:
         case_sensitive = config.case_sensitive if rule.case_sensitive is None else rule.case_sensitive
@@ -176,9 +177,14 @@ class KeywordsStrategy:
                 terms = [t for t, _ in found]
                 fields = sorted({f for _, f in found})
                 what = ", ".join(repr(t) for t in terms[:5]) + (" ..." if len(terms) > 5 else "")
-                return Decision(rule.then, reason=f"rule {rule.index} matched {what} in {', '.join(fields)}",
-                                detail={"rule": rule.index, "terms": terms[:20], "fields": fields})
+                return Decision(
+                    rule.then,
+                    reason=f"rule {rule.index} matched {what} in {', '.join(fields)}",
+                    detail={"rule": rule.index, "terms": terms[:20], "fields": fields},
+                )
         truncated = any(len(t) >= self.max_scan_chars for t in texts.values())
-        ctx.explain("no keyword rule matched"
-                    + (f" (scanned the first {self.max_scan_chars} characters)" if truncated else ""))
+        ctx.explain(
+            "no keyword rule matched"
+            + (f" (scanned the first {self.max_scan_chars} characters)" if truncated else "")
+        )
         return None

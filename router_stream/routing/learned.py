@@ -64,15 +64,25 @@ class RecalibrateConfig(BaseModel):
 
     target_strong_share: float = Field(gt=0.0, lt=1.0, description="wanted share of strong decisions")
     window: int = Field(1000, ge=10, le=10_000_000, description="horizon (decisions) of the measured share")
-    step: float = Field(0.002, gt=0.0, allow_inf_nan=False,
-                        description="threshold change per decision: step * (strong - target)")
+    step: float = Field(
+        0.002,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="threshold change per decision: step * (strong - target)",
+    )
     min_threshold: float | None = Field(None, allow_inf_nan=False)
     max_threshold: float | None = Field(None, allow_inf_nan=False)
 
     @model_validator(mode="after")
-    def _bounds(self) -> "RecalibrateConfig":
-        if self.min_threshold is not None and self.max_threshold is not None and self.min_threshold >= self.max_threshold:
-            raise ValueError(f"min_threshold {self.min_threshold} must be below max_threshold {self.max_threshold}")
+    def _bounds(self) -> RecalibrateConfig:
+        if (
+            self.min_threshold is not None
+            and self.max_threshold is not None
+            and self.min_threshold >= self.max_threshold
+        ):
+            raise ValueError(
+                f"min_threshold {self.min_threshold} must be below max_threshold {self.max_threshold}"
+            )
         return self
 
     def clamp(self, threshold: float) -> float:
@@ -92,21 +102,29 @@ class LearnedConfig(BaseModel):
     artifact: str = Field("default", description="artifact path; 'default' is the packaged MMLU router")
     weak: str | None = None
     strong: str | None = None
-    candidates: dict[str, str] | None = Field(None, description="multi-model: dataset model name -> candidate")
+    candidates: dict[str, str] | None = Field(
+        None, description="multi-model: dataset model name -> candidate"
+    )
     threshold: float | None = None
     abstain_band: float | None = Field(None, ge=0.0, description="default: the artifact's (0 unless set)")
-    featurizer: str | None = Field(None, description="if set, the artifact's featurizer must be this (e.g. 'tfidf')")
-    recalibrate: RecalibrateConfig | None = Field(None, description="two-model: hold the strong share at a target")
+    featurizer: str | None = Field(
+        None, description="if set, the artifact's featurizer must be this (e.g. 'tfidf')"
+    )
+    recalibrate: RecalibrateConfig | None = Field(
+        None, description="two-model: hold the strong share at a target"
+    )
 
     @model_validator(mode="after")
-    def _one_form(self) -> "LearnedConfig":
+    def _one_form(self) -> LearnedConfig:
         pair = self.weak is not None or self.strong is not None
         if pair and self.candidates is not None:
             raise ValueError("give either weak+strong (two-model) or candidates (multi-model), not both")
         if pair and (self.weak is None or self.strong is None):
             raise ValueError("a two-model learned router needs both 'weak' and 'strong'")
         if not pair and not self.candidates:
-            raise ValueError("a learned router needs 'weak' and 'strong', or a non-empty 'candidates' mapping")
+            raise ValueError(
+                "a learned router needs 'weak' and 'strong', or a non-empty 'candidates' mapping"
+            )
         if self.recalibrate is not None and not pair:
             raise ValueError("recalibrate needs a two-model learned router ('weak' and 'strong')")
         return self
@@ -121,7 +139,7 @@ class LearnedConfig(BaseModel):
         """None: scores inside the abstain band, and requests it cannot score, abstain."""
         return None
 
-    def build(self) -> "LearnedStrategy":
+    def build(self) -> LearnedStrategy:
         return LearnedStrategy(self)
 
 
@@ -147,11 +165,15 @@ class LearnedStrategy:
             from ..state.store import controller_key
 
             if not self._two:
-                raise ArtifactError(f"{art.path} is a multi-model artifact: recalibrate needs a two-model one")
+                raise ArtifactError(
+                    f"{art.path} is a multi-model artifact: recalibrate needs a two-model one"
+                )
             self._recal_key = controller_key(self.name)
         if self._two:
             if config.candidates is not None:
-                raise ArtifactError(f"{art.path} is a two-model artifact: configure 'weak' and 'strong', not 'candidates'")
+                raise ArtifactError(
+                    f"{art.path} is a two-model artifact: configure 'weak' and 'strong', not 'candidates'"
+                )
             assert config.weak is not None and config.strong is not None
             self._weak, self._strong = config.weak, config.strong
         else:
@@ -162,7 +184,9 @@ class LearnedStrategy:
                 )
             unknown = sorted(set(config.candidates) - set(art.models))
             if unknown:
-                raise ArtifactError(f"{art.path} has no model(s) {unknown}; it knows: {', '.join(art.models)}")
+                raise ArtifactError(
+                    f"{art.path} has no model(s) {unknown}; it knows: {', '.join(art.models)}"
+                )
             self._allowed = [art.models.index(m) for m in config.candidates]
             self._target = {art.models.index(m): c for m, c in config.candidates.items()}
 
@@ -176,15 +200,25 @@ class LearnedStrategy:
         if raw:
             try:
                 st = json.loads(raw)
-                if (isinstance(st, dict) and st.get("artifact") == self.artifact_id and st.get("base") == self.threshold
-                        and math.isfinite(float(st["threshold"])) and 0.0 <= float(st["share"]) <= 1.0
-                        and int(st["n"]) >= 0):
+                if (
+                    isinstance(st, dict)
+                    and st.get("artifact") == self.artifact_id
+                    and st.get("base") == self.threshold
+                    and math.isfinite(float(st["threshold"]))
+                    and 0.0 <= float(st["share"]) <= 1.0
+                    and int(st["n"]) >= 0
+                ):
                     st["threshold"] = self._recal.clamp(float(st["threshold"]))
                     return st
             except (ValueError, TypeError, KeyError):
                 pass
-        return {"threshold": self._recal.clamp(self.threshold), "share": self._recal.target_strong_share, "n": 0,
-                "artifact": self.artifact_id, "base": self.threshold}
+        return {
+            "threshold": self._recal.clamp(self.threshold),
+            "share": self._recal.target_strong_share,
+            "n": 0,
+            "artifact": self.artifact_id,
+            "base": self.threshold,
+        }
 
     def _record(self, state: Any, st: dict[str, Any], strong: bool) -> None:
         """One decision: update the measured share and move the threshold; write it back."""
@@ -214,16 +248,29 @@ class LearnedStrategy:
                 detail["controller_share"] = round(float(st["share"]), 4)
                 detail["controller_n"] = st["n"]
             if strong:
-                return Decision(self._strong, reason=f"learned score {score:.4f} >= {threshold:.4f}", detail=detail)
+                return Decision(
+                    self._strong, reason=f"learned score {score:.4f} >= {threshold:.4f}", detail=detail
+                )
             return Decision(self._weak, reason=f"learned score {score:.4f} < {threshold:.4f}", detail=detail)
         probs = self._router.probabilities([text])
         pick = int(self._router.choose(probs, self.threshold, self._allowed)[0])
         p = float(probs[0, pick])
         model = self._router.models[pick]
-        detail = {"score": round(p, 6), "threshold": self.threshold, "model": model, "artifact": self.artifact_id}
+        detail = {
+            "score": round(p, 6),
+            "threshold": self.threshold,
+            "model": model,
+            "artifact": self.artifact_id,
+        }
         if abs(p - self.threshold) < self.band:
-            ctx.explain(f"P(success) {p:.4f} of {model} within ±{self.band} of threshold {self.threshold:.4f}")
+            ctx.explain(
+                f"P(success) {p:.4f} of {model} within ±{self.band} of threshold {self.threshold:.4f}"
+            )
             return None
-        return Decision(self._target[pick], reason=f"cheapest model with P(success) >= {self.threshold:.4f}: {model}"
-                        if p >= self.threshold else f"no model reaches {self.threshold:.4f}; most likely: {model}",
-                        detail=detail)
+        return Decision(
+            self._target[pick],
+            reason=f"cheapest model with P(success) >= {self.threshold:.4f}: {model}"
+            if p >= self.threshold
+            else f"no model reaches {self.threshold:.4f}; most likely: {model}",
+            detail=detail,
+        )

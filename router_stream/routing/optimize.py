@@ -73,7 +73,9 @@ class OptimizeConfig(BaseModel):
     cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     by: Literal["price", "latency", "least_busy"]
     candidates: list[str] = Field(min_length=1, description="the pool, in tie-break order")
-    quality: dict[str, float] = Field(default_factory=dict, description="per-candidate quality score in [0, 1]")
+    quality: dict[str, float] = Field(
+        default_factory=dict, description="per-candidate quality score in [0, 1]"
+    )
     quality_floor: float = Field(0.0, ge=0.0, le=1.0)
     skip_open_breakers: bool = True
     expected_tokens: ExpectedTokens = Field(default_factory=ExpectedTokens)
@@ -104,22 +106,25 @@ class OptimizeConfig(BaseModel):
         """None: it abstains when no candidate passes the quality floor or all breakers are open."""
         return None
 
-    def build(self, router_config: RouterConfig | None = None) -> "OptimizeStrategy":
+    def build(self, router_config: RouterConfig | None = None) -> OptimizeStrategy:
         prices = None
         if router_config is not None:
-            prices = {name: (cand.price_input_per_1k, cand.price_output_per_1k)
-                      for name, cand in router_config.candidates.items()}
+            prices = {
+                name: (cand.price_input_per_1k, cand.price_output_per_1k)
+                for name, cand in router_config.candidates.items()
+            }
         return OptimizeStrategy(self, prices)
 
 
 class OptimizeStrategy:
     """Filters the pool by quality floor (and open breakers), then takes the minimum of ``by``."""
 
-    def __init__(self, config: OptimizeConfig,
-                 prices: dict[str, tuple[float, float]] | None = None) -> None:
+    def __init__(self, config: OptimizeConfig, prices: dict[str, tuple[float, float]] | None = None) -> None:
         if config.by == "price" and prices is None:
-            raise ValueError(f"strategy {config.name!r}: by: price needs the candidates' prices "
-                             "(build(router_config), or pass prices)")
+            raise ValueError(
+                f"strategy {config.name!r}: by: price needs the candidates' prices "
+                "(build(router_config), or pass prices)"
+            )
         self.name = config.name
         self.by = config.by
         self.pool = tuple(config.candidates)
@@ -145,8 +150,9 @@ class OptimizeStrategy:
         for name in self.pool:
             score = self.quality.get(name)
             if self.floor > 0 and (score is None or score < self.floor):
-                excluded[name] = ("no quality score" if score is None
-                                  else f"quality {score:g} < floor {self.floor:g}")
+                excluded[name] = (
+                    "no quality score" if score is None else f"quality {score:g} < floor {self.floor:g}"
+                )
             elif states.get(name) == "open":
                 excluded[name] = "breaker open"
             else:
@@ -166,9 +172,13 @@ class OptimizeStrategy:
         if self.by != "price" and ctx.stats is None:
             chosen = passing[0]
             detail["values"] = {}
-            return Decision(chosen, reason=f"no live stats (outside a worker): {self.by} unknown, "
-                                           f"first passing candidate in pool order ({chosen!r})",
-                            detail=detail, cacheable=self.cacheable)
+            return Decision(
+                chosen,
+                reason=f"no live stats (outside a worker): {self.by} unknown, "
+                f"first passing candidate in pool order ({chosen!r})",
+                detail=detail,
+                cacheable=self.cacheable,
+            )
 
         values: dict[str, float] = {}
         if self.by == "price":
@@ -190,6 +200,12 @@ class OptimizeStrategy:
         # min() keeps the first of equal values: ties go to pool order
         chosen = min(passing, key=values.__getitem__)
         detail["values"] = {name: (round(v, 6) if isinstance(v, float) else v) for name, v in values.items()}
-        note = " (no samples yet: explored first)" if self.by == "latency" and chosen in detail.get("unsampled", ()) else ""
-        reason = f"lowest {self.by} among {len(passing)} passing: {chosen!r} ({values[chosen]:.6g} {unit}){note}"
+        note = (
+            " (no samples yet: explored first)"
+            if self.by == "latency" and chosen in detail.get("unsampled", ())
+            else ""
+        )
+        reason = (
+            f"lowest {self.by} among {len(passing)} passing: {chosen!r} ({values[chosen]:.6g} {unit}){note}"
+        )
         return Decision(chosen, reason=reason, detail=detail, cacheable=self.cacheable)

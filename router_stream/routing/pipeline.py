@@ -51,8 +51,13 @@ async def close_strategy(strategy: Any) -> None:
 
 
 class Pipeline:
-    def __init__(self, strategies: list[Strategy], candidates: tuple[str, ...], default: str,
-                 cache_policies: list[CachePolicy] | None = None) -> None:
+    def __init__(
+        self,
+        strategies: list[Strategy],
+        candidates: tuple[str, ...],
+        default: str,
+        cache_policies: list[CachePolicy] | None = None,
+    ) -> None:
         if default not in candidates:
             raise ValueError(f"default {default!r} is not a candidate")
         if cache_policies is not None and len(cache_policies) != len(strategies):
@@ -78,7 +83,9 @@ class Pipeline:
                 return self.cache_policies.get(id(strategy), DEFAULT_POLICY).enabled is not False
         return False
 
-    async def route(self, request: Request, ctx: RoutingContext, sticky: CachedDecision | None = None) -> Routed:
+    async def route(
+        self, request: Request, ctx: RoutingContext, sticky: CachedDecision | None = None
+    ) -> Routed:
         """Ask the strategies in order; ``sticky`` (the key's fresh cached decision, if any) stands
         in for its decider at the decider's position (see the module docstring)."""
         verdicts: list[Verdict] = []
@@ -88,24 +95,41 @@ class Pipeline:
             return routed
         return await self._ask(request, ctx, verdicts, sticky)
 
-    async def _ask(self, request: Request, ctx: RoutingContext, verdicts: list[Verdict],
-                   sticky: CachedDecision | None) -> Routed:
+    async def _ask(
+        self, request: Request, ctx: RoutingContext, verdicts: list[Verdict], sticky: CachedDecision | None
+    ) -> Routed:
         for strategy in self.strategies:
             if sticky is not None and strategy.name == sticky.decided_by:
                 age_s = max(0, ctx.now_ms - sticky.decided_at) / 1000
-                verdicts.append(Verdict(
-                    strategy=strategy.name, outcome="chose", candidate=sticky.candidate,
-                    reason=f"sticky decision for this key, made {age_s:.0f}s ago (not asked again)",
-                    detail={"sticky": True, "decided_at": sticky.decided_at}))
+                verdicts.append(
+                    Verdict(
+                        strategy=strategy.name,
+                        outcome="chose",
+                        candidate=sticky.candidate,
+                        reason=f"sticky decision for this key, made {age_s:.0f}s ago (not asked again)",
+                        detail={"sticky": True, "decided_at": sticky.decided_at},
+                    )
+                )
                 policy = self.cache_policies.get(id(strategy), DEFAULT_POLICY)
-                return Routed(sticky.candidate, strategy.name, verdicts, cacheable=False,
-                              ttl_s=sticky.ttl_s if sticky.ttl_s is not None else policy.ttl_s, sticky="hit")
+                return Routed(
+                    sticky.candidate,
+                    strategy.name,
+                    verdicts,
+                    cacheable=False,
+                    ttl_s=sticky.ttl_s if sticky.ttl_s is not None else policy.ttl_s,
+                    sticky="hit",
+                )
             try:
                 decision: Decision | None = await strategy.decide(request, ctx)
             except Exception as exc:  # a broken strategy must not stop the stream
                 log.warning("strategy %s failed: %s", strategy.name, type(exc).__name__)
-                verdicts.append(Verdict(strategy=strategy.name, outcome="error",
-                                        reason=f"{type(exc).__name__}: {str(exc)[:200]}"))
+                verdicts.append(
+                    Verdict(
+                        strategy=strategy.name,
+                        outcome="error",
+                        reason=f"{type(exc).__name__}: {str(exc)[:200]}",
+                    )
+                )
                 ctx.take_note()
                 continue
             note = ctx.take_note()
@@ -113,16 +137,35 @@ class Pipeline:
                 verdicts.append(Verdict(strategy=strategy.name, outcome="abstained", reason=note))
                 continue
             if decision.candidate not in self.candidates:
-                verdicts.append(Verdict(
-                    strategy=strategy.name, outcome="miss", candidate=str(decision.candidate)[:100],
-                    reason=f"{str(decision.candidate)[:100]!r} is not a candidate", detail=decision.detail))
+                verdicts.append(
+                    Verdict(
+                        strategy=strategy.name,
+                        outcome="miss",
+                        candidate=str(decision.candidate)[:100],
+                        reason=f"{str(decision.candidate)[:100]!r} is not a candidate",
+                        detail=decision.detail,
+                    )
+                )
                 continue
-            verdicts.append(Verdict(strategy=strategy.name, outcome="chose", candidate=decision.candidate,
-                                    reason=decision.reason, detail=decision.detail))
+            verdicts.append(
+                Verdict(
+                    strategy=strategy.name,
+                    outcome="chose",
+                    candidate=decision.candidate,
+                    reason=decision.reason,
+                    detail=decision.detail,
+                )
+            )
             policy = self.cache_policies.get(id(strategy), DEFAULT_POLICY)
             cacheable = policy.cacheable(decision.cacheable) and not ctx.cache_forbidden  # see forbid_cache
-            return Routed(decision.candidate, strategy.name, verdicts, cacheable=cacheable,
-                          plan=decision.plan, ttl_s=policy.ttl_s,
-                          sticky="preempted" if sticky is not None else None)
+            return Routed(
+                decision.candidate,
+                strategy.name,
+                verdicts,
+                cacheable=cacheable,
+                plan=decision.plan,
+                ttl_s=policy.ttl_s,
+                sticky="preempted" if sticky is not None else None,
+            )
         # the sticky decider is always reached when it is in the pipeline (nothing before it decided)
         return Routed(self.default, DEFAULT, verdicts, cacheable=False)

@@ -87,9 +87,17 @@ def _nested_repeat(items: Any) -> bool:
 #: characters a first-character set is computed over: Latin-1 plus a few wider ones (a
 #: heuristic: two alternatives that share none of these rarely share any other first character)
 _PROBE = frozenset(map(chr, range(256))) | frozenset("\u0394\u0416\u4e00\u2028\u3000\u00e9\U0001f600")
-_CATEGORIES = {name: re.compile(rx) for name, rx in [
-    ("CATEGORY_DIGIT", r"\d"), ("CATEGORY_NOT_DIGIT", r"\D"), ("CATEGORY_SPACE", r"\s"),
-    ("CATEGORY_NOT_SPACE", r"\S"), ("CATEGORY_WORD", r"\w"), ("CATEGORY_NOT_WORD", r"\W")]}
+_CATEGORIES = {
+    name: re.compile(rx)
+    for name, rx in [
+        ("CATEGORY_DIGIT", r"\d"),
+        ("CATEGORY_NOT_DIGIT", r"\D"),
+        ("CATEGORY_SPACE", r"\s"),
+        ("CATEGORY_NOT_SPACE", r"\S"),
+        ("CATEGORY_WORD", r"\w"),
+        ("CATEGORY_NOT_WORD", r"\W"),
+    ]
+}
 
 
 def _cased(c: str, ignorecase: bool) -> frozenset[str]:
@@ -165,8 +173,13 @@ def _overlapping(branches: Any, dotall: bool, follow: frozenset[str], ignorecase
     return False
 
 
-def _ambiguous_repeat(items: Any, dotall: bool, repeated: bool = False,
-                      follow: frozenset[str] = frozenset(), ignorecase: bool = True) -> bool:
+def _ambiguous_repeat(
+    items: Any,
+    dotall: bool,
+    repeated: bool = False,
+    follow: frozenset[str] = frozenset(),
+    ignorecase: bool = True,
+) -> bool:
     """True when a choice inside an unbounded, backtracking repeat has :func:`_overlapping`
     alternatives (``(a|a)*``, ``(a|aa)+``): each iteration can then match in several ways, and a
     failing match tries them all. ``follow``: what can come right after ``items`` (inside a repeat,
@@ -175,7 +188,7 @@ def _ambiguous_repeat(items: Any, dotall: bool, repeated: bool = False,
         subs = _children(op, av)
         if not subs:
             continue
-        rest, rest_nullable = _first(items[i + 1:], dotall, ignorecase)
+        rest, rest_nullable = _first(items[i + 1 :], dotall, ignorecase)
         after = rest | follow if rest_nullable else rest
         if op is _sre.BRANCH and repeated and _overlapping(av[1], dotall, after, ignorecase):
             return True
@@ -205,11 +218,15 @@ def check_regex(pattern: str, ignorecase: bool = True) -> str:
         raise ValueError(
             f"regex {pattern!r} repeats a group that itself repeats (nested quantifier), which can "
             "backtrack catastrophically; rewrite it (e.g. 'a+' for '(a+)+', '(\\w+\\s)*' for "
-            "'(\\w+\\s?)*') or make the outer repeat possessive ('++', '*+')")
+            "'(\\w+\\s?)*') or make the outer repeat possessive ('++', '*+')"
+        )
     flags = parsed.state.flags
-    if _ambiguous_repeat(parsed, bool(flags & re.DOTALL), ignorecase=ignorecase or bool(flags & re.IGNORECASE)):
+    if _ambiguous_repeat(
+        parsed, bool(flags & re.DOTALL), ignorecase=ignorecase or bool(flags & re.IGNORECASE)
+    ):
         raise ValueError(
             f"regex {pattern!r} repeats a choice whose alternatives can match the same text "
             "(e.g. '(a|a)*', '(a|aa)+'), which can backtrack catastrophically; make the alternatives "
-            "exclusive ('a+' for '(a|aa)+'), or the repeat possessive ('*+', '++')")
+            "exclusive ('a+' for '(a|aa)+'), or the repeat possessive ('*+', '++')"
+        )
     return pattern

@@ -62,7 +62,7 @@ class RulesConfig(BaseModel):
                 return f"rules[{i}] `when: {rule.when}` matches every request"
         return None
 
-    def build(self, router_config: RouterConfig | None = None) -> "RulesStrategy":
+    def build(self, router_config: RouterConfig | None = None) -> RulesStrategy:
         return RulesStrategy(self)
 
 

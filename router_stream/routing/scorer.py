@@ -69,14 +69,19 @@ class ScorerConfig(BaseModel):
     api_key_env: str | None = Field(None, description="name of the env var holding a bearer key")
     max_prompt_chars: int = Field(32_000, ge=0)
     max_reply_bytes: int = Field(65_536, ge=1)
-    threshold: float | None = Field(None, allow_inf_nan=False,
-                                    description='one-score replies {"score": x}: above if x >= threshold, else below')
+    threshold: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description='one-score replies {"score": x}: above if x >= threshold, else below',
+    )
     above: str | None = None
     below: str | None = None
 
     @model_validator(mode="after")
-    def _one_score(self) -> "ScorerConfig":
-        if (self.threshold is None) != (self.above is None) or (self.threshold is None) != (self.below is None):
+    def _one_score(self) -> ScorerConfig:
+        if (self.threshold is None) != (self.above is None) or (self.threshold is None) != (
+            self.below is None
+        ):
             raise ValueError("threshold, above and below go together (one-score replies)")
         return self
 
@@ -92,13 +97,15 @@ class ScorerConfig(BaseModel):
 
     def referenced_candidates(self) -> list[tuple[str, str]]:
         refs = [(f".allowed[{i}]", name) for i, name in enumerate(self.allowed or [])]
-        return refs + [(f".{side}", name) for side, name in (("above", self.above), ("below", self.below)) if name]
+        return refs + [
+            (f".{side}", name) for side, name in (("above", self.above), ("below", self.below)) if name
+        ]
 
     def always_decides(self) -> str | None:
         """None: it abstains on a timeout, an error or a score below ``min_score``."""
         return None
 
-    def build(self, router_config: RouterConfig | None = None) -> "ScorerStrategy":
+    def build(self, router_config: RouterConfig | None = None) -> ScorerStrategy:
         candidates = tuple(router_config.candidates) if router_config is not None else ()
         return ScorerStrategy(self, candidates)
 
@@ -110,8 +117,9 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def parse_reply(data: Any, offered: list[str], min_score: float | None,
-                one_score: tuple[float, str, str] | None = None) -> tuple[str | None, str, dict[str, Any]]:
+def parse_reply(
+    data: Any, offered: list[str], min_score: float | None, one_score: tuple[float, str, str] | None = None
+) -> tuple[str | None, str, dict[str, Any]]:
     """``(candidate, reason, detail)`` from an untrusted scorer reply; candidate ``None`` = abstain.
 
     ``one_score`` = ``(threshold, above, below)`` accepts ``{"score": x}`` replies too.
@@ -150,7 +158,11 @@ def parse_reply(data: Any, offered: list[str], min_score: float | None,
         best = max(ordered, key=ordered.__getitem__)  # first of the ties in ``offered`` order
         detail = {"scores": {n: round(s, 6) for n, s in ordered.items()}, "score": round(ordered[best], 6)}
         if min_score is not None and ordered[best] < min_score:
-            return None, f"best score {ordered[best]:.4g} ({best!r}) is below min_score {min_score:g}" + note, detail
+            return (
+                None,
+                f"best score {ordered[best]:.4g} ({best!r}) is below min_score {min_score:g}" + note,
+                detail,
+            )
         return best, f"scorer scored {best!r} highest ({ordered[best]:.4g})" + note, detail
     if "candidate" in data:
         raw = data["candidate"]
@@ -160,7 +172,11 @@ def parse_reply(data: Any, offered: list[str], min_score: float | None,
         if name is None:
             return None, f"scorer named {raw[:40]!r}, not an allowed candidate", {}
         return name, f"scorer chose {name!r}", {}
-    return None, "scorer reply has neither 'scores' nor 'candidate'" + (" nor 'score'" if one_score else ""), {}
+    return (
+        None,
+        "scorer reply has neither 'scores' nor 'candidate'" + (" nor 'score'" if one_score else ""),
+        {},
+    )
 
 
 class ScorerStrategy:
@@ -177,9 +193,11 @@ class ScorerStrategy:
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
             self._http = httpx.AsyncClient(
                 transport=AiohttpTransport(verify=httpx.create_ssl_context(), limits=limits),
-                limits=limits, trust_env=False,
+                limits=limits,
+                trust_env=False,
                 timeout=httpx.Timeout(self.config.timeout_ms / 1000.0),
-                headers={"Accept": "application/json", "User-Agent": "router-stream"})
+                headers={"Accept": "application/json", "User-Agent": "router-stream"},
+            )
         return self._http
 
     async def aclose(self) -> None:
@@ -196,8 +214,9 @@ class ScorerStrategy:
         cap = self.config.max_reply_bytes
         try:
             async with asyncio.timeout(self.config.timeout_ms / 1000.0):
-                async with self._client().stream("POST", self.config.url, json=body,
-                                                 headers=self._headers()) as resp:
+                async with self._client().stream(
+                    "POST", self.config.url, json=body, headers=self._headers()
+                ) as resp:
                     if not 200 <= resp.status_code < 300:
                         return None, f"scorer answered HTTP {resp.status_code}"
                     data = bytearray()
@@ -218,8 +237,12 @@ class ScorerStrategy:
         if not offered:
             ctx.explain("no allowed candidate")
             return None
-        body = {"request_id": request.request_id, "prompt": request.text()[: self.config.max_prompt_chars],
-                "fields": request.fields, "candidates": offered}
+        body = {
+            "request_id": request.request_id,
+            "prompt": request.text()[: self.config.max_prompt_chars],
+            "fields": request.fields,
+            "candidates": offered,
+        }
         raw, problem = await self._post(body)
         if raw is None:
             ctx.explain(problem)

@@ -34,7 +34,7 @@ when a ramp is configured) for the audit.
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -70,13 +70,13 @@ def to_epoch_ms(value: Any) -> int:
         value = datetime.combine(value, time.min)
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return int(value.timestamp() * 1000)
     raise ValueError(f"{value!r} is not a timestamp")
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
 Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -97,7 +97,7 @@ class RampConfig(BaseModel):
         return to_epoch_ms(v)
 
     @model_validator(mode="after")
-    def _order(self) -> "RampConfig":
+    def _order(self) -> RampConfig:
         if self.end <= self.start:
             raise ValueError(f"end ({_iso(self.end)}) must be after start ({_iso(self.start)})")
         if self.from_ == self.to:
@@ -132,7 +132,7 @@ class SplitConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _ramp_has_weight(self) -> "SplitConfig":
+    def _ramp_has_weight(self) -> SplitConfig:
         if self.ramp is not None and self.weights.get(self.ramp.from_, 0) <= 0:
             raise ValueError(f"ramp.from {self.ramp.from_!r} has no weight to move (give it one in weights)")
         return self
@@ -147,7 +147,7 @@ class SplitConfig(BaseModel):
         """A split sends every key to one of its arms (its weights add up to more than 0)."""
         return "a split sends every key to one of its arms"
 
-    def build(self, router_config: RouterConfig | None = None) -> "SplitStrategy":
+    def build(self, router_config: RouterConfig | None = None) -> SplitStrategy:
         return SplitStrategy(self)
 
 
@@ -191,8 +191,12 @@ class SplitStrategy:
                 continue
             start, acc, last = acc, acc + weight, name
             if point < acc:
-                if self.ramp is not None and name == self.ramp.from_ and moved > 0 \
-                        and (point - start) / weight >= 1.0 - moved:
+                if (
+                    self.ramp is not None
+                    and name == self.ramp.from_
+                    and moved > 0
+                    and (point - start) / weight >= 1.0 - moved
+                ):
                     return self.ramp.to
                 return name
         assert last is not None  # the config guarantees a positive total
@@ -208,5 +212,6 @@ class SplitStrategy:
             detail["ramp"] = round(self.ramp.progress(at), 4)
         arm = self.arm(bucket, moved)
         detail = {"arm": arm, **detail}
-        return Decision(arm, reason=f"bucket {bucket:.4f} is in arm {arm!r}", detail=detail,
-                        cacheable=self.sticky)
+        return Decision(
+            arm, reason=f"bucket {bucket:.4f} is in arm {arm!r}", detail=detail, cacheable=self.sticky
+        )

@@ -49,35 +49,55 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> int:
     """The partition count of ``topic``; raises :class:`TopicMissing`."""
     parts = consumer.partitions_for_topic(topic)
     if not parts:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+        await consumer._client.force_metadata_update()
         parts = consumer.partitions_for_topic(topic)
     if not parts:
         raise TopicMissing(f"topic {topic!r} does not exist (router-stream topics apply creates it)")
     return len(parts)
 
 
-async def read_keys(settings: dict[str, Any], requests_topic: str, changelog_topic: str, wanted: set[bytes],
-                    partition: int | None = None, kafka_key: bytes | None = None,
-                    timeout_s: float = 300) -> ChangelogRead:
+async def read_keys(
+    settings: dict[str, Any],
+    requests_topic: str,
+    changelog_topic: str,
+    wanted: set[bytes],
+    partition: int | None = None,
+    kafka_key: bytes | None = None,
+    timeout_s: float = 300,
+) -> ChangelogRead:
     """Read changelog partitions to their committed end, keeping ``wanted`` keys: ``partition``,
     else the one :func:`partition_for_key` gives ``kafka_key``, else all of them.
 
     Also checks that the changelog has as many partitions as the requests topic (otherwise
     partition numbers would not match and nothing read here would mean anything)."""
-    consumer = AIOKafkaConsumer(**settings, group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        **settings,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
     await asyncio.wait_for(consumer.start(), 30)
     try:
         n = await topic_partitions(consumer, requests_topic)
         n_changelog = await topic_partitions(consumer, changelog_topic)
         if n_changelog != n:
-            raise TopicMissing(f"{changelog_topic} has {n_changelog} partitions but {requests_topic} has {n}: "
-                               "they must match (router-stream topics apply reports it)")
+            raise TopicMissing(
+                f"{changelog_topic} has {n_changelog} partitions but {requests_topic} has {n}: "
+                "they must match (router-stream topics apply reports it)"
+            )
         if partition is not None and not 0 <= partition < n:
-            raise ValueError(f"partition {partition} does not exist: {requests_topic} has partitions 0..{n - 1}")
-        chosen = ([partition] if partition is not None else [partition_for_key(kafka_key, n)]
-                  if kafka_key is not None else list(range(n)))
+            raise ValueError(
+                f"partition {partition} does not exist: {requests_topic} has partitions 0..{n - 1}"
+            )
+        chosen = (
+            [partition]
+            if partition is not None
+            else [partition_for_key(kafka_key, n)]
+            if kafka_key is not None
+            else list(range(n))
+        )
         tps = [TopicPartition(changelog_topic, p) for p in chosen]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
@@ -87,7 +107,9 @@ async def read_keys(settings: dict[str, Any], requests_topic: str, changelog_top
         deadline = time.monotonic() + timeout_s
         while pending:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {changelog_topic} did not reach its end within {timeout_s:.0f} s")
+                raise TimeoutError(
+                    f"reading {changelog_topic} did not reach its end within {timeout_s:.0f} s"
+                )
             batch = await consumer.getmany(*pending, timeout_ms=500, max_records=10_000)
             for tp, records in batch.items():
                 for record in records:

@@ -15,7 +15,7 @@ existed have none; readers say so instead of inventing one.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 #: how many request ids a key's state remembers (newest last)
@@ -31,7 +31,7 @@ def note_request(state: dict[str, Any], request_id: str) -> None:
     """Count a request of the key and remember its id among the last :data:`RECENT_IDS`."""
     state["count"] = int(state.get("count", 0)) + 1
     recent = state.get("recent")
-    recent = recent[-(RECENT_IDS - 1):] if isinstance(recent, list) else []
+    recent = recent[-(RECENT_IDS - 1) :] if isinstance(recent, list) else []
     recent.append(request_id)
     state["recent"] = recent
 
@@ -41,7 +41,7 @@ def dump(state: dict[str, Any]) -> bytes:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def describe(raw: bytes | None, now_ms: int, default_ttl_s: float) -> dict[str, Any]:
@@ -68,10 +68,16 @@ def describe(raw: bytes | None, now_ms: int, default_ttl_s: float) -> dict[str, 
         ttl_s = float(own_ttl) if own_ttl is not None else default_ttl_s
         age_s = max(0.0, (now_ms - decided_at) / 1000)
         out["decision"] = {
-            "candidate": decision.get("candidate"), "decided_by": decision.get("decided_by"),
-            "decided_at": decided_at, "decided_at_iso": _iso(decided_at), "age_s": round(age_s, 3),
-            "ttl_s": ttl_s, "ttl_from": "strategy" if own_ttl is not None else "cache.ttl_s",
-            "expires_in_s": round(ttl_s - age_s, 3), "expired": age_s > ttl_s}
+            "candidate": decision.get("candidate"),
+            "decided_by": decision.get("decided_by"),
+            "decided_at": decided_at,
+            "decided_at_iso": _iso(decided_at),
+            "age_s": round(age_s, 3),
+            "ttl_s": ttl_s,
+            "ttl_from": "strategy" if own_ttl is not None else "cache.ttl_s",
+            "expires_in_s": round(ttl_s - age_s, 3),
+            "expired": age_s > ttl_s,
+        }
     recent = state.get("recent")
     out["recent_request_ids"] = list(recent) if isinstance(recent, list) else None
     extra = sorted(set(state) - {"decision", "count", "recent"})

@@ -9,22 +9,28 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from router_stream.devtools.harness import (WorkerProcess, create_topics, make_config, read_topic,
-                                            write_config)
+from router_stream.devtools.harness import WorkerProcess, create_topics, make_config, read_topic, write_config
 
 ROLES = ("requests", "responses", "audit", "dead_letter", "changelog")
 
 
 def setup_topics(config: dict[str, Any], partitions: int) -> None:
     t = config["topics"]
-    asyncio.run(create_topics(config["kafka"]["bootstrap_servers"], [t[r] for r in ROLES], partitions,
-                              compact=[t["changelog"]]))
+    asyncio.run(
+        create_topics(
+            config["kafka"]["bootstrap_servers"], [t[r] for r in ROLES], partitions, compact=[t["changelog"]]
+        )
+    )
 
 
-def start_worker(tmp: Path, config: dict[str, Any], name: str = "w1", env: dict[str, str] | None = None,
-                 ready: bool = True) -> WorkerProcess:
-    cfg_path = write_config(tmp / f"{name}.yaml", {**config, "worker": {**config["worker"], "worker_id": name}})
+def start_worker(
+    tmp: Path, config: dict[str, Any], name: str = "w1", env: dict[str, str] | None = None, ready: bool = True
+) -> WorkerProcess:
+    cfg_path = write_config(
+        tmp / f"{name}.yaml", {**config, "worker": {**config["worker"], "worker_id": name}}
+    )
     from router_stream.devtools.harness import free_port
+
     w = WorkerProcess(cfg_path, tmp / f"{name}.log", free_port(), env=env or {}).start()
     if ready:
         w.wait_ready()
@@ -35,9 +41,18 @@ def ids_of(records: list[Any]) -> Counter[str]:
     return Counter(json.loads(r.value)["request_id"] for r in records)
 
 
-def read(config: dict[str, Any], role: str, expect: int | None = None, timeout: float = 120, idle: float = 3) -> list[Any]:
-    return asyncio.run(read_topic(config["kafka"]["bootstrap_servers"], config["topics"][role],
-                                  expect=expect, timeout=timeout, idle=idle))
+def read(
+    config: dict[str, Any], role: str, expect: int | None = None, timeout: float = 120, idle: float = 3
+) -> list[Any]:
+    return asyncio.run(
+        read_topic(
+            config["kafka"]["bootstrap_servers"],
+            config["topics"][role],
+            expect=expect,
+            timeout=timeout,
+            idle=idle,
+        )
+    )
 
 
 def key_counts_from_changelog(config: dict[str, Any]) -> dict[str, int]:
@@ -67,8 +82,17 @@ def assert_exactly_once(ids: Counter[str], expected: set[str], what: str) -> Non
     extra = set(ids) - expected
     assert not missing and not dups and not extra, (
         f"{what}: {len(missing)} missing (e.g. {sorted(missing)[:5]}), {len(dups)} duplicated "
-        f"(e.g. {list(dups.items())[:5]}), {len(extra)} unexpected")
+        f"(e.g. {list(dups.items())[:5]}), {len(extra)} unexpected"
+    )
 
 
-__all__ = ["make_config", "setup_topics", "start_worker", "ids_of", "read", "key_counts_from_changelog",
-           "wait_until", "assert_exactly_once"]
+__all__ = [
+    "assert_exactly_once",
+    "ids_of",
+    "key_counts_from_changelog",
+    "make_config",
+    "read",
+    "setup_topics",
+    "start_worker",
+    "wait_until",
+]

@@ -35,9 +35,18 @@ RECORDS, WORKERS, PARTITIONS, KILLS, BROKER_RESTARTS = 3000, 3, 12, 4, 1
 
 @pytest.mark.timeout(420)
 def test_chaos_kill9_and_broker_restart(tmp_path):
-    kwargs = dict(records=RECORDS, workers=WORKERS, partitions=PARTITIONS, kills=KILLS,
-                  broker_restarts=BROKER_RESTARTS, keys=150, rate=75, seed=8, workdir=tmp_path / "run",
-                  drain_timeout=150)
+    kwargs = {
+        "records": RECORDS,
+        "workers": WORKERS,
+        "partitions": PARTITIONS,
+        "kills": KILLS,
+        "broker_restarts": BROKER_RESTARTS,
+        "keys": 150,
+        "rate": 75,
+        "seed": 8,
+        "workdir": tmp_path / "run",
+        "drain_timeout": 150,
+    }
     given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if given:
         report = run_chaos(given, **kwargs)

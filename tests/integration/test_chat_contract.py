@@ -16,14 +16,31 @@ from .helpers import assert_exactly_once, ids_of, make_config, read, setup_topic
 
 pytestmark = pytest.mark.kafka
 
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather of a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather of a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
 
 
 def _config(kafka_bootstrap, model_servers, prefix, tmp_path, **kw):
-    return make_config(bootstrap=kafka_bootstrap, prefix=prefix, state_dir=tmp_path / "state",
-                       candidates={n: s.base_url for n, s in model_servers.items()}, default="cheap", **kw)
+    return make_config(
+        bootstrap=kafka_bootstrap,
+        prefix=prefix,
+        state_dir=tmp_path / "state",
+        candidates={n: s.base_url for n, s in model_servers.items()},
+        default="cheap",
+        **kw,
+    )
 
 
 def _send(config: dict[str, Any], *bodies: dict[str, Any]) -> None:
@@ -41,10 +58,21 @@ def test_a_tool_loop_runs_through_kafka(kafka_bootstrap, model_servers, prefix, 
     worker = start_worker(tmp_path, config)
     try:
         # turn 1: the application's chat-completions body, plus a request_id
-        messages: list[dict[str, Any]] = [{"role": "system", "content": "You answer weather questions."},
-                                          {"role": "user", "content": "What is the weather in Oslo?"}]
-        _send(config, {"request_id": "turn-1", "model": "gpt-4o", "messages": messages, "tools": TOOLS,
-                       "tool_choice": "auto", "temperature": 0})
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": "You answer weather questions."},
+            {"role": "user", "content": "What is the weather in Oslo?"},
+        ]
+        _send(
+            config,
+            {
+                "request_id": "turn-1",
+                "model": "gpt-4o",
+                "messages": messages,
+                "tools": TOOLS,
+                "tool_choice": "auto",
+                "temperature": 0,
+            },
+        )
         first = _by_id(read(config, "responses", expect=1))["turn-1"]
         assert first.get("error") is None, first
         assert first["schema_version"] == 2 and first["finish_reason"] == "tool_calls"
@@ -57,7 +85,10 @@ def test_a_tool_loop_runs_through_kafka(kafka_bootstrap, model_servers, prefix, 
         assert first["response_id"].startswith("chatcmpl-") and first["usage"]["completion_tokens"] > 0
 
         # turn 2: the consumer appends the message as it came, and the tool's result
-        messages += [message, {"role": "tool", "tool_call_id": call["id"], "content": '{"temp_c": 3, "sky": "rain"}'}]
+        messages += [
+            message,
+            {"role": "tool", "tool_call_id": call["id"], "content": '{"temp_c": 3, "sky": "rain"}'},
+        ]
         _send(config, {"request_id": "turn-2", "model": "gpt-4o", "messages": messages, "tools": TOOLS})
         responses = _by_id(read(config, "responses", expect=2))
         audits = _by_id(read(config, "audit", expect=2))
@@ -78,25 +109,52 @@ def test_a_tool_loop_runs_through_kafka(kafka_bootstrap, model_servers, prefix, 
 
 PARTS = {
     "text": {"type": "text", "text": "and be brief"},
-    "image_url": {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
-    "input_audio": {"type": "input_audio", "input_audio": {"data": base64.b64encode(b"RIFF" + b"\0" * 400).decode(),
-                                                           "format": "wav"}},
-    "file": {"type": "file", "file": {"filename": "notes.pdf",
-                                      "file_data": "data:application/pdf;base64," + base64.b64encode(b"%PDF-1.4").decode()}},
+    "image_url": {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"},
+    },
+    "input_audio": {
+        "type": "input_audio",
+        "input_audio": {"data": base64.b64encode(b"RIFF" + b"\0" * 400).decode(), "format": "wav"},
+    },
+    "file": {
+        "type": "file",
+        "file": {
+            "filename": "notes.pdf",
+            "file_data": "data:application/pdf;base64," + base64.b64encode(b"%PDF-1.4").decode(),
+        },
+    },
 }
 
 
-def test_every_content_part_type_and_unknown_fields_on_the_real_broker(kafka_bootstrap, model_servers, prefix,
-                                                                       tmp_path):
+def test_every_content_part_type_and_unknown_fields_on_the_real_broker(
+    kafka_bootstrap, model_servers, prefix, tmp_path
+):
     config = _config(kafka_bootstrap, model_servers, prefix, tmp_path)
     setup_topics(config, partitions=2)
     worker = start_worker(tmp_path, config)
-    bodies = [{"request_id": f"part-{kind}",
-               "messages": [{"role": "user", "content": [{"type": "text", "text": f"Look at this {kind}"}, part]}]}
-              for kind, part in PARTS.items()]
-    bodies.append({"request_id": "extras", "prompt": "Say hi.", "temperature": 0.2, "seed": 7, "n": 2,
-                   "stream": True, "stream_options": {"include_usage": True},
-                   "x_client_trace": {"span": "abc"}, "params": {"temperature": 0.9, "max_tokens": 40}})
+    bodies = [
+        {
+            "request_id": f"part-{kind}",
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": f"Look at this {kind}"}, part]}
+            ],
+        }
+        for kind, part in PARTS.items()
+    ]
+    bodies.append(
+        {
+            "request_id": "extras",
+            "prompt": "Say hi.",
+            "temperature": 0.2,
+            "seed": 7,
+            "n": 2,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "x_client_trace": {"span": "abc"},
+            "params": {"temperature": 0.9, "max_tokens": 40},
+        }
+    )
     try:
         _send(config, *bodies)
         expected = {b["request_id"] for b in bodies}
@@ -116,8 +174,12 @@ def test_every_content_part_type_and_unknown_fields_on_the_real_broker(kafka_boo
         assert r["output"] == f"[cheap] answer to: Look at this {kind} {shown}", r
         assert r["message"]["content"] == r["output"] and r["finish_reason"] == "stop"
     received = model_servers["cheap"].received_bodies()
-    sent_parts = {m["content"][1]["type"]: m["content"][1] for b in received for m in b["messages"]
-                  if isinstance(m.get("content"), list)}
+    sent_parts = {
+        m["content"][1]["type"]: m["content"][1]
+        for b in received
+        for m in b["messages"]
+        if isinstance(m.get("content"), list)
+    }
     assert sent_parts == PARTS  # every part reached the model exactly as produced
 
     extras = by_id["extras"]
@@ -131,15 +193,23 @@ def test_every_content_part_type_and_unknown_fields_on_the_real_broker(kafka_boo
     assert "ignored_fields" not in audit_by_id["part-text"]  # nothing ignored: nothing said
 
 
-def test_micro_batching_carries_the_answer_and_sends_tool_requests_alone(kafka_bootstrap, model_servers, prefix,
-                                                                         tmp_path):
-    config = _config(kafka_bootstrap, model_servers, prefix, tmp_path,
-                     candidate_extra={"cheap": {"batch": {"size": 4, "timeout_ms": 300}}})
+def test_micro_batching_carries_the_answer_and_sends_tool_requests_alone(
+    kafka_bootstrap, model_servers, prefix, tmp_path
+):
+    config = _config(
+        kafka_bootstrap,
+        model_servers,
+        prefix,
+        tmp_path,
+        candidate_extra={"cheap": {"batch": {"size": 4, "timeout_ms": 300}}},
+    )
     setup_topics(config, partitions=1)
     worker = start_worker(tmp_path, config)
     plain = [{"request_id": f"p{i}", "prompt": f"question {i}"} for i in range(8)]
-    tools = [{"request_id": f"t{i}", "messages": [{"role": "user", "content": f"weather {i}"}], "tools": TOOLS}
-             for i in range(2)]
+    tools = [
+        {"request_id": f"t{i}", "messages": [{"role": "user", "content": f"weather {i}"}], "tools": TOOLS}
+        for i in range(2)
+    ]
     try:
         _send(config, *plain, *tools)
         responses = read(config, "responses", expect=10)

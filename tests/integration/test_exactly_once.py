@@ -18,8 +18,16 @@ import pytest
 
 from router_stream.devtools.harness import produce, request_value
 
-from .helpers import (assert_exactly_once, ids_of, key_counts_from_changelog, make_config, read,
-                      setup_topics, start_worker, wait_until)
+from .helpers import (
+    assert_exactly_once,
+    ids_of,
+    key_counts_from_changelog,
+    make_config,
+    read,
+    setup_topics,
+    start_worker,
+    wait_until,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -38,9 +46,15 @@ def _traffic(seed: int = 7):
 
 
 def _config(kafka_bootstrap, model_servers, prefix, tmp_path):
-    return make_config(bootstrap=kafka_bootstrap, prefix=prefix, state_dir=tmp_path / "state",
-                       candidates={n: s.base_url for n, s in model_servers.items()}, default="cheap",
-                       strategies=SPLIT, extra={"kafka": {"max_batch": 50}})
+    return make_config(
+        bootstrap=kafka_bootstrap,
+        prefix=prefix,
+        state_dir=tmp_path / "state",
+        candidates={n: s.base_url for n, s in model_servers.items()},
+        default="cheap",
+        strategies=SPLIT,
+        extra={"kafka": {"max_batch": 50}},
+    )
 
 
 def _verify(config, per_key, what):
@@ -82,8 +96,10 @@ def test_kill9_twice_no_loss_no_duplicate(kafka_bootstrap, model_servers, prefix
         _verify(config, per_key, "kill -9 x2")
     finally:
         worker.terminate()
-    print(f"\nrestart after kill -9 to first committed answer: {restart_s:.1f}s; "
-          f"model calls in all: {calls()} for {N} requests")
+    print(
+        f"\nrestart after kill -9 to first committed answer: {restart_s:.1f}s; "
+        f"model calls in all: {calls()} for {N} requests"
+    )
 
 
 def test_two_workers_one_killed_rebalance(kafka_bootstrap, model_servers, prefix, tmp_path):
@@ -136,12 +152,21 @@ def test_standby_copy_makes_failover_restore_nothing(kafka_bootstrap, model_serv
     assert len(read(config, "responses", expect=300)) == 300
     w2 = start_worker(tmp_path, {**config, "cache": {"state_dir": str(tmp_path / "s2")}}, "w2")
     changelog_size = len(read(config, "changelog", idle=1))
-    wait_until(lambda: (w2.health() or {}).get("restored_records", 0) >= changelog_size, 60,
-               what="the standby copy to catch up with the changelog")
+    wait_until(
+        lambda: (w2.health() or {}).get("restored_records", 0) >= changelog_size,
+        60,
+        what="the standby copy to catch up with the changelog",
+    )
     before = w2.health()["restored_on_assign"]  # w2 already owns some partitions since it joined
     w1.kill()  # w2 takes over the rest
-    wait_until(lambda: (w2.health() or {}).get("ready") and w2.metrics_text().count(
-        "router_stream_assigned_partitions 4.0") == 1, 60, what="w2 owns all partitions")
+    wait_until(
+        lambda: (
+            (w2.health() or {}).get("ready")
+            and w2.metrics_text().count("router_stream_assigned_partitions 4.0") == 1
+        ),
+        60,
+        what="w2 owns all partitions",
+    )
     more = [(f"cust-{i % 20}".encode(), request_value(f"sb2-{i}", f"q {i}")) for i in range(40)]
     asyncio.run(produce(kafka_bootstrap, config["topics"]["requests"], more))
     try:
@@ -155,4 +180,8 @@ def test_standby_copy_makes_failover_restore_nothing(kafka_bootstrap, model_serv
     sticky = [a for a in late if "7" in a["key"]]
     assert sticky and all(a["chosen"] == "strong" and a["cache_hit"] for a in sticky)
     # the warm copy had replayed w1's partitions already; taking them over replays (almost) nothing
-    assert changelog_size > 100 and health["restored_on_assign"] - before <= 20, (changelog_size, before, health)
+    assert changelog_size > 100 and health["restored_on_assign"] - before <= 20, (
+        changelog_size,
+        before,
+        health,
+    )

@@ -58,10 +58,10 @@ HOSTILE: dict[str, str | None] = {
     "unsupported_schema_version": "unsupported_schema_version",
     "invalid_request": "invalid_request",
     "context_window": "context_window",
-    "null_key": None,            # answered; its cache scope is the request_id
-    "duplicate": None,           # a producer retry: answered again from the first answer
-    "unknown_candidate": None,   # a routing miss: answered by the routing pipeline's choice
-    "junk_headers": None,        # unknown headers ignored, traceparent kept
+    "null_key": None,  # answered; its cache scope is the request_id
+    "duplicate": None,  # a producer retry: answered again from the first answer
+    "unknown_candidate": None,  # a routing miss: answered by the routing pipeline's choice
+    "junk_headers": None,  # unknown headers ignored, traceparent kept
     "fits_one_candidate": None,  # too big for cheap, fits strong: the fallback chain serves it
 }
 
@@ -72,7 +72,7 @@ class Rec:
     value: bytes | None
     kind: str
     headers: list[tuple[str, bytes | None]]
-    partition: int | None = None   # explicit only for null keys (so a retry lands where the first did)
+    partition: int | None = None  # explicit only for null keys (so a retry lands where the first did)
     request_id: str | None = None  # for answered records
     traced: str | None = None
     choice: str | None = None
@@ -81,7 +81,7 @@ class Rec:
 def _prompt(rng: random.Random, rid: str, lo: int = 10, hi: int = 200) -> str:
     words = ["route", "the", "model", "stream", "kafka", "answer", "why", "how", "cost", "token"]
     text = f"{rid} " + " ".join(rng.choice(words) for _ in range(hi))
-    return text[:rng.randint(max(lo, len(rid) + 2), max(hi, lo))]
+    return text[: rng.randint(max(lo, len(rid) + 2), max(hi, lo))]
 
 
 def _valid(rng: random.Random, i: int, kind: str = "valid") -> Rec:
@@ -111,9 +111,13 @@ def _valid(rng: random.Random, i: int, kind: str = "valid") -> Rec:
         traced = TRACEPARENT.format(rng.getrandbits(128), rng.getrandbits(64))
         headers.append(("traceparent", traced.encode()))
     if kind == "junk_headers":
-        headers += [("x-junk", bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))),
-                    ("", b"empty name"), ("content-type", b"application/evil"), ("tracestate", None),
-                    ("x-" + "h" * 200, b"\xff\xfe\x00" * 50)]
+        headers += [
+            ("x-junk", bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64)))),
+            ("", b"empty name"),
+            ("content-type", b"application/evil"),
+            ("tracestate", None),
+            ("x-" + "h" * 200, b"\xff\xfe\x00" * 50),
+        ]
     key: bytes | None = f"user-{rng.randrange(300)}".encode()
     partition = None
     if kind == "null_key":
@@ -133,28 +137,67 @@ def _hostile(rng: random.Random, i: int, kind: str) -> Rec:
     elif kind == "oversized":
         value = req(prompt="x" * rng.randint(MAX_RECORD_BYTES, 3 * MAX_RECORD_BYTES))
     elif kind == "not_utf8":
-        value = rng.choice([bytes([0xFF]) + rng.randbytes(rng.randint(0, 50)),
-                            f'{{"request_id": "{rid}", "prompt": "café"}}'.encode("latin-1"),
-                            req().replace(b"hi", b"\xc3\x28"), "é".encode("utf-16")])
+        value = rng.choice(
+            [
+                bytes([0xFF]) + rng.randbytes(rng.randint(0, 50)),
+                f'{{"request_id": "{rid}", "prompt": "café"}}'.encode("latin-1"),
+                req().replace(b"hi", b"\xc3\x28"),
+                "é".encode("utf-16"),
+            ]
+        )
     elif kind == "lone_surrogate":
-        value = rng.choice([req(prompt="\ud800 dangling"), json.dumps({"request_id": "\udfff", "prompt": "x"}).encode()])
+        value = rng.choice(
+            [req(prompt="\ud800 dangling"), json.dumps({"request_id": "\udfff", "prompt": "x"}).encode()]
+        )
     elif kind == "not_json":
-        value = rng.choice([b"", b"{not json", req()[:-1], b"\xef\xbb\xbf" + req(), b"{'request_id': 'x'}",
-                            b"[" * 5000, req() + b" trailing"])
+        value = rng.choice(
+            [
+                b"",
+                b"{not json",
+                req()[:-1],
+                b"\xef\xbb\xbf" + req(),
+                b"{'request_id': 'x'}",
+                b"[" * 5000,
+                req() + b" trailing",
+            ]
+        )
     elif kind == "nan":
         value = req(params={"temperature": rng.choice([float("nan"), float("inf"), float("-inf")])})
     elif kind == "wrong_shape":
-        value = rng.choice([b"[1, 2, 3]", b'"a string"', b"42", b"null", b"true", json.dumps([json.loads(req())]).encode()])
+        value = rng.choice(
+            [b"[1, 2, 3]", b'"a string"', b"42", b"null", b"true", json.dumps([json.loads(req())]).encode()]
+        )
     elif kind == "missing_request_id":
-        value = rng.choice([json.dumps({"prompt": "x"}).encode(), req(request_id=""), req(request_id="  \t"),
-                            req(request_id=123), req(request_id=None), req(request_id="r" * 300)])
+        value = rng.choice(
+            [
+                json.dumps({"prompt": "x"}).encode(),
+                req(request_id=""),
+                req(request_id="  \t"),
+                req(request_id=123),
+                req(request_id=None),
+                req(request_id="r" * 300),
+            ]
+        )
     elif kind == "unsupported_schema_version":
-        value = req(schema_version=rng.choice([SCHEMA_VERSION + 1, SCHEMA_VERSION + 2, 99, str(SCHEMA_VERSION + 1), 0]))
+        value = req(
+            schema_version=rng.choice(
+                [SCHEMA_VERSION + 1, SCHEMA_VERSION + 2, 99, str(SCHEMA_VERSION + 1), 0]
+            )
+        )
     elif kind == "invalid_request":
-        value = rng.choice([json.dumps({"request_id": rid}).encode(), req(prompt=""), req(prompt=5),
-                            req(messages=[{"role": "user", "content": None}]), req(messages=[{"role": "user"}]),
-                            req(deadline_ms=0),
-                            req(tags="oops"), req(fields=[1]), req(deadline_ms=10**30)])
+        value = rng.choice(
+            [
+                json.dumps({"request_id": rid}).encode(),
+                req(prompt=""),
+                req(prompt=5),
+                req(messages=[{"role": "user", "content": None}]),
+                req(messages=[{"role": "user"}]),
+                req(deadline_ms=0),
+                req(tags="oops"),
+                req(fields=[1]),
+                req(deadline_ms=10**30),
+            ]
+        )
     elif kind == "context_window":
         value = req(prompt="y" * rng.randint(4 * STRONG_WINDOW + 10, MAX_RECORD_BYTES - 200))
     else:
@@ -174,8 +217,16 @@ def build_stream(seed: int = SEED, n: int = N) -> list[Rec]:
             kind = rng.choice(kinds)
             if kind == "duplicate" and answered:
                 first = rng.choice(answered[-400:] if rng.random() < 0.7 else answered)
-                rec = Rec(first.key, first.value, "duplicate", list(first.headers), first.partition,
-                          first.request_id, first.traced, first.choice)
+                rec = Rec(
+                    first.key,
+                    first.value,
+                    "duplicate",
+                    list(first.headers),
+                    first.partition,
+                    first.request_id,
+                    first.traced,
+                    first.choice,
+                )
             elif kind == "duplicate" or HOSTILE[kind] is None:
                 rec = _valid(rng, i, kind if kind != "duplicate" else "valid")
             else:
@@ -187,12 +238,21 @@ def build_stream(seed: int = SEED, n: int = N) -> list[Rec]:
 
 
 async def _produce(bootstrap: str, topic: str, records: list[Rec]) -> list[tuple[int, int]]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
-                                max_request_size=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_request_size=4 * 1024 * 1024,
+    )
     await producer.start()
     try:
-        futures = [await producer.send(topic, key=r.key, value=r.value, headers=r.headers or None,
-                                       partition=r.partition) for r in records]
+        futures = [
+            await producer.send(
+                topic, key=r.key, value=r.value, headers=r.headers or None, partition=r.partition
+            )
+            for r in records
+        ]
         metas = await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -207,7 +267,10 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def fast_models():
-    servers = {"cheap": ModelServer(name="cheap", latency_ms=1), "strong": ModelServer(name="strong", latency_ms=1)}
+    servers = {
+        "cheap": ModelServer(name="cheap", latency_ms=1),
+        "strong": ModelServer(name="strong", latency_ms=1),
+    }
     for s in servers.values():
         s.start_in_thread()
     yield servers
@@ -217,7 +280,9 @@ def fast_models():
 
 def test_stream_generator_is_fixed_and_covers_every_kind():
     a, b = build_stream(), build_stream()
-    assert [(r.key, r.value, r.headers, r.partition) for r in a] == [(r.key, r.value, r.headers, r.partition) for r in b]
+    assert [(r.key, r.value, r.headers, r.partition) for r in a] == [
+        (r.key, r.value, r.headers, r.partition) for r in b
+    ]
     kinds = Counter(r.kind for r in a)
     assert set(HOSTILE) <= set(kinds), set(HOSTILE) - set(kinds)
     hostile = sum(n for k, n in kinds.items() if k != "valid")
@@ -227,11 +292,20 @@ def test_stream_generator_is_fixed_and_covers_every_kind():
 def test_ten_thousand_records_with_a_hostile_third(kafka_bootstrap, fast_models, prefix, tmp_path):
     started = time.monotonic()
     config = make_config(
-        bootstrap=kafka_bootstrap, prefix=prefix, state_dir=tmp_path / "state",
-        candidates={n: s.base_url for n, s in fast_models.items()}, default="cheap",
-        candidate_extra={"cheap": {"context_window": CHEAP_WINDOW, "fallbacks": ["strong"]},
-                         "strong": {"context_window": STRONG_WINDOW}},
-        extra={"kafka": {"max_record_bytes": MAX_RECORD_BYTES}, "allow_request_candidate_field": CHOICE_FIELD})
+        bootstrap=kafka_bootstrap,
+        prefix=prefix,
+        state_dir=tmp_path / "state",
+        candidates={n: s.base_url for n, s in fast_models.items()},
+        default="cheap",
+        candidate_extra={
+            "cheap": {"context_window": CHEAP_WINDOW, "fallbacks": ["strong"]},
+            "strong": {"context_window": STRONG_WINDOW},
+        },
+        extra={
+            "kafka": {"max_record_bytes": MAX_RECORD_BYTES},
+            "allow_request_candidate_field": CHOICE_FIELD,
+        },
+    )
     setup_topics(config, partitions=PARTITIONS)
     stream = build_stream()
     answered = [i for i, r in enumerate(stream) if r.request_id is not None]
@@ -269,13 +343,19 @@ def test_ten_thousand_records_with_a_hostile_third(kafka_bootstrap, fast_models,
         original = stream[i].value
         assert (base64.b64decode(d["value_b64"]) if "value_b64" in d else None) == original
         assert r.key == stream[i].key
-    wrong = {i: (dead_at[i]["reason"] if i in dead_at else None, want) for i, want in expected_dead.items()
-             if dead_at.get(i, {}).get("reason") != want}
-    assert not wrong, f"{len(wrong)} records with the wrong dead letter (got, want): {list(wrong.items())[:10]}"
+    wrong = {
+        i: (dead_at[i]["reason"] if i in dead_at else None, want)
+        for i, want in expected_dead.items()
+        if dead_at.get(i, {}).get("reason") != want
+    }
+    assert not wrong, (
+        f"{len(wrong)} records with the wrong dead letter (got, want): {list(wrong.items())[:10]}"
+    )
     assert set(dead_at) == set(expected_dead)
     for i, d in dead_at.items():  # the request_id travels with the dead letter whenever it could be read
         if d["reason"] in ("context_window", "invalid_request") or (
-                d["reason"] == "unsupported_schema_version" and b'"request_id": "h' in (stream[i].value or b"")):
+            d["reason"] == "unsupported_schema_version" and b'"request_id": "h' in (stream[i].value or b"")
+        ):
             assert d["request_id"] == f"h{i}", d
 
     # ---- responses: each valid request_id answered once, each retry once more as a duplicate
@@ -286,19 +366,26 @@ def test_ten_thousand_records_with_a_hostile_third(kafka_bootstrap, fast_models,
         by_rid[body["request_id"]].append(body)
         resp_headers[body["request_id"]].append(dict(r.headers or ()))
     counts = Counter({rid: len(v) for rid, v in by_rid.items()})
-    assert counts == per_rid, f"responses per request_id differ: {list((counts - per_rid).items())[:5]} extra, " \
-                              f"{list((per_rid - counts).items())[:5]} missing"
+    assert counts == per_rid, (
+        f"responses per request_id differ: {list((counts - per_rid).items())[:5]} extra, "
+        f"{list((per_rid - counts).items())[:5]} missing"
+    )
     retries = 0
     for rid, bodies in by_rid.items():
         firsts = [b for b in bodies if not b.get("duplicate")]
         assert len(firsts) == 1, (rid, bodies)
         first = firsts[0]
-        assert first.get("error") is None and first["output"].startswith(f"[{first['candidate']}] answer to: {rid} ")
+        assert first.get("error") is None and first["output"].startswith(
+            f"[{first['candidate']}] answer to: {rid} "
+        )
         for again in bodies:
             if again is not first:
                 retries += 1
                 assert again["duplicate"] is True
-                assert (again["candidate"], again["output"]) == (first["candidate"], first["output"]), (first, again)
+                assert (again["candidate"], again["output"]) == (first["candidate"], first["output"]), (
+                    first,
+                    again,
+                )
     assert retries == sum(n - 1 for n in per_rid.values()) > 100
 
     # ---- audits: one per answered record (by source offset); routing choices and headers
@@ -317,7 +404,9 @@ def test_ten_thousand_records_with_a_hostile_third(kafka_bootstrap, fast_models,
             assert a["headers"] == {"traceparent": rec.traced}, a["headers"]
             assert all(h.get("traceparent") == rec.traced.encode() for h in resp_headers[rec.request_id])
         else:
-            assert a.get("headers", {}) == {} and all("traceparent" not in h for h in resp_headers[rec.request_id])
+            assert a.get("headers", {}) == {} and all(
+                "traceparent" not in h for h in resp_headers[rec.request_id]
+            )
         # only trace headers travel on (a null tracestate of a junk record included); the rest is dropped
         assert all(set(h) <= {"traceparent", "tracestate"} for h in resp_headers[rec.request_id])
         if rec.kind == "duplicate":
@@ -344,8 +433,10 @@ def test_ten_thousand_records_with_a_hostile_third(kafka_bootstrap, fast_models,
     assert _metric(metrics, "router_stream_duplicate_requests_total") == retries
 
     kinds = Counter(r.kind for r in stream)
-    print(f"\n{N} records in {PARTITIONS} partitions: {len(responses)} responses ({retries} duplicates), "
-          f"{len(dead)} dead letters; {calls} model calls; produced in {produced_s:.1f}s, all out in "
-          f"{processed_s:.1f}s, test {time.monotonic() - started:.1f}s")
+    print(
+        f"\n{N} records in {PARTITIONS} partitions: {len(responses)} responses ({retries} duplicates), "
+        f"{len(dead)} dead letters; {calls} model calls; produced in {produced_s:.1f}s, all out in "
+        f"{processed_s:.1f}s, test {time.monotonic() - started:.1f}s"
+    )
     print("records by kind: " + ", ".join(f"{k}={n}" for k, n in sorted(kinds.items())))
     print("dead letters by reason: " + ", ".join(f"{k}={n}" for k, n in sorted(reasons.items())))

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.kafka
 def python_only_env(cache: Path) -> dict[str, str]:
     """This environment with every PATH dir that holds java or mvn removed, and no JAVA_HOME."""
     keep = [
-        d for d in os.environ.get("PATH", "").split(os.pathsep)
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
         if d and not any(os.access(Path(d) / tool, os.X_OK) for tool in ("java", "mvn"))
     ]
     env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "KAFKA_BOOTSTRAP_SERVERS")}
@@ -38,7 +39,9 @@ def python_only_env(cache: Path) -> dict[str, str]:
     return env
 
 
-def local_kafka(command: str, workdir: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+def local_kafka(
+    command: str, workdir: Path, env: dict[str, str], *extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "router_stream.devtools.local_kafka", command, "--workdir", str(workdir), *extra],
         env=env, capture_output=True, text=True, timeout=300,

@@ -39,7 +39,7 @@ def test_the_block_is_five_commands():
     heredoc = [i for i, ln in enumerate(lines) if "<<'YAML'" in ln]
     assert len(heredoc) == 1
     end = lines.index("YAML")
-    commands = lines[:heredoc[0]] + [lines[heredoc[0]]] + lines[end + 1:]
+    commands = [*lines[: heredoc[0]], lines[heredoc[0]], *lines[end + 1 :]]
     assert len(commands) == 5, commands
     assert commands[0].startswith("python -m pip install")
     assert commands[-1].startswith("router-stream send") and "--wait" in commands[-1]
@@ -50,18 +50,29 @@ def test_readme_quickstart_runs_as_written(kafka_bootstrap, model_servers, prefi
     install = next(ln for ln in block.splitlines() if ln.startswith("python -m pip install"))
     script = block.replace(install, "true  # installed already")
     bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}", "OPENAI_API_KEY": "sk-test-not-a-key",
-           "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "ROUTER_STREAM_METRICS_PORT": str(free_port()),
-           "ROUTER_STREAM_GROUP_ID": f"{prefix}-router",
-           "ROUTER_STREAM__CANDIDATES__CHEAP__BASE_URL": model_servers["cheap"].base_url,
-           "ROUTER_STREAM__CANDIDATES__STRONG__BASE_URL": model_servers["strong"].base_url}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+        "OPENAI_API_KEY": "sk-test-not-a-key",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "ROUTER_STREAM_METRICS_PORT": str(free_port()),
+        "ROUTER_STREAM_GROUP_ID": f"{prefix}-router",
+        "ROUTER_STREAM__CANDIDATES__CHEAP__BASE_URL": model_servers["cheap"].base_url,
+        "ROUTER_STREAM__CANDIDATES__STRONG__BASE_URL": model_servers["strong"].base_url,
+    }
     for role in ("requests", "responses", "audit", "dead_letter", "changelog"):
         env[f"ROUTER_STREAM__TOPICS__{role.upper()}"] = f"{prefix}.{role}"
     # output to files: the backgrounded worker keeps its copy of the script's stdout open
     out_path, err_path = tmp_path / "out.txt", tmp_path / "err.txt"
     with out_path.open("w") as out_f, err_path.open("w") as err_f:
-        proc = subprocess.Popen(["bash", "-e", "-c", script], cwd=tmp_path, env=env, stdout=out_f, stderr=err_f,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", "-e", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            stdout=out_f,
+            stderr=err_f,
+            start_new_session=True,
+        )
     try:
         proc.wait(timeout=180)
     finally:

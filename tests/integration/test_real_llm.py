@@ -32,11 +32,21 @@ pytestmark = [pytest.mark.kafka, pytest.mark.real_llm]
 
 MAX_TOKENS = 8
 SHORT = "Hi."
-LONG = ("Read this carefully: the quick brown fox jumps over the lazy dog while the farmer watches "
-        "from the old wooden fence, wondering whether the rain will come before the harvest is in. "
-        "In one word, what animal jumps?")
-PROMPTS = [SHORT, LONG, "What is the capital of France?", "Name a colour.", "What is 3+4?",
-           "Say hello in German.", "What do cows drink?", "Name a planet."]
+LONG = (
+    "Read this carefully: the quick brown fox jumps over the lazy dog while the farmer watches "
+    "from the old wooden fence, wondering whether the rain will come before the harvest is in. "
+    "In one word, what animal jumps?"
+)
+PROMPTS = [
+    SHORT,
+    LONG,
+    "What is the capital of France?",
+    "Name a colour.",
+    "What is 3+4?",
+    "Say hello in German.",
+    "What do cows drink?",
+    "Name a planet.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +60,21 @@ def llama(tmp_path_factory: pytest.TempPathFactory):
 
 def _config(kafka_bootstrap: str, prefix: str, tmp_path, llama: LlamaServer, **cheap: Any) -> dict[str, Any]:
     # the model serialises calls: the last of a burst waits for all before it, hence the timeout
-    extra = {"model": MODEL_ALIAS, "request_timeout_ms": 120_000, "max_retries": 1,
-             "context_window": llama.n_ctx, **cheap}
-    return make_config(bootstrap=kafka_bootstrap, prefix=prefix, state_dir=tmp_path / "state",
-                       candidates={"cheap": llama.base_url}, default="cheap", candidate_extra={"cheap": extra})
+    extra = {
+        "model": MODEL_ALIAS,
+        "request_timeout_ms": 120_000,
+        "max_retries": 1,
+        "context_window": llama.n_ctx,
+        **cheap,
+    }
+    return make_config(
+        bootstrap=kafka_bootstrap,
+        prefix=prefix,
+        state_dir=tmp_path / "state",
+        candidates={"cheap": llama.base_url},
+        default="cheap",
+        candidate_extra={"cheap": extra},
+    )
 
 
 def _send(config: dict[str, Any], bodies: list[dict[str, Any]]) -> None:
@@ -108,13 +129,23 @@ def test_real_answers_and_usage_come_through_exactly_once(kafka_bootstrap, prefi
 
 
 def test_micro_batching_falls_back_to_single_calls_once_each(kafka_bootstrap, prefix, tmp_path, llama):
-    config = _config(kafka_bootstrap, prefix, tmp_path, llama,
-                     batch={"size": 5, "timeout_ms": 500, "on_parse_error": "individual", "on_missing": "individual"})
+    config = _config(
+        kafka_bootstrap,
+        prefix,
+        tmp_path,
+        llama,
+        batch={"size": 5, "timeout_ms": 500, "on_parse_error": "individual", "on_missing": "individual"},
+    )
     setup_topics(config, partitions=1)  # one fetch holds the burst: the records queue together
     worker = start_worker(tmp_path, config)
     n = 8
-    _send(config, [{"request_id": f"r{i}", "prompt": PROMPTS[i % len(PROMPTS)],
-                    "params": {"max_tokens": MAX_TOKENS}} for i in range(n)])
+    _send(
+        config,
+        [
+            {"request_id": f"r{i}", "prompt": PROMPTS[i % len(PROMPTS)], "params": {"max_tokens": MAX_TOKENS}}
+            for i in range(n)
+        ],
+    )
     by_id, _, audits = _collect(config, n)
     assert worker.terminate() == 0
 

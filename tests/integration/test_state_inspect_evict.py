@@ -38,8 +38,13 @@ def _cli(cfg: Path, *args: str, secret: str | None = SECRET) -> tuple[int, str, 
     env = {k: v for k, v in os.environ.items() if k != "RS_CONTROL_SECRET"}
     if secret is not None:
         env["RS_CONTROL_SECRET"] = secret
-    proc = subprocess.run([sys.executable, "-m", "router_stream.cli", "state", *args, "--config", str(cfg)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "router_stream.cli", "state", *args, "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -58,22 +63,35 @@ def _http(port: int, query: str) -> tuple[int, dict]:
 
 
 def test_get_evict_forgery_restart_and_http(kafka_bootstrap, model_servers, prefix, tmp_path):
-    config = make_config(bootstrap=kafka_bootstrap, prefix=prefix, state_dir=tmp_path / "state",
-                         candidates={n: s.base_url for n, s in model_servers.items()}, default="cheap",
-                         strategies=STRATEGIES, extra={"control": {"secret_env": "RS_CONTROL_SECRET"}})
+    config = make_config(
+        bootstrap=kafka_bootstrap,
+        prefix=prefix,
+        state_dir=tmp_path / "state",
+        candidates={n: s.base_url for n, s in model_servers.items()},
+        default="cheap",
+        strategies=STRATEGIES,
+        extra={"control": {"secret_env": "RS_CONTROL_SECRET"}},
+    )
     cfg = write_config(tmp_path / "cli.yaml", config)
     setup_topics(config, partitions=3)
     topic = config["topics"]["requests"]
     worker = start_worker(tmp_path, config, env=ENV)
     try:
-        asyncio.run(produce(kafka_bootstrap, topic, [(b"user-0", _value("r1", ["hard"])), (b"user-0", _value("r2"))]))
+        asyncio.run(
+            produce(kafka_bootstrap, topic, [(b"user-0", _value("r1", ["hard"])), (b"user-0", _value("r2"))])
+        )
         assert len(read(config, "audit", expect=2)) == 2
 
         code, got = _get(cfg, "user-0")
         assert code == 0 and got["found"], got
         entry = got["entries"][0]
         d = entry["decision"]
-        assert (d["candidate"], d["decided_by"], d["ttl_s"], d["expired"]) == ("strong", "by-tag", 3600.0, False)
+        assert (d["candidate"], d["decided_by"], d["ttl_s"], d["expired"]) == (
+            "strong",
+            "by-tag",
+            3600.0,
+            False,
+        )
         assert 0 <= d["age_s"] < 120 and entry["count"] == 2 and entry["recent_request_ids"] == ["r1", "r2"]
         assert _get(cfg, "nobody")[0] == 1
 
@@ -86,8 +104,14 @@ def test_get_evict_forgery_restart_and_http(kafka_bootstrap, model_servers, pref
         # forged: control-shaped JSON without the header, and the header with a wrong secret
         forged = control_body("evict", "user-0", None, "forged-1")
         asyncio.run(produce(kafka_bootstrap, topic, [(b"user-0", forged)]))
-        asyncio.run(produce(kafka_bootstrap, topic, [(b"user-0", forged)],
-                            headers=[(CONTROL_HEADER, b"guess-" + os.urandom(12).hex().encode())]))
+        asyncio.run(
+            produce(
+                kafka_bootstrap,
+                topic,
+                [(b"user-0", forged)],
+                headers=[(CONTROL_HEADER, b"guess-" + os.urandom(12).hex().encode())],
+            )
+        )
         dead = [json.loads(r.value) for r in read(config, "dead_letter", expect=2)]
         assert [x["reason"] for x in dead] == ["unauthorised_control"] * 2
         assert all(SECRET not in json.dumps(x) for x in dead)
@@ -114,7 +138,9 @@ def test_get_evict_forgery_restart_and_http(kafka_bootstrap, model_servers, pref
         assert code == 2 and "RS_CONTROL_SECRET" in err
 
         asyncio.run(produce(kafka_bootstrap, topic, [(b"user-0", _value("r3"))]))
-        audits = {a["request_id"]: a for a in map(json.loads, (r.value for r in read(config, "audit", expect=5)))}
+        audits = {
+            a["request_id"]: a for a in map(json.loads, (r.value for r in read(config, "audit", expect=5)))
+        }
         assert len(audits) == 5  # r1-r3 and the two authorised control records: nothing from the forgeries
         control = audits[evicted["control_id"]]
         assert control["decided_by"] == "control" and control["control"]["applied"] is True
@@ -124,7 +150,11 @@ def test_get_evict_forgery_restart_and_http(kafka_bootstrap, model_servers, pref
         responses = [json.loads(r.value)["request_id"] for r in read(config, "responses", expect=3)]
         assert sorted(responses) == ["r1", "r2", "r3"]  # a control record is never answered
         after = _get(cfg, "user-0")[1]["entries"][0]
-        assert after["decision"] is None and after["count"] == 3 and after["recent_request_ids"] == ["r1", "r2", "r3"]
+        assert (
+            after["decision"] is None
+            and after["count"] == 3
+            and after["recent_request_ids"] == ["r1", "r2", "r3"]
+        )
     finally:
         assert worker.terminate() == 0
 
@@ -147,16 +177,26 @@ def test_get_evict_forgery_restart_and_http(kafka_bootstrap, model_servers, pref
 def test_scope_value_on_every_partition(kafka_bootstrap, model_servers, prefix, tmp_path):
     """cache.scope field: a tenant's requests arrive on several partitions, each with its own entry;
     `state get --scope-value` finds them all and `state evict --scope-value` clears each one."""
-    config = make_config(bootstrap=kafka_bootstrap, prefix=prefix, state_dir=tmp_path / "state",
-                         candidates={n: s.base_url for n, s in model_servers.items()}, default="cheap",
-                         strategies=STRATEGIES, extra={"control": {"secret_env": "RS_CONTROL_SECRET"},
-                                                       "cache": {"scope": "field", "scope_field": "tenant"}})
+    config = make_config(
+        bootstrap=kafka_bootstrap,
+        prefix=prefix,
+        state_dir=tmp_path / "state",
+        candidates={n: s.base_url for n, s in model_servers.items()},
+        default="cheap",
+        strategies=STRATEGIES,
+        extra={
+            "control": {"secret_env": "RS_CONTROL_SECRET"},
+            "cache": {"scope": "field", "scope_field": "tenant"},
+        },
+    )
     cfg = write_config(tmp_path / "cli.yaml", config)
     setup_topics(config, partitions=3)
     topic = config["topics"]["requests"]
 
     def value(rid: str, tags: list[str] | None = None) -> bytes:
-        return json.dumps({"request_id": rid, "prompt": "hi", "tags": tags or [], "fields": {"tenant": "acme"}}).encode()
+        return json.dumps(
+            {"request_id": rid, "prompt": "hi", "tags": tags or [], "fields": {"tenant": "acme"}}
+        ).encode()
 
     worker = start_worker(tmp_path, config, env=ENV)
     try:

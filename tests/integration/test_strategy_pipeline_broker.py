@@ -46,45 +46,120 @@ class Case:
 CASES = [
     # rules decide: the learned score does not matter (one weak-side, one in-band, one strong-side prompt)
     Case("legal-1", "What is the capital of France?", "rules", "strong", tags=("legal",), side="weak"),
-    Case("legal-2", "Hume claims that moral distinctions are derived from reason. True or false?", "rules",
-         "strong", tags=("legal", "ethics"), side="band"),
+    Case(
+        "legal-2",
+        "Hume claims that moral distinctions are derived from reason. True or false?",
+        "rules",
+        "strong",
+        tags=("legal", "ethics"),
+        side="band",
+    ),
     Case("legal-3", "Which of the following is true?", "rules", "strong", tags=("legal",), side="strong"),
     # learned decides, strong side
     Case("strong-1", "Which of the following statements is true?", "learned", "strong", side="strong"),
-    Case("strong-2", "For which of these two scenarios does the main character do something clearly morally "
-         "wrong, according to ordinary moral standards in the US as of 2020?", "learned", "strong", side="strong"),
-    Case("strong-3", "Statement 1 | Every integral domain has a field of quotients. Statement 2 | A polynomial of "
-         "degree n over a ring can have at most n zeros.", "learned", "strong", tags=("algebra",), side="strong"),
+    Case(
+        "strong-2",
+        "For which of these two scenarios does the main character do something clearly morally "
+        "wrong, according to ordinary moral standards in the US as of 2020?",
+        "learned",
+        "strong",
+        side="strong",
+    ),
+    Case(
+        "strong-3",
+        "Statement 1 | Every integral domain has a field of quotients. Statement 2 | A polynomial of "
+        "degree n over a ring can have at most n zeros.",
+        "learned",
+        "strong",
+        tags=("algebra",),
+        side="strong",
+    ),
     # learned decides, weak side
     Case("weak-1", "What is the sum of 3 and 5?", "learned", "cheap", side="weak"),
     Case("weak-2", "What is 2+2?", "learned", "cheap", side="weak"),
     Case("weak-3", "What is the capital of Australia?", "learned", "cheap", tags=("geo",), side="weak"),
     # in the band: the judge decides
-    Case("judged-1", "Hume claims that moral distinctions are derived from reason. True or false?", "judge",
-         "strong", judge_reply="strong", side="band"),
-    Case("judged-2", "Prove that there are infinitely many primes.", "judge", "strong",
-         judge_reply="**Strong**.\nBecause it needs a proof.", side="band"),
-    Case("judged-3", "Identify the conclusion of the following argument.", "judge", "cheap",
-         judge_reply="cheap", side="band"),
-    Case("judged-4", "Statement 1 | Every group of order 4 is abelian. Statement 2 | Z_4 is cyclic.", "judge",
-         "strong", judge_reply='"strong"', side="band"),
+    Case(
+        "judged-1",
+        "Hume claims that moral distinctions are derived from reason. True or false?",
+        "judge",
+        "strong",
+        judge_reply="strong",
+        side="band",
+    ),
+    Case(
+        "judged-2",
+        "Prove that there are infinitely many primes.",
+        "judge",
+        "strong",
+        judge_reply="**Strong**.\nBecause it needs a proof.",
+        side="band",
+    ),
+    Case(
+        "judged-3",
+        "Identify the conclusion of the following argument.",
+        "judge",
+        "cheap",
+        judge_reply="cheap",
+        side="band",
+    ),
+    Case(
+        "judged-4",
+        "Statement 1 | Every group of order 4 is abelian. Statement 2 | Z_4 is cyclic.",
+        "judge",
+        "strong",
+        judge_reply='"strong"',
+        side="band",
+    ),
     # in the band, and the judge's answer is unusable: the default decides
-    Case("fallback-1", "Translate into predicate logic: all dogs bark.", "default", "cheap",
-         judge_reply="gpt-4", side="band", judge_refusal="'gpt-4' names no allowed candidate"),
-    Case("fallback-2", "Which philosopher wrote the Critique of Pure Reason?", "default", "cheap",
-         judge_reply="  \n ", side="band", judge_refusal="judge reply is empty"),
-    Case("fallback-3", "Thanks, see you tomorrow!", "default", "cheap",
-         judge_reply="judge", side="band", judge_refusal="'judge' names no allowed candidate"),
-    Case("fallback-4", "Find the degree for the given field extension Q(sqrt(2), sqrt(3)) over Q.", "default",
-         "cheap", judge_reply="strong " * 40, side="band", judge_refusal="judge reply is too long"),
+    Case(
+        "fallback-1",
+        "Translate into predicate logic: all dogs bark.",
+        "default",
+        "cheap",
+        judge_reply="gpt-4",
+        side="band",
+        judge_refusal="'gpt-4' names no allowed candidate",
+    ),
+    Case(
+        "fallback-2",
+        "Which philosopher wrote the Critique of Pure Reason?",
+        "default",
+        "cheap",
+        judge_reply="  \n ",
+        side="band",
+        judge_refusal="judge reply is empty",
+    ),
+    Case(
+        "fallback-3",
+        "Thanks, see you tomorrow!",
+        "default",
+        "cheap",
+        judge_reply="judge",
+        side="band",
+        judge_refusal="'judge' names no allowed candidate",
+    ),
+    Case(
+        "fallback-4",
+        "Find the degree for the given field extension Q(sqrt(2), sqrt(3)) over Q.",
+        "default",
+        "cheap",
+        judge_reply="strong " * 40,
+        side="band",
+        judge_refusal="judge reply is too long",
+    ),
 ]
 
 STRATEGIES = [
     {"type": "rules", "name": "rules", "rules": [{"when": '"legal" in tags', "then": "strong"}]},
     {"type": "learned", "name": "learned", "weak": "cheap", "strong": "strong", "abstain_band": BAND},
-    {"type": "judge", "name": "judge", "candidate": "judge",
-     "allowed": {"cheap": "short factual answers", "strong": "reasoning, proofs, long documents"},
-     "timeout_ms": 5000},
+    {
+        "type": "judge",
+        "name": "judge",
+        "candidate": "judge",
+        "allowed": {"cheap": "short factual answers", "strong": "reasoning, proofs, long documents"},
+        "timeout_ms": 5000,
+    },
 ]
 
 
@@ -109,7 +184,7 @@ def _learned_scores() -> tuple[float, dict[str, float]]:
 
     strategy = LearnedConfig(type="learned", weak="cheap", strong="strong", abstain_band=BAND).build()
     prompts = sorted({c.prompt for c in CASES})
-    scores = strategy._router.scores(prompts)  # noqa: SLF001 - the strategy's own scorer, as the worker runs it
+    scores = strategy._router.scores(prompts)
     return strategy.threshold, {p: float(s) for p, s in zip(prompts, scores)}
 
 
@@ -119,10 +194,14 @@ def test_prompt_scores_sit_where_the_cases_need_them():
     wrong = []
     for c in CASES:
         d = scores[c.prompt] - threshold
-        ok = {"strong": d >= BAND + MARGIN, "weak": d <= -(BAND + MARGIN), "band": abs(d) <= BAND - MARGIN}[c.side]
+        ok = {"strong": d >= BAND + MARGIN, "weak": d <= -(BAND + MARGIN), "band": abs(d) <= BAND - MARGIN}[
+            c.side
+        ]
         if not ok:
-            wrong.append(f"{c.rid}: score {scores[c.prompt]:.4f} (threshold {threshold:.4f}, "
-                         f"diff {d:+.4f}) is not clearly on the {c.side!r} side of band ±{BAND}")
+            wrong.append(
+                f"{c.rid}: score {scores[c.prompt]:.4f} (threshold {threshold:.4f}, "
+                f"diff {d:+.4f}) is not clearly on the {c.side!r} side of band ±{BAND}"
+            )
     assert not wrong, "pick other prompts or another band:\n" + "\n".join(wrong)
 
 
@@ -137,11 +216,15 @@ class _Problems:
         if not cond:
             self.by_rid.setdefault(rid, []).append(what)
             if audit is not None:
-                self.trails[rid] = "; ".join(f"{v['strategy']} {v['outcome']} {v.get('candidate') or ''} "
-                                             f"({v.get('reason')})" for v in audit["verdicts"])
+                self.trails[rid] = "; ".join(
+                    f"{v['strategy']} {v['outcome']} {v.get('candidate') or ''} ({v.get('reason')})"
+                    for v in audit["verdicts"]
+                )
 
     def report(self) -> str:
-        lines = [f"{sum(map(len, self.by_rid.values()))} audit/response mismatch(es) in {len(self.by_rid)} request(s):"]
+        lines = [
+            f"{sum(map(len, self.by_rid.values()))} audit/response mismatch(es) in {len(self.by_rid)} request(s):"
+        ]
         for rid, items in self.by_rid.items():
             lines += [f"  {rid}: {item}" for item in items]
             if rid in self.trails:
@@ -154,16 +237,20 @@ def _expected_trail(c: Case) -> list[tuple[str, str, str | None]]:
     trail = []
     for name in ("rules", "learned", "judge"):
         if name == c.decided_by:
-            return trail + [(name, "chose", c.chosen)]
+            return [*trail, (name, "chose", c.chosen)]
         trail.append((name, "abstained", None))
     return trail  # default: everyone abstained
 
 
 @pytest.fixture
 def servers():
-    s = {"cheap": ModelServer(name="cheap", latency_ms=2), "strong": ModelServer(name="strong", latency_ms=5),
-         "judge": ScriptedJudgeServer({c.prompt: c.judge_reply for c in CASES if c.judge_reply is not None},
-                                      latency_ms=2)}
+    s = {
+        "cheap": ModelServer(name="cheap", latency_ms=2),
+        "strong": ModelServer(name="strong", latency_ms=5),
+        "judge": ScriptedJudgeServer(
+            {c.prompt: c.judge_reply for c in CASES if c.judge_reply is not None}, latency_ms=2
+        ),
+    }
     for srv in s.values():
         srv.start_in_thread()
     yield s
@@ -173,9 +260,15 @@ def servers():
 
 def test_rules_learned_judge_default_audit_trail_per_request(kafka_bootstrap, servers, prefix, tmp_path):
     threshold, scores = _learned_scores()
-    config = make_config(bootstrap=kafka_bootstrap, prefix=prefix, state_dir=tmp_path / "state",
-                         candidates={n: s.base_url for n, s in servers.items()}, default="cheap",
-                         strategies=STRATEGIES, extra={"cache": {"enabled": False}})
+    config = make_config(
+        bootstrap=kafka_bootstrap,
+        prefix=prefix,
+        state_dir=tmp_path / "state",
+        candidates={n: s.base_url for n, s in servers.items()},
+        default="cheap",
+        strategies=STRATEGIES,
+        extra={"cache": {"enabled": False}},
+    )
     setup_topics(config, partitions=2)
     worker = start_worker(tmp_path, config)
     try:
@@ -197,50 +290,101 @@ def test_rules_learned_judge_default_audit_trail_per_request(kafka_bootstrap, se
     p = _Problems()
     for c in CASES:
         a, r = audit_by[c.rid], resp_by[c.rid]
-        p.check(a["decided_by"] == c.decided_by, c.rid, f"decided_by {a['decided_by']!r}, expected {c.decided_by!r}", a)
-        p.check(a["chosen"] == c.chosen and a["served_by"] == c.chosen, c.rid,
-                f"chosen/served_by {a['chosen']!r}/{a['served_by']!r}, expected {c.chosen!r}", a)
+        p.check(
+            a["decided_by"] == c.decided_by,
+            c.rid,
+            f"decided_by {a['decided_by']!r}, expected {c.decided_by!r}",
+            a,
+        )
+        p.check(
+            a["chosen"] == c.chosen and a["served_by"] == c.chosen,
+            c.rid,
+            f"chosen/served_by {a['chosen']!r}/{a['served_by']!r}, expected {c.chosen!r}",
+            a,
+        )
         p.check(a["cache_hit"] is False, c.rid, "cache_hit with the decision cache disabled", a)
         trail = [(v["strategy"], v["outcome"], v.get("candidate")) for v in a["verdicts"]]
-        p.check(trail == _expected_trail(c), c.rid, f"verdict trail {trail}, expected {_expected_trail(c)}", a)
-        p.check([x["outcome"] for x in a["attempts"]] == ["ok"] and a["attempts"][0]["candidate"] == c.chosen,
-                c.rid, f"attempts {a['attempts']}, expected one ok call to {c.chosen!r}", a)
+        p.check(
+            trail == _expected_trail(c), c.rid, f"verdict trail {trail}, expected {_expected_trail(c)}", a
+        )
+        p.check(
+            [x["outcome"] for x in a["attempts"]] == ["ok"] and a["attempts"][0]["candidate"] == c.chosen,
+            c.rid,
+            f"attempts {a['attempts']}, expected one ok call to {c.chosen!r}",
+            a,
+        )
         # the response really came from the chosen loopback server (it names itself in the answer)
-        p.check(r.get("candidate") == c.chosen and (r.get("output") or "").startswith(f"[{c.chosen}] answer to: "),
-                c.rid, f"response from {r.get('candidate')!r}: {r.get('output')!r} (error {r.get('error')!r}), "
-                f"expected an answer of [{c.chosen}]")
+        p.check(
+            r.get("candidate") == c.chosen
+            and (r.get("output") or "").startswith(f"[{c.chosen}] answer to: "),
+            c.rid,
+            f"response from {r.get('candidate')!r}: {r.get('output')!r} (error {r.get('error')!r}), "
+            f"expected an answer of [{c.chosen}]",
+        )
         verdicts = {v["strategy"]: v for v in a["verdicts"]}
 
         if "rules" in verdicts and c.decided_by != "rules":
-            p.check(verdicts["rules"]["reason"] == "no rule matched", c.rid,
-                    f"rules abstain reason {verdicts['rules']['reason']!r}", a)
+            p.check(
+                verdicts["rules"]["reason"] == "no rule matched",
+                c.rid,
+                f"rules abstain reason {verdicts['rules']['reason']!r}",
+                a,
+            )
         if c.decided_by == "rules":
-            p.check(verdicts["rules"]["detail"] == {"rule": 0}
-                    and "rule 0 matched" in (verdicts["rules"]["reason"] or ""), c.rid, "rules verdict detail/reason", a)
+            p.check(
+                verdicts["rules"]["detail"] == {"rule": 0}
+                and "rule 0 matched" in (verdicts["rules"]["reason"] or ""),
+                c.rid,
+                "rules verdict detail/reason",
+                a,
+            )
 
         learned = verdicts.get("learned")
         score = f"{scores[c.prompt]:.4f}"
         if learned is not None and learned["outcome"] == "chose":
             d = learned["detail"]
-            p.check(d.get("score") == pytest.approx(scores[c.prompt], abs=1e-5)
-                    and d.get("threshold") == pytest.approx(threshold) and str(d.get("artifact", "")).startswith("tfidf"),
-                    c.rid, f"learned detail {d}, expected score {scores[c.prompt]:.6f} threshold {threshold:.6f}", a)
+            p.check(
+                d.get("score") == pytest.approx(scores[c.prompt], abs=1e-5)
+                and d.get("threshold") == pytest.approx(threshold)
+                and str(d.get("artifact", "")).startswith("tfidf"),
+                c.rid,
+                f"learned detail {d}, expected score {scores[c.prompt]:.6f} threshold {threshold:.6f}",
+                a,
+            )
             op = ">=" if c.chosen == "strong" else "<"
-            p.check(learned["reason"] == f"learned score {score} {op} {threshold:.4f}", c.rid,
-                    f"learned reason {learned['reason']!r}", a)
+            p.check(
+                learned["reason"] == f"learned score {score} {op} {threshold:.4f}",
+                c.rid,
+                f"learned reason {learned['reason']!r}",
+                a,
+            )
         elif learned is not None:
-            p.check(learned["reason"] == f"score {score} within ±{BAND} of threshold {threshold:.4f}", c.rid,
-                    f"learned abstain reason {learned['reason']!r}, expected the score {score} and the band", a)
+            p.check(
+                learned["reason"] == f"score {score} within ±{BAND} of threshold {threshold:.4f}",
+                c.rid,
+                f"learned abstain reason {learned['reason']!r}, expected the score {score} and the band",
+                a,
+            )
 
         judge = verdicts.get("judge")
         if judge is not None and judge["outcome"] == "chose":
             d = judge["detail"]
-            p.check(judge["reason"] == f"judge 'judge' chose {c.chosen!r}" and d.get("judge") == "judge"
-                    and d.get("offered") == ["cheap", "strong"] and d.get("judge_tokens", 0) > 0, c.rid,
-                    f"judge verdict {judge['reason']!r} {d}", a)
+            p.check(
+                judge["reason"] == f"judge 'judge' chose {c.chosen!r}"
+                and d.get("judge") == "judge"
+                and d.get("offered") == ["cheap", "strong"]
+                and d.get("judge_tokens", 0) > 0,
+                c.rid,
+                f"judge verdict {judge['reason']!r} {d}",
+                a,
+            )
         elif judge is not None:
-            p.check(c.judge_refusal and c.judge_refusal in (judge["reason"] or ""), c.rid,
-                    f"judge abstain reason {judge['reason']!r}, expected to mention {c.judge_refusal!r}", a)
+            p.check(
+                c.judge_refusal and c.judge_refusal in (judge["reason"] or ""),
+                c.rid,
+                f"judge abstain reason {judge['reason']!r}, expected to mention {c.judge_refusal!r}",
+                a,
+            )
     if p.by_rid:
         pytest.fail(p.report(), pytrace=False)
 
@@ -251,4 +395,6 @@ def test_rules_learned_judge_default_audit_trail_per_request(kafka_bootstrap, se
     # every request was served by exactly one call on its chosen server (no retries, nothing extra)
     for name in ("cheap", "strong"):
         want = sum(c.chosen == name for c in CASES)
-        assert servers[name].stats()["calls"] == want, f"{name}: {servers[name].stats()['calls']} calls, expected {want}"
+        assert servers[name].stats()["calls"] == want, (
+            f"{name}: {servers[name].stats()['calls']} calls, expected {want}"
+        )

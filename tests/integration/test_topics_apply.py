@@ -16,8 +16,15 @@ pytestmark = pytest.mark.kafka
 
 
 def _config(bootstrap: str, prefix: str, tmp_path):
-    return parse_config(make_config(bootstrap=bootstrap, candidates={"cheap": "http://127.0.0.1:9/v1"},
-                                    prefix=prefix, state_dir=tmp_path), environ={})
+    return parse_config(
+        make_config(
+            bootstrap=bootstrap,
+            candidates={"cheap": "http://127.0.0.1:9/v1"},
+            prefix=prefix,
+            state_dir=tmp_path,
+        ),
+        environ={},
+    )
 
 
 async def _listed(bootstrap: str) -> set[str]:
@@ -53,8 +60,9 @@ async def test_a_refused_create_is_an_error_with_the_brokers_reason(kafka_bootst
     config = _config(kafka_bootstrap, prefix, tmp_path)
     specs = [s.__class__(s.role, s.name, 1, 3, s.config) for s in load_spec(None, config)]  # rf 3, one broker
     report = await apply_topics(config, specs)
-    assert report and all(line.startswith("ERROR ") and "not created: InvalidReplicationFactorError" in line
-                          for line in report), report
+    assert report and all(
+        line.startswith("ERROR ") and "not created: InvalidReplicationFactorError" in line for line in report
+    ), report
 
 
 async def test_a_changelog_that_is_not_compacted_is_an_error(kafka_bootstrap, prefix, tmp_path):
@@ -78,10 +86,17 @@ async def test_the_plan_comes_first_and_a_dry_run_changes_nothing(kafka_bootstra
     plans = []
     lines = await apply_topics(config, specs, dry_run=True, on_plan=plans.append)
     (plan,) = plans
-    assert plan.brokers == 1 and [s.name for s in plan.create] == [s.name for s in specs] and plan.checks == []
-    assert lines == plan.lines() and lines[0] == f"create {prefix}.requests (requests): 2 partitions, replication factor 1"
-    assert lines[-1] == (f"create {prefix}.decisions-changelog (changelog): 2 partitions, replication factor 1, config "
-                         "cleanup.policy=compact, min.compaction.lag.ms=60000, segment.ms=3600000")
+    assert (
+        plan.brokers == 1 and [s.name for s in plan.create] == [s.name for s in specs] and plan.checks == []
+    )
+    assert (
+        lines == plan.lines()
+        and lines[0] == f"create {prefix}.requests (requests): 2 partitions, replication factor 1"
+    )
+    assert lines[-1] == (
+        f"create {prefix}.decisions-changelog (changelog): 2 partitions, replication factor 1, config "
+        "cleanup.policy=compact, min.compaction.lag.ms=60000, segment.ms=3600000"
+    )
     assert not {s.name for s in specs} & await _listed(kafka_bootstrap)  # nothing was created
 
     report = await apply_topics(config, specs, on_plan=plans.append)
@@ -91,17 +106,32 @@ async def test_the_plan_comes_first_and_a_dry_run_changes_nothing(kafka_bootstra
     assert plans[2].create == [] and plans[2].lines() == [f"ok {s.name}" for s in specs]
 
 
-def test_the_cli_prints_the_plan_and_says_the_built_in_spec_is_for_a_laptop(kafka_bootstrap, prefix, tmp_path, capsys):
+def test_the_cli_prints_the_plan_and_says_the_built_in_spec_is_for_a_laptop(
+    kafka_bootstrap, prefix, tmp_path, capsys
+):
     from router_stream.cli import main
     from router_stream.devtools.harness import write_config
-    path = write_config(tmp_path / "c.yaml", make_config(bootstrap=kafka_bootstrap, prefix=prefix, state_dir=tmp_path,
-                                                         candidates={"cheap": "http://127.0.0.1:9/v1"}))
-    names = [f"{prefix}.{role}" for role in ("requests", "responses", "audit", "dead-letter", "decisions-changelog")]
+
+    path = write_config(
+        tmp_path / "c.yaml",
+        make_config(
+            bootstrap=kafka_bootstrap,
+            prefix=prefix,
+            state_dir=tmp_path,
+            candidates={"cheap": "http://127.0.0.1:9/v1"},
+        ),
+    )
+    names = [
+        f"{prefix}.{role}"
+        for role in ("requests", "responses", "audit", "dead-letter", "decisions-changelog")
+    ]
     assert main(["topics", "apply", "--config", str(path), "--partitions", "2", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == ("plan (1 broker; built-in dev spec (no --spec): 2 partitions, replication factor 1 for every "
-                      "topic: right for a laptop, wrong on a cluster (there: --spec deploy/k8s/topics.yaml, "
-                      "replication factor 3)):")
+    assert out[0] == (
+        "plan (1 broker; built-in dev spec (no --spec): 2 partitions, replication factor 1 for every "
+        "topic: right for a laptop, wrong on a cluster (there: --spec deploy/k8s/topics.yaml, "
+        "replication factor 3)):"
+    )
     assert [line.split()[:2] for line in out[1:]] == [["create", name] for name in names]
     assert all(line.startswith("  ") for line in out[1:])
 
@@ -111,6 +141,8 @@ def test_the_cli_prints_the_plan_and_says_the_built_in_spec_is_for_a_laptop(kafk
     assert [line.split()[:2] for line in out[6:]] == [["created", name] for name in names]
     asyncio.run(_wait_listed(kafka_bootstrap, names))
 
-    assert main(["topics", "apply", "--config", str(path), "--partitions", "2"]) == 0  # all there: the plan says so
+    assert (
+        main(["topics", "apply", "--config", str(path), "--partitions", "2"]) == 0
+    )  # all there: the plan says so
     out = capsys.readouterr().out.splitlines()
     assert out[1:] == [f"  ok {name}" for name in names], out

@@ -16,7 +16,19 @@ class InstantDispatcher:
 
     async def call(self, request, chosen, deadline_at):
         self.calls.append(chosen)
-        completion = Completion(text="ok", usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
-                                provider_model=chosen, latency_ms=1.0)
-        return SimpleNamespace(completion=completion, error=None, error_kind=None, attempts=[], served_by=chosen,
-                               cost_usd=0.0, batch=None, cascade=None)
+        completion = Completion(
+            text="ok",
+            usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
+            provider_model=chosen,
+            latency_ms=1.0,
+        )
+        return SimpleNamespace(
+            completion=completion,
+            error=None,
+            error_kind=None,
+            attempts=[],
+            served_by=chosen,
+            cost_usd=0.0,
+            batch=None,
+            cascade=None,
+        )

@@ -21,9 +21,16 @@ FAST = 0.2  # seconds until a loopback job completes
 
 
 def items(n: int, prefix: str = "r") -> list[tuple[str, ChatCall]]:
-    return [(f"{prefix}{i}", ChatCall([{"role": "user", "content": f"question number {i}"}],
-                                      {"temperature": 0.1, "stream": True, "model": "nope"}))
-            for i in range(n)]
+    return [
+        (
+            f"{prefix}{i}",
+            ChatCall(
+                [{"role": "user", "content": f"question number {i}"}],
+                {"temperature": 0.1, "stream": True, "model": "nope"},
+            ),
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -39,9 +46,16 @@ async def server():
 
 
 def make_client(base_url: str, key_env: str | None, **batch_api) -> BatchAPIClient:
-    cfg = CandidateConfig(base_url=base_url, model="bulk-model", api_key_env=key_env, mode="batch",
-                          request_timeout_ms=2000, price_input_per_1k=1.0, price_output_per_1k=2.0,
-                          batch_api=batch_api)
+    cfg = CandidateConfig(
+        base_url=base_url,
+        model="bulk-model",
+        api_key_env=key_env,
+        mode="batch",
+        request_timeout_ms=2000,
+        price_input_per_1k=1.0,
+        price_output_per_1k=2.0,
+        batch_api=batch_api,
+    )
     return BatchAPIClient("bulk", cfg)
 
 
@@ -52,7 +66,9 @@ async def client(server, key_env):
     await c.aclose()
 
 
-async def wait_done(client: BatchAPIClient, job_id: str, timeout: float = 3.0) -> tuple[BatchStatus, list[str]]:
+async def wait_done(
+    client: BatchAPIClient, job_id: str, timeout: float = 3.0
+) -> tuple[BatchStatus, list[str]]:
     seen: list[str] = []
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -93,17 +109,26 @@ async def test_submit_poll_results_each_custom_id_gets_its_own_answer(server, cl
     assert stats["jobs_by_state"] == {"completed": 1} and stats["files_created"] == 1
     assert stats["auth_present"] == stats["requests"] and stats["auth_missing"] == 0
     first = json.loads(server.batch_api.file_content(st.input_file_id).splitlines()[0])
-    assert first == {"custom_id": "r0", "method": "POST", "url": "/v1/chat/completions",
-                     "body": {"temperature": 0.1, "model": "bulk-model",
-                              "messages": [{"role": "user", "content": "question number 0"}]}}
+    assert first == {
+        "custom_id": "r0",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "temperature": 0.1,
+            "model": "bulk-model",
+            "messages": [{"role": "user", "content": "question number 0"}],
+        },
+    }
 
 
-async def test_results_without_expected_reads_the_input_file_and_a_restarted_client_resumes(server, client, key_env):
+async def test_results_without_expected_reads_the_input_file_and_a_restarted_client_resumes(
+    server, client, key_env
+):
     job_id = await client.submit(items(5))
     await client.aclose()  # "restart": a fresh client knows only the job id
     fresh = make_client(server.base_url, key_env)
     try:
-        st, _ = await wait_done(fresh, job_id)
+        _st, _ = await wait_done(fresh, job_id)
         res = await fresh.results(job_id)  # status fetched again, custom_ids from the input file
         assert sorted(res) == [f"r{i}" for i in range(5)]
         assert all(isinstance(v, Completion) for v in res.values())
@@ -153,15 +178,30 @@ async def test_a_job_for_another_endpoint_is_refused(server, client):
 
 
 async def test_invalid_input_lines_fail_the_job_at_validation(server, client):
-    good = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}
+    good = {
+        "custom_id": "a",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+    }
     jsonl = "\n".join([json.dumps(good), "{broken", json.dumps(good)]).encode()
     headers = {"Authorization": f"Bearer {KEY}"}
     async with httpx.AsyncClient(base_url=server.base_url, headers=headers) as http:
-        f = (await http.post("/files", data={"purpose": "batch"},
-                             files={"file": ("in.jsonl", jsonl, "application/jsonl")})).json()
-        job = (await http.post("/batches", json={"input_file_id": f["id"], "endpoint": "/v1/chat/completions",
-                                                 "completion_window": "24h"})).json()
+        f = (
+            await http.post(
+                "/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", jsonl, "application/jsonl")}
+            )
+        ).json()
+        job = (
+            await http.post(
+                "/batches",
+                json={
+                    "input_file_id": f["id"],
+                    "endpoint": "/v1/chat/completions",
+                    "completion_window": "24h",
+                },
+            )
+        ).json()
     st, seen = await wait_done(client, job["id"])
     assert seen == ["validating", "failed"]
     assert st.error_codes == ("invalid_json_line", "duplicate_custom_id")
@@ -197,8 +237,11 @@ async def test_cancel_passes_through_cancelling(server, client):
 
 # ---- per-line trouble ----------------------------------------------------------------------
 async def test_missing_lines_line_errors_and_garbage(server, client):
-    server.batch_api.set(drop_custom_ids=["r1"], garbage_lines=2,
-                         line_errors={"r2": 500, "r3": 400, "r4": "rate_limit_exceeded", "r5": "weird_code"})
+    server.batch_api.set(
+        drop_custom_ids=["r1"],
+        garbage_lines=2,
+        line_errors={"r2": 500, "r3": 400, "r4": "rate_limit_exceeded", "r5": "weird_code"},
+    )
     job_id = await client.submit(items(7))
     st, _ = await wait_done(client, job_id)
     assert st.state == "completed" and st.error_file_id
@@ -304,18 +347,30 @@ async def test_submit_rejects_bad_input(server, key_env):
 def test_config_defaults_and_validation():
     cfg = CandidateConfig(base_url="http://x/v1", model="m")
     assert cfg.mode == "online"
-    assert cfg.batch_api == BatchAPIConfig(max_records=1000, max_wait_ms=5000, poll_interval_ms=2000,
-                                           discount=0.5, completion_window="24h")
+    assert cfg.batch_api == BatchAPIConfig(
+        max_records=1000, max_wait_ms=5000, poll_interval_ms=2000, discount=0.5, completion_window="24h"
+    )
     assert cfg.batch.size == 1  # prompt micro-batching is a different thing, untouched
-    base = {"candidates": {"bulk": {"base_url": "http://x/v1", "model": "m", "mode": "batch",
-                                    "batch_api": {"max_records": 10}}}, "default": "bulk"}
+    base = {
+        "candidates": {
+            "bulk": {
+                "base_url": "http://x/v1",
+                "model": "m",
+                "mode": "batch",
+                "batch_api": {"max_records": 10},
+            }
+        },
+        "default": "bulk",
+    }
     rc = parse_config(base, environ={"ROUTER_STREAM__CANDIDATES__BULK__BATCH_API__DISCOUNT": "0.4"})
     assert rc.candidates["bulk"].mode == "batch" and rc.candidates["bulk"].batch_api.max_records == 10
     assert rc.candidates["bulk"].batch_api.discount == 0.4
-    for bad, where in (({"mode": "bulk"}, "candidates.bulk.mode"),
-                       ({"batch_api": {"discount": 1.5}}, "candidates.bulk.batch_api.discount"),
-                       ({"batch_api": {"max_records": 0}}, "candidates.bulk.batch_api.max_records"),
-                       ({"batch_api": {"nope": 1}}, "candidates.bulk.batch_api.nope")):
+    for bad, where in (
+        ({"mode": "bulk"}, "candidates.bulk.mode"),
+        ({"batch_api": {"discount": 1.5}}, "candidates.bulk.batch_api.discount"),
+        ({"batch_api": {"max_records": 0}}, "candidates.bulk.batch_api.max_records"),
+        ({"batch_api": {"nope": 1}}, "candidates.bulk.batch_api.nope"),
+    ):
         doc = json.loads(json.dumps(base))
         doc["candidates"]["bulk"].update(bad)
         with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
@@ -323,8 +378,13 @@ def test_config_defaults_and_validation():
 
 
 async def test_batch_cost_applies_the_discount():
-    cfg = CandidateConfig(base_url="http://x/v1", model="m", price_input_per_1k=1.0, price_output_per_1k=2.0,
-                          batch_api={"discount": 0.5})
+    cfg = CandidateConfig(
+        base_url="http://x/v1",
+        model="m",
+        price_input_per_1k=1.0,
+        price_output_per_1k=2.0,
+        batch_api={"discount": 0.5},
+    )
     usage = Usage(prompt_tokens=1000, completion_tokens=500, total_tokens=1500)
     assert batch_cost_usd(cfg, usage) == pytest.approx(1.0)  # (1.0 + 1.0) * 0.5
     c = BatchAPIClient("m", cfg)

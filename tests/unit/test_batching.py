@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ from router_stream.providers.batching import BatchingClient
 from router_stream.providers.json_path import compile_json_path, json_path_find
 from router_stream.providers.micro_batch_format import BatchParseError, parse_batch_answer, render_batch
 from router_stream.providers.openai import OpenAIChatClient
-from router_stream.providers.resilience import DispatchObserver, Dispatcher
+from router_stream.providers.resilience import Dispatcher, DispatchObserver
 from router_stream.schemas import Request
 
 KEY = "sk-batching-secret-17"
@@ -36,9 +35,14 @@ async def make_client(server):
     made: list[BatchingClient] = []
 
     def make(context_window: int | None = None, **batch: Any) -> BatchingClient:
-        cfg = CandidateConfig(base_url=server.base_url, model="cheap-model", api_key_env="RS_BATCH_KEY",
-                              request_timeout_ms=3000, context_window=context_window,
-                              batch={"size": 5, "timeout_ms": 2000, **batch})
+        cfg = CandidateConfig(
+            base_url=server.base_url,
+            model="cheap-model",
+            api_key_env="RS_BATCH_KEY",
+            request_timeout_ms=3000,
+            context_window=context_window,
+            batch={"size": 5, "timeout_ms": 2000, **batch},
+        )
         client = BatchingClient("cheap", cfg, OpenAIChatClient("cheap", cfg), owns_inner=True)
         made.append(client)
         return client
@@ -102,18 +106,29 @@ async def test_twenty_concurrent_calls_make_one_model_call(make_client, server, 
     assert stats["auth_present"] == 1 and body["model"] == "cheap-model"
 
 
-@pytest.mark.parametrize("response", [
-    {"format": "json"},
-    {"format": "json", "path": "$.data['answers'][*]", "index_field": "id", "value_field": "text"},
-    {"format": "xml"},
-    {"format": "xml", "path": "/answers/answer", "index_field": "@n", "value_field": "."},
-    {"format": "xml", "path": ".//row", "index_field": "@id", "value_field": "@value"},
-    {"format": "delimited"},
-    {"format": "delimited", "delimiter": "\n--\n", "field_delimiter": "::"},
-], ids=["json", "json-custom", "xml", "xml-absolute-attr", "xml-descendant-attrs", "delimited",
-        "delimited-custom"])
+@pytest.mark.parametrize(
+    "response",
+    [
+        {"format": "json"},
+        {"format": "json", "path": "$.data['answers'][*]", "index_field": "id", "value_field": "text"},
+        {"format": "xml"},
+        {"format": "xml", "path": "/answers/answer", "index_field": "@n", "value_field": "."},
+        {"format": "xml", "path": ".//row", "index_field": "@id", "value_field": "@value"},
+        {"format": "delimited"},
+        {"format": "delimited", "delimiter": "\n--\n", "field_delimiter": "::"},
+    ],
+    ids=[
+        "json",
+        "json-custom",
+        "xml",
+        "xml-absolute-attr",
+        "xml-descendant-attrs",
+        "delimited",
+        "delimited-custom",
+    ],
+)
 async def test_each_format(make_client, server, plain, response):
-    texts = prompts(6) + ["a <tagged> & \"quoted\" question | with pipes"]
+    texts = [*prompts(6), 'a <tagged> & "quoted" question | with pipes']
     expected = await alone(plain, server, texts)
     client = make_client(size=7, response=response)
     results = await ask_all(client, texts)
@@ -232,8 +247,12 @@ async def test_caller_timeout_while_queued_withdraws_the_record(make_client, ser
 # ---- what is (not) batched together ------------------------------------------------------------
 async def test_calls_with_their_own_system_prompt_go_straight_through(make_client, server):
     client = make_client(size=5)
-    result = await client.complete(ChatCall(messages=[{"role": "system", "content": "be terse"},
-                                                      {"role": "user", "content": "hi"}], timeout_s=5))
+    result = await client.complete(
+        ChatCall(
+            messages=[{"role": "system", "content": "be terse"}, {"role": "user", "content": "hi"}],
+            timeout_s=5,
+        )
+    )
     assert result.batch is None and result.text == "[cheap] answer to: hi"
     assert server.stats()["calls"] == 1 and server.stats()["batched_calls"] == 0
 
@@ -241,9 +260,14 @@ async def test_calls_with_their_own_system_prompt_go_straight_through(make_clien
 async def test_different_params_make_different_batches(make_client, server):
     client = make_client(size=2)
     results = await asyncio.gather(
-        client.complete(call("a", temperature=0.1)), client.complete(call("b", temperature=0.9)),
-        client.complete(call("c", temperature=0.1)), client.complete(call("d", temperature=0.9)))
-    assert results[0].batch["id"] == results[2].batch["id"] != results[1].batch["id"] == results[3].batch["id"]
+        client.complete(call("a", temperature=0.1)),
+        client.complete(call("b", temperature=0.9)),
+        client.complete(call("c", temperature=0.1)),
+        client.complete(call("d", temperature=0.9)),
+    )
+    assert (
+        results[0].batch["id"] == results[2].batch["id"] != results[1].batch["id"] == results[3].batch["id"]
+    )
     assert server.stats()["calls"] == 2
 
 
@@ -286,19 +310,32 @@ async def test_aclose_fails_callers_of_a_running_batch(make_client, server):
 
 # ---- through the dispatcher and the handler ----------------------------------------------------
 def router_config(server: ModelServer, max_retries: int = 2, **batch: Any) -> RouterConfig:
-    return RouterConfig.model_validate({
-        "candidates": {"cheap": {"base_url": server.base_url, "model": "cheap-model", "api_key_env": "RS_BATCH_KEY",
-                                 "request_timeout_ms": 3000, "max_retries": max_retries,
-                                 "batch": {"size": 20, "timeout_ms": 100, **batch}}},
-        "default": "cheap"})
+    return RouterConfig.model_validate(
+        {
+            "candidates": {
+                "cheap": {
+                    "base_url": server.base_url,
+                    "model": "cheap-model",
+                    "api_key_env": "RS_BATCH_KEY",
+                    "request_timeout_ms": 3000,
+                    "max_retries": max_retries,
+                    "batch": {"size": 20, "timeout_ms": 100, **batch},
+                }
+            },
+            "default": "cheap",
+        }
+    )
 
 
 async def test_dispatcher_wraps_a_batching_candidate(server):
     d = Dispatcher(router_config(server), backoff_initial_s=0.01, backoff_max_s=0.05)
     try:
-        results = await asyncio.gather(*(
-            d.call(Request(request_id=f"r{i}", prompt=t), "cheap", time.monotonic() + 10)
-            for i, t in enumerate(prompts(20))))
+        results = await asyncio.gather(
+            *(
+                d.call(Request(request_id=f"r{i}", prompt=t), "cheap", time.monotonic() + 10)
+                for i, t in enumerate(prompts(20))
+            )
+        )
     finally:
         await d.aclose()
     assert all(r.ok for r in results)
@@ -309,11 +346,16 @@ async def test_dispatcher_wraps_a_batching_candidate(server):
 
 async def test_dispatcher_retries_a_missing_record_in_a_new_batch(server):
     server.script("batch_drop")
-    d = Dispatcher(router_config(server, size=4, on_missing="error"), backoff_initial_s=0.01, backoff_max_s=0.02)
+    d = Dispatcher(
+        router_config(server, size=4, on_missing="error"), backoff_initial_s=0.01, backoff_max_s=0.02
+    )
     try:
-        results = await asyncio.gather(*(
-            d.call(Request(request_id=f"r{i}", prompt=t), "cheap", time.monotonic() + 10)
-            for i, t in enumerate(prompts(4))))
+        results = await asyncio.gather(
+            *(
+                d.call(Request(request_id=f"r{i}", prompt=t), "cheap", time.monotonic() + 10)
+                for i, t in enumerate(prompts(4))
+            )
+        )
     finally:
         await d.aclose()
     assert all(r.ok for r in results)
@@ -326,9 +368,12 @@ async def test_dispatcher_reports_the_batch_of_a_failure(server):
     server.set_faults(faults={"503": 1.0}, retry_after=None)
     d = Dispatcher(router_config(server, max_retries=0, size=2), backoff_initial_s=0.01, backoff_max_s=0.02)
     try:
-        results = await asyncio.gather(*(
-            d.call(Request(request_id=f"r{i}", prompt=t), "cheap", time.monotonic() + 10)
-            for i, t in enumerate(prompts(2))))
+        results = await asyncio.gather(
+            *(
+                d.call(Request(request_id=f"r{i}", prompt=t), "cheap", time.monotonic() + 10)
+                for i, t in enumerate(prompts(2))
+            )
+        )
     finally:
         await d.aclose()
     assert all(not r.ok and r.error_kind == "server_error" for r in results)
@@ -348,15 +393,21 @@ async def test_a_batched_call_books_one_request_of_the_rate_limit(server):
 
     d = Dispatcher(config, observer=Observer(), backoff_initial_s=0.01, backoff_max_s=0.02)
     try:
-        first = await asyncio.gather(*(
-            d.call(Request(request_id=f"a{i}", prompt=t), "cheap", time.monotonic() + 10)
-            for i, t in enumerate(prompts(10))))
+        first = await asyncio.gather(
+            *(
+                d.call(Request(request_id=f"a{i}", prompt=t), "cheap", time.monotonic() + 10)
+                for i, t in enumerate(prompts(10))
+            )
+        )
         assert all(r.ok for r in first), [r.error for r in first]
         assert server.stats()["calls"] == 1
         # the minute's one request is spent: the next batch cannot book within max_wait_ms
-        second = await asyncio.gather(*(
-            d.call(Request(request_id=f"b{i}", prompt=t), "cheap", time.monotonic() + 10)
-            for i, t in enumerate(prompts(3))))
+        second = await asyncio.gather(
+            *(
+                d.call(Request(request_id=f"b{i}", prompt=t), "cheap", time.monotonic() + 10)
+                for i, t in enumerate(prompts(3))
+            )
+        )
         assert all(not r.ok and r.error_kind == "rate_limited" for r in second)
         assert "requests_per_minute=1" in (second[0].error or "")
         assert server.stats()["calls"] == 1
@@ -370,9 +421,14 @@ async def test_a_batched_call_waits_for_request_budget_within_max_wait(server):
     from router_stream.providers.ratelimit import RateLimiter
 
     now = [0.0]
-    cfg = CandidateConfig(base_url=server.base_url, model="cheap-model", api_key_env="RS_BATCH_KEY",
-                          request_timeout_ms=3000, batch={"size": 3, "timeout_ms": 2000},
-                          rate_limit={"requests_per_minute": 60, "max_wait_ms": 1000})
+    cfg = CandidateConfig(
+        base_url=server.base_url,
+        model="cheap-model",
+        api_key_env="RS_BATCH_KEY",
+        request_timeout_ms=3000,
+        batch={"size": 3, "timeout_ms": 2000},
+        rate_limit={"requests_per_minute": 60, "max_wait_ms": 1000},
+    )
     limiter = RateLimiter(cfg.rate_limit, clock=lambda: now[0])
     limiter.requests.take(59.5)  # half a request left: the next whole one is 0.5 s away
     slept: list[float] = []
@@ -382,8 +438,15 @@ async def test_a_batched_call_waits_for_request_budget_within_max_wait(server):
         slept.append(s)
         now[0] += s
 
-    client = BatchingClient("cheap", cfg, OpenAIChatClient("cheap", cfg), owns_inner=True, sleep=sleep,
-                            limiter=limiter, on_rate_limit_wait=waits.append)
+    client = BatchingClient(
+        "cheap",
+        cfg,
+        OpenAIChatClient("cheap", cfg),
+        owns_inner=True,
+        sleep=sleep,
+        limiter=limiter,
+        on_rate_limit_wait=waits.append,
+    )
     try:
         out = await ask_all(client, prompts(3))
     finally:
@@ -401,9 +464,16 @@ async def test_handler_records_the_batch_in_response_and_audit(server):
     d = Dispatcher(config)
     handler = Handler(config, build_pipeline(config), d, "w1")
     view = StateView({})  # type: ignore[arg-type]
-    sources = [Source("requests", 0, i, f"k{i}".encode(),
-                      Request(request_id=f"r{i}", prompt=t).model_dump_json().encode())
-               for i, t in enumerate(prompts(20))]
+    sources = [
+        Source(
+            "requests",
+            0,
+            i,
+            f"k{i}".encode(),
+            Request(request_id=f"r{i}", prompt=t).model_dump_json().encode(),
+        )
+        for i, t in enumerate(prompts(20))
+    ]
     try:
         outcomes = await asyncio.gather(*(handler.handle(s, view) for s in sources))
     finally:
@@ -435,8 +505,10 @@ def test_parse_is_lenient_about_wrapping_but_strict_about_indexes():
     assert parse_batch_answer(fenced, resp, 2).answers == {0: "a", 1: "b"}
     prose = 'Sure! {"results": [{"index": 0, "value": {"n": 1}}]} Hope that helps.'
     assert parse_batch_answer(prose, resp, 1).answers == {0: '{"n": 1}'}
-    dup = '{"results": [{"index": 0, "value": "a"}, {"index": 0, "value": "b"}, {"index": 1, "value": "c"},' \
-          ' {"index": 7, "value": "d"}, {"index": true, "value": "e"}, {"value": "f"}]}'
+    dup = (
+        '{"results": [{"index": 0, "value": "a"}, {"index": 0, "value": "b"}, {"index": 1, "value": "c"},'
+        ' {"index": 7, "value": "d"}, {"index": true, "value": "e"}, {"value": "f"}]}'
+    )
     parsed = parse_batch_answer(dup, resp, 2)
     assert parsed.answers == {1: "c"} and parsed.duplicates == [0] and parsed.bad == 3
     bare = BatchResponseConfig(path="$")
@@ -448,8 +520,10 @@ def test_parse_is_lenient_about_wrapping_but_strict_about_indexes():
 
 def test_xml_refuses_entities():
     resp = BatchResponseConfig(format="xml")
-    bomb = ('<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
-            '<results><item><index>0</index><value>&lol2;</value></item></results>')
+    bomb = (
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
+        "<results><item><index>0</index><value>&lol2;</value></item></results>"
+    )
     with pytest.raises(BatchParseError, match="DTD"):
         parse_batch_answer(bomb, resp, 1)
     with pytest.raises(BatchParseError):
@@ -467,8 +541,12 @@ def test_delimited_skips_chatter_lines():
 
 
 def test_render_does_not_rescan_inserted_content():
-    messages = render_batch("{count} records. {format_instructions}", "#{index}: {content}",
-                            BatchResponseConfig(), ["say {index} and {content}", "two"])
+    messages = render_batch(
+        "{count} records. {format_instructions}",
+        "#{index}: {content}",
+        BatchResponseConfig(),
+        ["say {index} and {content}", "two"],
+    )
     assert messages[0]["content"].startswith("2 records. Reply with JSON")
     assert messages[1]["content"] == "#0: say {index} and {content}\n\n#1: two"
 
@@ -477,9 +555,23 @@ def test_yaml_config_and_validation_errors():
     base = {"candidates": {"c": {"base_url": "http://127.0.0.1:1", "model": "m"}}, "default": "c"}
     cfg = parse_config(base, environ={})
     assert cfg.candidates["c"].batch.size == 1  # off by default
-    on = {**base, "candidates": {"c": {"base_url": "http://127.0.0.1:1", "model": "m", "batch": {
-        "size": 8, "timeout_ms": 20, "on_parse_error": "error", "max_retries": 0, "request_timeout_ms": 9000,
-        "response": {"format": "xml", "path": "/out/r", "index_field": "@i", "value_field": "."}}}}}
+    on = {
+        **base,
+        "candidates": {
+            "c": {
+                "base_url": "http://127.0.0.1:1",
+                "model": "m",
+                "batch": {
+                    "size": 8,
+                    "timeout_ms": 20,
+                    "on_parse_error": "error",
+                    "max_retries": 0,
+                    "request_timeout_ms": 9000,
+                    "response": {"format": "xml", "path": "/out/r", "index_field": "@i", "value_field": "."},
+                },
+            }
+        },
+    }
     batch = parse_config(on, environ={}).candidates["c"].batch
     assert batch.size == 8 and batch.response.format == "xml" and batch.request_timeout_ms == 9000
     env = parse_config(base, environ={"ROUTER_STREAM__CANDIDATES__C__BATCH__SIZE": "4"})
@@ -496,7 +588,8 @@ def test_yaml_config_and_validation_errors():
     fails({"response": {"format": "yaml"}}, r"candidates\.c\.batch\.response\.format")
     fails({"response": {"format": "delimited", "delimiter": "|", "field_delimiter": "|"}}, "field_delimiter")
     fails({"sise": 3}, r"candidates\.c\.batch\.sise")
-    cand = CandidateConfig(base_url="http://127.0.0.1:1", model="m",
-                           batch={"size": 2, "response": {"path": "$.a[1:2]"}})
+    cand = CandidateConfig(
+        base_url="http://127.0.0.1:1", model="m", batch={"size": 2, "response": {"path": "$.a[1:2]"}}
+    )
     with pytest.raises(ConfigError, match=r"candidates\.x\.batch\.response\.path"):
         BatchingClient("x", cand, object())  # type: ignore[arg-type]

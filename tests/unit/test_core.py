@@ -7,6 +7,7 @@ import json
 import pytest
 
 from router_stream.config import parse_config
+from router_stream.devtools.model_server import ModelServer
 from router_stream.errors import ConfigError
 from router_stream.processing.handler import Handler, Source, StateView
 from router_stream.processing.ordering import order_chains
@@ -15,32 +16,51 @@ from router_stream.routing.base import Decision, RoutingContext
 from router_stream.routing.expressions import Expression, ExpressionError, request_names
 from router_stream.routing.pipeline import Pipeline
 from router_stream.schemas import Request
-from router_stream.devtools.model_server import ModelServer
 
 
 def _cfg(**over):
-    data = {"candidates": {"cheap": {"base_url": "http://127.0.0.1:1/v1", "model": "c"},
-                           "smart": {"base_url": "http://127.0.0.1:1/v1", "model": "s"}},
-            "default": "cheap",
-            "strategies": [{"type": "rules", "rules": [{"when": '"legal" in tags', "then": "smart"}]}]}
+    data = {
+        "candidates": {
+            "cheap": {"base_url": "http://127.0.0.1:1/v1", "model": "c"},
+            "smart": {"base_url": "http://127.0.0.1:1/v1", "model": "s"},
+        },
+        "default": "cheap",
+        "strategies": [{"type": "rules", "rules": [{"when": '"legal" in tags', "then": "smart"}]}],
+    }
     data.update(over)
     return data
 
 
 # ---------------------------------------------------------------- expressions
-@pytest.mark.parametrize("expr,expected", [
-    ('len(prompt) > 200', False), ('fields.lang == "de"', True), ('"legal" in tags', True),
-    ('get(fields, "tier", "free") == "gold"', False), ('fields.missing == 1', False),
-    ('key == "alice" and n_messages == 1', True),
-])
+@pytest.mark.parametrize(
+    "expr,expected",
+    [
+        ("len(prompt) > 200", False),
+        ('fields.lang == "de"', True),
+        ('"legal" in tags', True),
+        ('get(fields, "tier", "free") == "gold"', False),
+        ("fields.missing == 1", False),
+        ('key == "alice" and n_messages == 1', True),
+    ],
+)
 def test_expressions_evaluate_over_request(expr, expected):
     req = Request(request_id="r", prompt="hello", fields={"lang": "de"}, tags=["legal"])
     matched, _ = Expression(expr).evaluate(request_names(req, "alice"))
     assert matched is expected
 
 
-@pytest.mark.parametrize("expr", ['__import__("os")', 'open("x")', "prompt.__class__", "lambda: 1", "1 +",
-                                  "unknown_name == 1", "[x for x in tags]"])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        '__import__("os")',
+        'open("x")',
+        "prompt.__class__",
+        "lambda: 1",
+        "1 +",
+        "unknown_name == 1",
+        "[x for x in tags]",
+    ],
+)
 def test_unsafe_or_invalid_expressions_are_rejected(expr):
     with pytest.raises(ExpressionError):
         Expression(expr)
@@ -59,34 +79,54 @@ def test_one_expression_evaluates_each_request_on_its_own_names():
 def test_metric_children_are_the_registry_series():
     from router_stream import metrics
 
-    before = metrics.REGISTRY.get_sample_value(
-        "router_stream_cache_lookups_total", {"result": "test-children"}) or 0.0
+    before = (
+        metrics.REGISTRY.get_sample_value("router_stream_cache_lookups_total", {"result": "test-children"})
+        or 0.0
+    )
     metrics.cache_lookups("test-children").inc()
     metrics.cache_lookups("test-children").inc(2)
     assert metrics.cache_lookups("test-children") is metrics.CACHE.labels("test-children")
-    assert metrics.REGISTRY.get_sample_value(
-        "router_stream_cache_lookups_total", {"result": "test-children"}) == before + 3
+    assert (
+        metrics.REGISTRY.get_sample_value("router_stream_cache_lookups_total", {"result": "test-children"})
+        == before + 3
+    )
 
 
 def test_runtime_problem_reported_not_raised():
-    matched, problem = Expression("fields.nope > 1").evaluate(request_names(Request(request_id="r", prompt="x"), "k"))
+    matched, problem = Expression("fields.nope > 1").evaluate(
+        request_names(Request(request_id="r", prompt="x"), "k")
+    )
     assert matched is False and "nope" in problem
 
 
 # ---------------------------------------------------------------- config
 def test_config_error_names_the_field_and_known_candidates():
-    data = _cfg(strategies=[{"type": "rules", "rules": [{"when": "True", "then": "cheap"},
-                                                         {"when": "True", "then": "cheap"},
-                                                         {"when": "True", "then": "smartt"}]}])
+    data = _cfg(
+        strategies=[
+            {
+                "type": "rules",
+                "rules": [
+                    {"when": "True", "then": "cheap"},
+                    {"when": "True", "then": "cheap"},
+                    {"when": "True", "then": "smartt"},
+                ],
+            }
+        ]
+    )
     with pytest.raises(ConfigError) as err:
         parse_config(data, environ={})
-    assert "strategies[0].rules[2].then: 'smartt' is not a candidate; did you mean 'smart'? (known: cheap, smart)" in str(err.value)
+    assert (
+        "strategies[0].rules[2].then: 'smartt' is not a candidate; did you mean 'smart'? (known: cheap, smart)"
+        in str(err.value)
+    )
 
 
 def test_config_error_for_bad_expression_names_the_rule():
     with pytest.raises(ConfigError) as err:
-        parse_config(_cfg(strategies=[{"type": "rules", "rules": [{"when": "len(prompt) >", "then": "cheap"}]}]),
-                     environ={})
+        parse_config(
+            _cfg(strategies=[{"type": "rules", "rules": [{"when": "len(prompt) >", "then": "cheap"}]}]),
+            environ={},
+        )
     assert "strategies[0].rules[0].when" in str(err.value)
 
 
@@ -99,18 +139,30 @@ def test_config_error_for_bad_value_shows_it():
 
 
 def test_env_overrides_apply():
-    cfg = parse_config(_cfg(), environ={"KAFKA_BOOTSTRAP_SERVERS": "h:1",
-                                         "ROUTER_STREAM__CANDIDATES__CHEAP__MAX_RETRIES": "7"})
+    cfg = parse_config(
+        _cfg(),
+        environ={"KAFKA_BOOTSTRAP_SERVERS": "h:1", "ROUTER_STREAM__CANDIDATES__CHEAP__MAX_RETRIES": "7"},
+    )
     assert cfg.kafka.bootstrap_servers == "h:1" and cfg.candidates["cheap"].max_retries == 7
 
 
 def test_every_short_env_form_and_its_precedence():
-    env = {"ROUTER_STREAM_BOOTSTRAP_SERVERS": "rs:1", "KAFKA_BOOTSTRAP_SERVERS": "k:1", "ROUTER_STREAM_GROUP_ID": "g",
-           "ROUTER_STREAM_WORKER_ID": "w-7", "ROUTER_STREAM_METRICS_PORT": "7001", "ROUTER_STREAM_STATE_DIR": "/s"}
+    env = {
+        "ROUTER_STREAM_BOOTSTRAP_SERVERS": "rs:1",
+        "KAFKA_BOOTSTRAP_SERVERS": "k:1",
+        "ROUTER_STREAM_GROUP_ID": "g",
+        "ROUTER_STREAM_WORKER_ID": "w-7",
+        "ROUTER_STREAM_METRICS_PORT": "7001",
+        "ROUTER_STREAM_STATE_DIR": "/s",
+    }
     cfg = parse_config(_cfg(), environ=env)
     assert cfg.kafka.bootstrap_servers == "rs:1"  # the router-stream name wins over KAFKA_BOOTSTRAP_SERVERS
     assert (cfg.kafka.group_id, cfg.worker.worker_id, cfg.worker.metrics_port, cfg.cache.state_dir) == (
-        "g", "w-7", 7001, "/s")
+        "g",
+        "w-7",
+        7001,
+        "/s",
+    )
 
 
 # ---------------------------------------------------------------- pipeline
@@ -128,8 +180,17 @@ class _Fixed:
 
 
 async def test_pipeline_first_decision_wins_and_records_every_verdict():
-    p = Pipeline([_Fixed("a", None), _Fixed("b", "ghost"), _Fixed("c", None, boom=True), _Fixed("d", "smart"),
-                  _Fixed("e", "cheap")], ("cheap", "smart"), "cheap")
+    p = Pipeline(
+        [
+            _Fixed("a", None),
+            _Fixed("b", "ghost"),
+            _Fixed("c", None, boom=True),
+            _Fixed("d", "smart"),
+            _Fixed("e", "cheap"),
+        ],
+        ("cheap", "smart"),
+        "cheap",
+    )
     routed = await p.route(Request(request_id="r", prompt="x"), RoutingContext("k", ("cheap", "smart")))
     assert routed.candidate == "smart" and routed.decided_by == "d" and routed.cacheable
     assert [v.outcome for v in routed.verdicts] == ["abstained", "miss", "error", "chose"]
@@ -159,6 +220,7 @@ async def test_handler_caches_decisions_dedups_and_guards_candidate_field():
         data["candidates"]["smart"]["base_url"] = smart.base_url
         config = parse_config(data, environ={})
         from router_stream.runtime import build_pipeline
+
         dispatcher = Dispatcher(config)
         handler = Handler(config, build_pipeline(config), dispatcher, "w")
         view = StateView(store={})  # a dict satisfies the read protocol
@@ -176,11 +238,13 @@ async def test_handler_caches_decisions_dedups_and_guards_candidate_field():
         dup = await handler.handle(src(3, {"request_id": "r1", "prompt": "x", "tags": ["legal"]}), view)
         assert dup.response.duplicate and dup.response.output == first.response.output
         assert cheap.stats()["calls"] + smart.stats()["calls"] == calls  # no second model call
-        asked = await handler.handle(src(4, {"request_id": "r5", "prompt": "x", "fields": {"model": "smart"}},
-                                         key=b"carol"), view)
+        asked = await handler.handle(
+            src(4, {"request_id": "r5", "prompt": "x", "fields": {"model": "smart"}}, key=b"carol"), view
+        )
         assert asked.audit.chosen == "smart" and asked.audit.decided_by == "request"
-        bogus = await handler.handle(src(5, {"request_id": "r6", "prompt": "x", "fields": {"model": "gpt-9"}},
-                                         key=b"dave"), view)
+        bogus = await handler.handle(
+            src(5, {"request_id": "r6", "prompt": "x", "fields": {"model": "gpt-9"}}, key=b"dave"), view
+        )
         assert bogus.audit.chosen == "cheap" and bogus.audit.verdicts[0].outcome == "miss"
         poison = await handler.handle(Source("t", 0, 6, None, b"{nope"), view)
         assert poison.dead_letter.reason == "not_json" and poison.response is None
@@ -190,12 +254,17 @@ async def test_handler_caches_decisions_dedups_and_guards_candidate_field():
 # ---------------------------------------------------------------- state expiry
 def test_expired_keys_picks_old_decisions_and_dedup_entries_only():
     from router_stream.processing.janitor import expired_keys
+
     now = 1_000_000
-    k = [(b"k:fresh", json.dumps({"decision": {"decided_at": now - 10}, "count": 3}).encode()),
-         (b"k:old", json.dumps({"decision": {"decided_at": now - 5000}, "count": 1}).encode()),
-         (b"k:none", json.dumps({"decision": None, "count": 9}).encode())]
-    r = [(b"r:new", json.dumps({"produced_at": now - 1}).encode()),
-         (b"r:stale", json.dumps({"produced_at": now - 99_999}).encode())]
+    k = [
+        (b"k:fresh", json.dumps({"decision": {"decided_at": now - 10}, "count": 3}).encode()),
+        (b"k:old", json.dumps({"decision": {"decided_at": now - 5000}, "count": 1}).encode()),
+        (b"k:none", json.dumps({"decision": None, "count": 9}).encode()),
+    ]
+    r = [
+        (b"r:new", json.dumps({"produced_at": now - 1}).encode()),
+        (b"r:stale", json.dumps({"produced_at": now - 99_999}).encode()),
+    ]
     assert sorted(expired_keys(k, r, now, ttl_ms=1000, dedup_ms=50_000)) == [b"k:none", b"k:old", b"r:stale"]
 
 
@@ -203,8 +272,13 @@ def test_expired_keys_picks_old_decisions_and_dedup_entries_only():
 def test_sasl_settings_come_from_env_and_missing_env_names_the_field(monkeypatch):
     from router_stream.config import KafkaConfig
     from router_stream.kafka_settings import client_settings, faust_credentials
-    kafka = KafkaConfig(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
-                        sasl_username_env="KUSER", sasl_password_env="KPASS")
+
+    kafka = KafkaConfig(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username_env="KUSER",
+        sasl_password_env="KPASS",
+    )
     monkeypatch.delenv("KPASS", raising=False)
     monkeypatch.setenv("KUSER", "svc")
     with pytest.raises(ConfigError) as err:
@@ -220,6 +294,7 @@ def test_sasl_settings_come_from_env_and_missing_env_names_the_field(monkeypatch
 async def test_tcp_reachability_of_candidate_endpoints():
     from router_stream.devtools.harness import free_port
     from router_stream.runtime import _tcp_reachable
+
     async with ModelServer(name="up") as up:
         assert await _tcp_reachable(up.base_url) is True
     assert await _tcp_reachable(f"http://127.0.0.1:{free_port()}/v1") is False
@@ -255,8 +330,15 @@ def test_readme_pipeline_of_every_strategy_type_builds():
     start = text.index("Every strategy type in one pipeline")
     block = re.search(r"```yaml\n(.*?)```", text[start:], re.S).group(1)
     data = yaml.safe_load(block)
-    data["candidates"] = {name: {"base_url": "http://127.0.0.1:9/v1", "model": name, "price_input_per_1k": p,
-                                 "price_output_per_1k": 3 * p} for name, p in (("cheap", 0.0005), ("strong", 0.01))}
+    data["candidates"] = {
+        name: {
+            "base_url": "http://127.0.0.1:9/v1",
+            "model": name,
+            "price_input_per_1k": p,
+            "price_output_per_1k": 3 * p,
+        }
+        for name, p in (("cheap", 0.0005), ("strong", 0.01))
+    }
     pipeline = build_pipeline(RouterConfig.model_validate(data))
     types = {s["type"] for s in data["strategies"]}
     from typing import get_args

@@ -36,8 +36,9 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -51,7 +52,9 @@ DOCKER = ROOT / "deploy" / "docker"
 DASHBOARD = ROOT / "deploy" / "grafana" / "router-stream.json"
 OPERATIONS = ROOT / "docs" / "operations.md"
 APP_SOURCE = (ROOT / "router_stream" / "app.py").read_text()
-CONFIG_SOURCE = "".join((ROOT / "router_stream" / name).read_text() for name in ("config.py", "config_sources.py"))
+CONFIG_SOURCE = "".join(
+    (ROOT / "router_stream" / name).read_text() for name in ("config.py", "config_sources.py")
+)
 
 PLACEHOLDER = re.compile(r"^(|REPLACE_ME|CHANGE_ME|changeme|<[^<>]*>|\$\{[A-Z0-9_]+\})$")
 GENERIC_ENV = re.compile(r"^(PYTHON[A-Z_]*|PATH|HOME|TZ|LANG|LC_[A-Z]+)$")
@@ -95,10 +98,16 @@ def _config_map() -> dict[str, Any]:
     """The ConfigMap as kustomize generates it (before the hash suffix)."""
     gen = _generator()
     options = gen.get("options", {})
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": gen["name"], "labels": options.get("labels", {}),
-                         "annotations": options.get("annotations", {})},
-            "data": {key: path.read_text() for key, path in _generator_files().items()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": gen["name"],
+            "labels": options.get("labels", {}),
+            "annotations": options.get("annotations", {}),
+        },
+        "data": {key: path.read_text() for key, path in _generator_files().items()},
+    }
 
 
 def _k8s_objects() -> list[dict[str, Any]]:
@@ -109,8 +118,9 @@ def _k8s_objects() -> list[dict[str, Any]]:
 
 def _one(kind: str) -> dict[str, Any]:
     if kind == "ConfigMap":
-        assert not [o for o in _k8s_objects() if o.get("kind") == "ConfigMap"], \
+        assert not [o for o in _k8s_objects() if o.get("kind") == "ConfigMap"], (
             "the ConfigMap comes from configMapGenerator (kustomization.yaml), not from a file"
+        )
         return _config_map()
     found = [o for o in _k8s_objects() if o.get("kind") == kind]
     assert len(found) == 1, f"expected one {kind} in deploy/k8s, found {len(found)}"
@@ -147,6 +157,7 @@ def _config_env_names() -> set[str]:
     """Env variables router_stream/config.py and config_sources.py read by name: the short forms
     (``config_sources.SHORT_FORMS``) and any literal ``environ.get("NAME")``."""
     from router_stream.config_sources import SHORT_FORMS
+
     literal = set(re.findall(r"environ(?:\.get\(|\[)\s*[\"']([A-Z0-9_]+)[\"']", CONFIG_SOURCE))
     return literal | {name for names, _section, _field in SHORT_FORMS for name in names}
 
@@ -154,8 +165,12 @@ def _config_env_names() -> set[str]:
 def _env_allowed(name: str, config: RouterConfig) -> bool:
     named = {c.api_key_env for c in config.candidates.values() if c.api_key_env}
     named |= {e for e in (config.kafka.sasl_username_env, config.kafka.sasl_password_env) if e}
-    return (name in _config_env_names() or name.startswith("ROUTER_STREAM__") or name in named
-            or bool(GENERIC_ENV.match(name)))
+    return (
+        name in _config_env_names()
+        or name.startswith("ROUTER_STREAM__")
+        or name in named
+        or bool(GENERIC_ENV.match(name))
+    )
 
 
 def _plain_env(env: list[dict[str, Any]] | dict[str, Any] | None) -> dict[str, str]:
@@ -181,7 +196,9 @@ def _statefulset_config() -> tuple[dict[str, Any], dict[str, Any], RouterConfig]
     sts = _one("StatefulSet")
     container = sts["spec"]["template"]["spec"]["containers"][0]
     cm = _one("ConfigMap")
-    config = parse_config(yaml.safe_load(cm["data"]["routing.yaml"]), environ=_plain_env(container.get("env")))
+    config = parse_config(
+        yaml.safe_load(cm["data"]["routing.yaml"]), environ=_plain_env(container.get("env"))
+    )
     return sts, container, config
 
 
@@ -190,8 +207,11 @@ def _argo_wave(obj: dict[str, Any]) -> int:
 
 
 # ---------------------------------------------------------------------------------- parsing
-@pytest.mark.parametrize("path", _yaml_files(K8S) + _yaml_files(DOCKER) + [ROOT / "topics" / "topics.yaml"],
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path",
+    _yaml_files(K8S) + _yaml_files(DOCKER) + [ROOT / "topics" / "topics.yaml"],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_every_yaml_parses(path):
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     assert docs, f"{path} holds no YAML document"
@@ -201,7 +221,14 @@ def test_every_yaml_parses(path):
 def test_k8s_has_the_required_objects():
     objs = _k8s_objects()
     kinds = {o["kind"] for o in objs}
-    assert {"StatefulSet", "Secret", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Job"} <= kinds, kinds
+    assert {
+        "StatefulSet",
+        "Secret",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Job",
+    } <= kinds, kinds
     assert _one("ConfigMap")["data"]
     for o in objs:
         assert o.get("apiVersion") and o.get("metadata", {}).get("name"), o
@@ -214,7 +241,11 @@ def test_kustomization_lists_files_that_exist_but_not_the_secret_template():
     for path in _generator_files().values():
         assert path.is_file(), path
     assert "secret.yaml" not in kust["resources"], "applying the placeholder Secret would overwrite real keys"
-    listed = set(kust["resources"]) | {p.name for p in _generator_files().values()} | {"kustomization.yaml", "secret.yaml"}
+    listed = (
+        set(kust["resources"])
+        | {p.name for p in _generator_files().values()}
+        | {"kustomization.yaml", "secret.yaml"}
+    )
     unlisted = sorted(p.name for p in _yaml_files(K8S) if p.name not in listed)
     assert not unlisted, f"files in deploy/k8s that kustomization.yaml does not use: {unlisted}"
 
@@ -223,17 +254,21 @@ def test_configmap_is_generated_with_a_hash_suffix():
     """A worker reads its config once: only a new ConfigMap name (a new pod template) rolls the pods."""
     gen = _generator()
     kust = _kustomization()
-    assert not (gen.get("options", {}).get("disableNameSuffixHash")
-                or kust.get("generatorOptions", {}).get("disableNameSuffixHash")), \
-        "without the hash suffix a config change does not restart the workers"
+    assert not (
+        gen.get("options", {}).get("disableNameSuffixHash")
+        or kust.get("generatorOptions", {}).get("disableNameSuffixHash")
+    ), "without the hash suffix a config change does not restart the workers"
     assert set(_generator_files()) == {"routing.yaml", "topics.yaml"}
     for kind in ("StatefulSet", "Job"):
         volumes = _one(kind)["spec"]["template"]["spec"]["volumes"]
-        assert any(v.get("configMap", {}).get("name") == gen["name"] for v in volumes), \
+        assert any(v.get("configMap", {}).get("name") == gen["name"] for v in volumes), (
             f"the {kind} must name the generator ({gen['name']}) so that kustomize rewrites it"
+        )
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) is not installed")
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) is not installed"
+)
 def test_kustomize_build_rewrites_the_config_references():
     out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -243,7 +278,9 @@ def test_kustomize_build_rewrites_the_config_references():
     for (kind, name), obj in objs.items():
         assert obj["metadata"].get("namespace") == _kustomization()["namespace"], (kind, name)
         if kind in ("StatefulSet", "Job"):
-            refs = [v["configMap"]["name"] for v in obj["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+            refs = [
+                v["configMap"]["name"] for v in obj["spec"]["template"]["spec"]["volumes"] if "configMap" in v
+            ]
             assert refs == cms, (kind, refs)
     assert "replicas" not in objs[("StatefulSet", _one("StatefulSet")["metadata"]["name"])]["spec"]
 
@@ -262,8 +299,9 @@ def test_configmap_holds_a_valid_config_and_topics_spec(tmp_path):
     assert specs["requests"].name == config.topics.requests
 
 
-@pytest.mark.parametrize("path", [K8S / "topics.yaml", ROOT / "topics" / "topics.yaml"],
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path", [K8S / "topics.yaml", ROOT / "topics" / "topics.yaml"], ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_changelog_rolls_segments_so_compaction_can_start(path):
     """The cleaner compacts closed segments only; Kafka's default segment.ms is 7 days."""
     from router_stream.topics import load_spec
@@ -296,8 +334,11 @@ def test_statefulset_probes_ports_grace_and_state_volume():
     # the RocksDB state dir lies on the volume claim template (one persistent volume per pod)
     claims = {c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert any(_under(config.cache.state_dir, mounts[c]) for c in claims if c in mounts), \
-        (config.cache.state_dir, mounts, claims)
+    assert any(_under(config.cache.state_dir, mounts[c]) for c in claims if c in mounts), (
+        config.cache.state_dir,
+        mounts,
+        claims,
+    )
 
     # the config file comes from the ConfigMap and the CLI accepts the args
     args = build_parser().parse_args(container["args"])
@@ -305,8 +346,9 @@ def test_statefulset_probes_ports_grace_and_state_volume():
     _check_config_mount(pod, container, args.config)
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert (pod["securityContext"].get("runAsUser") or 0) != 0
-    assert pod["securityContext"].get("fsGroupChangePolicy") == "OnRootMismatch", \
+    assert pod["securityContext"].get("fsGroupChangePolicy") == "OnRootMismatch", (
         "no recursive chown of the RocksDB state at every start"
+    )
     # a Service named router-stream-metrics would inject ROUTER_STREAM_METRICS_PORT=tcp://..., an override
     assert pod.get("enableServiceLinks") is False
     assert "ROUTER_STREAM_METRICS_PORT" in _config_env_names()
@@ -335,7 +377,7 @@ def _check_config_mount(pod: dict[str, Any], container: dict[str, Any], path: st
         vol = volumes.get(m["name"], {})
         if "configMap" in vol and _under(path, m["mountPath"]):
             assert vol["configMap"]["name"] == cm["metadata"]["name"]
-            key = path[len(m["mountPath"].rstrip("/")) + 1:]
+            key = path[len(m["mountPath"].rstrip("/")) + 1 :]
             assert key in cm["data"], f"{path}: the ConfigMap has no key {key!r}"
             return
     raise AssertionError(f"{path} is not on a ConfigMap volume of {container['name']}")
@@ -347,11 +389,15 @@ def test_statefulset_env_names_are_known_and_api_keys_come_from_the_secret():
     secret_keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
     env = {e["name"]: e for e in container["env"]}
     for name in env:
-        assert _env_allowed(name, config), f"env {name} is read by nothing in router_stream/config.py or config_sources.py"
+        assert _env_allowed(name, config), (
+            f"env {name} is read by nothing in router_stream/config.py or config_sources.py"
+        )
     for cname, cand in config.candidates.items():
         if not cand.api_key_env:
             continue
-        assert cand.api_key_env in env, f"candidates.{cname}.api_key_env {cand.api_key_env} is not set in the pod"
+        assert cand.api_key_env in env, (
+            f"candidates.{cname}.api_key_env {cand.api_key_env} is not set in the pod"
+        )
         ref = env[cand.api_key_env].get("valueFrom", {}).get("secretKeyRef")
         assert ref, f"{cand.api_key_env} must come from a Secret, not a literal value"
         assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret_keys
@@ -374,7 +420,9 @@ def test_service_exposes_the_metrics_port_and_only_the_pods_carry_prometheus_ann
     assert all(labels.get(k) == v for k, v in svc["spec"]["selector"].items())
     port = next(p for p in svc["spec"]["ports"] if p["name"] == "metrics")
     assert _container_port(container, port.get("targetPort", port["port"])) == config.worker.metrics_port
-    assert svc["spec"].get("publishNotReadyAddresses") is True, "a rebalancing (unready) worker still reports its lag"
+    assert svc["spec"].get("publishNotReadyAddresses") is True, (
+        "a rebalancing (unready) worker still reports its lag"
+    )
     # annotations on both the pods and the Service: annotation-based discovery scrapes each worker twice
     assert not [k for k in (svc["metadata"].get("annotations") or {}) if k.startswith("prometheus.io/")]
     ann = sts["spec"]["template"]["metadata"]["annotations"]
@@ -434,9 +482,16 @@ def test_deploy_order_topics_job_before_the_workers():
     assert ann["argocd.argoproj.io/hook-delete-policy"] == "BeforeHookCreation"
     applied = _applied()
     workers = [o for o in applied if o["kind"] not in ("ConfigMap", "Job")]
-    assert {o["kind"] for o in workers} == {"Service", "StatefulSet", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+    assert {o["kind"] for o in workers} == {
+        "Service",
+        "StatefulSet",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+    }
     assert _argo_wave(cm) < _argo_wave(job) < min(_argo_wave(o) for o in workers)
-    assert not any("argocd.argoproj.io/hook" in (o["metadata"].get("annotations") or {}) for o in workers + [cm])
+    assert not any(
+        "argocd.argoproj.io/hook" in (o["metadata"].get("annotations") or {}) for o in [*workers, cm]
+    )
 
     doc = OPERATIONS.read_text()
     name = job["metadata"]["name"]
@@ -448,8 +503,12 @@ def test_deploy_order_topics_job_before_the_workers():
     first, rest = (_selected(applied, s) for s in selectors)
     assert first == ["ConfigMap", "Job"], first
     assert "Job" not in rest and sorted(set(rest) | {"Job"}) == sorted({o["kind"] for o in applied}), rest
-    assert doc.index(f"delete job {name}") < doc.index(selectors[0]) < doc.index(f"job/{name} --timeout") \
+    assert (
+        doc.index(f"delete job {name}")
+        < doc.index(selectors[0])
+        < doc.index(f"job/{name} --timeout")
         < doc.index(selectors[1])
+    )
 
 
 # ---------------------------------------------------------------------------------- docker
@@ -470,7 +529,7 @@ def test_dockerfile_entrypoint_and_non_root_user():
     froms = [rest for instr, rest in instrs if instr == "FROM"]
     assert froms and all(f.split()[0] == "python:3.11-slim" for f in froms)
     assert any(instr == "RUN" and re.search(r"pip install \.(\s|$)", rest) for instr, rest in instrs)
-    final = instrs[max(i for i, (instr, _) in enumerate(instrs) if instr == "FROM"):]
+    final = instrs[max(i for i, (instr, _) in enumerate(instrs) if instr == "FROM") :]
     entry = [rest for instr, rest in final if instr == "ENTRYPOINT"]
     assert entry and json.loads(entry[-1]) == ["router-stream"], "exec form, so SIGTERM reaches the worker"
     users = [rest for instr, rest in final if instr == "USER"]
@@ -501,7 +560,11 @@ def test_compose_stack():
     assert "controller" in benv["KAFKA_PROCESS_ROLES"], "a KRaft broker (no ZooKeeper)"
     assert len(base64.urlsafe_b64decode(benv["CLUSTER_ID"] + "==")) == 16
 
-    router_svcs = {n: s for n, s in services.items() if "entrypoint" not in s and s.get("image", "").startswith("router-stream")}
+    router_svcs = {
+        n: s
+        for n, s in services.items()
+        if "entrypoint" not in s and s.get("image", "").startswith("router-stream")
+    }
     parsed = {n: build_parser().parse_args(_command(s)) for n, s in router_svcs.items()}
     workers = [n for n, a in parsed.items() if a.command == "run"]
     topics = [n for n, a in parsed.items() if a.command == "topics"]
@@ -541,23 +604,50 @@ def test_dockerfile_exposes_the_compose_metrics_port():
 # ---------------------------------------------------------------------------------- grafana
 PROMQL_WORDS = {
     # aggregations and keywords
-    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk",
-    "quantile", "limitk", "limit_ratio", "by", "without", "on", "ignoring", "group_left", "group_right",
-    "bool", "and", "or", "unless", "offset", "atan2", "start", "end", "inf", "nan",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "atan2",
+    "start",
+    "end",
+    "inf",
+    "nan",
 }
 
 
 def promql_metric_names(expr: str) -> set[str]:
     """Metric names in a PromQL expression (Grafana ``$variables`` allowed)."""
     s = re.sub(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`', '""', expr)  # string literals
-    s = re.sub(r"\$\{[^}]*\}|\$\w+", " ", s)                                      # Grafana variables
-    s = re.sub(r"\{[^{}]*\}", " ", s)                                             # label matchers
-    s = re.sub(r"\[[^\[\]]*\]", " ", s)                                           # ranges, subqueries
+    s = re.sub(r"\$\{[^}]*\}|\$\w+", " ", s)  # Grafana variables
+    s = re.sub(r"\{[^{}]*\}", " ", s)  # label matchers
+    s = re.sub(r"\[[^\[\]]*\]", " ", s)  # ranges, subqueries
     s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)", " ", s, flags=re.I)
     s = re.sub(r"(?<![\w.])\d+(\.\d+)?([eE][+-]?\d+)?(ms|s|m|h|d|w|y)?\b", " ", s)  # numbers, durations
     names = set()
     for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", s):
-        if s[m.end():].lstrip().startswith("("):
+        if s[m.end() :].lstrip().startswith("("):
             continue  # a function or an aggregation with its argument list
         if m.group(0).lower() in PROMQL_WORDS:
             continue
@@ -570,7 +660,9 @@ def _template_query_names(query: str) -> set[str]:
     m = re.match(r"^\s*label_values\(\s*(.*?)\s*,\s*[\w]+\s*\)\s*$", query)
     if m:
         return promql_metric_names(m.group(1))
-    if re.match(r"^\s*label_values\(\s*\w+\s*\)\s*$", query) or re.match(r"^\s*(label_names|metrics)\(", query):
+    if re.match(r"^\s*label_values\(\s*\w+\s*\)\s*$", query) or re.match(
+        r"^\s*(label_names|metrics)\(", query
+    ):
         return set()
     m = re.match(r"^\s*query_result\((.*)\)\s*$", query)
     return promql_metric_names(m.group(1) if m else query)
@@ -578,12 +670,14 @@ def _template_query_names(query: str) -> set[str]:
 
 def dashboard_exprs(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """(where, PromQL) for every panel target (rows' nested panels too) and every query variable."""
+
     def walk(panels: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
         for p in panels:
             for t in p.get("targets", []):
                 if t.get("expr"):
                     yield f"panel {p.get('title')!r} target {t.get('refId')}", t["expr"]
             yield from walk(p.get("panels", []))
+
     yield from walk(dashboard.get("panels", []))
     for var in dashboard.get("templating", {}).get("list", []):
         if var.get("type") == "query":
@@ -597,9 +691,16 @@ def _metric_series() -> dict[str, str]:
     """Every series name the metrics in router_stream/metrics.py expose → their family name."""
     from router_stream.metrics import REGISTRY
 
-    suffixes = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count", "_created"),
-                "summary": ("", "_sum", "_count", "_created"), "info": ("_info",), "stateset": ("",),
-                "gaugehistogram": ("_bucket", "_gsum", "_gcount"), "unknown": ("",)}
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "gauge": ("",),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "summary": ("", "_sum", "_count", "_created"),
+        "info": ("_info",),
+        "stateset": ("",),
+        "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+        "unknown": ("",),
+    }
     out = {}
     for family in REGISTRY.collect():
         for suffix in suffixes[family.type]:
@@ -619,14 +720,16 @@ def unknown_metrics(dashboard: dict[str, Any]) -> list[str]:
 
 def test_promql_name_parser():
     assert promql_metric_names(
-        'histogram_quantile(0.95, sum by (le, candidate) (rate(router_stream_model_latency_seconds_bucket'
-        '{candidate=~"$candidate", job!="x"}[$__rate_interval])))') == {"router_stream_model_latency_seconds_bucket"}
+        "histogram_quantile(0.95, sum by (le, candidate) (rate(router_stream_model_latency_seconds_bucket"
+        '{candidate=~"$candidate", job!="x"}[$__rate_interval])))'
+    ) == {"router_stream_model_latency_seconds_bucket"}
     assert promql_metric_names(
         'sum(rate(a_total{outcome!="ok"}[5m])) / clamp_min(sum(rate(b_total[5m] offset 1h)), 1e-9) * 3600'
     ) == {"a_total", "b_total"}
     assert promql_metric_names("max by (partition) (lag) > on(instance) group_left up") == {"lag", "up"}
     assert _template_query_names("label_values(router_stream_requests_total, candidate)") == {
-        "router_stream_requests_total"}
+        "router_stream_requests_total"
+    }
 
 
 def test_every_dashboard_metric_exists_in_metrics_py():
@@ -639,10 +742,16 @@ def test_every_dashboard_metric_exists_in_metrics_py():
 def test_a_panel_with_an_unknown_metric_fails_the_check():
     dashboard = json.loads(DASHBOARD.read_text())
     bad = copy.deepcopy(dashboard)
-    bad["panels"].append({"type": "timeseries", "title": "typo", "targets": [
-        {"refId": "A", "expr": "sum(rate(router_stream_request_total[5m]))"}]})
-    bad["panels"][0].setdefault("panels", []).append({"title": "nested", "targets": [
-        {"refId": "B", "expr": "router_stream_requests"}]})  # a counter without its _total suffix
+    bad["panels"].append(
+        {
+            "type": "timeseries",
+            "title": "typo",
+            "targets": [{"refId": "A", "expr": "sum(rate(router_stream_request_total[5m]))"}],
+        }
+    )
+    bad["panels"][0].setdefault("panels", []).append(
+        {"title": "nested", "targets": [{"refId": "B", "expr": "router_stream_requests"}]}
+    )  # a counter without its _total suffix
     problems = unknown_metrics(bad)
     assert any("router_stream_request_total" in p for p in problems)
     assert any("'router_stream_requests'" in p for p in problems)
@@ -651,8 +760,12 @@ def test_a_panel_with_an_unknown_metric_fails_the_check():
 def test_every_metric_in_metrics_py_is_on_the_dashboard():
     dashboard = json.loads(DASHBOARD.read_text())
     series = _metric_series()
-    used = {series[n] for where, e in dashboard_exprs(dashboard)
-            for n in (promql_metric_names(e) if not where.startswith("variable") else {e}) if n in series}
+    used = {
+        series[n]
+        for where, e in dashboard_exprs(dashboard)
+        for n in (promql_metric_names(e) if not where.startswith("variable") else {e})
+        if n in series
+    }
     missing = sorted(set(series.values()) - used)
     assert not missing, f"metrics without a panel in {DASHBOARD.relative_to(ROOT)}: {missing}"
 
@@ -660,8 +773,14 @@ def test_every_metric_in_metrics_py_is_on_the_dashboard():
 def test_dashboard_covers_the_operational_questions():
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = " ".join(e for _, e in dashboard_exprs(dashboard))
-    for needle in ("histogram_quantile", 'result="hit"', "router_stream_transactions_total",
-                   "router_stream_consumer_lag", "router_stream_cost_usd_total", "decided_by"):
+    for needle in (
+        "histogram_quantile",
+        'result="hit"',
+        "router_stream_transactions_total",
+        "router_stream_consumer_lag",
+        "router_stream_cost_usd_total",
+        "decided_by",
+    ):
         assert needle in exprs, needle
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
@@ -696,7 +815,9 @@ def test_operations_alert_rules_are_valid():
         expr = rule["expr"]
         assert expr.count("(") == expr.count(")") and expr.count("[") == expr.count("]"), rule["alert"]
         for name in promql_metric_names(expr):
-            assert name in series or name.startswith("kube_"), f"{rule['alert']}: {name} is no metric of metrics.py"
+            assert name in series or name.startswith("kube_"), (
+                f"{rule['alert']}: {name} is no metric of metrics.py"
+            )
     exprs = {r["alert"]: " ".join(r["expr"].split()) for r in rules}
     joined = " ".join(exprs.values())
     assert "deriv(sum(max by (partition) (router_stream_consumer_lag))[10m:1m]) > 0" in joined

@@ -38,7 +38,9 @@ strategies:
 
 
 def config(strategies=STRATEGIES, **extra):
-    return parse_config({"candidates": CANDIDATES, "default": "cheap", "strategies": strategies, **extra}, environ={})
+    return parse_config(
+        {"candidates": CANDIDATES, "default": "cheap", "strategies": strategies, **extra}, environ={}
+    )
 
 
 def req(**fields) -> bytes:
@@ -49,7 +51,9 @@ async def test_rules_then_split_verdicts_and_final_choice():
     result = await explain(config(), req(), key="user-7")
     arm = "cheap" if stable_fraction("canary", "user-7") < 0.5 else "smart"
     assert [(v.strategy, v.outcome, v.candidate) for v in result.verdicts] == [
-        ("by-content", "abstained", None), ("canary", "chose", arm)]
+        ("by-content", "abstained", None),
+        ("canary", "chose", arm),
+    ]
     assert result.verdicts[0].reason == "no rule matched"
     assert (result.candidate, result.decided_by, result.cacheable) == (arm, "canary", True)
     assert (result.key, result.key_source, result.exit_code) == ("user-7", "the Kafka key", 0)
@@ -85,25 +89,39 @@ async def test_malformed_request_is_the_workers_dead_letter():
     assert (await explain(tight, req(prompt="x" * 500))).dead_letter.reason == "context_window"
 
 
-
 async def test_a_chosen_candidate_too_small_for_the_prompt_is_noted():
-    cands = {"cheap": {**CANDIDATES["cheap"], "context_window": 50, "fallbacks": ["smart"]}, "smart": CANDIDATES["smart"]}
+    cands = {
+        "cheap": {**CANDIDATES["cheap"], "context_window": 50, "fallbacks": ["smart"]},
+        "smart": CANDIDATES["smart"],
+    }
     result = await explain(config(candidates=cands, strategies=[]), req(prompt="x" * 1000))
     assert result.candidate == "cheap" and result.dead_letter is None
-    assert any(n.startswith("the prompt is ~") and "over 'cheap''s context window (50)" in n
-               and n.endswith("skip it for its fallbacks (smart)") for n in result.notes), result.notes
+    assert any(
+        n.startswith("the prompt is ~")
+        and "over 'cheap''s context window (50)" in n
+        and n.endswith("skip it for its fallbacks (smart)")
+        for n in result.notes
+    ), result.notes
 
 
 async def test_by_default_judge_and_scorer_are_not_run_and_no_model_is_called():
     async with ModelServer(name="judge", answer="smart") as judge_server:
         candidates = {**CANDIDATES, "judge": {"base_url": judge_server.base_url, "model": "j"}}
-        strategies = [{"type": "judge", "name": "j", "candidate": "judge", "allowed": ["cheap", "smart"]},
-                      {"type": "scorer", "name": "s", "url": "http://127.0.0.1:9/score"}, STRATEGIES[1]]
+        strategies = [
+            {"type": "judge", "name": "j", "candidate": "judge", "allowed": ["cheap", "smart"]},
+            {"type": "scorer", "name": "s", "url": "http://127.0.0.1:9/score"},
+            STRATEGIES[1],
+        ]
         cfg = config(candidates=candidates, strategies=strategies)
         result = await explain(cfg, req(), key="k")
-        assert [(v.strategy, v.outcome) for v in result.verdicts[:2]] == [("j", "abstained"), ("s", "abstained")]
+        assert [(v.strategy, v.outcome) for v in result.verdicts[:2]] == [
+            ("j", "abstained"),
+            ("s", "abstained"),
+        ]
         assert result.verdicts[0].reason == "not run: judge strategies call a model (--with-io runs them)"
-        assert result.verdicts[1].reason == "not run: scorer strategies call an endpoint (--with-io runs them)"
+        assert (
+            result.verdicts[1].reason == "not run: scorer strategies call an endpoint (--with-io runs them)"
+        )
         assert result.decided_by == "canary"
         assert "not run (they call a model or an endpoint; --with-io runs them): j, s" in result.notes
         assert judge_server.stats()["calls"] == 0
@@ -121,8 +139,12 @@ async def test_strategies_after_the_decider_are_listed_as_not_reached():
 
 
 async def test_only_trace_headers_reach_strategies():
-    strategies = [{"type": "rules", "name": "h", "rules": [{"when": 'headers.traceparent == "t1"', "then": "smart"}]}]
-    result = await explain(config(strategies=strategies), req(), headers={"traceparent": "t1", "x-other": "y"})
+    strategies = [
+        {"type": "rules", "name": "h", "rules": [{"when": 'headers.traceparent == "t1"', "then": "smart"}]}
+    ]
+    result = await explain(
+        config(strategies=strategies), req(), headers={"traceparent": "t1", "x-other": "y"}
+    )
     assert result.decided_by == "h"
     assert any("headers not passed to strategies" in n and n.endswith("x-other") for n in result.notes)
 
@@ -149,8 +171,19 @@ def test_cli_table(config_file, capsys):
 def test_cli_json_from_file_with_headers(config_file, tmp_path, capsys):
     request_file = tmp_path / "r.json"
     request_file.write_bytes(req(tags=["legal"]))
-    code = main(["explain", "--config", str(config_file), "--request", f"@{request_file}", "--no-io", "--json",  # --no-io: the default, still accepted
-                 "--headers", '{"traceparent": "00-1"}'])
+    code = main(
+        [
+            "explain",
+            "--config",
+            str(config_file),
+            "--request",
+            f"@{request_file}",
+            "--no-io",
+            "--json",  # --no-io: the default, still accepted
+            "--headers",
+            '{"traceparent": "00-1"}',
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0
     assert data["final"] == {"candidate": "smart", "decided_by": "by-content", "cacheable": True}
@@ -171,7 +204,9 @@ def test_cli_malformed_request_exits_2_with_the_reason(config_file, capsys):
 def test_cli_bad_arguments_exit_2(config_file, tmp_path, capsys):
     assert main(["explain", "--config", str(config_file), "--request", f"@{tmp_path / 'missing.json'}"]) == 2
     assert "--request: cannot read" in capsys.readouterr().err
-    assert main(["explain", "--config", str(config_file), "--request", req().decode(), "--headers", "[1]"]) == 2
+    assert (
+        main(["explain", "--config", str(config_file), "--request", req().decode(), "--headers", "[1]"]) == 2
+    )
     assert "--headers: expected a JSON object" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text(CONFIG_YAML.replace("then: smart", "then: smartt"))
@@ -181,13 +216,18 @@ def test_cli_bad_arguments_exit_2(config_file, tmp_path, capsys):
 
 async def test_a_sticky_decision_applies_after_the_strategies_before_its_decider():
     from router_stream.explain import parse_sticky
+
     sticky = parse_sticky("canary=cheap", 0)
     plain = await explain(config(), req(), key="user-7", sticky=sticky)
     assert [(v.strategy, v.outcome, v.candidate) for v in plain.verdicts] == [
-        ("by-content", "abstained", None), ("canary", "chose", "cheap")]
+        ("by-content", "abstained", None),
+        ("canary", "chose", "cheap"),
+    ]
     assert plain.verdicts[1].detail["sticky"] is True
-    assert any("sticky decision canary=cheap applied at 'canary'" in n and "after by-content abstained" in n
-               for n in plain.notes)
+    assert any(
+        "sticky decision canary=cheap applied at 'canary'" in n and "after by-content abstained" in n
+        for n in plain.notes
+    )
     legal = await explain(config(), req(tags=["legal"]), key="user-7", sticky=sticky)
     assert (legal.candidate, legal.decided_by) == ("smart", "by-content")
     assert any("'by-content' comes before 'canary' and decided" in n for n in legal.notes)
@@ -198,8 +238,19 @@ async def test_a_sticky_decision_applies_after_the_strategies_before_its_decider
 
 
 def test_cli_sticky_flag(config_file, capsys):
-    code = main(["explain", "--config", str(config_file), "--request", req(tags=["legal"]).decode(),
-                 "--key", "user-7", "--sticky", "canary=cheap"])
+    code = main(
+        [
+            "explain",
+            "--config",
+            str(config_file),
+            "--request",
+            req(tags=["legal"]).decode(),
+            "--key",
+            "user-7",
+            "--sticky",
+            "canary=cheap",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "final: smart (decided_by by-content)" in out
     assert "note: sticky decision canary=cheap not applied: 'by-content' comes before 'canary'" in out

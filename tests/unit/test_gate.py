@@ -79,4 +79,3 @@ async def test_cancelled_exclusive_waiter_lets_batches_in():
     await asyncio.wait_for(entered.wait(), 1)
     hold.set()
     await asyncio.gather(t1, t2)
-

@@ -20,15 +20,23 @@ import pytest
 from hypothesis import HealthCheck, currently_in_test_context, event, example, given, settings
 from hypothesis import strategies as st
 
-from router_stream.processing.intake import (MAX_REQUEST_ID_CHARS, REASONS, Poison, _classify, classify,
-                                             context_limit)
+from router_stream.processing.intake import (
+    MAX_REQUEST_ID_CHARS,
+    REASONS,
+    Poison,
+    _classify,
+    classify,
+    context_limit,
+)
 from router_stream.schemas import SCHEMA_VERSION, DeadLetter, Request, Response
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "dead-letters.md"
 PROPS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def check_outcome(value: bytes | None, max_bytes: int = 1_000_000, max_tokens: int | None = None) -> Request | Poison:
+def check_outcome(
+    value: bytes | None, max_bytes: int = 1_000_000, max_tokens: int | None = None
+) -> Request | Poison:
     """The invariants every outcome must satisfy; returns it for more specific checks."""
     out = _classify(value, max_bytes, max_tokens)  # must not raise: no safety net here
     assert isinstance(out, (Request, Poison)) and not (isinstance(out, Request) and isinstance(out, Poison))
@@ -42,9 +50,16 @@ def check_outcome(value: bytes | None, max_bytes: int = 1_000_000, max_tokens: i
             assert isinstance(out.request_id, str) and out.request_id.strip()
             assert len(out.request_id) <= MAX_REQUEST_ID_CHARS
         # the dead letter for it can be produced (UTF-8 JSON) and carries the original bytes
-        dl = DeadLetter(reason=out.reason, message=out.message, error_class="PoisonRecord", topic="t",
-                        partition=0, offset=1, value_b64=base64.b64encode(value).decode() if value is not None
-                        else None, request_id=out.request_id)
+        dl = DeadLetter(
+            reason=out.reason,
+            message=out.message,
+            error_class="PoisonRecord",
+            topic="t",
+            partition=0,
+            offset=1,
+            value_b64=base64.b64encode(value).decode() if value is not None else None,
+            request_id=out.request_id,
+        )
         back = json.loads(dl.model_dump_json(exclude_none=True).encode("utf-8"))
         assert back["reason"] == out.reason
         if value is not None:
@@ -85,9 +100,14 @@ def test_size_limit_is_exact(value: bytes, limit: int) -> None:
 
 # any text, surrogates included: with ensure_ascii=True they arrive as \udXXX escapes in valid UTF-8
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)
-SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | ANY_TEXT
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                    | st.dictionaries(ANY_TEXT, inner, max_size=4), max_leaves=20)
+SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | ANY_TEXT
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
+    max_leaves=20,
+)
 FIELDS = ("schema_version", "request_id", "messages", "prompt", "fields", "params", "tags", "deadline_ms")
 
 
@@ -104,9 +124,16 @@ def test_arbitrary_json(data: Any, ascii_only: bool) -> None:
 # objects shaped like requests, each field valid, wrong or missing: reaches the deeper checks
 VALID = {
     "schema_version": st.just(SCHEMA_VERSION) | st.sampled_from([str(SCHEMA_VERSION), float(SCHEMA_VERSION)]),
-    "request_id": st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=8).filter(str.strip),
-    "messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": ANY_TEXT},
-                                               optional={"name": ANY_TEXT}), min_size=1, max_size=3),
+    "request_id": st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=8).filter(
+        str.strip
+    ),
+    "messages": st.lists(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(["user", "system"]), "content": ANY_TEXT}, optional={"name": ANY_TEXT}
+        ),
+        min_size=1,
+        max_size=3,
+    ),
     "prompt": ANY_TEXT.filter(bool),
     "fields": st.dictionaries(st.text(max_size=5), JSON, max_size=3),
     "params": st.dictionaries(st.text(max_size=5), JSON, max_size=3),
@@ -114,9 +141,12 @@ VALID = {
     "deadline_ms": st.integers(1, 10**6),
 }
 INVALID = {
-    "schema_version": st.integers(-2, SCHEMA_VERSION + 2) | st.sampled_from(["2", 2.0, 2.5, True, None, "x", 10**30]),
+    "schema_version": st.integers(-2, SCHEMA_VERSION + 2)
+    | st.sampled_from(["2", 2.0, 2.5, True, None, "x", 10**30]),
     "request_id": st.sampled_from(["", "  ", "x" * 257, "\ud800", None, 5, ["a"], "a\x00b", "line\nbreak"]),
-    "messages": st.sampled_from([[], [{"role": "user"}], [{"content": "x"}], "hi", [{"role": 1, "content": "x"}]]),
+    "messages": st.sampled_from(
+        [[], [{"role": "user"}], [{"content": "x"}], "hi", [{"role": 1, "content": "x"}]]
+    ),
     "prompt": st.sampled_from(["", 5, None, ["x"]]),
     "fields": st.sampled_from([[], "x", 1]),
     "params": st.sampled_from([[], "x", 1]),
@@ -153,16 +183,19 @@ def test_request_like_json(data: dict[str, Any], ascii_only: bool, max_tokens: i
         assert out.request_id == data["request_id"]
         assert out == Request.model_validate(data)  # the door accepts what the schema accepts
     elif out.reason == "invalid_request" and "deadline_ms" not in out.message:
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError):  # pydantic's ValidationError is a ValueError
             Request.model_validate(data)
 
 
-REQUEST_ID = st.text(st.characters(codec="utf-8", exclude_categories=("Cc",)), min_size=1,
-                     max_size=MAX_REQUEST_ID_CHARS).filter(str.strip)
+REQUEST_ID = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cc",)), min_size=1, max_size=MAX_REQUEST_ID_CHARS
+).filter(str.strip)
 
 
 @PROPS
-@given(REQUEST_ID, st.text(st.characters(codec="utf-8"), min_size=1, max_size=200), st.booleans(), st.booleans())
+@given(
+    REQUEST_ID, st.text(st.characters(codec="utf-8"), min_size=1, max_size=200), st.booleans(), st.booleans()
+)
 def test_valid_requests_are_accepted(rid: str, prompt: str, as_messages: bool, ascii_only: bool) -> None:
     body: dict[str, Any] = {"request_id": rid}
     if as_messages:
@@ -182,15 +215,15 @@ CASES = [
     ("tombstone", None, None),
     ("oversized", b"{" + b" " * 2000 + b"}", None),
     ("not_utf8", b"\xff\xfe{}", None),
-    ("not_utf8", b"{\"request_id\": \"a\", \"prompt\": \"\\udc00\"}", None),  # escaped lone surrogate
-    ("not_utf8", b"{\"request_id\": \"\\ud83d\", \"prompt\": \"x\"}", None),
+    ("not_utf8", b'{"request_id": "a", "prompt": "\\udc00"}', None),  # escaped lone surrogate
+    ("not_utf8", b'{"request_id": "\\ud83d", "prompt": "x"}', None),
     ("not_json", b"{not json", None),
     ("not_json", b"", None),
     ("not_json", b"\xef\xbb\xbf" + _req(), None),  # a BOM is not JSON (RFC 8259 8.1)
     ("not_json", b'{"request_id": "a", "prompt": "x", "params": {"t": NaN}}', None),
     ("not_json", b"[" * 100_000 + b"]" * 100_000, None),
     ("wrong_shape", b"[1, 2, 3]", None),
-    ("wrong_shape", b"\"a string\"", None),
+    ("wrong_shape", b'"a string"', None),
     ("wrong_shape", b"null", None),
     ("wrong_shape", b"42", None),
     ("missing_request_id", json.dumps({"prompt": "x"}).encode(), None),
@@ -210,7 +243,11 @@ CASES = [
     ("invalid_request", _req(prompt=5), "r1"),
     ("invalid_request", _req(messages=[{"role": "user"}], prompt=None), "r1"),
     ("invalid_request", _req(messages=[{"role": "user", "content": None}], prompt=None), "r1"),
-    ("invalid_request", _req(messages=[{"role": "user", "content": [{"text": "no type"}]}], prompt=None), "r1"),
+    (
+        "invalid_request",
+        _req(messages=[{"role": "user", "content": [{"text": "no type"}]}], prompt=None),
+        "r1",
+    ),
     ("invalid_request", _req(schema_version="one"), "r1"),
     ("invalid_request", _req(deadline_ms=0), "r1"),
     ("invalid_request", _req(deadline_ms=10**400), "r1"),
@@ -234,11 +271,23 @@ def test_every_reason_has_an_example_and_a_row_in_the_docs() -> None:
 
 
 def test_accepts_what_the_schema_accepts() -> None:
-    out = check_outcome(json.dumps({"request_id": "r1", "messages": [{"role": "user", "content": "hi"}],
-                                    "schema_version": SCHEMA_VERSION, "fields": {"lang": "de"},
-                                    "params": {"temperature": 0.2}, "tags": ["a"], "deadline_ms": 500}).encode())
+    out = check_outcome(
+        json.dumps(
+            {
+                "request_id": "r1",
+                "messages": [{"role": "user", "content": "hi"}],
+                "schema_version": SCHEMA_VERSION,
+                "fields": {"lang": "de"},
+                "params": {"temperature": 0.2},
+                "tags": ["a"],
+                "deadline_ms": 500,
+            }
+        ).encode()
+    )
     assert isinstance(out, Request) and out.fields == {"lang": "de"} and out.deadline_ms == 500
-    assert isinstance(check_outcome(b'{"request_id": "\\ud83d\\ude00", "prompt": "ok"}'), Request)  # a real pair
+    assert isinstance(
+        check_outcome(b'{"request_id": "\\ud83d\\ude00", "prompt": "ok"}'), Request
+    )  # a real pair
     assert isinstance(check_outcome(_req(), max_bytes=len(_req())), Request)  # the limit is inclusive
 
 
@@ -275,31 +324,44 @@ class _Dispatcher:
         from router_stream.providers.base import Completion
         from router_stream.providers.resilience import CallResult
         from router_stream.schemas import Usage
+
         self.calls += 1
         text = self.answer if self.answer is not None else f"[{chosen}] {self.calls}"
-        return CallResult(completion=Completion(text=text, provider_model="m",
-                                                usage=Usage(), latency_ms=1.0), served_by=chosen)
+        return CallResult(
+            completion=Completion(text=text, provider_model="m", usage=Usage(), latency_ms=1.0),
+            served_by=chosen,
+        )
 
 
 def _handler(**config_extra: Any):
     from router_stream.config import parse_config
     from router_stream.processing.handler import Handler
     from router_stream.runtime import build_pipeline
-    config = parse_config({"candidates": {
-        "cheap": {"base_url": "http://127.0.0.1:1", "model": "c", "context_window": 100},
-        "big": {"base_url": "http://127.0.0.1:1", "model": "b", "context_window": 1000}},
-        "default": "cheap", **config_extra}, environ={})
+
+    config = parse_config(
+        {
+            "candidates": {
+                "cheap": {"base_url": "http://127.0.0.1:1", "model": "c", "context_window": 100},
+                "big": {"base_url": "http://127.0.0.1:1", "model": "b", "context_window": 1000},
+            },
+            "default": "cheap",
+            **config_extra,
+        },
+        environ={},
+    )
     dispatcher = _Dispatcher()
     return Handler(config, build_pipeline(config), dispatcher, "w"), dispatcher
 
 
 def _source(value: bytes | None, offset: int = 0, key: bytes | None = b"k", headers=()):
     from router_stream.processing.handler import Source
+
     return Source("requests", 0, offset, key, value, tuple(headers))
 
 
 def test_handler_dead_letters_a_prompt_no_candidate_fits_without_a_model_call() -> None:
     from router_stream.processing.handler import StateView
+
     handler, dispatcher = _handler()
     view = StateView({})  # type: ignore[arg-type]
     too_big = asyncio.run(handler.handle(_source(_req(prompt="x" * 8000)), view))
@@ -313,6 +375,7 @@ def test_handler_dead_letters_a_prompt_no_candidate_fits_without_a_model_call() 
 
 def test_handler_answers_a_duplicate_from_the_first_answer() -> None:
     from router_stream.processing.handler import StateView
+
     handler, dispatcher = _handler()
     view = StateView({})  # type: ignore[arg-type]
     first = asyncio.run(handler.handle(_source(_req(), 0), view))
@@ -320,9 +383,13 @@ def test_handler_answers_a_duplicate_from_the_first_answer() -> None:
     assert dispatcher.calls == 1
     assert first.response is not None and again.response is not None and again.audit is not None
     assert first.response.duplicate is False and again.response.duplicate is True and again.audit.duplicate
-    assert (again.response.output, again.response.candidate) == (first.response.output, first.response.candidate)
+    assert (again.response.output, again.response.candidate) == (
+        first.response.output,
+        first.response.candidate,
+    )
     # counted as answered, with decided_by="duplicate" (the operations guide's metrics table)
     from router_stream import metrics
+
     series = metrics.requests(first.response.candidate, "duplicate", "ok")
     before = series._value.get()
     asyncio.run(handler.handle(_source(_req(), 2), view))
@@ -331,26 +398,37 @@ def test_handler_answers_a_duplicate_from_the_first_answer() -> None:
 
 def test_handler_request_candidate_field_only_when_allowed() -> None:
     from router_stream.processing.handler import StateView
+
     handler, _ = _handler()
     out = asyncio.run(handler.handle(_source(_req(fields={"candidate": "big"})), StateView({})))  # type: ignore[arg-type]
     assert out.response is not None and out.response.candidate == "cheap"  # not allowed: ignored
     handler, _ = _handler(allow_request_candidate_field="candidate")
     out = asyncio.run(handler.handle(_source(_req(fields={"candidate": "big"})), StateView({})))  # type: ignore[arg-type]
     assert out.response is not None and out.response.candidate == "big" and out.audit.decided_by == "request"
-    out = asyncio.run(handler.handle(_source(_req(request_id="r2", fields={"candidate": "nope"})),
-                                     StateView({})))  # type: ignore[arg-type]
+    out = asyncio.run(
+        handler.handle(_source(_req(request_id="r2", fields={"candidate": "nope"})), StateView({}))
+    )  # type: ignore[arg-type]
     assert out.response is not None and out.response.candidate == "cheap"
     assert out.audit.verdicts[0].strategy == "request" and out.audit.verdicts[0].outcome == "miss"
 
 
 def test_handler_keeps_trace_headers_and_ignores_unknown_ones() -> None:
     from router_stream.processing.handler import StateView
+
     handler, _ = _handler()
     tp = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    out = asyncio.run(handler.handle(_source(_req(), headers=[("traceparent", tp), ("x-junk", b"\xff\x00"),
-                                                              ("TraceState", b"a=b\xff")]),
-                                     StateView({})))  # type: ignore[arg-type]
-    assert out.audit is not None and out.audit.headers == {"traceparent": tp.decode(), "tracestate": "a=b\ufffd"}
+    out = asyncio.run(
+        handler.handle(
+            _source(
+                _req(), headers=[("traceparent", tp), ("x-junk", b"\xff\x00"), ("TraceState", b"a=b\xff")]
+            ),
+            StateView({}),
+        )
+    )  # type: ignore[arg-type]
+    assert out.audit is not None and out.audit.headers == {
+        "traceparent": tp.decode(),
+        "tracestate": "a=b\ufffd",
+    }
 
 
 def test_no_nan_floats_survive() -> None:
@@ -361,12 +439,15 @@ def test_no_nan_floats_survive() -> None:
 def test_handler_dedup_window_is_configurable() -> None:
     from router_stream.processing.handler import StateView
     from router_stream.state.store import request_key
+
     handler, dispatcher = _handler(cache={"dedup_window_s": 60})
     view = StateView({})  # type: ignore[arg-type]
     asyncio.run(handler.handle(_source(_req(), 0), view))
     stored = Response.model_validate_json(view.get(request_key("r1")))  # type: ignore[arg-type]
-    view.put(request_key("r1"), stored.model_copy(update={"produced_at": stored.produced_at - 61_000})
-             .model_dump_json().encode())
+    view.put(
+        request_key("r1"),
+        stored.model_copy(update={"produced_at": stored.produced_at - 61_000}).model_dump_json().encode(),
+    )
     late = asyncio.run(handler.handle(_source(_req(), 1), view))
     assert dispatcher.calls == 2 and late.response is not None and late.response.duplicate is False
     handler, dispatcher = _handler(cache={"dedup_window_s": 0})  # 0 turns deduplication off
@@ -378,12 +459,12 @@ def test_handler_dedup_window_is_configurable() -> None:
 
 def test_handler_null_key_scope() -> None:
     from router_stream.processing.handler import StateView
+
     handler, _ = _handler()
     out = asyncio.run(handler.handle(_source(_req(), key=None), StateView({})))  # type: ignore[arg-type]
     assert out.audit is not None and out.audit.key == "request:r1"
     handler, _ = _handler(cache={"scope": "field", "scope_field": "tenant"})
-    out = asyncio.run(handler.handle(_source(_req(fields={"tenant": "acme"}), key=None),
-                                     StateView({})))  # type: ignore[arg-type]
+    out = asyncio.run(handler.handle(_source(_req(fields={"tenant": "acme"}), key=None), StateView({})))  # type: ignore[arg-type]
     assert out.audit is not None and out.audit.key == "acme"
 
 
@@ -396,7 +477,10 @@ def test_scope_key_never_raises_and_keeps_binary_kafka_keys_apart() -> None:
     assert field_handler.scope_key(_source(b"{}", key=b"k"), huge) == "9" * 4300  # at the limit: fine
     # two binary keys that decode to the same text with replacement characters stay apart
     plain, _ = _handler()
-    one, two = plain.scope_key(_source(b"{}", key=b"\x80k"), None), plain.scope_key(_source(b"{}", key=b"\x81k"), None)
+    one, two = (
+        plain.scope_key(_source(b"{}", key=b"\x80k"), None),
+        plain.scope_key(_source(b"{}", key=b"\x81k"), None),
+    )
     assert one != two and one.startswith("b64:")
     assert plain.scope_key(_source(b"{}", key="zoë".encode()), None) == "zoë"
 
@@ -405,6 +489,7 @@ def test_a_dead_letter_of_a_huge_record_copies_only_its_start_and_stays_producib
     import hashlib
 
     from router_stream.processing.handler import DEAD_LETTER_COPY_BYTES, MAX_PRODUCED_RECORD_BYTES, StateView
+
     handler, _ = _handler(kafka={"max_record_bytes": 2_000_000})
     value = b"{" + b"x" * 900_000  # not JSON, and a base64 copy of all of it would be 1.2 MB
     out = asyncio.run(handler.handle(_source(value, key=b"k" * 20_000), StateView({})))  # type: ignore[arg-type]
@@ -420,6 +505,7 @@ def test_a_dead_letter_of_a_huge_record_copies_only_its_start_and_stays_producib
 
 def test_an_answer_too_large_for_a_kafka_record_becomes_an_error_response() -> None:
     from router_stream.processing.handler import Handler, StateView, output_budget
+
     handler, _ = _handler()
     handler.dispatcher = _Dispatcher(answer="\x01" * 200_000)  # 6 bytes each as JSON: 1.2 MB
     out = asyncio.run(handler.handle(_source(_req()), StateView({})))  # type: ignore[arg-type]
@@ -433,8 +519,12 @@ def test_an_answer_too_large_for_a_kafka_record_becomes_an_error_response() -> N
     assert isinstance(handler, Handler)
 
 
-@pytest.mark.parametrize("rid, where", [("a\x00b", "U+0000 at position 1"), ("x\n", "U+000A at position 1"),
-                                        ("\x85y", "U+0085 at position 0")])
+@pytest.mark.parametrize(
+    "rid, where",
+    [("a\x00b", "U+0000 at position 1"), ("x\n", "U+000A at position 1"), ("\x85y", "U+0085 at position 0")],
+)
 def test_a_request_id_with_a_control_character_is_dead_lettered(rid: str, where: str) -> None:
     out = check_outcome(json.dumps({"request_id": rid, "prompt": "hi"}).encode())
-    assert isinstance(out, Poison) and out.reason == "missing_request_id" and out.message.endswith(f"({where})")
+    assert (
+        isinstance(out, Poison) and out.reason == "missing_request_id" and out.message.endswith(f"({where})")
+    )

@@ -34,12 +34,15 @@ def no_java(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(empty))
 
 
-@pytest.mark.parametrize(("line", "major"), [
-    ('openjdk version "17.0.15" 2025-04-15', 17),
-    ('openjdk version "21" 2023-09-19', 21),
-    ('java version "1.8.0_392"', 8),
-    ("garbage", None),
-])
+@pytest.mark.parametrize(
+    ("line", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('openjdk version "21" 2023-09-19', 21),
+        ('java version "1.8.0_392"', 8),
+        ("garbage", None),
+    ],
+)
 def test_java_major_parses_what_jdks_print(tmp_path: Path, line: str, major: int | None):
     assert java_major(str(fake_java(tmp_path, line))) == major
 

@@ -75,14 +75,19 @@ def violations(source: str, module: str, is_package: bool = False) -> list[tuple
             parts = origin.split(".")
             for i, part in enumerate(parts):
                 owner = ".".join(parts[:i])  # the package the private module belongs to
-                if (_private(part) and _is_package_module(".".join(parts[: i + 1]))
-                        and not (package == owner or package.startswith(owner + "."))):
+                if (
+                    _private(part)
+                    and _is_package_module(".".join(parts[: i + 1]))
+                    and not (package == owner or package.startswith(owner + "."))
+                ):
                     found.append((f"from {origin} import ... (a private module of {owner})", node.lineno))
                     break
             for alias in node.names:
                 full = f"{origin}.{alias.name}"
-                own_submodule = (_is_package_module(full)  # its package's (or a parent's) private module
-                                 and (package == origin or package.startswith(origin + ".")))
+                own_submodule = (
+                    _is_package_module(full)  # its package's (or a parent's) private module
+                    and (package == origin or package.startswith(origin + "."))
+                )
                 if _private(alias.name) and not own_submodule:
                     found.append((f"from {origin} import {alias.name}", node.lineno))
                 elif _is_package_module(full):
@@ -110,30 +115,40 @@ def test_the_checker_sees_each_kind_of_violation():
     """The checker itself can fail: a module written with each forbidden form is caught, and
     the allowed forms (public names, a package's own private modules, private attributes of
     objects that are not modules) are not."""
-    source = ("from .features import _x\n"
-              "from .features._tfidf import TfidfFeaturizer\n"
-              "from . import metrics\n"
-              "import router_stream.learning.data as data\n"
-              "import numpy as np\n"
-              "metrics._y\n"
-              "data._z\n"
-              "np.linalg._not_ours\n"
-              "from .features import check_featurizer\n"
-              "obj = object()\n"
-              "obj._fine\n")
+    source = (
+        "from .features import _x\n"
+        "from .features._tfidf import TfidfFeaturizer\n"
+        "from . import metrics\n"
+        "import router_stream.learning.data as data\n"
+        "import numpy as np\n"
+        "metrics._y\n"
+        "data._z\n"
+        "np.linalg._not_ours\n"
+        "from .features import check_featurizer\n"
+        "obj = object()\n"
+        "obj._fine\n"
+    )
     found = [what for what, _ in violations(source, "router_stream.learning.probe")]
-    assert sorted(found) == sorted([
-        "from router_stream.learning.features import _x",
-        "from router_stream.learning.features._tfidf import ... (a private module of router_stream.learning.features)",
-        "metrics._y",
-        "data._z",
-    ])
+    assert sorted(found) == sorted(
+        [
+            "from router_stream.learning.features import _x",
+            "from router_stream.learning.features._tfidf import ... (a private module of router_stream.learning.features)",
+            "metrics._y",
+            "data._z",
+        ]
+    )
     inside = "from ._tfidf import TfidfFeaturizer\nfrom . import _tfidf\n"
     assert violations(inside, "router_stream.learning.features", is_package=True) == []
-    assert violations("from .._tfidf import hashed_counts\nfrom .. import _tfidf\n",
-                      "router_stream.learning.features.sub.mod") == []
+    assert (
+        violations(
+            "from .._tfidf import hashed_counts\nfrom .. import _tfidf\n",
+            "router_stream.learning.features.sub.mod",
+        )
+        == []
+    )
     assert violations("from .features import _tfidf\n", "router_stream.learning.train") == [
-        ("from router_stream.learning.features import _tfidf", 1)]
+        ("from router_stream.learning.features import _tfidf", 1)
+    ]
 
 
 def test_no_private_name_crosses_a_module_in_learning():
@@ -145,8 +160,10 @@ def test_no_new_private_name_crosses_a_module_anywhere():
     found = {m: {what for what, _ in v} for m, v in _all_violations().items()}
     new = {m: sorted(v - KNOWN_VIOLATIONS.get(m, set())) for m, v in found.items()}
     new = {m: v for m, v in new.items() if v}
-    assert new == {}, ("private names imported across modules (make the name public in the module that owns it, "
-                       f"or give it one home): {new}")
+    assert new == {}, (
+        "private names imported across modules (make the name public in the module that owns it, "
+        f"or give it one home): {new}"
+    )
     stale = {m: sorted(v - found.get(m, set())) for m, v in KNOWN_VIOLATIONS.items()}
     stale = {m: v for m, v in stale.items() if v}
     assert stale == {}, f"fixed, so remove from KNOWN_VIOLATIONS in tests/unit/test_layout.py: {stale}"

@@ -9,11 +9,13 @@ from pydantic import ValidationError
 
 from router_stream.learning import artifact as A
 from router_stream.routing.base import RoutingContext
-from router_stream.routing.learned import LearnedConfig, LearnedStrategy
+from router_stream.routing.learned import LearnedConfig
 from router_stream.schemas import Request
 
-HARD = ("Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\n"
-        "A. 0\nB. 4\nC. 2\nD. 6\nAnswer:")
+HARD = (
+    "Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\n"
+    "A. 0\nB. 4\nC. 2\nD. 6\nAnswer:"
+)
 
 
 def ctx() -> RoutingContext:
@@ -40,8 +42,16 @@ async def test_decides_weak_or_strong_with_detail():
 
 async def test_threshold_override_moves_the_decision():
     req = Request(request_id="r1", prompt=HARD)
-    low = await LearnedConfig(type="learned", weak="cheap", strong="smart", threshold=-1.0).build().decide(req, ctx())
-    high = await LearnedConfig(type="learned", weak="cheap", strong="smart", threshold=1.0).build().decide(req, ctx())
+    low = (
+        await LearnedConfig(type="learned", weak="cheap", strong="smart", threshold=-1.0)
+        .build()
+        .decide(req, ctx())
+    )
+    high = (
+        await LearnedConfig(type="learned", weak="cheap", strong="smart", threshold=1.0)
+        .build()
+        .decide(req, ctx())
+    )
     assert low.candidate == "smart" and high.candidate == "cheap"
 
 
@@ -50,10 +60,14 @@ async def test_abstains_inside_the_band():
     strat = LearnedConfig(type="learned", weak="cheap", strong="smart").build()
     score = (await strat.decide(req, ctx())).detail["score"]
     c = ctx()
-    near = LearnedConfig(type="learned", weak="cheap", strong="smart", threshold=score + 0.01, abstain_band=0.05).build()
+    near = LearnedConfig(
+        type="learned", weak="cheap", strong="smart", threshold=score + 0.01, abstain_band=0.05
+    ).build()
     assert await near.decide(req, c) is None
     assert "within" in c.take_note()
-    far = LearnedConfig(type="learned", weak="cheap", strong="smart", threshold=score + 0.2, abstain_band=0.05).build()
+    far = LearnedConfig(
+        type="learned", weak="cheap", strong="smart", threshold=score + 0.2, abstain_band=0.05
+    ).build()
     assert (await far.decide(req, ctx())).candidate == "cheap"
 
 

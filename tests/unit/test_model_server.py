@@ -14,10 +14,13 @@ import pytest
 
 from router_stream.devtools.model_server import FaultConfig, ModelServer
 
-CHAT = {"model": "whatever", "messages": [
-    {"role": "system", "content": "be brief"},
-    {"role": "user", "content": "What is the capital of France and why is it Paris, tell me"},
-]}
+CHAT = {
+    "model": "whatever",
+    "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "What is the capital of France and why is it Paris, tell me"},
+    ],
+}
 
 
 @pytest.fixture
@@ -52,8 +55,9 @@ async def test_echoes_requested_model_when_none_configured(http):
 async def test_records_authorization_presence_not_value(http):
     async with ModelServer("cheap") as srv:
         await http.post(f"{srv.base_url}/chat/completions", json=CHAT)
-        await http.post(f"{srv.base_url}/chat/completions", json=CHAT,
-                        headers={"Authorization": "Bearer sk-top-secret"})
+        await http.post(
+            f"{srv.base_url}/chat/completions", json=CHAT, headers={"Authorization": "Bearer sk-top-secret"}
+        )
         stats = srv.stats()
         assert stats["auth_missing"] == 1 and stats["auth_present"] == 1
         assert stats["last_auth_present"] is True
@@ -65,7 +69,9 @@ async def test_required_api_key_gives_401_when_wrong(http):
         url = f"{srv.base_url}/chat/completions"
         assert (await http.post(url, json=CHAT)).status_code == 401
         assert (await http.post(url, json=CHAT, headers={"Authorization": "Bearer nope"})).status_code == 401
-        assert (await http.post(url, json=CHAT, headers={"Authorization": "Bearer sk-right"})).status_code == 200
+        assert (
+            await http.post(url, json=CHAT, headers={"Authorization": "Bearer sk-right"})
+        ).status_code == 200
         assert "sk-right" not in repr(srv)
 
 
@@ -76,7 +82,9 @@ async def test_bad_request_body_is_400(http):
         assert (await http.post(url, json={"messages": []})).status_code == 400
 
 
-@pytest.mark.parametrize("mode,status", [("500", 500), ("503", 503), ("429", 429), ("400", 400), ("404", 404)])
+@pytest.mark.parametrize(
+    "mode,status", [("500", 500), ("503", 503), ("429", 429), ("400", 400), ("404", 404)]
+)
 async def test_status_faults(http, mode, status):
     async with ModelServer("cheap", faults={mode: 1.0}, retry_after=2) as srv:
         resp = await http.post(f"{srv.base_url}/chat/completions", json=CHAT)
@@ -93,7 +101,9 @@ async def test_error_rate_is_500(http):
 
 
 async def test_retry_after_as_http_date(http):
-    async with ModelServer("cheap", faults={"429": 1.0}, retry_after=30, retry_after_format="http-date") as srv:
+    async with ModelServer(
+        "cheap", faults={"429": 1.0}, retry_after=30, retry_after_format="http-date"
+    ) as srv:
         resp = await http.post(f"{srv.base_url}/chat/completions", json=CHAT)
         when = email.utils.parsedate_to_datetime(resp.headers["Retry-After"])
         assert 20 <= when.timestamp() - time.time() <= 31
@@ -132,7 +142,9 @@ async def test_timeout_mode_hangs(http):
 
 
 async def test_slow_drip_delivers_a_valid_body_slowly(http):
-    async with ModelServer("cheap", faults={"slow_drip": 1.0}, drip_interval_ms=5, drip_chunk_bytes=64) as srv:
+    async with ModelServer(
+        "cheap", faults={"slow_drip": 1.0}, drip_interval_ms=5, drip_chunk_bytes=64
+    ) as srv:
         resp = await http.post(f"{srv.base_url}/chat/completions", json=CHAT)
         assert resp.json()["choices"][0]["message"]["content"].startswith("[cheap]")
 
@@ -146,7 +158,9 @@ async def test_fixed_latency(http):
 
 async def test_probabilities_are_seeded_and_mixed(http):
     async with ModelServer("cheap", faults={"503": 0.5}, seed=7) as srv:
-        codes = [(await http.post(f"{srv.base_url}/chat/completions", json=CHAT)).status_code for _ in range(30)]
+        codes = [
+            (await http.post(f"{srv.base_url}/chat/completions", json=CHAT)).status_code for _ in range(30)
+        ]
         assert set(codes) == {200, 503}
         assert srv.stats()["calls"] == 30
 
@@ -154,7 +168,9 @@ async def test_probabilities_are_seeded_and_mixed(http):
 async def test_script_runs_before_probabilities(http):
     async with ModelServer("cheap", script=["503", "429"]) as srv:
         srv.script("ok", "500")
-        codes = [(await http.post(f"{srv.base_url}/chat/completions", json=CHAT)).status_code for _ in range(5)]
+        codes = [
+            (await http.post(f"{srv.base_url}/chat/completions", json=CHAT)).status_code for _ in range(5)
+        ]
         assert codes == [503, 429, 200, 500, 200]
 
 
@@ -206,9 +222,24 @@ def test_runs_in_a_thread_for_sync_code():
 def test_runs_as_a_subprocess(tmp_path: Path):
     port_file = tmp_path / "cheap.port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router_stream.devtools.model_server", "--name", "cheap", "--port", "0",
-         "--latency-ms", "5", "--port-file", str(port_file), "--fault", "429=0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
+        [
+            sys.executable,
+            "-m",
+            "router_stream.devtools.model_server",
+            "--name",
+            "cheap",
+            "--port",
+            "0",
+            "--latency-ms",
+            "5",
+            "--port-file",
+            str(port_file),
+            "--fault",
+            "429=0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
     )
     try:
         deadline = time.monotonic() + 10
@@ -217,7 +248,9 @@ def test_runs_as_a_subprocess(tmp_path: Path):
             assert time.monotonic() < deadline, "server did not write its port"
             time.sleep(0.02)
         port = int(port_file.read_text())
-        resp = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT, timeout=5.0, trust_env=False)
+        resp = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions", json=CHAT, timeout=5.0, trust_env=False
+        )
         assert resp.json()["choices"][0]["message"]["content"].startswith("[cheap]")
     finally:
         proc.terminate()

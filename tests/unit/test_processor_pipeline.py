@@ -18,9 +18,9 @@ from aiokafka.errors import KafkaError
 
 from router_stream.config import RouterConfig
 from router_stream.processing.handler import Outcome, Source, StateView
+from router_stream.processing.intake import classify
 from router_stream.processing.partition import Partition
 from router_stream.processing.processor import Processor
-from router_stream.processing.intake import classify
 from router_stream.schemas import Request, Response
 
 TP = TopicPartition("router.requests", 0)
@@ -37,8 +37,9 @@ class FakeProducer:
         assert self.txn is None, "a transaction began while another was open"
         self.txn = []
 
-    async def send(self, topic: str, key: Any = None, value: Any = None, headers: Any = None,
-                   partition: Any = None) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, key: Any = None, value: Any = None, headers: Any = None, partition: Any = None
+    ) -> asyncio.Future[Any]:
         assert self.txn is not None, "send outside a transaction"
         self.txn.append((topic, key, value))
         fut = asyncio.get_running_loop().create_future()
@@ -121,15 +122,22 @@ class CountingHandler:
 
 def record(offset: int, key: str) -> SimpleNamespace:
     value = json.dumps({"request_id": f"r-{offset}", "prompt": "hi"}).encode()
-    return SimpleNamespace(topic=TP.topic, partition=0, offset=offset, key=key.encode(), value=value,
-                           headers=(), timestamp=0)
+    return SimpleNamespace(
+        topic=TP.topic, partition=0, offset=offset, key=key.encode(), value=value, headers=(), timestamp=0
+    )
 
 
-def processor(handler: CountingHandler, producer: FakeProducer,
-              cache: dict[str, Any] | None = None) -> tuple[Processor, Partition, FakeConsumer]:
-    config = RouterConfig.model_validate({
-        "candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}, "default": "cheap",
-        "worker": {"batches_in_flight": 4}, "cache": cache or {}})
+def processor(
+    handler: CountingHandler, producer: FakeProducer, cache: dict[str, Any] | None = None
+) -> tuple[Processor, Partition, FakeConsumer]:
+    config = RouterConfig.model_validate(
+        {
+            "candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}},
+            "default": "cheap",
+            "worker": {"batches_in_flight": 4},
+            "cache": cache or {},
+        }
+    )
     p = Processor(config, handler, "w-test")  # type: ignore[arg-type]
     consumer = FakeConsumer()
     p.partitions.consumer = consumer  # type: ignore[assignment]
@@ -139,8 +147,12 @@ def processor(handler: CountingHandler, producer: FakeProducer,
 
 
 def outputs(producer: FakeProducer) -> list[str]:
-    return [json.loads(entry[2])["output"] for txn in producer.committed for entry in txn
-            if entry[0] == "router.responses"]
+    return [
+        json.loads(entry[2])["output"]
+        for txn in producer.committed
+        for entry in txn
+        if entry[0] == "router.responses"
+    ]
 
 
 async def wait_all(part: Partition, tasks: list[asyncio.Task[None]]) -> None:
@@ -224,8 +236,9 @@ class FieldScopeHandler(CountingHandler):
 
 def conv_record(offset: int, key: str, conv: str) -> SimpleNamespace:
     value = json.dumps({"request_id": f"r-{offset}", "prompt": "hi", "fields": {"conv": conv}}).encode()
-    return SimpleNamespace(topic=TP.topic, partition=0, offset=offset, key=key.encode(), value=value,
-                           headers=(), timestamp=0)
+    return SimpleNamespace(
+        topic=TP.topic, partition=0, offset=offset, key=key.encode(), value=value, headers=(), timestamp=0
+    )
 
 
 async def test_a_field_scope_orders_by_the_field_and_parses_each_record_once():
@@ -313,8 +326,10 @@ async def test_a_later_batch_failing_before_its_commit_rewinds_to_the_oldest_bat
 def test_an_output_too_large_to_produce_becomes_a_small_dead_letter():
     from router_stream.processing.handler import Handler, output_budget
     from router_stream.runtime import build_pipeline
-    config = RouterConfig.model_validate({
-        "candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}, "default": "cheap"})
+
+    config = RouterConfig.model_validate(
+        {"candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}, "default": "cheap"}
+    )
     p = Processor(config, Handler(config, build_pipeline(config), None, "w"), "w-test")  # type: ignore[arg-type]
     rec = record(0, "a")
     huge = Outcome(response=Response(request_id="r-0", candidate="cheap", output="z" * 1_100_000))
@@ -358,6 +373,7 @@ async def test_a_fence_seen_by_a_janitor_transaction_reopens_the_partition_once(
 
     async def reopen(pt):
         reopened.append(pt)
+
     p.partitions.reopen_if_still_ours = reopen  # type: ignore[method-assign]
     with pytest.raises(ProducerFenced):
         await part.transactions.transact([], {b"k:x": None})  # what the janitor does

@@ -33,8 +33,13 @@ async def server():
 
 @pytest.fixture
 async def client(server, key_env):
-    cfg = CandidateConfig(base_url=server.base_url, model="cheap-model", api_key_env=key_env,
-                          request_timeout_ms=2000, max_connections=8)
+    cfg = CandidateConfig(
+        base_url=server.base_url,
+        model="cheap-model",
+        api_key_env=key_env,
+        request_timeout_ms=2000,
+        max_connections=8,
+    )
     c = OpenAIChatClient("cheap", cfg)
     yield c
     await c.aclose()
@@ -70,21 +75,24 @@ async def test_no_key_configured_sends_no_header(server):
         await c.aclose()
 
 
-@pytest.mark.parametrize("mode,cls,kind,status", [
-    ("429", RetryableModelError, "throttled", 429),
-    ("500", RetryableModelError, "server_error", 500),
-    ("503", RetryableModelError, "server_error", 503),
-    ("502", RetryableModelError, "server_error", 502),
-    ("408", RetryableModelError, "http_error", 408),
-    ("409", RetryableModelError, "http_error", 409),
-    ("400", FatalModelError, "client_error", 400),
-    ("404", FatalModelError, "client_error", 404),
-    ("422", FatalModelError, "client_error", 422),
-    ("403", FatalModelError, "auth", 403),
-    ("reset", RetryableModelError, "connection", None),
-    ("malformed", RetryableModelError, "malformed", 200),
-    ("down", RetryableModelError, "server_error", 503),
-])
+@pytest.mark.parametrize(
+    "mode,cls,kind,status",
+    [
+        ("429", RetryableModelError, "throttled", 429),
+        ("500", RetryableModelError, "server_error", 500),
+        ("503", RetryableModelError, "server_error", 503),
+        ("502", RetryableModelError, "server_error", 502),
+        ("408", RetryableModelError, "http_error", 408),
+        ("409", RetryableModelError, "http_error", 409),
+        ("400", FatalModelError, "client_error", 400),
+        ("404", FatalModelError, "client_error", 404),
+        ("422", FatalModelError, "client_error", 422),
+        ("403", FatalModelError, "auth", 403),
+        ("reset", RetryableModelError, "connection", None),
+        ("malformed", RetryableModelError, "malformed", 200),
+        ("down", RetryableModelError, "server_error", 503),
+    ],
+)
 async def test_fault_mapping(client, server, mode, cls, kind, status):
     server.set_faults(faults={mode: 1.0})
     with pytest.raises(ModelError) as info:
@@ -93,7 +101,7 @@ async def test_fault_mapping(client, server, mode, cls, kind, status):
     assert type(err) is cls and err.kind == kind and err.status == status
     assert str(err).startswith("cheap: ")
     assert KEY not in str(err) and KEY not in repr(err)
-    assert err.__cause__ is None and err.__context__ is None or err.__suppress_context__
+    assert (err.__cause__ is None and err.__context__ is None) or err.__suppress_context__
 
 
 @pytest.mark.parametrize("kind", ["not_json", "no_choices", "no_content"])
@@ -132,8 +140,9 @@ async def test_connection_refused_is_a_connection_error(key_env):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    c = OpenAIChatClient("gone", CandidateConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m",
-                                                 api_key_env=key_env))
+    c = OpenAIChatClient(
+        "gone", CandidateConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m", api_key_env=key_env)
+    )
     try:
         with pytest.raises(RetryableModelError) as info:
             await c.complete(call())
@@ -224,7 +233,9 @@ async def test_request_carries_headers_body_and_key(server, key_env):
     cfg = CandidateConfig(base_url=server.base_url, model="m1", api_key_env=key_env)
     client = OpenAIChatClient("cheap", cfg)
     try:
-        req = client._request(client.dialect.request({"model": "m1", "messages": [{"role": "user", "content": "héllo"}]}))
+        req = client._request(
+            client.dialect.request({"model": "m1", "messages": [{"role": "user", "content": "héllo"}]})
+        )
         assert req.method == "POST" and str(req.url) == f"{server.base_url}/chat/completions"
         assert req.headers["content-type"] == "application/json"
         assert req.headers["accept"] == "application/json"
@@ -246,16 +257,36 @@ def test_content_parts_text_joins_text_parts_and_refuses_others():
     from router_stream.config import CandidateConfig
     from router_stream.errors import FatalModelError
     from router_stream.providers.dialect import OpenAIDialect
+
     cfg = CandidateConfig(base_url="http://127.0.0.1:9/v1", model="m", content_parts="text")
-    body = {"model": "m", "messages": [
-        {"role": "system", "content": "be brief"},
-        {"role": "user", "content": [{"type": "text", "text": "Describe"}, {"type": "text", "text": "a cat."}]}]}
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Describe"}, {"type": "text", "text": "a cat."}],
+            },
+        ],
+    }
     wire = OpenAIDialect("local", cfg).request(body)
-    assert wire.body["messages"] == [{"role": "system", "content": "be brief"},
-                                     {"role": "user", "content": "Describe\na cat."}]
-    assert body["messages"][1]["content"][0] == {"type": "text", "text": "Describe"}  # the caller's body is kept
-    image = {"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}
+    assert wire.body["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "Describe\na cat."},
+    ]
+    assert body["messages"][1]["content"][0] == {
+        "type": "text",
+        "text": "Describe",
+    }  # the caller's body is kept
+    image = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}],
+            }
+        ],
+    }
     with pytest.raises(FatalModelError) as exc:
         OpenAIDialect("local", cfg).request(image)
     assert exc.value.kind == "unsupported_input" and "image_url content part" in str(exc.value)

@@ -30,8 +30,13 @@ def _fake_build(base: Path, packages: list[str] | None = None) -> dict[str, obje
     for f in (python, gguf):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"x")
-    data = {"python": str(python), "gguf": str(gguf), "packages": packages or list(real_llm.PACKAGES),
-            "build_seconds": 600.0, "built_at": "2026-01-01T00:00:00Z"}
+    data = {
+        "python": str(python),
+        "gguf": str(gguf),
+        "packages": packages or list(real_llm.PACKAGES),
+        "build_seconds": 600.0,
+        "built_at": "2026-01-01T00:00:00Z",
+    }
     (base / ".built.json").write_text(json.dumps(data))
     return data
 
@@ -98,33 +103,71 @@ class _Rec:
 
 def test_summary_counts_answers_errors_and_dead_letters_per_kind():
     records, about = real_traffic()
-    ids = {kind: [rid for rid, (k, _) in about.items() if k == kind] for kind in {k for k, _ in about.values()}}
+    ids = {
+        kind: [rid for rid, (k, _) in about.items() if k == kind] for kind in {k for k, _ in about.values()}
+    }
     resp = [
-        {"request_id": ids["plain"][0], "candidate": "cheap", "output": "Paris is the capital.", "error": None,
-         "usage": {"prompt_tokens": 30, "completion_tokens": 5, "total_tokens": 35}, "latency_ms": 300.0,
-         "finish_reason": "stop"},
-        {"request_id": ids["tools"][0], "candidate": "cheap", "output": None, "error": "cheap: HTTP 500",
-         "error_kind": "http_500", "usage": None, "latency_ms": None},
-        {"request_id": ids["to-strong"][0], "candidate": "strong", "output": "[strong] answer", "error": None,
-         "usage": {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}, "latency_ms": 40.0},
+        {
+            "request_id": ids["plain"][0],
+            "candidate": "cheap",
+            "output": "Paris is the capital.",
+            "error": None,
+            "usage": {"prompt_tokens": 30, "completion_tokens": 5, "total_tokens": 35},
+            "latency_ms": 300.0,
+            "finish_reason": "stop",
+        },
+        {
+            "request_id": ids["tools"][0],
+            "candidate": "cheap",
+            "output": None,
+            "error": "cheap: HTTP 500",
+            "error_kind": "http_500",
+            "usage": None,
+            "latency_ms": None,
+        },
+        {
+            "request_id": ids["to-strong"][0],
+            "candidate": "strong",
+            "output": "[strong] answer",
+            "error": None,
+            "usage": {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7},
+            "latency_ms": 40.0,
+        },
     ]
     # one dead letter names its request, one only carries it in the copied value, one is malformed
     parts_body = json.dumps({"request_id": ids["content-parts"][1]}).encode()
     dead = [
-        {"reason": "invalid_request", "message": "messages.0.content: Input should be a valid string",
-         "request_id": ids["content-parts"][0]},
-        {"reason": "invalid_request", "message": "messages.0.content: Input should be a valid string",
-         "request_id": None, "value_b64": base64.b64encode(parts_body).decode()},
-        {"reason": "invalid_json", "message": "not JSON", "request_id": None,
-         "value_b64": base64.b64encode(b"{oops").decode()},
+        {
+            "reason": "invalid_request",
+            "message": "messages.0.content: Input should be a valid string",
+            "request_id": ids["content-parts"][0],
+        },
+        {
+            "reason": "invalid_request",
+            "message": "messages.0.content: Input should be a valid string",
+            "request_id": None,
+            "value_b64": base64.b64encode(parts_body).decode(),
+        },
+        {
+            "reason": "invalid_json",
+            "message": "not JSON",
+            "request_id": None,
+            "value_b64": base64.b64encode(b"{oops").decode(),
+        },
     ]
-    audits = [{"request_id": r["request_id"], "decided_by": "default", "estimated_cost_usd": 0.0} for r in resp]
-    text = real_summary(about)([_Rec(json.dumps(r).encode()) for r in resp],
-                               [_Rec(json.dumps(a).encode()) for a in audits],
-                               [_Rec(json.dumps(d).encode()) for d in dead], len(records), 12.0)
+    audits = [
+        {"request_id": r["request_id"], "decided_by": "default", "estimated_cost_usd": 0.0} for r in resp
+    ]
+    text = real_summary(about)(
+        [_Rec(json.dumps(r).encode()) for r in resp],
+        [_Rec(json.dumps(a).encode()) for a in audits],
+        [_Rec(json.dumps(d).encode()) for d in dead],
+        len(records),
+        12.0,
+    )
     lines = text.splitlines()
     start = lines.index("per request kind (sent: answered / error / dead letter):")
-    row = {line.split()[0]: line for line in lines[start + 1:start + 7]}
+    row = {line.split()[0]: line for line in lines[start + 1 : start + 7]}
     assert row["plain"].split(":")[1].split() == ["1", "/", "0", "/", "0"]
     assert row["tools"].split(":")[1].split() == ["0", "/", "1", "/", "0"]
     assert row["content-parts"].split(":")[1].split() == ["0", "/", "0", "/", "2"]
@@ -132,5 +175,7 @@ def test_summary_counts_answers_errors_and_dead_letters_per_kind():
     assert row["malformed"].split(":")[1].split() == ["0", "/", "0", "/", "1"]
     assert "  2 x invalid_request: messages.0.content: Input should be a valid string" in lines
     assert "  1 x http_500: cheap: HTTP 500" in lines
-    assert any(line.strip().startswith("cheap (smollm2") and "30 / 5 / 35 over 1 answers" in line for line in lines)
+    assert any(
+        line.strip().startswith("cheap (smollm2") and "30 / 5 / 35 over 1 answers" in line for line in lines
+    )
     assert "-> 'Paris is the capital.'" in text and 'finish_reason="stop"' in text

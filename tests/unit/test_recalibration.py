@@ -149,8 +149,13 @@ async def test_bounds_clamp_the_threshold_and_abstentions_do_not_count():
 
 
 def test_recalibrate_config_errors_name_the_field():
-    base = {"candidates": {"cheap": {"base_url": "http://127.0.0.1:1/v1", "model": "c"},
-                           "smart": {"base_url": "http://127.0.0.1:1/v1", "model": "s"}}, "default": "cheap"}
+    base = {
+        "candidates": {
+            "cheap": {"base_url": "http://127.0.0.1:1/v1", "model": "c"},
+            "smart": {"base_url": "http://127.0.0.1:1/v1", "model": "s"},
+        },
+        "default": "cheap",
+    }
 
     def load(recal, **over):
         s = {"type": "learned", "weak": "cheap", "strong": "smart", "recalibrate": recal, **over}
@@ -158,15 +163,28 @@ def test_recalibrate_config_errors_name_the_field():
 
     with pytest.raises(ConfigError, match=r"strategies\[0\]\.recalibrate\.target_strong_share"):
         load({"target_strong_share": 1.5})
-    with pytest.raises(ConfigError, match=r"strategies\[0\]\.recalibrate\.target_strong_share: Field required"):
+    with pytest.raises(
+        ConfigError, match=r"strategies\[0\]\.recalibrate\.target_strong_share: Field required"
+    ):
         load({"window": 10})
     with pytest.raises(ConfigError, match=r"strategies\[0\]\.recalibrate\.step"):
         load({"target_strong_share": 0.3, "step": 0})
     with pytest.raises(ConfigError, match=r"strategies\[0\]\.recalibrate: .*min_threshold"):
         load({"target_strong_share": 0.3, "min_threshold": 1, "max_threshold": 0})
     with pytest.raises(ConfigError, match=r"strategies\[0\]: .*recalibrate needs a two-model"):
-        parse_config({**base, "strategies": [{"type": "learned", "candidates": {"m": "cheap"},
-                                              "recalibrate": {"target_strong_share": 0.3}}]}, environ={})
+        parse_config(
+            {
+                **base,
+                "strategies": [
+                    {
+                        "type": "learned",
+                        "candidates": {"m": "cheap"},
+                        "recalibrate": {"target_strong_share": 0.3},
+                    }
+                ],
+            },
+            environ={},
+        )
     assert load({"target_strong_share": 0.3}).strategies[0].recalibrate.window == 1000
 
 
@@ -174,18 +192,39 @@ def test_recalibrate_config_errors_name_the_field():
 class FakeDispatcher:
     async def call(self, request, chosen, deadline_at):
         completion = Completion(text="ok", usage=Usage(), provider_model=chosen, latency_ms=1.0)
-        return SimpleNamespace(completion=completion, error=None, error_kind=None, attempts=[], served_by=chosen,
-                               cost_usd=0.0, batch=None, cascade=None)
+        return SimpleNamespace(
+            completion=completion,
+            error=None,
+            error_kind=None,
+            attempts=[],
+            served_by=chosen,
+            cost_usd=0.0,
+            batch=None,
+            cascade=None,
+        )
 
 
 async def test_handler_gives_the_strategy_the_batch_state_and_the_audit_shows_the_threshold():
-    config = parse_config({
-        "candidates": {"cheap": {"base_url": "http://127.0.0.1:1/v1", "model": "c"},
-                       "smart": {"base_url": "http://127.0.0.1:1/v1", "model": "s"}},
-        "default": "cheap",
-        "strategies": [{"type": "learned", "name": "lr", "weak": "cheap", "strong": "smart",
-                        "recalibrate": {"target_strong_share": 0.3}, "cache": {"enabled": False}}],
-    }, environ={})
+    config = parse_config(
+        {
+            "candidates": {
+                "cheap": {"base_url": "http://127.0.0.1:1/v1", "model": "c"},
+                "smart": {"base_url": "http://127.0.0.1:1/v1", "model": "s"},
+            },
+            "default": "cheap",
+            "strategies": [
+                {
+                    "type": "learned",
+                    "name": "lr",
+                    "weak": "cheap",
+                    "strong": "smart",
+                    "recalibrate": {"target_strong_share": 0.3},
+                    "cache": {"enabled": False},
+                }
+            ],
+        },
+        environ={},
+    )
     handler = Handler(config, build_pipeline(config), FakeDispatcher(), "w")
     view = StateView(store={})
     thresholds = []
@@ -204,8 +243,10 @@ async def test_janitor_never_purges_the_controller_state():
     from router_stream.config import CacheConfig
     from router_stream.processing.janitor import run_janitor
 
-    store = {controller_key("learned"): b'{"threshold":0.1,"share":0.3,"n":9}',
-             b"k:old": json.dumps({"decision": None, "count": 1}).encode()}
+    store = {
+        controller_key("learned"): b'{"threshold":0.1,"share":0.3,"n":9}',
+        b"k:old": json.dumps({"decision": None, "count": 1}).encode(),
+    }
     purged: list[dict] = []
 
     class Gate:
@@ -221,9 +262,14 @@ async def test_janitor_never_purges_the_controller_state():
     async def transact(_outputs, writes):
         purged.append(writes)
 
-    part = SimpleNamespace(gate=Gate(), tp="t-0", transactions=SimpleNamespace(transact=transact),
-                           store=SimpleNamespace(
-                               scan=lambda prefix: sorted((k, v) for k, v in store.items() if k.startswith(prefix))))
+    part = SimpleNamespace(
+        gate=Gate(),
+        tp="t-0",
+        transactions=SimpleNamespace(transact=transact),
+        store=SimpleNamespace(
+            scan=lambda prefix: sorted((k, v) for k, v in store.items() if k.startswith(prefix))
+        ),
+    )
     task = asyncio.create_task(run_janitor(part, CacheConfig(purge_interval_s=0.001)))
     while not purged:
         await asyncio.sleep(0.005)

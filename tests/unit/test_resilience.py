@@ -15,7 +15,7 @@ from router_stream.errors import RoutingMiss
 from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.breaker import CircuitBreaker
 from router_stream.providers.ratelimit import RateLimiter
-from router_stream.providers.resilience import CallResult, DispatchObserver, Dispatcher
+from router_stream.providers.resilience import CallResult, Dispatcher, DispatchObserver
 from router_stream.schemas import Request, Usage
 
 KEY = "sk-resilience-secret-42"
@@ -48,20 +48,28 @@ class Recorder(DispatchObserver):
 async def servers(monkeypatch):
     monkeypatch.setenv("RS_KEY", KEY)
     async with AsyncExitStack() as stack:
-        yield {name: await stack.enter_async_context(ModelServer(name, provider_model=f"{name}-v1", api_key=KEY))
-               for name in ("cheap", "smart", "backup")}
+        yield {
+            name: await stack.enter_async_context(ModelServer(name, provider_model=f"{name}-v1", api_key=KEY))
+            for name in ("cheap", "smart", "backup")
+        }
 
 
 def make_config(servers: dict[str, ModelServer], fallbacks=("smart",), **per: dict[str, Any]) -> RouterConfig:
     candidates = {}
     for name, srv in servers.items():
         candidates[name] = {
-            "base_url": srv.base_url, "model": f"{name}-model", "api_key_env": "RS_KEY",
-            "request_timeout_ms": 1000, "max_retries": 2,
-            "price_input_per_1k": 1.0, "price_output_per_1k": 2.0,
+            "base_url": srv.base_url,
+            "model": f"{name}-model",
+            "api_key_env": "RS_KEY",
+            "request_timeout_ms": 1000,
+            "max_retries": 2,
+            "price_input_per_1k": 1.0,
+            "price_output_per_1k": 2.0,
             **per.get(name, {}),
         }
-    return RouterConfig.model_validate({"candidates": candidates, "default": "cheap", "fallbacks": list(fallbacks)})
+    return RouterConfig.model_validate(
+        {"candidates": candidates, "default": "cheap", "fallbacks": list(fallbacks)}
+    )
 
 
 @pytest.fixture
@@ -96,7 +104,9 @@ def outcomes(result: CallResult) -> list[tuple[str, str, str | None, int]]:
 
 
 async def test_chain_order_and_dedup(servers, make_dispatcher):
-    config = make_config(servers, fallbacks=("smart", "cheap", "backup"), cheap={"fallbacks": ["backup", "smart"]})
+    config = make_config(
+        servers, fallbacks=("smart", "cheap", "backup"), cheap={"fallbacks": ["backup", "smart"]}
+    )
     d = make_dispatcher(config)
     assert d.chain_for("cheap") == ["cheap", "backup", "smart"]
     assert d.chain_for("smart") == ["smart", "cheap", "backup"]
@@ -124,8 +134,11 @@ async def test_retries_then_success(servers, make_dispatcher, recorder):
     d = make_dispatcher(make_config(servers))
     result = await d.call(req(), "cheap", soon())
     assert result.served_by == "cheap"
-    assert outcomes(result) == [("cheap", "error", "server_error", 0), ("cheap", "error", "connection", 1),
-                                ("cheap", "ok", None, 2)]
+    assert outcomes(result) == [
+        ("cheap", "error", "server_error", 0),
+        ("cheap", "error", "connection", 1),
+        ("cheap", "ok", None, 2),
+    ]
     assert result.attempts[0].status == 503
     assert len(recorder.of("retry")) == 2 and not recorder.of("fallback")
 
@@ -175,8 +188,11 @@ async def test_fallback_when_primary_always_503(servers, make_dispatcher, record
     d = make_dispatcher(make_config(servers, cheap={"max_retries": 1}))
     result = await d.call(req(), "cheap", soon())
     assert result.served_by == "smart" and result.completion.text.startswith("[smart]")
-    assert outcomes(result) == [("cheap", "error", "server_error", 0), ("cheap", "error", "server_error", 1),
-                                ("smart", "ok", None, 0)]
+    assert outcomes(result) == [
+        ("cheap", "error", "server_error", 0),
+        ("cheap", "error", "server_error", 1),
+        ("smart", "ok", None, 0),
+    ]
     assert recorder.of("fallback") == [("fallback", "cheap", "smart")]
     assert servers["cheap"].stats()["calls"] == 2
 
@@ -235,7 +251,9 @@ async def test_half_open_admits_a_single_probe(servers, make_dispatcher):
 
 
 async def test_rate_limit_falls_back(servers, make_dispatcher):
-    d = make_dispatcher(make_config(servers, cheap={"rate_limit": {"requests_per_minute": 1, "max_wait_ms": 50}}))
+    d = make_dispatcher(
+        make_config(servers, cheap={"rate_limit": {"requests_per_minute": 1, "max_wait_ms": 50}})
+    )
     first = await d.call(req(), "cheap", soon())
     assert first.served_by == "cheap"
     t0 = time.monotonic()
@@ -248,7 +266,9 @@ async def test_rate_limit_falls_back(servers, make_dispatcher):
 async def test_rate_limit_waits_within_max_wait(servers, make_dispatcher, recorder):
     # 6000 tokens/min = 100/s; each prompt books 3010 tokens: the second call waits ~0.2-0.3 s
     text = "x" * 12_024
-    d = make_dispatcher(make_config(servers, cheap={"rate_limit": {"tokens_per_minute": 6000, "max_wait_ms": 1500}}))
+    d = make_dispatcher(
+        make_config(servers, cheap={"rate_limit": {"tokens_per_minute": 6000, "max_wait_ms": 1500}})
+    )
     assert (await d.call(req(text), "cheap", soon())).served_by == "cheap"
     second = await d.call(req(text), "cheap", soon())
     assert second.served_by == "cheap"
@@ -280,7 +300,10 @@ async def test_deadline_stops_attempts(servers, make_dispatcher):
     elapsed = time.monotonic() - t0
     assert 0.25 <= elapsed < 1.5
     assert not result.ok and result.error_kind == "deadline_exceeded"
-    assert outcomes(result) == [("cheap", "error", "deadline_exceeded", 0), ("smart", "skipped", "deadline_exceeded", 0)]
+    assert outcomes(result) == [
+        ("cheap", "error", "deadline_exceeded", 0),
+        ("smart", "skipped", "deadline_exceeded", 0),
+    ]
     assert servers["smart"].stats()["calls"] == 0
 
 
@@ -293,8 +316,11 @@ async def test_deadline_already_passed(servers, make_dispatcher):
 
 async def test_backoff_never_sleeps_past_deadline(servers, make_dispatcher):
     servers["cheap"].set_faults(faults={"503": 1.0}, retry_after=None)
-    d = Dispatcher(make_config(servers, fallbacks=(), cheap={"max_retries": 10}),
-                   backoff_initial_s=1.0, backoff_max_s=2.0)  # the first backoff (>= 0.5 s) would cross it
+    d = Dispatcher(
+        make_config(servers, fallbacks=(), cheap={"max_retries": 10}),
+        backoff_initial_s=1.0,
+        backoff_max_s=2.0,
+    )  # the first backoff (>= 0.5 s) would cross it
     try:
         t0 = time.monotonic()
         result = await d.call(req(), "cheap", t0 + 0.3)
@@ -318,8 +344,12 @@ class _Fixed:
 
     async def complete(self, call: ChatCall) -> Completion:
         self.calls.append(call)
-        return Completion(text="fixed", provider_model="f", usage=Usage(prompt_tokens=1000, completion_tokens=500,
-                                                                         total_tokens=1500), latency_ms=1.0)
+        return Completion(
+            text="fixed",
+            provider_model="f",
+            usage=Usage(prompt_tokens=1000, completion_tokens=500, total_tokens=1500),
+            latency_ms=1.0,
+        )
 
     async def aclose(self) -> None:
         pass
@@ -347,7 +377,10 @@ async def test_injected_clients_and_client_bugs(servers):
 def test_breaker_unit():
     now = [0.0]
     b = CircuitBreaker(BreakerConfig(failure_threshold=3, window_s=10, cooldown_s=5), clock=lambda: now[0])
-    b.record_failure(); now[0] = 11; b.record_failure(); b.record_failure()
+    b.record_failure()
+    now[0] = 11
+    b.record_failure()
+    b.record_failure()
     assert b.state == "closed"  # the first failure fell out of the window
     b.record_failure()
     assert b.state == "open" and not b.allow()
@@ -385,14 +418,23 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
     assert backoff_s(6, 0.2, 5.0, rng, retry_after=0.01) >= 2.5  # and never shortens the backoff
 
 
-async def test_connection_slots_are_fifo_and_a_queue_timeout_spares_the_breaker(servers, make_dispatcher, recorder):
+async def test_connection_slots_are_fifo_and_a_queue_timeout_spares_the_breaker(
+    servers, make_dispatcher, recorder
+):
     """max_connections 2, 10 calls of 200 ms at once: the server never sees more than 2; calls are
     served in arrival order (none starves); calls that cannot get a slot in time end as
     queue_timeout, which neither opens the breaker nor counts as a failure of the endpoint."""
     servers["cheap"].set_faults(latency_ms=200)
-    config = make_config(servers, fallbacks=(), cheap={"max_connections": 2, "max_retries": 0,
-                                                       "request_timeout_ms": 5000,
-                                                       "breaker": {"failure_threshold": 2, "window_s": 30}})
+    config = make_config(
+        servers,
+        fallbacks=(),
+        cheap={
+            "max_connections": 2,
+            "max_retries": 0,
+            "request_timeout_ms": 5000,
+            "breaker": {"failure_threshold": 2, "window_s": 30},
+        },
+    )
     d = make_dispatcher(config)
     finished: list[int] = []
 
@@ -410,8 +452,10 @@ async def test_connection_slots_are_fifo_and_a_queue_timeout_spares_the_breaker(
     assert servers["cheap"].stats()["max_in_flight"] <= 2
     assert finished == sorted(finished)  # FIFO: served in arrival order
     # now a deadline too short to wait for a slot behind 8 queued calls
-    tasks = [asyncio.create_task(d.call(Request(request_id=f"q-{i}", prompt="x"), "cheap", soon(0.5)))
-             for i in range(8)]
+    tasks = [
+        asyncio.create_task(d.call(Request(request_id=f"q-{i}", prompt="x"), "cheap", soon(0.5)))
+        for i in range(8)
+    ]
     results = await asyncio.gather(*tasks)
     kinds = [r.error_kind for r in results if not r.ok]
     assert "queue_timeout" in kinds and set(kinds) <= {"queue_timeout", "deadline_exceeded"}
@@ -424,9 +468,11 @@ async def test_slot_wait_does_not_eat_the_request_timeout(servers, make_dispatch
     """request_timeout_ms bounds the HTTP exchange; the wait for a connection slot is bounded by
     the request's deadline instead (the third call waits ~600 ms for a slot, more than 500 ms)."""
     servers["cheap"].set_faults(latency_ms=300)
-    config = make_config(servers, fallbacks=(), cheap={"max_connections": 1, "max_retries": 0,
-                                                       "request_timeout_ms": 500})
+    config = make_config(
+        servers, fallbacks=(), cheap={"max_connections": 1, "max_retries": 0, "request_timeout_ms": 500}
+    )
     d = make_dispatcher(config)
-    results = await asyncio.gather(*(d.call(Request(request_id=f"s-{i}", prompt="x"), "cheap", soon(5))
-                                     for i in range(3)))
+    results = await asyncio.gather(
+        *(d.call(Request(request_id=f"s-{i}", prompt="x"), "cheap", soon(5)) for i in range(3))
+    )
     assert [r.ok for r in results] == [True, True, True], [r.error for r in results]

@@ -21,8 +21,10 @@ async def test_bounds_concurrency_and_serves_lowest_priority_first():
             await asyncio.sleep(0.01)
             inside -= 1
 
-    tasks = [asyncio.create_task(work(p, t)) for p, t in
-             [(5, "a"), (5, "b"), (9, "late-1"), (9, "late-2"), (1, "old-1"), (1, "old-2"), (5, "c")]]
+    tasks = [
+        asyncio.create_task(work(p, t))
+        for p, t in [(5, "a"), (5, "b"), (9, "late-1"), (9, "late-2"), (1, "old-1"), (1, "old-2"), (5, "c")]
+    ]
     await asyncio.gather(*tasks)
     assert peak == 2 and slots.free == 2
     assert order[:2] == ["a", "b"]  # free slots are taken at once

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 
-import pytest
 import yaml
 
 from router_stream.cli import main
@@ -16,8 +15,12 @@ def _config(tmp_path, **extra) -> str:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    data = {"candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}, "default": "cheap",
-            "kafka": {"bootstrap_servers": f"127.0.0.1:{port}"}, **extra}
+    data = {
+        "candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}},
+        "default": "cheap",
+        "kafka": {"bootstrap_servers": f"127.0.0.1:{port}"},
+        **extra,
+    }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
@@ -58,9 +61,23 @@ def test_unreachable_kafka_exits_75(tmp_path, capsys):
 
 
 def test_text_says_what_is_missing():
-    report = {"scope_key": "u", "cache_scope": "key", "changelog": "cl", "found": True, "partitions_read": [2],
-              "entries": [{"partition": 2, "read_to_offset": 9, "found": True, "count": 3, "decision": None,
-                           "recent_request_ids": None}]}
+    report = {
+        "scope_key": "u",
+        "cache_scope": "key",
+        "changelog": "cl",
+        "found": True,
+        "partitions_read": [2],
+        "entries": [
+            {
+                "partition": 2,
+                "read_to_offset": 9,
+                "found": True,
+                "count": 3,
+                "decision": None,
+                "recent_request_ids": None,
+            }
+        ],
+    }
     text = render_text(report, 1)
     assert "none (the next request is decided afresh)" in text and "not recorded" in text
     assert "no state on partition 2" in render_text({**report, "found": False, "entries": []}, 1)

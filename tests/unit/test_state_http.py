@@ -14,9 +14,14 @@ from router_stream.state.changelog import partition_for_key
 from router_stream.state.store import key_state_key
 from router_stream.state_http import state_view
 
-CONFIG = parse_config({"candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "c"}},
-                       "default": "cheap",
-                       "budgets": [{"name": "per-key", "window": "month", "limit": {"usd": 1}}]}, environ={})
+CONFIG = parse_config(
+    {
+        "candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "c"}},
+        "default": "cheap",
+        "budgets": [{"name": "per-key", "window": "month", "limit": {"usd": 1}}],
+    },
+    environ={},
+)
 
 
 def processor(stores: dict[int, dict[bytes, bytes]]) -> SimpleNamespace:
@@ -26,8 +31,10 @@ def processor(stores: dict[int, dict[bytes, bytes]]) -> SimpleNamespace:
 def test_state_shows_the_decision_and_the_budget_spend_of_an_owned_key():
     p = partition_for_key(b"tenant-a", 4)
     start = window_start_ms("month", "UTC", now_ms())
-    store = {key_state_key("tenant-a"): json.dumps({"decision": None, "count": 3}).encode(),
-             spend_key("per-key", "tenant-a"): Entry(start, 120_000, 900).dump()}
+    store = {
+        key_state_key("tenant-a"): json.dumps({"decision": None, "count": 3}).encode(),
+        spend_key("per-key", "tenant-a"): Entry(start, 120_000, 900).dump(),
+    }
     status, body = state_view(processor({p: store}), 3600, "key", {"key": "tenant-a"})
     assert status == 200 and body["entries"][0]["count"] == 3
     [spent] = body["budgets"]

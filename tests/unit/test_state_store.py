@@ -29,7 +29,7 @@ def test_close_waits_for_a_scan_running_in_another_thread(tmp_path):
     scanning = threading.Thread(target=lambda: result.append(len(store.scan(b"k:"))))
     scanning.start()
     time.sleep(0.005)  # the scan is under way (what a cancelled janitor leaves behind)
-    store.close()      # must not free the database under the iterator
+    store.close()  # must not free the database under the iterator
     scanning.join(10)
     assert result in ([60_000], [0])  # all of it, or none if close won the race: never a crash
     assert store.scan(b"k:") == []

@@ -49,7 +49,10 @@ HERE = __name__
 #: strategies that decide ``strong`` for a request tagged legal and abstain otherwise
 EARLIER = {
     "rules": {"type": "rules", "rules": [{"when": '"legal" in tags', "then": "strong"}]},
-    "keywords": {"type": "keywords", "rules": [{"keywords": ["legal"], "fields": ["tags"], "then": "strong"}]},
+    "keywords": {
+        "type": "keywords",
+        "rules": [{"keywords": ["legal"], "fields": ["tags"], "then": "strong"}],
+    },
     "custom": {"type": "custom", "class": f"{HERE}:LegalOnly"},
 }
 
@@ -68,8 +71,11 @@ DECIDERS = {
 
 def _config(strategies: list[dict]) -> dict:
     candidate = {"base_url": LOCAL, "price_input_per_1k": 0.001, "price_output_per_1k": 0.002}
-    return {"candidates": {name: {**candidate, "model": name} for name in ("cheap", "strong", "judge")},
-            "default": "cheap", "strategies": strategies}
+    return {
+        "candidates": {name: {**candidate, "model": name} for name in ("cheap", "strong", "judge")},
+        "default": "cheap",
+        "strategies": strategies,
+    }
 
 
 def _handler(strategies: list[dict]) -> tuple[Handler, InstantDispatcher]:
@@ -83,8 +89,14 @@ def _src(offset: int, tags: list[str] | None = None, key: bytes = b"user-0") -> 
     return Source("t", 0, offset, key, json.dumps(body).encode())
 
 
-def _seed(view: StateView, decided_by: str, candidate: str = "cheap", key: str = "user-0",
-          age_ms: int = 1000, ttl_s: float | None = None) -> None:
+def _seed(
+    view: StateView,
+    decided_by: str,
+    candidate: str = "cheap",
+    key: str = "user-0",
+    age_ms: int = 1000,
+    ttl_s: float | None = None,
+) -> None:
     decision = CachedDecision(candidate=candidate, decided_by=decided_by, decided_at=T0 - age_ms, ttl_s=ttl_s)
     view.put(key_state_key(key), json.dumps({"decision": decision.model_dump(), "count": 1}).encode())
 
@@ -109,27 +121,44 @@ async def test_an_earlier_strategy_wins_over_a_later_sticky_decision(earlier, de
     AlwaysCheap.calls = 0
 
     legal = await handler.handle(_src(1, ["legal"]), view)
-    assert (legal.audit.chosen, legal.audit.decided_by, legal.audit.cache_hit) == ("strong", "compliance", False)
+    assert (legal.audit.chosen, legal.audit.decided_by, legal.audit.cache_hit) == (
+        "strong",
+        "compliance",
+        False,
+    )
     assert legal.audit.sticky is None and [v.strategy for v in legal.audit.verdicts] == ["compliance"]
     assert dispatcher.calls == ["strong"]
     # the compliance rule's decision is not sticky: the key keeps its sticky decision
     assert _cached(view)["decided_by"] == "sticky-one" and _cached(view)["candidate"] == "cheap"
 
     plain = await handler.handle(_src(2), view)
-    assert (plain.audit.chosen, plain.audit.decided_by, plain.audit.cache_hit) == ("cheap", "sticky-one", True)
-    assert [(v.strategy, v.outcome) for v in plain.audit.verdicts] == [("compliance", "abstained"),
-                                                                      ("sticky-one", "chose")]
+    assert (plain.audit.chosen, plain.audit.decided_by, plain.audit.cache_hit) == (
+        "cheap",
+        "sticky-one",
+        True,
+    )
+    assert [(v.strategy, v.outcome) for v in plain.audit.verdicts] == [
+        ("compliance", "abstained"),
+        ("sticky-one", "chose"),
+    ]
     assert plain.audit.verdicts[1].detail["sticky"] is True
-    assert plain.audit.sticky == {"strategy": "sticky-one", "candidate": "cheap", "decided_at": T0 - 1000,
-                                  "age_ms": 1000, "ttl_s": None, "ran_before": ["compliance"]}
+    assert plain.audit.sticky == {
+        "strategy": "sticky-one",
+        "candidate": "cheap",
+        "decided_at": T0 - 1000,
+        "age_ms": 1000,
+        "ttl_s": None,
+        "ran_before": ["compliance"],
+    }
     assert AlwaysCheap.calls == 0  # the sticky decider is not asked again
     assert dispatcher.calls == ["strong", "cheap"]
 
 
 @pytest.mark.parametrize("decider", sorted(DECIDERS))
 async def test_a_sticky_decision_of_the_first_strategy_applies_at_once(decider):
-    handler, dispatcher = _handler([{**DECIDERS[decider], "name": "head"},
-                                    {**EARLIER["rules"], "name": "never-asked"}])
+    handler, _dispatcher = _handler(
+        [{**DECIDERS[decider], "name": "head"}, {**EARLIER["rules"], "name": "never-asked"}]
+    )
     view = StateView(store={})
     _seed(view, "head", "strong")
     AlwaysCheap.calls = 0
@@ -174,8 +203,12 @@ async def test_an_entry_whose_decider_left_the_pipeline_is_rerouted_and_replaced
 
 
 async def test_an_entry_whose_decider_stopped_caching_is_not_applied():
-    handler, _ = _handler([{**EARLIER["rules"], "name": "first"},
-                           {**DECIDERS["custom"], "name": "second", "cache": {"enabled": False}}])
+    handler, _ = _handler(
+        [
+            {**EARLIER["rules"], "name": "first"},
+            {**DECIDERS["custom"], "name": "second", "cache": {"enabled": False}},
+        ]
+    )
     view = StateView(store={})
     _seed(view, "second", "strong")
     out = await handler.handle(_src(1), view)
@@ -195,11 +228,19 @@ async def test_an_expired_sticky_decision_asks_its_decider_again():
 async def test_entries_written_before_the_change_keep_their_decider():
     """Old entries carry ``decided_by`` (the strategy name) and no ``ttl_s``: they apply at their
     decider's position like new ones, with ``cache.ttl_s``."""
-    handler, _ = _handler([{**EARLIER["rules"], "name": "first", "cache": {"enabled": False}},
-                           {**DECIDERS["custom"], "name": "second"}])
+    handler, _ = _handler(
+        [
+            {**EARLIER["rules"], "name": "first", "cache": {"enabled": False}},
+            {**DECIDERS["custom"], "name": "second"},
+        ]
+    )
     view = StateView(store={})
-    view.put(key_state_key("user-0"), json.dumps(
-        {"decision": {"candidate": "cheap", "decided_by": "second", "decided_at": T0 - 5}, "count": 3}).encode())
+    view.put(
+        key_state_key("user-0"),
+        json.dumps(
+            {"decision": {"candidate": "cheap", "decided_by": "second", "decided_at": T0 - 5}, "count": 3}
+        ).encode(),
+    )
     assert (await handler.handle(_src(1, ["legal"]), view)).audit.chosen == "strong"
     plain = await handler.handle(_src(2), view)
     assert plain.audit.cache_hit and plain.audit.chosen == "cheap"

@@ -14,8 +14,14 @@ from router_stream.errors import ConfigError
 from router_stream.processing.cascade import run_cascade
 from router_stream.providers.resilience import Dispatcher
 from router_stream.routing.base import RoutingContext
-from router_stream.routing.cascade import (CascadeConfig, CascadePlan, JsonSchemaValidator, JudgeValidator,
-                                           schema_problems, strip_fence)
+from router_stream.routing.cascade import (
+    CascadeConfig,
+    CascadePlan,
+    JsonSchemaValidator,
+    JudgeValidator,
+    schema_problems,
+    strip_fence,
+)
 from router_stream.runtime import build_pipeline
 from router_stream.schemas import Request
 
@@ -28,19 +34,32 @@ REQ = Request(request_id="r1", prompt="what is the capital of France?")
 async def servers(monkeypatch):
     monkeypatch.setenv("RS_CASCADE_KEY", KEY)
     async with AsyncExitStack() as stack:
-        yield {name: await stack.enter_async_context(ModelServer(name, provider_model=f"{name}-v1", api_key=KEY))
-               for name in PRICES}
+        yield {
+            name: await stack.enter_async_context(ModelServer(name, provider_model=f"{name}-v1", api_key=KEY))
+            for name in PRICES
+        }
 
 
 def config(servers: dict[str, ModelServer], validator: dict[str, Any], **cascade: Any) -> RouterConfig:
     candidates = {
-        name: {"base_url": srv.base_url, "model": f"{name}-model", "api_key_env": "RS_CASCADE_KEY",
-               "request_timeout_ms": 2000, "max_retries": 0,
-               "price_input_per_1k": PRICES[name][0], "price_output_per_1k": PRICES[name][1]}
+        name: {
+            "base_url": srv.base_url,
+            "model": f"{name}-model",
+            "api_key_env": "RS_CASCADE_KEY",
+            "request_timeout_ms": 2000,
+            "max_retries": 0,
+            "price_input_per_1k": PRICES[name][0],
+            "price_output_per_1k": PRICES[name][1],
+        }
         for name, srv in servers.items()
     }
-    strategy = {"type": "cascade", "name": "cheap-first", "candidates": ["cheap", "strong"],
-                "validator": validator, **cascade}
+    strategy = {
+        "type": "cascade",
+        "name": "cheap-first",
+        "candidates": ["cheap", "strong"],
+        "validator": validator,
+        **cascade,
+    }
     return parse_config({"candidates": candidates, "default": "cheap", "strategies": [strategy]}, environ={})
 
 
@@ -49,12 +68,19 @@ async def run(servers):
     """``await run(validator, **cascade)`` -> (CascadeResult, Decision) through the real pipeline."""
     dispatchers: list[Dispatcher] = []
 
-    async def go(validator: dict[str, Any], request: Request = REQ, deadline_s: float = 10.0,
-                 clock=time.monotonic, **cascade: Any):
+    async def go(
+        validator: dict[str, Any],
+        request: Request = REQ,
+        deadline_s: float = 10.0,
+        clock=time.monotonic,
+        **cascade: Any,
+    ):
         cfg = config(servers, validator, **cascade)
         d = Dispatcher(cfg)
         dispatchers.append(d)
-        routed = await build_pipeline(cfg).route(request, RoutingContext(key="k", candidates=tuple(cfg.candidates)))
+        routed = await build_pipeline(cfg).route(
+            request, RoutingContext(key="k", candidates=tuple(cfg.candidates))
+        )
         assert routed.decided_by == "cheap-first" and routed.candidate == "cheap" and not routed.cacheable
         assert isinstance(routed.plan, CascadePlan)
         return await run_cascade(d, request, routed.plan, time.monotonic() + deadline_s, clock=clock)
@@ -77,13 +103,16 @@ async def test_cheap_answer_that_passes_is_one_step_and_one_call(run, servers):
     assert servers["cheap"].stats()["calls"] == 1 and servers["strong"].stats()["calls"] == 0
     assert len(result.attempts) == 1 and result.attempts[0].candidate == "cheap"
     usage = result.completion.usage
-    assert result.cost_usd == pytest.approx((usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0) / 1000)
+    assert result.cost_usd == pytest.approx(
+        (usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0) / 1000
+    )
     assert result.cascade[0]["cost_usd"] == pytest.approx(result.cost_usd)
 
 
 async def test_the_decision_names_the_cascade_and_is_not_cacheable():
-    strategy = CascadeConfig.model_validate({"type": "cascade", "candidates": ["a", "b", "c"],
-                                             "validator": {"type": "min_length", "chars": 3}}).build()
+    strategy = CascadeConfig.model_validate(
+        {"type": "cascade", "candidates": ["a", "b", "c"], "validator": {"type": "min_length", "chars": 3}}
+    ).build()
     decision = await strategy.decide(REQ, RoutingContext(key="k", candidates=("a", "b", "c")))
     assert decision.candidate == "a" and decision.reason == "cascade" and decision.cacheable is False
     assert decision.detail == {"cascade": ["a", "b", "c"], "validator": "min_length"}
@@ -120,8 +149,11 @@ async def test_a_failed_step_escalates_with_the_error_as_reason(run, servers):
 
 
 # ---- (c) JSON schema -------------------------------------------------------------------------------
-SCHEMA = {"type": "object", "required": ["answer"],
-          "properties": {"answer": {"type": "string", "minLength": 2}, "n": {"type": "integer"}}}
+SCHEMA = {
+    "type": "object",
+    "required": ["answer"],
+    "properties": {"answer": {"type": "string", "minLength": 2}, "n": {"type": "integer"}},
+}
 
 
 async def test_json_schema_rejects_invalid_json_and_accepts_valid(run, servers):
@@ -130,7 +162,9 @@ async def test_json_schema_rejects_invalid_json_and_accepts_valid(run, servers):
     result = await run({"type": "json_schema", "schema": SCHEMA})
     assert step_view(result) == [("cheap", False, False), ("strong", True, True)]
     assert result.cascade[0]["reason"].startswith("not JSON")
-    assert result.completion.text.startswith("```json")  # served as answered; the fence is only stripped to check
+    assert result.completion.text.startswith(
+        "```json"
+    )  # served as answered; the fence is only stripped to check
 
 
 async def test_json_schema_rejects_json_that_breaks_the_schema(run, servers):
@@ -146,7 +180,8 @@ def test_schema_subset():
     assert schema_problems({"answer": "ok", "n": 2.0}, SCHEMA) == []
     assert schema_problems({"answer": "x"}, SCHEMA) == ["$.answer: shorter than 2 characters"]
     assert schema_problems([1, "a"], {"type": "array", "items": {"type": ["integer", "null"]}}) == [
-        "$[1]: expected integer or null, got str"]
+        "$[1]: expected integer or null, got str"
+    ]
     assert schema_problems(True, {"enum": [1, "a"]}) == ["$: 'True' is not one of the allowed values"]
     assert schema_problems(1, {"enum": [1.0]}) == []
     assert schema_problems(True, {"type": "integer"})  # a boolean is no integer
@@ -192,7 +227,10 @@ async def test_no_step_starts_after_the_deadline(run, servers):
     assert servers["strong"].stats()["calls"] == 0
     assert result.served_by == "cheap"  # the rejected answer we have, per when_all_rejected: last
     assert step_view(result) == [("cheap", False, True), ("strong", False, False)]
-    assert result.cascade[1]["skipped"] is True and result.cascade[1]["reason"] == "deadline passed before this step"
+    assert (
+        result.cascade[1]["skipped"] is True
+        and result.cascade[1]["reason"] == "deadline passed before this step"
+    )
 
 
 async def test_a_slow_cheap_step_uses_up_the_deadline(run, servers):
@@ -241,10 +279,13 @@ async def test_judge_failure_accepts_with_a_note(run, servers):
 
 def test_judge_reply_parsing_and_prompt():
     v = JudgeValidator.model_validate({"type": "judge", "candidate": "j", "prompt": "Q {request} A {answer}"})
-    assert v.parse("Yes") is True and v.parse("**no**, because") is False and v.parse("nope, yesterday") is None
+    assert (
+        v.parse("Yes") is True and v.parse("**no**, because") is False and v.parse("nope, yesterday") is None
+    )
     assert v.parse("no" * 200) is None and v.parse(None) is None
     assert v.judge_request(REQ, 'say "yes"').messages[0].content == (
-        'Q "what is the capital of France?" A "say \\"yes\\""')
+        'Q "what is the capital of France?" A "say \\"yes\\""'
+    )
 
 
 # ---- (f) config errors ---------------------------------------------------------------------------
@@ -266,10 +307,14 @@ async def test_config_errors_name_the_field(servers):
     msg = config_error(servers, {"type": "min_length", "chars": 3}, candidates=["cheap", "cheap"])
     assert msg.startswith("strategies[0].candidates: a candidate appears twice"), msg
     msg = config_error(servers, {"type": "judge", "candidate": "oracle"})
-    assert msg == "strategies[0].validator.candidate: 'oracle' is not a candidate (known: cheap, judge, strong)"
+    assert (
+        msg == "strategies[0].validator.candidate: 'oracle' is not a candidate (known: cheap, judge, strong)"
+    )
     msg = config_error(servers, {"type": "judge", "candidate": "judge", "prompt": "ok?"})
     assert "strategies[0].validator.prompt: the judge prompt must contain {answer}" in msg
-    msg = config_error(servers, {"type": "json_schema", "schema": {"type": "object", "additionalProperties": False}})
+    msg = config_error(
+        servers, {"type": "json_schema", "schema": {"type": "object", "additionalProperties": False}}
+    )
     assert "strategies[0].validator.schema: schema: unsupported keyword(s) additionalProperties" in msg
     msg = config_error(servers, {"type": "json_schema", "schema": {"properties": {"a": {"type": "text"}}}})
     assert "schema.properties.a.type" in msg
@@ -293,11 +338,15 @@ async def test_handler_puts_the_cascade_steps_in_the_audit(servers):
     handler = Handler(cfg, build_pipeline(cfg), d, "w1")
     view = StateView({})  # type: ignore[arg-type]
     try:
-        outcome = await handler.handle(Source("requests", 0, 7, b"user-1", REQ.model_dump_json().encode()), view)
+        outcome = await handler.handle(
+            Source("requests", 0, 7, b"user-1", REQ.model_dump_json().encode()), view
+        )
     finally:
         await d.aclose()
     response, audit = outcome.response, outcome.audit
-    assert response.error is None and response.candidate == "strong" and response.output.startswith("[strong]")
+    assert (
+        response.error is None and response.candidate == "strong" and response.output.startswith("[strong]")
+    )
     assert audit.chosen == "cheap" and audit.served_by == "strong" and audit.decided_by == "cheap-first"
     assert [(s["candidate"], s["accepted"]) for s in audit.cascade] == [("cheap", False), ("strong", True)]
     assert audit.estimated_cost_usd == pytest.approx(sum(s["cost_usd"] for s in audit.cascade))
@@ -310,12 +359,24 @@ async def test_handler_puts_the_cascade_steps_in_the_audit(servers):
 
 def test_a_cascade_not_listed_cheapest_first_is_warned_about_at_build(caplog):
     def build(order):
-        cfg = parse_config({
-            "candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "c", "price_input_per_1k": 0.1},
-                           "smart": {"base_url": "http://127.0.0.1:9/v1", "model": "s", "price_input_per_1k": 2.0}},
-            "default": "cheap",
-            "strategies": [{"type": "cascade", "name": "c1", "candidates": order,
-                            "validator": {"type": "min_length", "chars": 1}}]}, environ={})
+        cfg = parse_config(
+            {
+                "candidates": {
+                    "cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "c", "price_input_per_1k": 0.1},
+                    "smart": {"base_url": "http://127.0.0.1:9/v1", "model": "s", "price_input_per_1k": 2.0},
+                },
+                "default": "cheap",
+                "strategies": [
+                    {
+                        "type": "cascade",
+                        "name": "c1",
+                        "candidates": order,
+                        "validator": {"type": "min_length", "chars": 1},
+                    }
+                ],
+            },
+            environ={},
+        )
         caplog.clear()
         cfg.strategies[0].build(cfg)
         return [r.getMessage() for r in caplog.records if r.name == "router_stream.routing.cascade"]

@@ -22,7 +22,9 @@ RULES = {"type": "rules", "rules": [{"when": "false", "then": "cheap"}]}
 
 
 def config(*strategies):
-    return parse_config({"candidates": CANDIDATES, "default": "cheap", "strategies": list(strategies)}, environ={})
+    return parse_config(
+        {"candidates": CANDIDATES, "default": "cheap", "strategies": list(strategies)}, environ={}
+    )
 
 
 def config_error(strategy_cfg) -> str:
@@ -37,8 +39,15 @@ def ctx(key: str = "k") -> RoutingContext:
 
 
 async def test_example_class_builds_and_decides():
-    cfg = config({"type": "custom", "name": "by-length", "class": EXAMPLE,
-                  "config": {"threshold": 10, "short": "cheap", "long": "smart"}, "candidates": ["cheap", "smart"]})
+    cfg = config(
+        {
+            "type": "custom",
+            "name": "by-length",
+            "class": EXAMPLE,
+            "config": {"threshold": 10, "short": "cheap", "long": "smart"},
+            "candidates": ["cheap", "smart"],
+        }
+    )
     pipeline = build_pipeline(cfg)
     strategy = pipeline.strategies[0]
     assert isinstance(strategy, CustomStrategy) and strategy.name == "by-length"
@@ -52,8 +61,14 @@ async def test_example_class_builds_and_decides():
 
 
 async def test_plain_constructor_gets_config_as_keywords_and_config_name_wins():
-    cfg = config({"type": "custom", "name": "plain", "class": "router_stream.devtools.example_strategy:ByLengthPlain",
-                  "config": {"threshold": 3}})
+    cfg = config(
+        {
+            "type": "custom",
+            "name": "plain",
+            "class": "router_stream.devtools.example_strategy:ByLengthPlain",
+            "config": {"threshold": 3},
+        }
+    )
     strategy = build_pipeline(cfg).strategies[0]
     assert strategy.inner.threshold == 3 and strategy.inner.name == "by-length-plain"
     assert strategy.name == "plain"  # the config's name is the one in the audit
@@ -62,8 +77,10 @@ async def test_plain_constructor_gets_config_as_keywords_and_config_name_wins():
 
 def test_bad_module_is_a_config_error_naming_class_and_field():
     msg = config_error({"type": "custom", "class": "no_such_pkg_xyz.mod:X"})
-    assert msg.startswith("strategies[2].class: cannot import 'no_such_pkg_xyz.mod:X': ModuleNotFoundError: "
-                          "No module named 'no_such_pkg_xyz'")
+    assert msg.startswith(
+        "strategies[2].class: cannot import 'no_such_pkg_xyz.mod:X': ModuleNotFoundError: "
+        "No module named 'no_such_pkg_xyz'"
+    )
 
 
 def test_bad_attribute_is_a_config_error():
@@ -88,11 +105,15 @@ def test_sync_decide_and_non_class_are_config_errors(monkeypatch):
     mod.Sync, mod.func = Sync, lambda: None
     monkeypatch.setitem(sys.modules, "fake_custom_mod", mod)
     assert "decide() must be 'async def'" in config_error({"type": "custom", "class": "fake_custom_mod:Sync"})
-    assert "'fake_custom_mod:func' is not a class" in config_error({"type": "custom", "class": "fake_custom_mod:func"})
+    assert "'fake_custom_mod:func' is not a class" in config_error(
+        {"type": "custom", "class": "fake_custom_mod:func"}
+    )
 
 
 def test_malformed_class_string_and_source_count():
-    assert "is not of the form 'package.module:ClassName'" in config_error({"type": "custom", "class": "a.b.C"})
+    assert "is not of the form 'package.module:ClassName'" in config_error(
+        {"type": "custom", "class": "a.b.C"}
+    )
     assert config_error({"type": "custom"}).startswith("strategies[2]: give exactly one of 'class'")
     both = config_error({"type": "custom", "class": EXAMPLE, "entry_point": "x"})
     assert both.startswith("strategies[2]: give exactly one of 'class'") and both.endswith("not both"), both
@@ -129,8 +150,10 @@ async def test_entry_point_is_loaded(monkeypatch):
     mod = types.ModuleType("fake_ep_mod")
     mod.Fake = _Fake
     monkeypatch.setitem(sys.modules, "fake_ep_mod", mod)
-    calls = fake_entry_points(monkeypatch, [
-        importlib.metadata.EntryPoint(name="house", value="fake_ep_mod:Fake", group=ENTRY_POINT_GROUP)])
+    calls = fake_entry_points(
+        monkeypatch,
+        [importlib.metadata.EntryPoint(name="house", value="fake_ep_mod:Fake", group=ENTRY_POINT_GROUP)],
+    )
     cfg = config({"type": "custom", "name": "ep", "entry_point": "house", "config": {"a": 1}})
     assert calls and calls[0] == {"group": ENTRY_POINT_GROUP}
     strategy = build_pipeline(cfg).strategies[0]
@@ -139,29 +162,41 @@ async def test_entry_point_is_loaded(monkeypatch):
 
 
 def test_unknown_entry_point_lists_the_available_ones(monkeypatch):
-    fake_entry_points(monkeypatch, [
-        importlib.metadata.EntryPoint(name="beta", value="x:Y", group=ENTRY_POINT_GROUP),
-        importlib.metadata.EntryPoint(name="alpha", value="x:Z", group=ENTRY_POINT_GROUP),
-        importlib.metadata.EntryPoint(name="other", value="x:W", group="something.else")])
+    fake_entry_points(
+        monkeypatch,
+        [
+            importlib.metadata.EntryPoint(name="beta", value="x:Y", group=ENTRY_POINT_GROUP),
+            importlib.metadata.EntryPoint(name="alpha", value="x:Z", group=ENTRY_POINT_GROUP),
+            importlib.metadata.EntryPoint(name="other", value="x:W", group="something.else"),
+        ],
+    )
     msg = config_error({"type": "custom", "entry_point": "gamma"})
-    assert msg.startswith(f"strategies[2].entry_point: no entry point 'gamma' in group '{ENTRY_POINT_GROUP}' "
-                          "(available: alpha, beta)")
+    assert msg.startswith(
+        f"strategies[2].entry_point: no entry point 'gamma' in group '{ENTRY_POINT_GROUP}' "
+        "(available: alpha, beta)"
+    )
     fake_entry_points(monkeypatch, [])
     assert "(available: none installed)" in config_error({"type": "custom", "entry_point": "gamma"})
 
 
 def test_entry_point_that_fails_to_load_names_it(monkeypatch):
-    fake_entry_points(monkeypatch, [
-        importlib.metadata.EntryPoint(name="broken", value="no_such_pkg_xyz:C", group=ENTRY_POINT_GROUP)])
+    fake_entry_points(
+        monkeypatch,
+        [importlib.metadata.EntryPoint(name="broken", value="no_such_pkg_xyz:C", group=ENTRY_POINT_GROUP)],
+    )
     msg = config_error({"type": "custom", "entry_point": "broken"})
-    assert msg.startswith("strategies[2].entry_point: cannot load entry point 'broken' (no_such_pkg_xyz:C): "
-                          "ModuleNotFoundError")
+    assert msg.startswith(
+        "strategies[2].entry_point: cannot load entry point 'broken' (no_such_pkg_xyz:C): ModuleNotFoundError"
+    )
 
 
 def test_constructor_failure_is_a_config_error_at_build():
     cfg = config({"type": "custom", "name": "bl", "class": EXAMPLE, "config": {"threshold": -1}})
-    with pytest.raises(ConfigError, match=r"custom strategy 'bl': class '.*ByLength' could not be created: "
-                                          r"ValueError: threshold must be"):
+    with pytest.raises(
+        ConfigError,
+        match=r"custom strategy 'bl': class '.*ByLength' could not be created: "
+        r"ValueError: threshold must be",
+    ):
         build_pipeline(cfg)
 
 
@@ -177,8 +212,10 @@ async def test_wrong_return_type_is_an_error_verdict_and_a_bad_name_a_miss(monke
 
     mod.Wrong = Wrong
     monkeypatch.setitem(sys.modules, "fake_ret_mod", mod)
-    cfg = config({"type": "custom", "name": "w1", "class": "fake_ret_mod:Wrong", "config": {"what": "smart"}},
-                 {"type": "custom", "name": "w2", "class": "fake_ret_mod:Wrong", "config": {"what": "decision"}})
+    cfg = config(
+        {"type": "custom", "name": "w1", "class": "fake_ret_mod:Wrong", "config": {"what": "smart"}},
+        {"type": "custom", "name": "w2", "class": "fake_ret_mod:Wrong", "config": {"what": "decision"}},
+    )
     routed = await build_pipeline(cfg).route(Request(request_id="r", prompt="x"), ctx())
     assert [(v.strategy, v.outcome) for v in routed.verdicts] == [("w1", "error"), ("w2", "miss")]
     assert "returned str, expected a Decision or None" in routed.verdicts[0].reason

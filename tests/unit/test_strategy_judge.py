@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from router_stream.config import parse_config
-from router_stream.errors import ConfigError, FatalModelError, RetryableModelError
 from router_stream.devtools.model_server import ModelServer
+from router_stream.errors import ConfigError, FatalModelError, RetryableModelError
 from router_stream.routing.base import RoutingContext
 from router_stream.routing.judge import JudgeStrategy, parse_reply
 from router_stream.runtime import build_pipeline
@@ -41,18 +41,40 @@ async def server():
 
 
 def make_config(base_url: str, **judge: Any):
-    spec = {"type": "judge", "candidate": "judge",
-            "allowed": {"cheap": "short factual answers", "smart": "reasoning and code"}, **judge}
-    return parse_config({
-        "candidates": {
-            "judge": {"base_url": base_url, "model": "judge-model", "price_input_per_1k": 0.001},
-            "cheap": {"base_url": base_url, "model": "c", "price_input_per_1k": 0.001, "price_output_per_1k": 0.002},
-            "smart": {"base_url": base_url, "model": "s", "price_input_per_1k": 0.01, "price_output_per_1k": 0.03},
-            "expensive": {"base_url": base_url, "model": "e", "price_input_per_1k": 1.0, "price_output_per_1k": 5.0},
+    spec = {
+        "type": "judge",
+        "candidate": "judge",
+        "allowed": {"cheap": "short factual answers", "smart": "reasoning and code"},
+        **judge,
+    }
+    return parse_config(
+        {
+            "candidates": {
+                "judge": {"base_url": base_url, "model": "judge-model", "price_input_per_1k": 0.001},
+                "cheap": {
+                    "base_url": base_url,
+                    "model": "c",
+                    "price_input_per_1k": 0.001,
+                    "price_output_per_1k": 0.002,
+                },
+                "smart": {
+                    "base_url": base_url,
+                    "model": "s",
+                    "price_input_per_1k": 0.01,
+                    "price_output_per_1k": 0.03,
+                },
+                "expensive": {
+                    "base_url": base_url,
+                    "model": "e",
+                    "price_input_per_1k": 1.0,
+                    "price_output_per_1k": 5.0,
+                },
+            },
+            "default": "cheap",
+            "strategies": [spec],
         },
-        "default": "cheap",
-        "strategies": [spec],
-    }, environ={})
+        environ={},
+    )
 
 
 @pytest.fixture
@@ -86,22 +108,30 @@ async def test_correct_name_is_chosen_and_the_prompt_lists_allowed_candidates(ju
 
 
 async def test_lenient_only_about_wrapping(judge, server):
-    for reply, want in [("`cheap`", "cheap"), ('"smart".', "smart"), ("**CHEAP**", "cheap"),
-                        ("cheap\nbecause it is short", "cheap"), ("smart" + " " * 195, "smart")]:
+    for reply, want in [
+        ("`cheap`", "cheap"),
+        ('"smart".', "smart"),
+        ("**CHEAP**", "cheap"),
+        ("cheap\nbecause it is short", "cheap"),
+        ("smart" + " " * 195, "smart"),
+    ]:
         server.replies.append(reply)
         assert (await judge.decide(req(), ctx())).candidate == want, reply
 
 
-@pytest.mark.parametrize("reply, why", [
-    ("gpt-5", "judge reply 'gpt-5' names no allowed candidate"),
-    ("The answer is gpt-4o", "judge reply 'The answer is gpt-4o' names no allowed candidate"),
-    ("not cheap, smart", "judge reply names several candidates (cheap, smart)"),
-    ("smart" + " because" * 40, "judge reply is too long (325 > 200 characters)"),
-    ("x" * 100_000, "judge reply is too long (100000 > 200 characters)"),
-    ("   ", "judge reply is empty"),
-    ("judge", "judge reply 'judge' names no allowed candidate"),  # a candidate, but not allowed
-    ('""', "judge reply '\"\"' names no allowed candidate"),
-])
+@pytest.mark.parametrize(
+    "reply, why",
+    [
+        ("gpt-5", "judge reply 'gpt-5' names no allowed candidate"),
+        ("The answer is gpt-4o", "judge reply 'The answer is gpt-4o' names no allowed candidate"),
+        ("not cheap, smart", "judge reply names several candidates (cheap, smart)"),
+        ("smart" + " because" * 40, "judge reply is too long (325 > 200 characters)"),
+        ("x" * 100_000, "judge reply is too long (100000 > 200 characters)"),
+        ("   ", "judge reply is empty"),
+        ("judge", "judge reply 'judge' names no allowed candidate"),  # a candidate, but not allowed
+        ('""', "judge reply '\"\"' names no allowed candidate"),
+    ],
+)
 async def test_unusable_replies_abstain_with_a_reason(judge, server, reply, why):
     server.replies.append(reply)
     c = ctx()
@@ -169,10 +199,18 @@ async def test_timeout_abstains(server):
 def judge_then_rule(server, **judge: Any):
     """A pipeline of the judge, then a rule that always picks ``cheap`` (named ``fallback-rule``)."""
     config = make_config(server.base_url, **judge)
-    config.strategies.append(parse_config({
-        "candidates": {"cheap": {"base_url": server.base_url, "model": "c"}}, "default": "cheap",
-        "strategies": [{"type": "rules", "name": "fallback-rule", "rules": [{"when": "True", "then": "cheap"}]}],
-    }, environ={}).strategies[0])
+    config.strategies.append(
+        parse_config(
+            {
+                "candidates": {"cheap": {"base_url": server.base_url, "model": "c"}},
+                "default": "cheap",
+                "strategies": [
+                    {"type": "rules", "name": "fallback-rule", "rules": [{"when": "True", "then": "cheap"}]}
+                ],
+            },
+            environ={},
+        ).strategies[0]
+    )
     return build_pipeline(config)
 
 
@@ -183,7 +221,9 @@ async def test_through_the_pipeline_a_miss_falls_to_the_next_strategy(server):
         routed = await pipeline.route(req(INJECTION), ctx())
         assert routed.decided_by == "fallback-rule"
         assert [(v.strategy, v.outcome) for v in routed.verdicts] == [
-            ("judge", "abstained"), ("fallback-rule", "chose")]
+            ("judge", "abstained"),
+            ("fallback-rule", "chose"),
+        ]
         routed = await pipeline.route(req(), ctx())
         assert (routed.candidate, routed.decided_by, routed.cacheable) == ("smart", "judge", True)
     finally:
@@ -200,18 +240,23 @@ def test_parse_reply_unit():
     assert parse_reply("smart because cheap is too weak", ["cheap", "smart"]) == ("smart", "")  # first word
 
 
-@pytest.mark.parametrize("reply, want", [
-    ("gpt-4o-mini", "gpt-4o-mini"),
-    ("The answer is gpt-4o-mini.", "gpt-4o-mini"),   # longest first: gpt-4 inside it is not a match
-    ("Answer: **GPT-4**", "gpt-4"),
-    ("I'd route this to `gpt-4`.", "gpt-4"),
-    ("use gpt-4-turbo", None),                       # not offered, and gpt-4 is not a whole token of it
-    ("use gpt-4.1", None),
-    ("use gpt-4o", None),
-    ("not gpt-4o-mini but gpt-4", None),             # two distinct names: ambiguous
-    ("gpt-4, not gpt-4o-mini", "gpt-4"),             # the first word is a name: the asked-for format
-    ('""', None), ("''", None), ("", None),
-])
+@pytest.mark.parametrize(
+    "reply, want",
+    [
+        ("gpt-4o-mini", "gpt-4o-mini"),
+        ("The answer is gpt-4o-mini.", "gpt-4o-mini"),  # longest first: gpt-4 inside it is not a match
+        ("Answer: **GPT-4**", "gpt-4"),
+        ("I'd route this to `gpt-4`.", "gpt-4"),
+        ("use gpt-4-turbo", None),  # not offered, and gpt-4 is not a whole token of it
+        ("use gpt-4.1", None),
+        ("use gpt-4o", None),
+        ("not gpt-4o-mini but gpt-4", None),  # two distinct names: ambiguous
+        ("gpt-4, not gpt-4o-mini", "gpt-4"),  # the first word is a name: the asked-for format
+        ('""', None),
+        ("''", None),
+        ("", None),
+    ],
+)
 def test_whole_token_longest_name_first(reply, want):
     got, why = parse_reply(reply, ["gpt-4", "gpt-4o-mini"])
     assert got == want, (reply, why)
@@ -224,8 +269,10 @@ def test_an_empty_or_blank_offered_name_never_matches():
 
 
 def test_config_errors_name_the_field():
-    base = {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "c"},
-            "smart": {"base_url": "http://127.0.0.1:9/v1", "model": "s"}}
+    base = {
+        "cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "c"},
+        "smart": {"base_url": "http://127.0.0.1:9/v1", "model": "s"},
+    }
 
     def error(spec) -> str:
         with pytest.raises(ConfigError) as info:
@@ -233,14 +280,20 @@ def test_config_errors_name_the_field():
         return str(info.value)
 
     assert error({"type": "judge", "candidate": "oracle"}) == (
-        "strategies[0].candidate: 'oracle' is not a candidate (known: cheap, smart)")
+        "strategies[0].candidate: 'oracle' is not a candidate (known: cheap, smart)"
+    )
     assert error({"type": "judge", "candidate": "cheap", "allowed": ["cheap", "smartt"]}) == (
-        "strategies[0].allowed.smartt: 'smartt' is not a candidate; did you mean 'smart'? (known: cheap, smart)")
-    assert "differ only in case" in error({"type": "judge", "candidate": "cheap", "allowed": ["cheap", "CHEAP"]})
+        "strategies[0].allowed.smartt: 'smartt' is not a candidate; did you mean 'smart'? (known: cheap, smart)"
+    )
+    assert "differ only in case" in error(
+        {"type": "judge", "candidate": "cheap", "allowed": ["cheap", "CHEAP"]}
+    )
     assert error({"type": "judge", "candidate": "cheap", "allowed": []}).startswith("strategies[0].allowed:")
     # without the RouterConfig a judge has no endpoint: say so instead of failing later
-    config = parse_config({"candidates": base, "default": "cheap",
-                           "strategies": [{"type": "judge", "candidate": "cheap"}]}, environ={})
+    config = parse_config(
+        {"candidates": base, "default": "cheap", "strategies": [{"type": "judge", "candidate": "cheap"}]},
+        environ={},
+    )
     with pytest.raises(ConfigError, match="built from the RouterConfig"):
         config.strategies[0].build()
     judge = config.strategies[0].build(config)
@@ -275,12 +328,15 @@ class _FailingClient:
         pass
 
 
-@pytest.mark.parametrize("error, transient", [
-    (FatalModelError("no free connection", kind="queue_timeout"), True),  # the judge's own pool was busy
-    (RetryableModelError("reset", kind="connection"), True),
-    (FatalModelError("401", kind="auth", status=401), False),
-    (FatalModelError("400", kind="client_error", status=400), False),
-])
+@pytest.mark.parametrize(
+    "error, transient",
+    [
+        (FatalModelError("no free connection", kind="queue_timeout"), True),  # the judge's own pool was busy
+        (RetryableModelError("reset", kind="connection"), True),
+        (FatalModelError("401", kind="auth", status=401), False),
+        (FatalModelError("400", kind="client_error", status=400), False),
+    ],
+)
 async def test_which_judge_failures_forbid_caching(server, error, transient):
     config = make_config(server.base_url)
     judge = JudgeStrategy(config.strategies[0], config, client=_FailingClient(error))

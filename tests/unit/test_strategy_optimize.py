@@ -23,17 +23,26 @@ PRICES = {  # (input, output) USD per 1k tokens
     "medium": (0.5, 1.5),
     "large": (3.0, 15.0),
 }
-CANDIDATES = {name: {"base_url": "http://127.0.0.1:9/v1", "model": name,
-                     "price_input_per_1k": pin, "price_output_per_1k": pout}
-              for name, (pin, pout) in PRICES.items()}
+CANDIDATES = {
+    name: {
+        "base_url": "http://127.0.0.1:9/v1",
+        "model": name,
+        "price_input_per_1k": pin,
+        "price_output_per_1k": pout,
+    }
+    for name, (pin, pout) in PRICES.items()
+}
 NAMES = tuple(CANDIDATES)
 REQ = Request(request_id="r1", prompt="hi")
 QUALITY = {"small": 0.6, "medium": 0.8, "large": 0.95}
 
 
 def config(**cfg: Any) -> dict[str, Any]:
-    return {"candidates": CANDIDATES, "default": "small",
-            "strategies": [{"type": "optimize", "candidates": list(NAMES), **cfg}]}
+    return {
+        "candidates": CANDIDATES,
+        "default": "small",
+        "strategies": [{"type": "optimize", "candidates": list(NAMES), **cfg}],
+    }
 
 
 def strategy(**cfg: Any) -> OptimizeStrategy:
@@ -48,15 +57,20 @@ def ctx(stats: Any = None) -> RoutingContext:
 class FakeStats:
     """Duck-types StatsView: snapshot(name) and breaker_states()."""
 
-    def __init__(self, ewma: dict[str, float] | None = None, in_flight: dict[str, int] | None = None,
-                 breakers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        ewma: dict[str, float] | None = None,
+        in_flight: dict[str, int] | None = None,
+        breakers: dict[str, str] | None = None,
+    ) -> None:
         self.ewma = ewma or {}
         self.inflight = in_flight or {}
         self.breakers = breakers or {}
 
     def snapshot(self, name: str) -> CandidateSnapshot:
-        return CandidateSnapshot(name, self.ewma.get(name), self.inflight.get(name, 0),
-                                 1 if name in self.ewma else 0, None)
+        return CandidateSnapshot(
+            name, self.ewma.get(name), self.inflight.get(name, 0), 1 if name in self.ewma else 0, None
+        )
 
     def breaker_states(self) -> dict[str, str]:
         return dict(self.breakers)
@@ -112,7 +126,9 @@ def test_candidate_stats_ewma_in_flight_and_snapshot():
 
 # ---------------------------------------------------------------- the strategy
 async def test_price_pick_respects_the_quality_floor():
-    s = strategy(by="price", quality=QUALITY, quality_floor=0.75, expected_tokens={"input": 1000, "output": 500})
+    s = strategy(
+        by="price", quality=QUALITY, quality_floor=0.75, expected_tokens={"input": 1000, "output": 500}
+    )
     d = await s.decide(REQ, ctx())
     assert d.candidate == "medium"  # small is cheaper but below the floor
     assert d.detail["by"] == "price"
@@ -131,9 +147,16 @@ async def test_price_pick_respects_the_quality_floor():
 
 
 async def test_price_ties_go_to_pool_order_and_missing_quality_fails_a_floor():
-    s = OptimizeStrategy(OptimizeConfig(type="optimize", by="price", candidates=["b", "a", "c"],
-                                        quality={"a": 0.9, "b": 0.9}, quality_floor=0.5),
-                         prices={"a": (1.0, 1.0), "b": (1.0, 1.0), "c": (0.0, 0.0)})
+    s = OptimizeStrategy(
+        OptimizeConfig(
+            type="optimize",
+            by="price",
+            candidates=["b", "a", "c"],
+            quality={"a": 0.9, "b": 0.9},
+            quality_floor=0.5,
+        ),
+        prices={"a": (1.0, 1.0), "b": (1.0, 1.0), "c": (0.0, 0.0)},
+    )
     d = await s.decide(REQ, ctx())
     assert d.candidate == "b"  # a and b tie; b is listed first; c (free) has no quality score
     assert d.detail["excluded"] == {"c": "no quality score"}
@@ -191,7 +214,9 @@ async def test_no_stats_falls_back_to_pool_order_with_reason():
 
 
 async def test_nobody_passes_the_floor_abstains_with_reason():
-    rc = parse_config(config(by="price", quality={"small": 0.2, "medium": 0.3}, quality_floor=0.9), environ={})
+    rc = parse_config(
+        config(by="price", quality={"small": 0.2, "medium": 0.3}, quality_floor=0.9), environ={}
+    )
     pipeline = build_pipeline(rc)
     routed = await pipeline.route(REQ, ctx())
     assert routed.decided_by == "default" and routed.candidate == "small"
@@ -201,7 +226,7 @@ async def test_nobody_passes_the_floor_abstains_with_reason():
     assert "small: quality 0.2 < floor 0.9" in verdict.reason and "large: no quality score" in verdict.reason
     # every passing candidate's breaker open: abstain too
     s = strategy(by="latency")
-    c = ctx(FakeStats(breakers={n: "open" for n in NAMES}))
+    c = ctx(FakeStats(breakers=dict.fromkeys(NAMES, "open")))
     assert await s.decide(REQ, c) is None
     assert "breaker open" in c.take_note()
 
@@ -230,16 +255,26 @@ def test_config_errors_name_the_field():
 # ---------------------------------------------------------------- a real dispatcher
 async def test_real_dispatcher_records_ewma_and_in_flight():
     async with ModelServer(name="slow", latency_ms=150) as slow, ModelServer(name="fast") as fast:
-        rc = parse_config({"candidates": {
-            "slow": {"base_url": slow.base_url, "model": "s", "max_retries": 0},
-            "fast": {"base_url": fast.base_url, "model": "f", "max_retries": 0}},
-            "default": "fast"}, environ={})
+        rc = parse_config(
+            {
+                "candidates": {
+                    "slow": {"base_url": slow.base_url, "model": "s", "max_retries": 0},
+                    "fast": {"base_url": fast.base_url, "model": "f", "max_retries": 0},
+                },
+                "default": "fast",
+            },
+            environ={},
+        )
         d = Dispatcher(rc)
         try:
             stats = d.stats
             assert stats.snapshot("slow") == CandidateSnapshot("slow")
-            calls = [asyncio.create_task(d.call(Request(request_id=f"r{i}", prompt="x"), "slow",
-                                                time.monotonic() + 5)) for i in range(4)]
+            calls = [
+                asyncio.create_task(
+                    d.call(Request(request_id=f"r{i}", prompt="x"), "slow", time.monotonic() + 5)
+                )
+                for i in range(4)
+            ]
             peak = 0
             deadline = time.monotonic() + 2
             while not all(c.done() for c in calls) and time.monotonic() < deadline:
@@ -265,8 +300,13 @@ async def test_real_dispatcher_records_ewma_and_in_flight():
 
 async def test_failed_call_ends_in_flight_without_a_latency_sample():
     async with ModelServer(name="bad", error_rate=1.0) as bad:
-        rc = parse_config({"candidates": {"bad": {"base_url": bad.base_url, "model": "b", "max_retries": 0}},
-                           "default": "bad"}, environ={})
+        rc = parse_config(
+            {
+                "candidates": {"bad": {"base_url": bad.base_url, "model": "b", "max_retries": 0}},
+                "default": "bad",
+            },
+            environ={},
+        )
         d = Dispatcher(rc)
         try:
             result = await d.call(Request(request_id="r", prompt="x"), "bad", time.monotonic() + 5)

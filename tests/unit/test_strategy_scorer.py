@@ -43,7 +43,7 @@ class Scorer:
             return web.json_response(reply[1], status=reply[0])
         return web.json_response(reply)
 
-    async def __aenter__(self) -> "Scorer":
+    async def __aenter__(self) -> Scorer:
         app = web.Application()
         app.router.add_post("/score", self._score)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
@@ -64,8 +64,14 @@ async def scorer():
 
 
 def build(url: str, **spec: Any):
-    config = parse_config({"candidates": CANDIDATES, "default": "cheap",
-                           "strategies": [{"type": "scorer", "url": url, **spec}]}, environ={})
+    config = parse_config(
+        {
+            "candidates": CANDIDATES,
+            "default": "cheap",
+            "strategies": [{"type": "scorer", "url": url, **spec}],
+        },
+        environ={},
+    )
     return config.strategies[0].build(config)
 
 
@@ -88,8 +94,12 @@ async def test_posts_the_request_and_picks_the_best_allowed_score(strategy, scor
     d = await strategy.decide(REQ, ctx())
     assert d.candidate == "smart" and d.cacheable is True
     assert d.detail == {"scores": {"cheap": 0.7, "smart": 0.9}, "score": 0.9}
-    assert scorer.bodies[-1] == {"request_id": "r1", "prompt": "What is 2+2?", "fields": {"lang": "en"},
-                                 "candidates": ["cheap", "smart"]}
+    assert scorer.bodies[-1] == {
+        "request_id": "r1",
+        "prompt": "What is 2+2?",
+        "fields": {"lang": "en"},
+        "candidates": ["cheap", "smart"],
+    }
     assert scorer.auth[-1] is None
 
 
@@ -109,19 +119,24 @@ async def test_candidate_reply(strategy, scorer):
     assert c.take_note() == "scorer 'candidate' is not a short string"
 
 
-@pytest.mark.parametrize("reply, why", [
-    ({"scores": {"cheap": 0.2, "smart": 0.4}}, "best score 0.4 ('smart') is below min_score 0.5"),
-    ({"scores": {"expensive": 1.0}},
-     "scorer gave no usable score (1 entries ignored: not an allowed candidate or not a number)"),
-    ({"scores": [1, 2]}, "scorer 'scores' is not an object"),
-    ({"verdict": "smart"}, "scorer reply has neither 'scores' nor 'candidate'"),
-    (["smart"], "scorer reply is not a JSON object (list)"),
-    (b"<html>oops</html>", "scorer reply is not JSON"),
-    (b"[" * 60_000, "scorer reply is not JSON"),  # nesting deeper than the JSON parser recurses
-    (b'{"candidate": "' + b"a" * 70_000 + b'"}', "scorer reply is larger than 65536 bytes"),
-    ((503, {"error": "busy"}), "scorer answered HTTP 503"),
-    ("hang", "scorer gave no answer within 300 ms"),
-])
+@pytest.mark.parametrize(
+    "reply, why",
+    [
+        ({"scores": {"cheap": 0.2, "smart": 0.4}}, "best score 0.4 ('smart') is below min_score 0.5"),
+        (
+            {"scores": {"expensive": 1.0}},
+            "scorer gave no usable score (1 entries ignored: not an allowed candidate or not a number)",
+        ),
+        ({"scores": [1, 2]}, "scorer 'scores' is not an object"),
+        ({"verdict": "smart"}, "scorer reply has neither 'scores' nor 'candidate'"),
+        (["smart"], "scorer reply is not a JSON object (list)"),
+        (b"<html>oops</html>", "scorer reply is not JSON"),
+        (b"[" * 60_000, "scorer reply is not JSON"),  # nesting deeper than the JSON parser recurses
+        (b'{"candidate": "' + b"a" * 70_000 + b'"}', "scorer reply is larger than 65536 bytes"),
+        ((503, {"error": "busy"}), "scorer answered HTTP 503"),
+        ("hang", "scorer gave no answer within 300 ms"),
+    ],
+)
 async def test_bad_replies_abstain_with_a_reason(strategy, scorer, reply, why):
     scorer.replies.append(reply)
     c = ctx()
@@ -149,8 +164,14 @@ async def test_unreachable_scorer_abstains_and_key_is_sent(monkeypatch, scorer):
 
 
 async def test_through_the_pipeline(scorer):
-    config = parse_config({"candidates": CANDIDATES, "default": "cheap",
-                           "strategies": [{"type": "scorer", "name": "q", "url": scorer.url}]}, environ={})
+    config = parse_config(
+        {
+            "candidates": CANDIDATES,
+            "default": "cheap",
+            "strategies": [{"type": "scorer", "name": "q", "url": scorer.url}],
+        },
+        environ={},
+    )
     pipeline = build_pipeline(config)
     try:
         scorer.replies.extend([{"scores": {"expensive": 2.0, "cheap": 1.0}}, {"candidate": "nobody"}])
@@ -165,8 +186,10 @@ async def test_through_the_pipeline(scorer):
 
 def test_parse_reply_unit():
     assert parse_reply({"scores": {"a": 1, "b": True}}, ["a", "b"], None) == (
-        "a", "scorer scored 'a' highest (1) (1 entries ignored: not an allowed candidate or not a number)",
-        {"scores": {"a": 1.0}, "score": 1.0})
+        "a",
+        "scorer scored 'a' highest (1) (1 entries ignored: not an allowed candidate or not a number)",
+        {"scores": {"a": 1.0}, "score": 1.0},
+    )
     assert parse_reply(json.loads('{"scores": {"a": 1e400}}'), ["a"], None)[0] is None  # inf
 
 
@@ -177,19 +200,28 @@ def test_config_errors_name_the_field():
         return str(info.value)
 
     assert error({"type": "scorer", "url": "http://s/score", "allowed": ["cheap", "smrt"]}) == (
-        "strategies[0].allowed[1]: 'smrt' is not a candidate; did you mean 'smart'? (known: cheap, expensive, smart)")
+        "strategies[0].allowed[1]: 'smrt' is not a candidate; did you mean 'smart'? (known: cheap, expensive, smart)"
+    )
     assert error({"type": "scorer", "url": "scorer:8080"}) == (
-        "strategies[0].url: 'scorer:8080' is not an http(s) URL")
+        "strategies[0].url: 'scorer:8080' is not an http(s) URL"
+    )
     assert error({"type": "scorer"}) == "strategies[0].url: Field required"
 
 
 async def test_one_score_and_threshold(scorer):
-    s = build(scorer.url, threshold=0.6, above="smart", below="cheap", allowed=["cheap", "smart"], timeout_ms=300)
+    s = build(
+        scorer.url, threshold=0.6, above="smart", below="cheap", allowed=["cheap", "smart"], timeout_ms=300
+    )
     try:
-        scorer.replies.extend([{"score": 0.75}, {"score": 0.6}, {"score": 0.2}, {"score": "high"}, {"scores": {"cheap": 1}}])
+        scorer.replies.extend(
+            [{"score": 0.75}, {"score": 0.6}, {"score": 0.2}, {"score": "high"}, {"scores": {"cheap": 1}}]
+        )
         d = await s.decide(REQ, ctx())
-        assert (d.candidate, d.reason, d.detail) == ("smart", "scorer score 0.75 >= threshold 0.6",
-                                                     {"score": 0.75, "threshold": 0.6})
+        assert (d.candidate, d.reason, d.detail) == (
+            "smart",
+            "scorer score 0.75 >= threshold 0.6",
+            {"score": 0.75, "threshold": 0.6},
+        )
         assert (await s.decide(REQ, ctx())).candidate == "smart"  # the boundary goes above
         assert (await s.decide(REQ, ctx())).candidate == "cheap"
         c = ctx()
@@ -205,9 +237,13 @@ def test_one_score_config_needs_all_three_and_real_candidates():
             parse_config({"candidates": CANDIDATES, "default": "cheap", "strategies": [spec]}, environ={})
         return str(info.value)
 
-    assert "threshold, above and below go together" in error({"type": "scorer", "url": "http://s/x", "threshold": 0.5,
-                                                             "above": "smart"})
-    assert error({"type": "scorer", "url": "http://s/x", "threshold": 0.5, "above": "smrt", "below": "cheap"}) == (
-        "strategies[0].above: 'smrt' is not a candidate; did you mean 'smart'? (known: cheap, expensive, smart)")
+    assert "threshold, above and below go together" in error(
+        {"type": "scorer", "url": "http://s/x", "threshold": 0.5, "above": "smart"}
+    )
+    assert error(
+        {"type": "scorer", "url": "http://s/x", "threshold": 0.5, "above": "smrt", "below": "cheap"}
+    ) == (
+        "strategies[0].above: 'smrt' is not a candidate; did you mean 'smart'? (known: cheap, expensive, smart)"
+    )
     # a one-score reply without a configured threshold is not understood
     assert parse_reply({"score": 0.9}, ["cheap"], None)[0] is None

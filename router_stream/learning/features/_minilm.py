@@ -79,7 +79,11 @@ class MiniLM:
 
         w = self.w
         b, n = ids.shape
-        x = w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:n] + w["embeddings.token_type_embeddings.weight"][0]
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][:n]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )
         x = self._ln(x, "embeddings.LayerNorm")
         d = x.shape[-1]
         hd = d // self.heads

@@ -86,7 +86,7 @@ class GroupPriorFeaturizer:
         include_embedding: bool = False,
         c: float = 10.0,
         folds: int = 3,
-    ) -> tuple["GroupPriorFeaturizer", np.ndarray]:
+    ) -> tuple[GroupPriorFeaturizer, np.ndarray]:
         """Fit on training rows; returns the featurizer and the rows' *out-of-fold* features
         (each row's group probabilities from a classifier that did not see it, so the
         downstream model learns how far to trust them on unseen prompts)."""
@@ -120,18 +120,38 @@ class GroupPriorFeaturizer:
         return feat, feat._features(emb, oof).astype(np.float32)
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "groups": self.groups, "targets": self.target_names,
-                "weight": self.weight, "include_embedding": self.include_embedding, "embed": self.embed.spec()}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "groups": self.groups,
+            "targets": self.target_names,
+            "weight": self.weight,
+            "include_embedding": self.include_embedding,
+            "embed": self.embed.spec(),
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {**self.embed.arrays(), "prior/coef": self.coef, "prior/intercept": self.intercept, "prior/table": self.table}
+        return {
+            **self.embed.arrays(),
+            "prior/coef": self.coef,
+            "prior/intercept": self.intercept,
+            "prior/table": self.table,
+        }
 
     @classmethod
-    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> "GroupPriorFeaturizer":
+    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> GroupPriorFeaturizer:
         check_spec(spec["embed"], StaticEmbedFeaturizer)
         embed = StaticEmbedFeaturizer.from_artifact(spec["embed"], arrays)
-        return cls(embed, spec["groups"], arrays["prior/coef"], arrays["prior/intercept"], arrays["prior/table"],
-                   spec["targets"], spec["weight"], spec["include_embedding"])
+        return cls(
+            embed,
+            spec["groups"],
+            arrays["prior/coef"],
+            arrays["prior/intercept"],
+            arrays["prior/table"],
+            spec["targets"],
+            spec["weight"],
+            spec["include_embedding"],
+        )
 
 
 class SubjectPriorFeaturizer:
@@ -200,8 +220,10 @@ class SubjectPriorFeaturizer:
         import scipy.sparse as sp
 
         cols = self._fold_index(np.arange(self.tfidf.dim))
-        return sp.csr_matrix((np.ones(self.tfidf.dim, np.float32), (np.arange(self.tfidf.dim), cols)),
-                             shape=(self.tfidf.dim, self._folded_dim))
+        return sp.csr_matrix(
+            (np.ones(self.tfidf.dim, np.float32), (np.arange(self.tfidf.dim), cols)),
+            shape=(self.tfidf.dim, self._folded_dim),
+        )
 
     def _classifier_input(self, x: Any, texts: Sequence[str]) -> Any:
         import scipy.sparse as sp
@@ -230,10 +252,12 @@ class SubjectPriorFeaturizer:
         idx, val = self.tfidf.sparse_one(text)
         logits = val @ self._coef_t[self._fold_index(idx)] + self.intercept
         if self.embed is not None:
-            logits = logits + self.embed.transform([text])[0] @ self._coef_t[self._folded_dim:]
+            logits = logits + self.embed.transform([text])[0] @ self._coef_t[self._folded_dim :]
         prior = self._prior(_softmax(logits[None, :]))[0]
-        return (np.concatenate([idx, self.tfidf.dim + np.arange(len(prior))]),
-                np.concatenate([val, prior]).astype(np.float32))
+        return (
+            np.concatenate([idx, self.tfidf.dim + np.arange(len(prior))]),
+            np.concatenate([val, prior]).astype(np.float32),
+        )
 
     @classmethod
     def fit(
@@ -247,7 +271,7 @@ class SubjectPriorFeaturizer:
         fold_bits: int = 14,
         c: float = 10.0,
         folds: int = 3,
-    ) -> tuple["SubjectPriorFeaturizer", Any]:
+    ) -> tuple[SubjectPriorFeaturizer, Any]:
         """Fit on training rows; returns the featurizer and the rows' features, whose prior block
         is *out-of-fold* (from group classifiers that did not see the row)."""
         import scipy.sparse as sp
@@ -264,8 +288,17 @@ class SubjectPriorFeaturizer:
         table = np.stack([np.nanmean(targets[y == k], axis=0) for k in range(len(names))])
         table = np.where(np.isnan(table), np.nanmean(targets, axis=0), table)
         width = 2 * 2**fold_bits + (embed.dim if embed is not None else 0)
-        probe = cls(tfidf, embed, names, np.zeros((len(names), width)), np.zeros(len(names)), table, target_names,
-                    weight, fold_bits)
+        probe = cls(
+            tfidf,
+            embed,
+            names,
+            np.zeros((len(names), width)),
+            np.zeros(len(names)),
+            table,
+            target_names,
+            weight,
+            fold_bits,
+        )
         z = probe._classifier_input(x, texts)
         clf = LogisticRegression(C=c, max_iter=3000).fit(z, y)
         coef = np.zeros((len(names), z.shape[1]))
@@ -289,21 +322,33 @@ class SubjectPriorFeaturizer:
         return feat, sp.hstack([x, sp.csr_matrix(feat._prior(oof))]).tocsr()
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "groups": self.groups, "targets": self.target_names,
-                "weight": self.weight, "fold_bits": self.fold_bits, "tfidf": self.tfidf.spec(),
-                "embed": self.embed.spec() if self.embed is not None else None}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "groups": self.groups,
+            "targets": self.target_names,
+            "weight": self.weight,
+            "fold_bits": self.fold_bits,
+            "tfidf": self.tfidf.spec(),
+            "embed": self.embed.spec() if self.embed is not None else None,
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
         scale = (np.maximum(np.abs(self.coef).max(1), 1e-12) / 127.0).astype(np.float32)
         q = np.clip(np.round(self.coef / scale[:, None]), -127, 127).astype(np.int8)
-        out = {**self.tfidf.arrays(), "subject/coef": q, "subject/scale": scale,
-               "subject/intercept": self.intercept, "subject/table": self.table}
+        out = {
+            **self.tfidf.arrays(),
+            "subject/coef": q,
+            "subject/scale": scale,
+            "subject/intercept": self.intercept,
+            "subject/table": self.table,
+        }
         if self.embed is not None:
             out.update(self.embed.arrays())
         return out
 
     @classmethod
-    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> "SubjectPriorFeaturizer":
+    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> SubjectPriorFeaturizer:
         check_spec(spec, cls)
         check_spec(spec["tfidf"], TfidfFeaturizer)
         if spec.get("embed"):
@@ -311,5 +356,14 @@ class SubjectPriorFeaturizer:
         tfidf = TfidfFeaturizer.from_artifact(spec["tfidf"], arrays)
         embed = StaticEmbedFeaturizer.from_artifact(spec["embed"], arrays) if spec.get("embed") else None
         coef = arrays["subject/coef"].astype(np.float32) * arrays["subject/scale"][:, None]
-        return cls(tfidf, embed, spec["groups"], coef, arrays["subject/intercept"],
-                   arrays["subject/table"], spec["targets"], spec["weight"], spec["fold_bits"])
+        return cls(
+            tfidf,
+            embed,
+            spec["groups"],
+            coef,
+            arrays["subject/intercept"],
+            arrays["subject/table"],
+            spec["targets"],
+            spec["weight"],
+            spec["fold_bits"],
+        )

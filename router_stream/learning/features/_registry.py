@@ -37,7 +37,9 @@ class ConcatFeaturizer:
     def transform(self, texts: Sequence[str]) -> Any:
         import scipy.sparse as sp
 
-        return sp.hstack([sp.csr_matrix(p.transform(texts) * w) for p, w in zip(self.parts, self.weights)]).tocsr()
+        return sp.hstack(
+            [sp.csr_matrix(p.transform(texts) * w) for p, w in zip(self.parts, self.weights)]
+        ).tocsr()
 
     def sparse_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         idx_parts, val_parts = [], []
@@ -54,7 +56,12 @@ class ConcatFeaturizer:
         return np.concatenate(idx_parts), np.concatenate(val_parts).astype(np.float32)
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "weights": self.weights, "parts": [p.spec() for p in self.parts]}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "weights": self.weights,
+            "parts": [p.spec() for p in self.parts],
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -63,7 +70,7 @@ class ConcatFeaturizer:
         return out
 
     @classmethod
-    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> "ConcatFeaturizer":
+    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> ConcatFeaturizer:
         return cls([build_featurizer(s, arrays) for s in spec["parts"]], spec["weights"])
 
 
@@ -81,13 +88,17 @@ def check_featurizer(spec: dict[str, Any]) -> None:
     name, version = spec.get("name"), spec.get("version")
     if "parts" in spec:
         if version != ConcatFeaturizer.version:
-            raise ValueError(f"featurizer {name!r} version {version}, this code has {ConcatFeaturizer.version}")
+            raise ValueError(
+                f"featurizer {name!r} version {version}, this code has {ConcatFeaturizer.version}"
+            )
         for part in spec["parts"]:
             check_featurizer(part)
         return
     kind = _KINDS.get(str(name))
     if kind is None:
-        raise ValueError(f"unknown featurizer {name!r} (known: {', '.join(sorted(_KINDS))}); retrain the artifact")
+        raise ValueError(
+            f"unknown featurizer {name!r} (known: {', '.join(sorted(_KINDS))}); retrain the artifact"
+        )
     check_spec(spec, kind)
     for sub in ("tfidf", "embed"):  # nested featurizers (group-prior, tfidf+subject-prior)
         if isinstance(spec.get(sub), dict):

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-
 _SHAPE_OPT = re.compile(r"^\s*([A-J])[\.\)]\s?(.*)$")
 _SHAPE_NUM = re.compile(r"[-+]?\d+(?:[.,]\d+)*")
 _SHAPE_NUMERIC_OPT = re.compile(r"^\s*[-+$]?\s*\d[\d.,/\s%]*[a-zA-Zµ°%/²³^\-\s]{0,12}$")
@@ -23,11 +22,16 @@ _SHAPE_NEG_UP = re.compile(r"\b(?:NOT|EXCEPT|LEAST|FALSE|INCORRECT|NEVER|NO)\b")
 _SHAPE_NEG_LO = re.compile(r"\b(?:not|except|least|false|incorrect|never|cannot|untrue)\b", re.I)
 _SHAPE_AOTA = re.compile(r"\b(?:all of the above|none of the above|all of these|none of these)\b", re.I)
 _SHAPE_BOTH = re.compile(r"^\s*(?:both|neither)\b", re.I)
-_SHAPE_ROMAN = re.compile(r"(?:^|\s|\()(?:I|II|III|IV|V|VI)[\.\):](?=\s)|\b(?:I|II|III|IV) (?:and|only|,)", re.M)
+_SHAPE_ROMAN = re.compile(
+    r"(?:^|\s|\()(?:I|II|III|IV|V|VI)[\.\):](?=\s)|\b(?:I|II|III|IV) (?:and|only|,)", re.M
+)
 _SHAPE_ROMAN_OPT = re.compile(r"\b(?:I|II|III|IV)\b")
 _SHAPE_STATEMENT = re.compile(r"Statement \d\s*\|")
-_SHAPE_CODE = re.compile(r"(?:\bdef |\breturn\b|\bint |\bvoid |\bprint\(|==|!=|\+\+|;\s*$|[{}]|\bfor \(|\bwhile \(|"
-                         r"\bIF\b|\bTHEN\b|\bREPEAT\b|←)", re.M)
+_SHAPE_CODE = re.compile(
+    r"(?:\bdef |\breturn\b|\bint |\bvoid |\bprint\(|==|!=|\+\+|;\s*$|[{}]|\bfor \(|\bwhile \(|"
+    r"\bIF\b|\bTHEN\b|\bREPEAT\b|←)",
+    re.M,
+)
 _SHAPE_TF_OPT = re.compile(r"^(?:true|false)(?:\s*,\s*(?:true|false))*$", re.I)
 _SHAPE_QUOTE = re.compile(r"[\"“”]")
 _SHAPE_CAPWORD = re.compile(r"\b[A-Z][a-z]+")
@@ -36,11 +40,38 @@ _SHAPE_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 
 #: The features of :func:`shape_features`, in order (part of the ``shape`` featurizer's spec).
 SHAPE_FEATURES = (
-    "log_len", "log_stem_len", "log_opts_len", "stem_share", "n_options", "log_opt_mean", "opt_len_cv",
-    "log_opt_max_min", "digit_share", "digit_share_opts", "numeric_opts", "log_nums_stem", "log_math",
-    "log_latex", "upper_share", "neg_upper", "neg_lower", "aota", "both_neither_opt", "roman", "roman_opts",
-    "statement_pair", "code", "ends_q", "fill_in", "log_lines", "tf_opts", "log_quotes", "log_sentences",
-    "mean_word_len", "capword_share", "comma_opts",
+    "log_len",
+    "log_stem_len",
+    "log_opts_len",
+    "stem_share",
+    "n_options",
+    "log_opt_mean",
+    "opt_len_cv",
+    "log_opt_max_min",
+    "digit_share",
+    "digit_share_opts",
+    "numeric_opts",
+    "log_nums_stem",
+    "log_math",
+    "log_latex",
+    "upper_share",
+    "neg_upper",
+    "neg_lower",
+    "aota",
+    "both_neither_opt",
+    "roman",
+    "roman_opts",
+    "statement_pair",
+    "code",
+    "ends_q",
+    "fill_in",
+    "log_lines",
+    "tf_opts",
+    "log_quotes",
+    "log_sentences",
+    "mean_word_len",
+    "capword_share",
+    "comma_opts",
 )
 
 
@@ -100,7 +131,7 @@ def shape_features(text: str, max_chars: int = 4000) -> list[float]:
         float(bool(_SHAPE_STATEMENT.search(stem))),
         math.log1p(len(_SHAPE_CODE.findall(t))),
         float(s.endswith("?")),
-        float(s.endswith("_") or "___" in s or s.endswith(":") or (bool(s) and s[-1].isalnum())),
+        float(s.endswith(("_", ":")) or "___" in s or (bool(s) and s[-1].isalnum())),
         math.log1p(t.count("\n")),
         float(bool(opts) and all(_SHAPE_TF_OPT.match(o.strip()) for o in opts)),
         math.log1p(len(_SHAPE_QUOTE.findall(t))),
@@ -119,24 +150,33 @@ class ShapeFeaturizer:
     name = "shape"
     version = 1
 
-    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None, max_chars: int = 4000,
-                 clip: float = 5.0) -> None:
+    def __init__(
+        self,
+        mean: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+        max_chars: int = 4000,
+        clip: float = 5.0,
+    ) -> None:
         self.mean = None if mean is None else np.asarray(mean, np.float64)
         self.std = None if std is None else np.asarray(std, np.float64)
         self.max_chars = int(max_chars)
         self.clip = float(clip)
         for arr in (self.mean, self.std):
             if arr is not None and arr.shape != (self.dim,):
-                raise ValueError(f"shape featurizer statistics have shape {arr.shape}, expected ({self.dim},)")
+                raise ValueError(
+                    f"shape featurizer statistics have shape {arr.shape}, expected ({self.dim},)"
+                )
 
     @property
     def dim(self) -> int:
         return len(SHAPE_FEATURES)
 
     def raw(self, texts: Sequence[str]) -> np.ndarray:
-        return np.array([shape_features(t, self.max_chars) for t in texts], np.float64).reshape(len(texts), self.dim)
+        return np.array([shape_features(t, self.max_chars) for t in texts], np.float64).reshape(
+            len(texts), self.dim
+        )
 
-    def fit(self, texts: Sequence[str]) -> "ShapeFeaturizer":
+    def fit(self, texts: Sequence[str]) -> ShapeFeaturizer:
         x = self.raw(texts)
         self.mean = x.mean(0)
         std = x.std(0)
@@ -152,15 +192,22 @@ class ShapeFeaturizer:
         return np.arange(self.dim, dtype=np.int64), self.transform([text])[0]
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "features": list(SHAPE_FEATURES),
-                "max_chars": self.max_chars, "clip": self.clip}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "features": list(SHAPE_FEATURES),
+            "max_chars": self.max_chars,
+            "clip": self.clip,
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
         assert self.mean is not None and self.std is not None
         return {"shape/mean": self.mean, "shape/std": self.std}
 
     @classmethod
-    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> "ShapeFeaturizer":
+    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> ShapeFeaturizer:
         if list(spec.get("features", [])) != list(SHAPE_FEATURES):
-            raise ValueError("the artifact's shape features differ from this router-stream's; retrain the artifact")
+            raise ValueError(
+                "the artifact's shape features differ from this router-stream's; retrain the artifact"
+            )
         return cls(arrays["shape/mean"], arrays["shape/std"], spec["max_chars"], spec["clip"])

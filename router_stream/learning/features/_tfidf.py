@@ -26,8 +26,9 @@ def hashed_counts(vec: Any, text: str) -> tuple[np.ndarray, np.ndarray]:
         analyzer = vec.build_analyzer()
         vec._router_stream_analyzer = analyzer
     if _hashing_transform is not None:
-        indices, _indptr, values = _hashing_transform([((f, 1) for f in analyzer(text))], vec.n_features,
-                                                      np.float32, False, 0)
+        indices, _indptr, values = _hashing_transform(
+            [((f, 1) for f in analyzer(text))], vec.n_features, np.float32, False, 0
+        )
         if len(indices) == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         uniq, inverse = np.unique(indices, return_inverse=True)
@@ -52,14 +53,18 @@ class TfidfFeaturizer:
     name = "tfidf"
     version = 1
 
-    def __init__(self, word_bits: int = 16, char_bits: int = 16, idf: np.ndarray | None = None, max_chars: int = 4000) -> None:
+    def __init__(
+        self, word_bits: int = 16, char_bits: int = 16, idf: np.ndarray | None = None, max_chars: int = 4000
+    ) -> None:
         from sklearn.feature_extraction.text import HashingVectorizer
 
         self.word_bits, self.char_bits = int(word_bits), int(char_bits)
         self.max_chars = int(max_chars)  # only the head of very long prompts is read
-        common = dict(alternate_sign=False, norm=None, lowercase=True, dtype=np.float32)
+        common = {"alternate_sign": False, "norm": None, "lowercase": True, "dtype": np.float32}
         self._word = HashingVectorizer(n_features=2**self.word_bits, ngram_range=(1, 2), **common)
-        self._char = HashingVectorizer(n_features=2**self.char_bits, analyzer="char_wb", ngram_range=(2, 5), **common)
+        self._char = HashingVectorizer(
+            n_features=2**self.char_bits, analyzer="char_wb", ngram_range=(2, 5), **common
+        )
         self.idf = None if idf is None else np.asarray(idf, dtype=np.float32)
         if self.idf is not None and self.idf.shape != (self.dim,):
             raise ValueError(f"tfidf idf has shape {self.idf.shape}, expected ({self.dim},)")
@@ -69,7 +74,6 @@ class TfidfFeaturizer:
         return 2**self.word_bits + 2**self.char_bits
 
     def _counts(self, texts: Sequence[str]) -> Any:
-        import scipy.sparse as sp
 
         # word and char blocks are normalised separately so neither drowns the other
         blocks = []
@@ -80,7 +84,7 @@ class TfidfFeaturizer:
             blocks.append(x)
         return blocks
 
-    def fit(self, texts: Sequence[str]) -> "TfidfFeaturizer":
+    def fit(self, texts: Sequence[str]) -> TfidfFeaturizer:
         import scipy.sparse as sp
 
         x = sp.hstack(self._counts(texts)).tocsr()
@@ -124,13 +128,18 @@ class TfidfFeaturizer:
         return np.concatenate(idx_parts), np.concatenate(val_parts).astype(np.float32)
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "word_bits": self.word_bits, "char_bits": self.char_bits,
-                "max_chars": self.max_chars}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "word_bits": self.word_bits,
+            "char_bits": self.char_bits,
+            "max_chars": self.max_chars,
+        }
 
     def arrays(self) -> dict[str, np.ndarray]:
         assert self.idf is not None
         return {"tfidf/idf": self.idf}
 
     @classmethod
-    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> "TfidfFeaturizer":
+    def from_artifact(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> TfidfFeaturizer:
         return cls(spec["word_bits"], spec["char_bits"], idf=arrays["tfidf/idf"], max_chars=spec["max_chars"])

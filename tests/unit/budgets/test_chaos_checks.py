@@ -10,18 +10,29 @@ from router_stream.devtools.chaos_budgets import verify_budgets
 
 
 def rec(value: dict | None, key: bytes = b"", partition: int = 0):
-    return SimpleNamespace(key=key, partition=partition, value=None if value is None else json.dumps(value).encode())
+    return SimpleNamespace(
+        key=key, partition=partition, value=None if value is None else json.dumps(value).encode()
+    )
 
 
 def audit(rid: str, scope: str, charged: float, estimate: float = 0.01, duplicate: bool = False):
-    return rec({"request_id": rid, "duplicate": duplicate,
-                "budgets": [{"scope": scope, "charged_usd": charged, "estimate_usd": estimate}]})
+    return rec(
+        {
+            "request_id": rid,
+            "duplicate": duplicate,
+            "budgets": [{"scope": scope, "charged_usd": charged, "estimate_usd": estimate}],
+        }
+    )
 
 
 def test_consistent_run_passes_and_each_fault_is_caught():
     key = spend_key("chaos", "cust-1")
     changelog = [rec({"u": 10_000, "ru": 0}, key), rec({"u": 30_000, "ru": 0}, key)]  # the last value counts
-    audits = [audit("r1", "cust-1", 0.01), audit("r2", "cust-1", 0.02), audit("r2", "cust-1", 0.02, duplicate=True)]
+    audits = [
+        audit("r1", "cust-1", 0.01),
+        audit("r2", "cust-1", 0.02),
+        audit("r2", "cust-1", 0.02, duplicate=True),
+    ]
     responses = [rec({"error_kind": "budget_exceeded"})]
     ok = verify_budgets(changelog, responses, audits, limit_usd=0.025)
     assert ok.ok and ok.scopes == 1 and ok.rejected == 1 and abs(ok.max_over_usd - 0.005) < 1e-9

@@ -26,7 +26,9 @@ WORDS = {
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -40,8 +42,14 @@ def routing_rows(n: int = 120, seed: int = 0) -> list[dict[str, object]]:
         words = " ".join(rng.choice(WORDS[subj].split()) for _ in range(5))
         strong = rng.random() < 0.8
         weak = (strong and rng.random() > gains[subj]) or rng.random() < 0.05
-        out.append({"id": f"toy/{subj}/{i}", "source": f"routellm-mmlu/{subj}", "prompt": f"which of the {words} ?",
-                    "scores": {MMLU_WEAK: float(weak), MMLU_STRONG: float(strong)}})
+        out.append(
+            {
+                "id": f"toy/{subj}/{i}",
+                "source": f"routellm-mmlu/{subj}",
+                "prompt": f"which of the {words} ?",
+                "scores": {MMLU_WEAK: float(weak), MMLU_STRONG: float(strong)},
+            }
+        )
     return out
 
 
@@ -56,17 +64,35 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 @needs_packaged
 def test_calibrate_accepts_prompt_only_lines_and_ignores_other_fields(tmp_path, capsys):
-    prompts = ["What is 2+2?", "Explain renormalization in quantum field theory.", "Name a prime.", "Define a tort."]
-    data = write_jsonl(tmp_path / "p.jsonl", [
-        {"prompt": prompts[0]},
-        {"prompt": prompts[1], "scores": None, "costs": "n/a", "extra": [1, 2]},
-        "",
-        {"prompt": prompts[2], "source": "mine"},
-        {"prompt": prompts[3]},
-    ])
+    prompts = [
+        "What is 2+2?",
+        "Explain renormalization in quantum field theory.",
+        "Name a prime.",
+        "Define a tort.",
+    ]
+    data = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"prompt": prompts[0]},
+            {"prompt": prompts[1], "scores": None, "costs": "n/a", "extra": [1, 2]},
+            "",
+            {"prompt": prompts[2], "source": "mine"},
+            {"prompt": prompts[3]},
+        ],
+    )
     out_path = tmp_path / "cal.npz"
-    code, out, err = run(capsys, "calibrate", "--artifact", str(PACKAGED), "--strong-share", "0.5",
-                         "--data", str(data), "--out", str(out_path))
+    code, out, err = run(
+        capsys,
+        "calibrate",
+        "--artifact",
+        str(PACKAGED),
+        "--strong-share",
+        "0.5",
+        "--data",
+        str(data),
+        "--out",
+        str(out_path),
+    )
     assert code == 0, err
     assert "on 4 prompts" in out and str(out_path) in out
     assert "no held-out split" in err  # lines without ids: every prompt is used, and it says so
@@ -81,39 +107,88 @@ def test_calibrate_with_ids_uses_the_held_out_split_or_all(tmp_path, capsys):
     ids = [f"q{i}" for i in range(60)]
     held = [i for i in ids if is_held_out(i)]
     assert held and len(held) < len(ids)
-    data = write_jsonl(tmp_path / "ids.jsonl", [{"id": i, "prompt": f"question {i} about a court"} for i in ids])
-    code, out, err = run(capsys, "calibrate", "--artifact", str(PACKAGED), "--strong-share", "0.3",
-                         "--data", str(data), "--out", str(tmp_path / "a.npz"))
+    data = write_jsonl(
+        tmp_path / "ids.jsonl", [{"id": i, "prompt": f"question {i} about a court"} for i in ids]
+    )
+    code, out, err = run(
+        capsys,
+        "calibrate",
+        "--artifact",
+        str(PACKAGED),
+        "--strong-share",
+        "0.3",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "a.npz"),
+    )
     assert code == 0, err
     assert f"on {len(held)} prompts" in out and "held-out split" in err
-    code, out, err = run(capsys, "calibrate", "--artifact", str(PACKAGED), "--strong-share", "0.3", "--all",
-                         "--limit", "7", "--data", str(data), "--out", str(tmp_path / "b.npz"))
+    code, out, err = run(
+        capsys,
+        "calibrate",
+        "--artifact",
+        str(PACKAGED),
+        "--strong-share",
+        "0.3",
+        "--all",
+        "--limit",
+        "7",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "b.npz"),
+    )
     assert code == 0, err
     assert "on 7 prompts" in out
 
-    train_only = write_jsonl(tmp_path / "train_only.jsonl",
-                             [{"id": i, "prompt": "p"} for i in ids if not is_held_out(i)][:3])
-    code, out, err = run(capsys, "calibrate", "--artifact", str(PACKAGED), "--strong-share", "0.3",
-                         "--data", str(train_only), "--out", str(tmp_path / "c.npz"))
+    train_only = write_jsonl(
+        tmp_path / "train_only.jsonl", [{"id": i, "prompt": "p"} for i in ids if not is_held_out(i)][:3]
+    )
+    code, out, err = run(
+        capsys,
+        "calibrate",
+        "--artifact",
+        str(PACKAGED),
+        "--strong-share",
+        "0.3",
+        "--data",
+        str(train_only),
+        "--out",
+        str(tmp_path / "c.npz"),
+    )
     assert code == 2 and "held-out split" in err and "--all" in err
     assert not (tmp_path / "c.npz").exists()
 
 
-@pytest.mark.parametrize("lines,where,what", [
-    (['{"prompt": "ok"}', "not json at all"], 2, "not JSON"),
-    (['{"prompt": "ok"}', "", '{"id": "x", "text": "no prompt"}'], 3, "no string 'prompt'"),
-    (['{"prompt": 42}'], 1, "no string 'prompt'"),
-    (['["a", "list"]'], 1, "not a JSON object"),
-    (['{"prompt": "ok"'], 1, "not JSON"),
-])
+@pytest.mark.parametrize(
+    "lines,where,what",
+    [
+        (['{"prompt": "ok"}', "not json at all"], 2, "not JSON"),
+        (['{"prompt": "ok"}', "", '{"id": "x", "text": "no prompt"}'], 3, "no string 'prompt'"),
+        (['{"prompt": 42}'], 1, "no string 'prompt'"),
+        (['["a", "list"]'], 1, "not a JSON object"),
+        (['{"prompt": "ok"'], 1, "not JSON"),
+    ],
+)
 def test_calibrate_names_file_and_line_of_a_bad_prompt_line(tmp_path, capsys, lines, where, what):
     data = write_jsonl(tmp_path / "bad.jsonl", lines)
     with pytest.raises(ValueError, match=rf"bad\.jsonl:{where}: {what}"):
         load_prompts(data)
     # the artifact is loaded first, so a missing artifact would mask the data error: use the packaged one
     if PACKAGED.exists():
-        code, out, err = run(capsys, "calibrate", "--artifact", str(PACKAGED), "--strong-share", "0.3",
-                             "--data", str(data), "--out", str(tmp_path / "x.npz"))
+        code, out, err = run(
+            capsys,
+            "calibrate",
+            "--artifact",
+            str(PACKAGED),
+            "--strong-share",
+            "0.3",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "x.npz"),
+        )
         assert code == 2 and out == ""
         assert err.startswith(f"error: {data}:{where}: {what}")
         assert "Traceback" not in err
@@ -134,31 +209,45 @@ def test_load_prompts_tolerates_bom_and_keeps_ids(tmp_path):
 MISSING = "/nonexistent/routing.jsonl"  # validation must come first: this file is never opened
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["calibrate", "--strong-share", "1.5"], "--strong-share must be between 0 and 1 (got 1.5)"),
-    (["calibrate", "--strong-share", "-0.1"], "--strong-share must be between 0 and 1 (got -0.1)"),
-    (["calibrate", "--strong-share", "nan"], "--strong-share must be between 0 and 1 (got nan)"),
-    (["calibrate", "--strong-share", "0.3", "--limit", "-3"], "--limit must be a positive integer (got -3)"),
-    (["calibrate", "--strong-share", "0.3", "--limit", "0"], "--limit must be a positive integer (got 0)"),
-    (["calibrate", "--strong-share", "0.3", "--abstain-band", "-0.1"], "--abstain-band must be a number >= 0 (got -0.1)"),
-    (["train", "--strong-share", "1.5"], "--strong-share must be between 0 and 1 (got 1.5)"),
-    (["train", "--C", "0"], "--C must be a positive number (got 0.0)"),
-    (["train", "--C", "-1"], "--C must be a positive number (got -1.0)"),
-    (["train", "--C", "inf"], "--C must be a positive number (got inf)"),
-    (["train", "--limit", "-5"], "--limit must be a positive integer (got -5)"),
-    (["train", "--embed-dim", "0"], "--embed-dim must be a positive integer (got 0)"),
-    (["train", "--abstain-band", "-1"], "--abstain-band must be a number >= 0 (got -1.0)"),
-    (["train", "--test-fraction", "1"], "--test-fraction must be at least 0 and below 1 (got 1.0)"),
-    (["train", "--test-fraction", "-0.2"], "--test-fraction must be at least 0 and below 1 (got -0.2)"),
-    (["eval", "--limit", "-1"], "--limit must be a positive integer (got -1)"),
-    (["eval", "--test-fraction", "0"], "--test-fraction must be above 0 and at most 1 (got 0.0)"),
-    (["eval", "--test-fraction", "1.5"], "--test-fraction must be above 0 and at most 1 (got 1.5)"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["calibrate", "--strong-share", "1.5"], "--strong-share must be between 0 and 1 (got 1.5)"),
+        (["calibrate", "--strong-share", "-0.1"], "--strong-share must be between 0 and 1 (got -0.1)"),
+        (["calibrate", "--strong-share", "nan"], "--strong-share must be between 0 and 1 (got nan)"),
+        (
+            ["calibrate", "--strong-share", "0.3", "--limit", "-3"],
+            "--limit must be a positive integer (got -3)",
+        ),
+        (
+            ["calibrate", "--strong-share", "0.3", "--limit", "0"],
+            "--limit must be a positive integer (got 0)",
+        ),
+        (
+            ["calibrate", "--strong-share", "0.3", "--abstain-band", "-0.1"],
+            "--abstain-band must be a number >= 0 (got -0.1)",
+        ),
+        (["train", "--strong-share", "1.5"], "--strong-share must be between 0 and 1 (got 1.5)"),
+        (["train", "--C", "0"], "--C must be a positive number (got 0.0)"),
+        (["train", "--C", "-1"], "--C must be a positive number (got -1.0)"),
+        (["train", "--C", "inf"], "--C must be a positive number (got inf)"),
+        (["train", "--limit", "-5"], "--limit must be a positive integer (got -5)"),
+        (["train", "--embed-dim", "0"], "--embed-dim must be a positive integer (got 0)"),
+        (["train", "--abstain-band", "-1"], "--abstain-band must be a number >= 0 (got -1.0)"),
+        (["train", "--test-fraction", "1"], "--test-fraction must be at least 0 and below 1 (got 1.0)"),
+        (["train", "--test-fraction", "-0.2"], "--test-fraction must be at least 0 and below 1 (got -0.2)"),
+        (["eval", "--limit", "-1"], "--limit must be a positive integer (got -1)"),
+        (["eval", "--test-fraction", "0"], "--test-fraction must be above 0 and at most 1 (got 0.0)"),
+        (["eval", "--test-fraction", "1.5"], "--test-fraction must be above 0 and at most 1 (got 1.5)"),
+    ],
+)
 def test_bad_arguments_fail_cleanly_before_reading_data(tmp_path, capsys, argv, message):
     cmd, *rest = argv
-    extra = {"train": ["--out", str(tmp_path / "o.npz")],
-             "calibrate": ["--artifact", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "o.npz")],
-             "eval": ["--artifact", str(tmp_path / "missing.npz")]}[cmd]
+    extra = {
+        "train": ["--out", str(tmp_path / "o.npz")],
+        "calibrate": ["--artifact", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "o.npz")],
+        "eval": ["--artifact", str(tmp_path / "missing.npz")],
+    }[cmd]
     code, out, err = run(capsys, cmd, *rest, *extra, "--data", MISSING)
     assert code == 2
     assert err == f"error: {message}\n"
@@ -169,8 +258,18 @@ def test_bad_arguments_fail_cleanly_before_reading_data(tmp_path, capsys, argv, 
 @pytest.mark.parametrize("share", ["0", "1"])
 def test_calibrate_accepts_the_bounds_of_the_share(tmp_path, capsys, share):
     data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"prompt number {i} on law"} for i in range(10)])
-    code, out, err = run(capsys, "calibrate", "--artifact", str(PACKAGED), "--strong-share", share,
-                         "--data", str(data), "--out", str(tmp_path / "o.npz"))
+    code, _out, err = run(
+        capsys,
+        "calibrate",
+        "--artifact",
+        str(PACKAGED),
+        "--strong-share",
+        share,
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "o.npz"),
+    )
     assert code == 0, err
     art = A.load(tmp_path / "o.npz")
     expected = 0.0 if share == "0" else 1.0
@@ -209,8 +308,17 @@ def test_train_reports_a_created_directory(tmp_path, capsys):
     assert f"wrote {out_path}" in out
     assert A.load(out_path).kind == "two-model"
     # an existing directory: no message about creating it
-    code, out, err = run(capsys, "train", "--data", str(data), "--no-eval", "--limit", "100",
-                         "--out", str(tmp_path / "again.npz"))
+    code, out, err = run(
+        capsys,
+        "train",
+        "--data",
+        str(data),
+        "--no-eval",
+        "--limit",
+        "100",
+        "--out",
+        str(tmp_path / "again.npz"),
+    )
     assert code == 0, err
     assert "created directory" not in out
 
@@ -218,7 +326,7 @@ def test_train_reports_a_created_directory(tmp_path, capsys):
 def test_train_refuses_an_out_path_that_cannot_be_a_file(tmp_path, capsys):
     (tmp_path / "a_file").write_text("x")
     for bad, why in ((tmp_path, "is a directory"), (tmp_path / "a_file" / "x.npz", "is not a directory")):
-        code, out, err = run(capsys, "train", "--data", MISSING, "--out", str(bad))
+        code, _out, err = run(capsys, "train", "--data", MISSING, "--out", str(bad))
         assert code == 2 and why in err and err.startswith(f"error: --out {bad}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
@@ -226,7 +334,7 @@ def test_train_refuses_an_out_path_that_cannot_be_a_file(tmp_path, capsys):
 def test_load_errors_name_the_missing_field(tmp_path, capsys):
     """eval needs labelled rows: a prompt-only file gets a readable error, not a bare KeyError repr."""
     data = write_jsonl(tmp_path / "p.jsonl", [{"id": "a", "prompt": "x"}])
-    code, out, err = run(capsys, "train", "--data", str(data), "--out", str(tmp_path / "o.npz"))
+    code, _out, err = run(capsys, "train", "--data", str(data), "--out", str(tmp_path / "o.npz"))
     assert code == 2 and err == f"error: {data}:1: bad record (no 'scores' field)\n"
 
 
@@ -241,11 +349,14 @@ def test_eval_help_says_the_subset_comes_from_the_artifact(capsys):
 
 
 @needs_packaged
-@pytest.mark.parametrize("flag,value,message", [
-    ("--subset", "routerbench", "--subset routerbench contradicts the artifact"),
-    ("--weak", "some-other-model", "--weak 'some-other-model' contradicts the artifact"),
-    ("--strong", "gpt-3.5", "--strong 'gpt-3.5' contradicts the artifact"),
-])
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--subset", "routerbench", "--subset routerbench contradicts the artifact"),
+        ("--weak", "some-other-model", "--weak 'some-other-model' contradicts the artifact"),
+        ("--strong", "gpt-3.5", "--strong 'gpt-3.5' contradicts the artifact"),
+    ],
+)
 def test_eval_refuses_options_that_contradict_the_artifact(capsys, flag, value, message):
     code, out, err = run(capsys, "eval", "--artifact", str(PACKAGED), flag, value, "--data", MISSING)
     assert code == 2 and err.startswith(f"error: {message}") and out == ""
@@ -254,16 +365,37 @@ def test_eval_refuses_options_that_contradict_the_artifact(capsys, flag, value, 
 @needs_packaged
 def test_eval_runs_with_a_matching_subset_and_explains_empty_splits(tmp_path, capsys):
     data = write_jsonl(tmp_path / "routing.jsonl", routing_rows(90))
-    code, out, err = run(capsys, "eval", "--artifact", str(PACKAGED), "--subset", "mmlu", "--weak", MMLU_WEAK,
-                         "--data", str(data), "--no-baseline", "--json")
+    code, out, err = run(
+        capsys,
+        "eval",
+        "--artifact",
+        str(PACKAGED),
+        "--subset",
+        "mmlu",
+        "--weak",
+        MMLU_WEAK,
+        "--data",
+        str(data),
+        "--no-baseline",
+        "--json",
+    )
     assert code == 0, err
     assert json.loads(out)["n"] > 0
     # nothing held out: a clear error instead of a StopIteration traceback
     ids = [r for r in routing_rows(90) if not is_held_out(str(r["id"]))][:5]
-    code, out, err = run(capsys, "eval", "--artifact", str(PACKAGED), "--no-baseline",
-                         "--data", str(write_jsonl(tmp_path / "train_only.jsonl", ids)))
+    code, out, err = run(
+        capsys,
+        "eval",
+        "--artifact",
+        str(PACKAGED),
+        "--no-baseline",
+        "--data",
+        str(write_jsonl(tmp_path / "train_only.jsonl", ids)),
+    )
     assert code == 2 and "no held-out rows" in err
     # everything held out: the baseline has nothing to train on
-    code, out, err = run(capsys, "eval", "--artifact", str(PACKAGED), "--test-fraction", "1", "--data", str(data))
+    code, out, err = run(
+        capsys, "eval", "--artifact", str(PACKAGED), "--test-fraction", "1", "--data", str(data)
+    )
     assert code == 2 and "--no-baseline" in err and "Traceback" not in err
     assert "some evaluation rows were training rows" in err  # 1 > the artifact's 0.2

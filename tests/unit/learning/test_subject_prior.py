@@ -38,8 +38,14 @@ def toy_records(n: int = 240) -> list[Record]:
         weak_right = strong_right and rng.random() > gains[subj]
         if rng.random() < 0.05:
             weak_right, strong_right = True, False
-        out.append(Record(f"toy/{subj}/{i}", f"toy-{subj}", "which of the " + " ".join(words) + " ?",
-                          {"weak": float(weak_right), "strong": float(strong_right)}))
+        out.append(
+            Record(
+                f"toy/{subj}/{i}",
+                f"toy-{subj}",
+                "which of the " + " ".join(words) + " ?",
+                {"weak": float(weak_right), "strong": float(strong_right)},
+            )
+        )
     return out
 
 

@@ -35,7 +35,9 @@ def test_two_model_on_a_slice(tmp_path):
     strat = LearnedConfig(type="learned", artifact=str(path), weak="cheap", strong="smart").build()
     import asyncio
 
-    d = asyncio.run(strat.decide(Request(request_id="1", prompt=recs[0].prompt), RoutingContext("k", ("cheap", "smart"))))
+    d = asyncio.run(
+        strat.decide(Request(request_id="1", prompt=recs[0].prompt), RoutingContext("k", ("cheap", "smart")))
+    )
     assert d.candidate in ("cheap", "smart")
 
 
@@ -46,9 +48,14 @@ async def test_multi_model_on_a_slice(tmp_path):
     assert len(art.models) >= 5
     assert 0 < report["router_at_threshold"]["cost"] < report["single_models"][report["strong"]]["cost"]
     path = A.save(art, tmp_path / "multi.npz")
-    cfg = LearnedConfig(type="learned", artifact=str(path),
-                        candidates={"gpt-4-1106-preview": "smart", "mistralai/mixtral-8x7b-chat": "cheap"})
-    d = await cfg.build().decide(Request(request_id="1", prompt=recs[0].prompt), RoutingContext("k", ("cheap", "smart")))
+    cfg = LearnedConfig(
+        type="learned",
+        artifact=str(path),
+        candidates={"gpt-4-1106-preview": "smart", "mistralai/mixtral-8x7b-chat": "cheap"},
+    )
+    d = await cfg.build().decide(
+        Request(request_id="1", prompt=recs[0].prompt), RoutingContext("k", ("cheap", "smart"))
+    )
     assert d.candidate in ("cheap", "smart") and d.detail["model"] in cfg.candidates
     with pytest.raises(A.ArtifactError, match="no model"):
         LearnedConfig(type="learned", artifact=str(path), candidates={"nope": "x"}).build()
