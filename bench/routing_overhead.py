@@ -68,18 +68,10 @@ def docstring_example(module: Any) -> dict[str, Any] | None:
 
 
 def config_class(module: Any) -> Any:
-    from pydantic import BaseModel
+    """The registered strategy config class defined in ``module``, or None."""
+    from router_stream.routing.registry import STRATEGY_CONFIGS
 
-    for obj in vars(module).values():
-        if (
-            isinstance(obj, type)
-            and issubclass(obj, BaseModel)
-            and obj is not BaseModel
-            and "type" in getattr(obj, "model_fields", {})
-            and hasattr(obj, "build")
-        ):
-            return obj
-    return None
+    return next((cls for cls in STRATEGY_CONFIGS if cls.__module__ == module.__name__), None)
 
 
 def router_config_for(names: set[str]) -> Any:
@@ -97,7 +89,7 @@ def build_strategy(name: str, config: dict[str, Any] | None = None) -> tuple[Any
     module = importlib.import_module(f"router_stream.routing.{name}")
     cls = config_class(module)
     if cls is None:
-        raise ValueError(f"router_stream.routing.{name} has no config class with a 'type' field")
+        raise ValueError(f"router_stream.routing.{name} defines no strategy config in routing.registry")
     source = "bench config"
     if config is None:
         config = docstring_example(module)
@@ -105,11 +97,10 @@ def build_strategy(name: str, config: dict[str, Any] | None = None) -> tuple[Any
     if config is None:
         raise ValueError(f"no example config in router_stream.routing.{name}'s docstring")
     cfg = cls.model_validate(config)
-    names = {c for _, c in cfg.referenced_candidates()} if hasattr(cfg, "referenced_candidates") else set()
-    try:
-        return cfg.build(router_config_for(names)), source
-    except TypeError:
-        return cfg.build(), source
+    from router_stream.runtime import build_context
+
+    names = {c for _, c in cfg.referenced_candidates()}
+    return cfg.build(build_context(router_config_for(names))), source
 
 
 def parsed_requests(n: int) -> list[tuple[Any, str]]:

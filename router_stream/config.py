@@ -42,8 +42,8 @@ from .config_errors import ENV_NOTES, did_you_mean, format_validation
 from .config_sources import DuplicateKeyError, apply_env, kind_of, load_yaml, yaml_problem
 from .env_names import check_env_name, check_http_url
 from .errors import ConfigError
-from .routing.config import StrategyConfig
 from .routing.expressions import check_expression, scope_problem
+from .routing.registry import StrategyConfig
 from .secret_values import ConfigValue, env_refs, parse_headers, parse_query
 
 

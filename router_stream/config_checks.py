@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from pydantic import TypeAdapter, ValidationError
 
 from .config_errors import did_you_mean, env_note
-from .routing.config import StrategyConfig
+from .routing.registry import StrategyConfig
 
 
 class StrategySection(Protocol):

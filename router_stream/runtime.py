@@ -7,7 +7,6 @@ without a Faust worker around it.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import socket
 import time
@@ -19,22 +18,27 @@ from .errors import ConfigError
 from .metrics import MetricsObserver
 from .processing.handler import Handler
 from .processing.processor import Processor
+from .providers.base import ModelClient
+from .providers.openai import OpenAIChatClient
 from .providers.resilience import Dispatcher
+from .routing.base import Strategy
 from .routing.caching import cache_policy
 from .routing.pipeline import Pipeline
+from .routing.strategy_config import BuildContext
 
 
 def worker_id(config: RouterConfig) -> str:
     return config.worker.worker_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
-def build_strategy(strategy_config, config: RouterConfig):
-    """``strategy_config.build(config)``; a config class whose ``build()`` takes no argument still works."""
-    try:
-        takes_config = bool(inspect.signature(strategy_config.build).parameters)
-    except (TypeError, ValueError):
-        takes_config = True
-    return strategy_config.build(config) if takes_config else strategy_config.build()
+def build_context(config: RouterConfig) -> BuildContext:
+    """What a strategy's ``build`` gets of ``config``: the candidates, and a way to open a client
+    to one (an :class:`OpenAIChatClient`, which speaks each candidate's ``api``)."""
+
+    def open_client(name: str) -> ModelClient:
+        return OpenAIChatClient(name, config.candidates[name])
+
+    return BuildContext(candidates=config.candidates, open_client=open_client)
 
 
 def build_pipeline(config: RouterConfig) -> Pipeline:
@@ -46,10 +50,11 @@ def build_pipeline(config: RouterConfig) -> Pipeline:
     """
     from .learning.artifact import ArtifactError
 
-    strategies = []
+    ctx = build_context(config)
+    strategies: list[Strategy] = []
     for i, strategy_config in enumerate(config.strategies):
         try:
-            strategies.append(build_strategy(strategy_config, config))
+            strategies.append(strategy_config.build(ctx))
         except ConfigError as exc:
             if str(exc).startswith("strategies["):
                 raise

@@ -55,17 +55,16 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from ..errors import ConfigError
 from ..schemas import Request
 from .base import Decision, RoutingContext
+from .caching import StrategyCache
 from .regex_safety import check_regex
-
-if TYPE_CHECKING:
-    from ..config import RouterConfig
+from .strategy_config import BuildContext, StrategyConfigBase
 
 log = logging.getLogger(__name__)
 
@@ -316,14 +315,22 @@ class CascadePlan:
     when_all_rejected: Literal["last", "best_effort"] = "last"
 
 
-class CascadeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CascadeConfig(StrategyConfigBase):
     type: Literal["cascade"]
     name: str = "cascade"
     candidates: list[str] = Field(description="cheapest first")
     validator: Validator
     when_all_rejected: Literal["last", "best_effort"] = "last"
+
+    @field_validator("cache")
+    @classmethod
+    def _never_cached(cls, v: StrategyCache | None) -> None:
+        """The base gives every strategy ``cache``; a cascade has no sticky decisions to tune."""
+        if v is not None:
+            raise ValueError(
+                "a cascade's decisions are never cached (each request runs its own cascade); remove cache"
+            )
+        return None
 
     @field_validator("candidates")
     @classmethod
@@ -344,25 +351,24 @@ class CascadeConfig(BaseModel):
         """A cascade decides every request (its first candidate, with the plan for the rest)."""
         return "a cascade starts every request on its first candidate"
 
-    def build(self, router_config: RouterConfig | None = None) -> CascadeStrategy:
-        if router_config is not None:
-            for i, name in enumerate(self.candidates):
-                cand = router_config.candidates.get(name)
-                if cand is not None and cand.mode == "batch":
-                    raise ConfigError(
-                        f"strategy {self.name!r}: candidates[{i}] {name!r} has mode: batch, "
-                        "which a cascade cannot wait for"
-                    )
-            _warn_if_not_cheapest_first(self, router_config)
+    def build(self, ctx: BuildContext) -> CascadeStrategy:
+        for i, name in enumerate(self.candidates):
+            cand = ctx.candidates.get(name)
+            if cand is not None and cand.mode == "batch":
+                raise ConfigError(
+                    f"strategy {self.name!r}: candidates[{i}] {name!r} has mode: batch, "
+                    "which a cascade cannot wait for"
+                )
+        _warn_if_not_cheapest_first(self, ctx)
         return CascadeStrategy(self)
 
 
-def _warn_if_not_cheapest_first(config: CascadeConfig, router_config: RouterConfig) -> None:
+def _warn_if_not_cheapest_first(config: CascadeConfig, ctx: BuildContext) -> None:
     """The listed order is the calling order (it may be meant: latency, quality); a priced
     candidate listed after a pricier one is probably a mistake, so say so once, at load."""
     priced = []
     for i, name in enumerate(config.candidates):
-        cand = router_config.candidates.get(name)
+        cand = ctx.candidates.get(name)
         if cand is not None and (cand.price_input_per_1k or cand.price_output_per_1k):
             priced.append((i, name, cand.price_input_per_1k + cand.price_output_per_1k))
     for (i, a, pa), (j, b, pb) in itertools.pairwise(priced):

@@ -71,18 +71,15 @@ import inspect
 import os
 import sys
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ..errors import ConfigError
 from ..schemas import Request
 from .base import Decision, RoutingContext
-from .caching import StrategyCache
 from .pipeline import close_strategy
-
-if TYPE_CHECKING:
-    from ..config import RouterConfig
+from .strategy_config import BuildContext, StrategyConfigBase
 
 ENTRY_POINT_GROUP = "router_stream.strategies"
 
@@ -155,12 +152,11 @@ def load_entry_point(name: str) -> type:
     return _check_strategy_class(obj, what)
 
 
-class CustomConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class CustomConfig(StrategyConfigBase):
+    model_config = ConfigDict(populate_by_name=True)
 
     type: Literal["custom"]
     name: str = "custom"
-    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     class_: str | None = Field(None, alias="class", description="'package.module:ClassName'")
     entry_point: str | None = Field(
         None, description=f"a name in the entry point group {ENTRY_POINT_GROUP!r}"
@@ -232,9 +228,9 @@ class CustomConfig(BaseModel):
         """None: what user code does is not known at load."""
         return None
 
-    def build(self, router_config: RouterConfig | None = None) -> CustomStrategy:
+    def build(self, ctx: BuildContext) -> CustomStrategy:
         cls = self.strategy_class()
-        candidates = tuple(router_config.candidates) if router_config is not None else tuple(self.candidates)
+        candidates = ctx.names or tuple(self.candidates)
         try:
             instance = cls(**constructor_kwargs(cls, self.name, dict(self.config), candidates))
         except Exception as exc:

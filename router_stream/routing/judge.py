@@ -42,29 +42,23 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from ..errors import ConfigError, ModelError
 from ..providers.base import ChatCall, ModelClient, estimate_prompt_tokens
 from ..schemas import Request
 from .base import Decision, RoutingContext
-from .caching import StrategyCache
-
-if TYPE_CHECKING:
-    from ..config import RouterConfig
+from .strategy_config import BuildContext, StrategyConfigBase
 
 #: characters stripped from both ends of the judge's answer word (never part of a candidate name)
 _WRAPPERS = "\"'`*()[]{}<>:;,!?"
 
 
-class JudgeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class JudgeConfig(StrategyConfigBase):
     type: Literal["judge"]
     name: str = "judge"
-    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     candidate: str = Field(description="the candidate that judges")
     allowed: dict[str, str] | None = Field(
         None, description="candidate name -> description; a list of names also works; default all"
@@ -109,8 +103,8 @@ class JudgeConfig(BaseModel):
         """None: it abstains when the judge call fails or its reply names no allowed candidate."""
         return None
 
-    def build(self, router_config: RouterConfig | None = None) -> JudgeStrategy:
-        return JudgeStrategy(self, router_config)
+    def build(self, ctx: BuildContext) -> JudgeStrategy:
+        return JudgeStrategy(self, ctx)
 
 
 def _case_insensitive(names: Any) -> dict[str, str]:
@@ -202,18 +196,18 @@ class JudgeStrategy:
     def __init__(
         self,
         config: JudgeConfig,
-        router_config: RouterConfig | None = None,
+        build: BuildContext,
         client: ModelClient | None = None,
     ) -> None:
-        if router_config is None and client is None:
+        if build.open_client is None and client is None:
             raise ConfigError(
-                f"strategy {config.name!r}: a judge is built from the RouterConfig "
-                "(build(router_config)), or given a client"
+                f"strategy {config.name!r}: a judge needs a way to call its candidate: a BuildContext "
+                "with open_client (router_stream.runtime.build_context(config)), or a client"
             )
         self.name = config.name
         self.judge = config.candidate
         self.config = config
-        candidates = dict(router_config.candidates) if router_config is not None else {}
+        candidates = build.candidates
         allowed = config.allowed if config.allowed is not None else dict.fromkeys(candidates, "")
         if not allowed:
             raise ConfigError(f"strategy {config.name!r}: allowed names no candidate")
@@ -222,17 +216,16 @@ class JudgeStrategy:
         except ValueError as exc:
             raise ConfigError(f"strategy {config.name!r}: {exc}") from None
         self.allowed = dict(allowed)
-        self._prices = {name: (c.price_input_per_1k, c.price_output_per_1k) for name, c in candidates.items()}
-        self._judge_config = candidates.get(self.judge)
+        self._prices = build.prices()
+        self._build = build
         self._client = client
 
     def _get_client(self) -> ModelClient:
+        """The judge's client, made on first use (building a pipeline calls nothing)."""
         if self._client is None:
-            if self._judge_config is None:
+            if self.judge not in self._build.candidates:
                 raise ConfigError(f"strategy {self.name!r}: judge {self.judge!r} is not a candidate")
-            from ..providers.openai import OpenAIChatClient  # late: providers import the config module
-
-            self._client = OpenAIChatClient(self.judge, self._judge_config)
+            self._client = self._build.client(self.judge)
         return self._client
 
     async def aclose(self) -> None:

@@ -33,17 +33,14 @@ megabyte-long prompt. A keyword beyond the cap is not seen.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ..schemas import Request
 from .base import Decision, RoutingContext
-from .caching import StrategyCache
 from .regex_safety import check_regex
-
-if TYPE_CHECKING:  # router_stream.config imports this package: no runtime import back
-    from ..config import RouterConfig
+from .strategy_config import BuildContext, StrategyConfigBase
 
 
 def _check_field(name: str) -> str:
@@ -77,12 +74,9 @@ class KeywordRule(BaseModel):
         return self
 
 
-class KeywordsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class KeywordsConfig(StrategyConfigBase):
     type: Literal["keywords"]
     name: str = "keywords"
-    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     case_sensitive: bool = False
     whole_word: bool = False
     max_scan_chars: int = Field(10_000, ge=1, description="characters of each field scanned, from the start")
@@ -95,7 +89,7 @@ class KeywordsConfig(BaseModel):
         """None: whether a term matches depends on the request text."""
         return None
 
-    def build(self, router_config: RouterConfig | None = None) -> KeywordsStrategy:
+    def build(self, ctx: BuildContext) -> KeywordsStrategy:
         return KeywordsStrategy(self)
 
 

@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..schemas import Request
 from .base import Decision, RoutingContext
-from .caching import StrategyCache
+from .strategy_config import BuildContext, StrategyConfigBase
 
 
 class RecalibrateConfig(BaseModel):
@@ -93,12 +93,9 @@ class RecalibrateConfig(BaseModel):
         return threshold
 
 
-class LearnedConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LearnedConfig(StrategyConfigBase):
     type: Literal["learned"]
     name: str = "learned"
-    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     artifact: str = Field("default", description="artifact path; 'default' is the packaged MMLU router")
     weak: str | None = None
     strong: str | None = None
@@ -139,7 +136,7 @@ class LearnedConfig(BaseModel):
         """None: scores inside the abstain band, and requests it cannot score, abstain."""
         return None
 
-    def build(self) -> LearnedStrategy:
+    def build(self, ctx: BuildContext) -> LearnedStrategy:
         return LearnedStrategy(self)
 
 

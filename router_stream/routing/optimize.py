@@ -46,16 +46,13 @@ first seen. A ``price`` choice only changes with the config and may be made stic
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..schemas import Request
 from .base import Decision, RoutingContext
-from .caching import StrategyCache
-
-if TYPE_CHECKING:
-    from ..config import RouterConfig
+from .strategy_config import BuildContext, StrategyConfigBase
 
 
 class ExpectedTokens(BaseModel):
@@ -65,12 +62,9 @@ class ExpectedTokens(BaseModel):
     output: int = Field(1000, ge=0)
 
 
-class OptimizeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class OptimizeConfig(StrategyConfigBase):
     type: Literal["optimize"]
     name: str = "optimize"
-    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     by: Literal["price", "latency", "least_busy"]
     candidates: list[str] = Field(min_length=1, description="the pool, in tie-break order")
     quality: dict[str, float] = Field(
@@ -106,24 +100,19 @@ class OptimizeConfig(BaseModel):
         """None: it abstains when no candidate passes the quality floor or all breakers are open."""
         return None
 
-    def build(self, router_config: RouterConfig | None = None) -> OptimizeStrategy:
-        prices = None
-        if router_config is not None:
-            prices = {
-                name: (cand.price_input_per_1k, cand.price_output_per_1k)
-                for name, cand in router_config.candidates.items()
-            }
-        return OptimizeStrategy(self, prices)
+    def build(self, ctx: BuildContext) -> OptimizeStrategy:
+        return OptimizeStrategy(self, ctx.prices())
 
 
 class OptimizeStrategy:
     """Filters the pool by quality floor (and open breakers), then takes the minimum of ``by``."""
 
     def __init__(self, config: OptimizeConfig, prices: dict[str, tuple[float, float]] | None = None) -> None:
-        if config.by == "price" and prices is None:
+        unpriced = [name for name in config.candidates if name not in (prices or {})]
+        if config.by == "price" and unpriced:
             raise ValueError(
-                f"strategy {config.name!r}: by: price needs the candidates' prices "
-                "(build(router_config), or pass prices)"
+                f"strategy {config.name!r}: by: price needs the prices of {', '.join(unpriced)} "
+                "(build it with the candidates in its BuildContext, or pass prices)"
             )
         self.name = config.name
         self.by = config.by

@@ -13,17 +13,14 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..schemas import Request
 from .base import Decision, RoutingContext
-from .caching import StrategyCache
 from .expressions import Expression, ExpressionError, always_true, request_names
-
-if TYPE_CHECKING:
-    from ..config import RouterConfig
+from .strategy_config import BuildContext, StrategyConfigBase
 
 
 class Rule(BaseModel):
@@ -42,12 +39,9 @@ class Rule(BaseModel):
         return v
 
 
-class RulesConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RulesConfig(StrategyConfigBase):
     type: Literal["rules"]
     name: str = "rules"
-    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     rules: list[Rule] = Field(min_length=1)
 
     def referenced_candidates(self) -> list[tuple[str, str]]:
@@ -62,7 +56,7 @@ class RulesConfig(BaseModel):
                 return f"rules[{i}] `when: {rule.when}` matches every request"
         return None
 
-    def build(self, router_config: RouterConfig | None = None) -> RulesStrategy:
+    def build(self, ctx: BuildContext) -> RulesStrategy:
         return RulesStrategy(self)
 
 

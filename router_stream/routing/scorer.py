@@ -40,28 +40,22 @@ import asyncio
 import json
 import math
 import os
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..env_names import check_env_name, check_http_url
 from ..schemas import Request
 from .base import Decision, RoutingContext
-from .caching import StrategyCache
-
-if TYPE_CHECKING:
-    from ..config import RouterConfig
+from .strategy_config import BuildContext, StrategyConfigBase
 
 
-class ScorerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ScorerConfig(StrategyConfigBase):
     type: Literal["scorer"]
     name: str = "scorer"
-    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     url: str
     allowed: list[str] | None = Field(None, min_length=1, description="default: all candidates")
     min_score: float | None = Field(None, allow_inf_nan=False)
@@ -105,9 +99,8 @@ class ScorerConfig(BaseModel):
         """None: it abstains on a timeout, an error or a score below ``min_score``."""
         return None
 
-    def build(self, router_config: RouterConfig | None = None) -> ScorerStrategy:
-        candidates = tuple(router_config.candidates) if router_config is not None else ()
-        return ScorerStrategy(self, candidates)
+    def build(self, ctx: BuildContext) -> ScorerStrategy:
+        return ScorerStrategy(self, ctx.names)
 
 
 def _number(value: Any) -> float | None:

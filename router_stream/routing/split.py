@@ -35,16 +35,13 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, date, datetime, time
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..schemas import Request, now_ms
 from .base import Decision, RoutingContext, stable_fraction
-from .caching import StrategyCache
-
-if TYPE_CHECKING:
-    from ..config import RouterConfig
+from .strategy_config import BuildContext, StrategyConfigBase
 
 #: epoch values below this are taken for seconds, not milliseconds (1973-03-03 in ms)
 _MIN_EPOCH_MS = 100_000_000_000
@@ -113,12 +110,9 @@ class RampConfig(BaseModel):
         return (at_ms - self.start) / (self.end - self.start)
 
 
-class SplitConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SplitConfig(StrategyConfigBase):
     type: Literal["split"]
     name: str = "split"
-    cache: StrategyCache | None = None  # per-strategy sticky-decision settings (routing/caching.py)
     salt: str | None = Field(None, description="hash salt; default the strategy name")
     weights: dict[str, Weight] = Field(min_length=1)
     sticky: bool = True
@@ -147,7 +141,7 @@ class SplitConfig(BaseModel):
         """A split sends every key to one of its arms (its weights add up to more than 0)."""
         return "a split sends every key to one of its arms"
 
-    def build(self, router_config: RouterConfig | None = None) -> SplitStrategy:
+    def build(self, ctx: BuildContext) -> SplitStrategy:
         return SplitStrategy(self)
 
 

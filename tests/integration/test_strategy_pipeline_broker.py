@@ -21,6 +21,7 @@ import pytest
 
 from router_stream.devtools.harness import produce, request_value
 from router_stream.devtools.model_server import ModelServer
+from router_stream.routing.strategy_config import BuildContext
 
 from .helpers import assert_exactly_once, ids_of, make_config, read, setup_topics, start_worker
 
@@ -182,7 +183,9 @@ class ScriptedJudgeServer(ModelServer):
 def _learned_scores() -> tuple[float, dict[str, float]]:
     from router_stream.routing.learned import LearnedConfig
 
-    strategy = LearnedConfig(type="learned", weak="cheap", strong="strong", abstain_band=BAND).build()
+    strategy = LearnedConfig(type="learned", weak="cheap", strong="strong", abstain_band=BAND).build(
+        BuildContext()
+    )
     prompts = sorted({c.prompt for c in CASES})
     scores = strategy._router.scores(prompts)
     return strategy.threshold, {p: float(s) for p, s in zip(prompts, scores)}

@@ -323,7 +323,7 @@ def test_readme_pipeline_of_every_strategy_type_builds():
     import yaml
 
     from router_stream.config import RouterConfig
-    from router_stream.routing.config import StrategyConfig
+    from router_stream.routing.registry import StrategyConfig
     from router_stream.runtime import build_pipeline
 
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from router_stream.learning import artifact as A
 from router_stream.routing.base import RoutingContext
 from router_stream.routing.learned import LearnedConfig
+from router_stream.routing.strategy_config import BuildContext
 from router_stream.schemas import Request
 
 HARD = (
@@ -33,7 +34,7 @@ def test_packaged_artifact_loads_and_is_small():
 
 
 async def test_decides_weak_or_strong_with_detail():
-    strat = LearnedConfig(type="learned", weak="cheap", strong="smart").build()
+    strat = LearnedConfig(type="learned", weak="cheap", strong="smart").build(BuildContext())
     d = await strat.decide(Request(request_id="r1", prompt=HARD), ctx())
     assert d is not None and d.candidate in ("cheap", "smart")
     assert set(d.detail) >= {"score", "threshold"}
@@ -44,12 +45,12 @@ async def test_threshold_override_moves_the_decision():
     req = Request(request_id="r1", prompt=HARD)
     low = (
         await LearnedConfig(type="learned", weak="cheap", strong="smart", threshold=-1.0)
-        .build()
+        .build(BuildContext())
         .decide(req, ctx())
     )
     high = (
         await LearnedConfig(type="learned", weak="cheap", strong="smart", threshold=1.0)
-        .build()
+        .build(BuildContext())
         .decide(req, ctx())
     )
     assert low.candidate == "smart" and high.candidate == "cheap"
@@ -57,17 +58,17 @@ async def test_threshold_override_moves_the_decision():
 
 async def test_abstains_inside_the_band():
     req = Request(request_id="r1", messages=[{"role": "user", "content": HARD}])
-    strat = LearnedConfig(type="learned", weak="cheap", strong="smart").build()
+    strat = LearnedConfig(type="learned", weak="cheap", strong="smart").build(BuildContext())
     score = (await strat.decide(req, ctx())).detail["score"]
     c = ctx()
     near = LearnedConfig(
         type="learned", weak="cheap", strong="smart", threshold=score + 0.01, abstain_band=0.05
-    ).build()
+    ).build(BuildContext())
     assert await near.decide(req, c) is None
     assert "within" in c.take_note()
     far = LearnedConfig(
         type="learned", weak="cheap", strong="smart", threshold=score + 0.2, abstain_band=0.05
-    ).build()
+    ).build(BuildContext())
     assert (await far.decide(req, ctx())).candidate == "cheap"
 
 
@@ -86,12 +87,12 @@ def test_config_forms_and_referenced_candidates():
 
 def test_two_model_artifact_refuses_a_candidates_mapping():
     with pytest.raises(A.ArtifactError, match="two-model"):
-        LearnedConfig(type="learned", candidates={"gpt-4-1106-preview": "smart"}).build()
+        LearnedConfig(type="learned", candidates={"gpt-4-1106-preview": "smart"}).build(BuildContext())
 
 
 def test_featurizer_expectation_is_checked():
     with pytest.raises(A.ArtifactError, match="featurizer"):
-        LearnedConfig(type="learned", weak="a", strong="b", featurizer="no-such").build()
+        LearnedConfig(type="learned", weak="a", strong="b", featurizer="no-such").build(BuildContext())
 
 
 def _rewrite(tmp_path: Path, **changes) -> Path:

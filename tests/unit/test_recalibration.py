@@ -19,6 +19,7 @@ from router_stream.processing.handler import Handler, Source, StateView
 from router_stream.providers.base import Completion
 from router_stream.routing.base import RoutingContext
 from router_stream.routing.learned import LearnedConfig, LearnedStrategy
+from router_stream.routing.strategy_config import BuildContext
 from router_stream.runtime import build_pipeline
 from router_stream.schemas import Request, Usage
 from router_stream.state.store import controller_key
@@ -28,7 +29,7 @@ RECAL = {"target_strong_share": 0.3, "window": 1000, "step": 0.002}
 
 def strategy(scores: dict[str, float], **over) -> LearnedStrategy:
     cfg = {"type": "learned", "weak": "cheap", "strong": "smart", "recalibrate": RECAL, **over}
-    strat = LearnedConfig.model_validate(cfg).build()
+    strat = LearnedConfig.model_validate(cfg).build(BuildContext())
     strat._router.scores = lambda texts: np.array([scores[t] for t in texts])
     return strat
 

@@ -22,7 +22,8 @@ from router_stream.routing.cascade import (
     schema_problems,
     strip_fence,
 )
-from router_stream.runtime import build_pipeline
+from router_stream.routing.strategy_config import BuildContext
+from router_stream.runtime import build_context, build_pipeline
 from router_stream.schemas import Request
 
 KEY = "sk-cascade-secret-7"
@@ -112,7 +113,7 @@ async def test_cheap_answer_that_passes_is_one_step_and_one_call(run, servers):
 async def test_the_decision_names_the_cascade_and_is_not_cacheable():
     strategy = CascadeConfig.model_validate(
         {"type": "cascade", "candidates": ["a", "b", "c"], "validator": {"type": "min_length", "chars": 3}}
-    ).build()
+    ).build(BuildContext())
     decision = await strategy.decide(REQ, RoutingContext(key="k", candidates=("a", "b", "c")))
     assert decision.candidate == "a" and decision.reason == "cascade" and decision.cacheable is False
     assert decision.detail == {"cascade": ["a", "b", "c"], "validator": "min_length"}
@@ -378,7 +379,7 @@ def test_a_cascade_not_listed_cheapest_first_is_warned_about_at_build(caplog):
             environ={},
         )
         caplog.clear()
-        cfg.strategies[0].build(cfg)
+        cfg.strategies[0].build(build_context(cfg))
         return [r.getMessage() for r in caplog.records if r.name == "router_stream.routing.cascade"]
 
     assert build(["cheap", "smart"]) == []

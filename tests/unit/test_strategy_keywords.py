@@ -10,6 +10,7 @@ from router_stream.config import parse_config
 from router_stream.errors import ConfigError
 from router_stream.routing.base import RoutingContext
 from router_stream.routing.keywords import KeywordsConfig, KeywordsStrategy, check_regex
+from router_stream.routing.strategy_config import BuildContext
 from router_stream.schemas import Request
 
 CANDIDATES = {
@@ -20,7 +21,7 @@ CANDIDATES = {
 
 
 def strategy(**cfg) -> KeywordsStrategy:
-    return KeywordsConfig.model_validate({"type": "keywords", **cfg}).build()
+    return KeywordsConfig.model_validate({"type": "keywords", **cfg}).build(BuildContext())
 
 
 def ctx() -> RoutingContext:

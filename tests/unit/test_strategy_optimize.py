@@ -15,7 +15,8 @@ from router_stream.providers.resilience import Dispatcher
 from router_stream.providers.stats import CandidateSnapshot, CandidateStats, StatsView
 from router_stream.routing.base import RoutingContext
 from router_stream.routing.optimize import OptimizeConfig, OptimizeStrategy
-from router_stream.runtime import build_pipeline
+from router_stream.routing.strategy_config import BuildContext
+from router_stream.runtime import build_context, build_pipeline
 from router_stream.schemas import Request
 
 PRICES = {  # (input, output) USD per 1k tokens
@@ -47,7 +48,7 @@ def config(**cfg: Any) -> dict[str, Any]:
 
 def strategy(**cfg: Any) -> OptimizeStrategy:
     rc = parse_config(config(**cfg), environ={})
-    return rc.strategies[0].build(rc)
+    return rc.strategies[0].build(build_context(rc))
 
 
 def ctx(stats: Any = None) -> RoutingContext:
@@ -249,7 +250,7 @@ def test_config_errors_name_the_field():
     msg = config_error(by="price", expected_tokens={"input": -1})
     assert "strategies[0].expected_tokens.input" in msg
     with pytest.raises(ValueError, match="prices"):
-        OptimizeConfig(type="optimize", by="price", candidates=["a"]).build()
+        OptimizeConfig(type="optimize", by="price", candidates=["a"]).build(BuildContext())
 
 
 # ---------------------------------------------------------------- a real dispatcher
@@ -291,7 +292,9 @@ async def test_real_dispatcher_records_ewma_and_in_flight():
             assert stats.breaker_states() == {"slow": "closed", "fast": "closed"}
 
             # the strategy, given the dispatcher's view, now prefers the faster one
-            s = OptimizeConfig(type="optimize", by="latency", candidates=["slow", "fast"]).build(rc)
+            s = OptimizeConfig(type="optimize", by="latency", candidates=["slow", "fast"]).build(
+                build_context(rc)
+            )
             decision = await s.decide(REQ, RoutingContext(key="k", candidates=("slow", "fast"), stats=stats))
             assert decision.candidate == "fast"
         finally:

@@ -14,7 +14,7 @@ from router_stream.config import parse_config
 from router_stream.errors import ConfigError
 from router_stream.routing.base import RoutingContext
 from router_stream.routing.scorer import parse_reply
-from router_stream.runtime import build_pipeline
+from router_stream.runtime import build_context, build_pipeline
 from router_stream.schemas import Request
 
 NAMES = ("cheap", "smart", "expensive")
@@ -72,7 +72,7 @@ def build(url: str, **spec: Any):
         },
         environ={},
     )
-    return config.strategies[0].build(config)
+    return config.strategies[0].build(build_context(config))
 
 
 @pytest.fixture

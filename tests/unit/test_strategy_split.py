@@ -11,6 +11,7 @@ from router_stream.config import parse_config
 from router_stream.errors import ConfigError
 from router_stream.routing.base import RoutingContext, stable_fraction
 from router_stream.routing.split import SplitConfig, SplitStrategy, to_epoch_ms
+from router_stream.routing.strategy_config import BuildContext
 from router_stream.runtime import build_pipeline
 from router_stream.schemas import Request
 
@@ -26,7 +27,7 @@ KEYS = [f"user-{i}" for i in range(10_000)]
 
 
 def strategy(**cfg) -> SplitStrategy:
-    return SplitConfig.model_validate({"type": "split", **cfg}).build()
+    return SplitConfig.model_validate({"type": "split", **cfg}).build(BuildContext())
 
 
 async def arms(s: SplitStrategy, now_ms: int = START, keys=KEYS) -> dict[str, str]:

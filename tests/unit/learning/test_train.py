@@ -9,6 +9,7 @@ from router_stream.learning import artifact as A
 from router_stream.learning import data, train
 from router_stream.routing.base import RoutingContext
 from router_stream.routing.learned import LearnedConfig
+from router_stream.routing.strategy_config import BuildContext
 from router_stream.schemas import Request
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "routing" / "train.jsonl"
@@ -32,7 +33,9 @@ def test_two_model_on_a_slice(tmp_path):
     assert report["router"]["apgr"] > 0.45  # tiny data: just sane, not good
     assert abs(report["router"]["share_at_threshold"] - 0.3) < 0.05
     path = A.save(art, tmp_path / "slice.npz")
-    strat = LearnedConfig(type="learned", artifact=str(path), weak="cheap", strong="smart").build()
+    strat = LearnedConfig(type="learned", artifact=str(path), weak="cheap", strong="smart").build(
+        BuildContext()
+    )
     import asyncio
 
     d = asyncio.run(
@@ -53,12 +56,12 @@ async def test_multi_model_on_a_slice(tmp_path):
         artifact=str(path),
         candidates={"gpt-4-1106-preview": "smart", "mistralai/mixtral-8x7b-chat": "cheap"},
     )
-    d = await cfg.build().decide(
+    d = await cfg.build(BuildContext()).decide(
         Request(request_id="1", prompt=recs[0].prompt), RoutingContext("k", ("cheap", "smart"))
     )
     assert d.candidate in ("cheap", "smart") and d.detail["model"] in cfg.candidates
     with pytest.raises(A.ArtifactError, match="no model"):
-        LearnedConfig(type="learned", artifact=str(path), candidates={"nope": "x"}).build()
+        LearnedConfig(type="learned", artifact=str(path), candidates={"nope": "x"}).build(BuildContext())
 
 
 def test_fast_hashed_counts_match_hashing_vectorizer():
