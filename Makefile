@@ -18,7 +18,7 @@ export KAFKA_VERSION
 KAFKA4_VERSION ?= 4.1.1
 KAFKA4_TESTS := tests/integration/test_skeleton.py tests/integration/test_exactly_once.py
 
-.PHONY: demo test unit bench chaos kafka-jars install clean
+.PHONY: demo test unit lint bench chaos kafka-jars install clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need Python >= 3.11 on PATH"; exit 1; }
@@ -51,6 +51,14 @@ test: install kafka-jars
 
 unit: install
 	$(BIN)/pytest -q tests/unit
+
+## the gate CI runs before the tests: ruff (format check, lint) over the code, tests and benchmarks;
+## mypy over router_stream (what and how strictly: [tool.mypy] in pyproject.toml)
+LINT_PATHS := router_stream bench tests
+lint: install
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy
 
 bench: install kafka-jars
 	$(BIN)/python -m bench

@@ -24,10 +24,14 @@ from .routing.registry import StrategyConfig
 
 
 class StrategySection(Protocol):
-    """What these checks need of a strategy's config (every ``routing/*Config`` has it)."""
+    """What these checks need of a strategy's config (every ``routing/*Config`` has it). Read-only
+    members, so a config whose ``type`` is a ``Literal`` satisfies ``str``."""
 
-    name: str
-    type: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
 
     @property
     def model_fields_set(self) -> set[str]: ...

@@ -26,7 +26,7 @@ class Children(Generic[M]):
     __slots__ = ("_children", "metric")
 
     def __init__(self, metric: M) -> None:
-        self.metric = metric
+        self.metric: M = metric
         self._children: dict[tuple[str, ...], M] = {}
 
     def __call__(self, *values: str) -> M:

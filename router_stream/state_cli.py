@@ -283,7 +283,7 @@ def _send_control(args: argparse.Namespace) -> int:
     body = control_body(action, scope_key, getattr(args, "strategy", None), control_id, budget=budget)
     record_key = kafka_key if kafka_key is not None else scope_key.encode("utf-8")
 
-    async def send() -> tuple[list[int], dict[str, Any]]:
+    async def send() -> tuple[list[int], dict[int, str]]:
         from aiokafka import AIOKafkaProducer
 
         from .state.changelog import partition_for_key

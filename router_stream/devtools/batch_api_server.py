@@ -227,7 +227,7 @@ class BatchAPIEmulator:
         upload = form.get("file")
         if purpose != "batch":
             return openai_error(400, "purpose must be 'batch'", "invalid_request_error")
-        if upload is None or isinstance(upload, str) or not hasattr(upload, "file"):
+        if not isinstance(upload, web.FileField):  # None, a text field, or bytes
             return openai_error(400, "'file' must be a file part", "invalid_request_error")
         data = upload.file.read()
         f = self._new_file("batch", upload.filename or "upload.jsonl", data)

@@ -55,7 +55,7 @@ def batch_answer(batch: BatchedPrompt, answer_text: Callable[[str], str], mode: 
     fmt, spec, records = batch
     if mode == "batch_garbage":
         return "I am sorry, but I cannot answer these in the requested shape today."
-    entries = [[index, answer_text(content)] for index, content in records]
+    entries: list[list[Any]] = [[index, answer_text(content)] for index, content in records]
     if mode in ("batch_drop", "batch_bad_index") and entries:
         pos = position if -len(entries) <= position < len(entries) else -1
         if mode == "batch_drop":

@@ -35,7 +35,7 @@ _CP_IMAGE_FOR_KAFKA: dict[str, str] = {
 def docker_available(timeout: float = 3.0) -> bool:
     """True when a Docker engine answers a ping within ``timeout`` (False without the SDK)."""
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         client = docker.from_env(timeout=timeout)
         try:

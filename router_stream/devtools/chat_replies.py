@@ -60,7 +60,7 @@ def _arguments(parameters: Any, text: str) -> dict[str, Any]:
         return {}
     args: dict[str, Any] = {}
     for name, schema in props.items():
-        kind = schema.get("type") if isinstance(schema, dict) else None
+        kind: Any = schema.get("type") if isinstance(schema, dict) else None
         args[name] = {"string": text[:40], "integer": 1, "number": 1, "boolean": True}.get(kind)
     return args
 
@@ -76,7 +76,7 @@ def tool_reply(name: str, body: dict[str, Any], messages: list[Any]) -> tuple[di
     if not isinstance(tools, list) or not tools or body.get("tool_choice") == "none":
         return None
     first = tools[0] if isinstance(tools[0], dict) else {}
-    function = first.get("function") if isinstance(first.get("function"), dict) else {}
+    function = found if isinstance(found := first.get("function"), dict) else {}
     call = {
         "id": f"call_{uuid.uuid4().hex[:24]}",
         "type": "function",

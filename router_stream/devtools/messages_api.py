@@ -257,7 +257,7 @@ def _sample(schema: Any) -> Any:
         return "sample"
     if schema.get("enum"):
         return schema["enum"][0]
-    kind = schema.get("type")
+    kind: Any = schema.get("type")  # any JSON value; the lookup below answers "sample" for the unknown
     if kind == "object":
         props = schema.get("properties") or {}
         keys = schema.get("required") or list(props)

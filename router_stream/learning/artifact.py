@@ -109,7 +109,7 @@ def save(artifact: Artifact, path: str | Path) -> Path:
             raise ArtifactError(f"feature array {name!r} has dtype object; it would need pickle")
         arrays[f"feat/{name}"] = arr
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub also matches **arrays to allow_pickle: bool
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(buf.getvalue())
     tmp.replace(path)

@@ -226,7 +226,6 @@ def _save(art: Any, path: Path) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from . import artifact as A
     from .train import run_training
 
     problem = _first(
@@ -273,7 +272,7 @@ def _train(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _fail(f"cannot write {args.out}: {exc}")
     print(
-        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, featurizer {A.Artifact.featurizer_id.fget(art)}, "
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, featurizer {art.featurizer_id}, "
         f"threshold {art.threshold:.4f})"
     )
     if report:

@@ -78,8 +78,8 @@ def build_features(
             [sp.csr_matrix(base_x), sp.csr_matrix(shape.transform(texts) * SHAPE_WEIGHT)]
         ).tocsr()
     if name == "tfidf":
-        feat = TfidfFeaturizer().fit(texts)
-        return feat, feat.transform(texts)
+        tfidf = TfidfFeaturizer().fit(texts)
+        return tfidf, tfidf.transform(texts)
     if name == "tfidf+subject":  # subject classifier over the tfidf only: no embedding table
         return SubjectPriorFeaturizer.fit(None, texts, groups, targets, target_names, prior_weight)
     if name not in FEATURIZERS:
@@ -105,7 +105,7 @@ def distil_cached(dim: int, cache_dir: Path | None = None) -> StaticEmbedFeaturi
             return StaticEmbedFeaturizer.from_artifact({}, {k: z[k] for k in z.files})
     feat = StaticEmbedFeaturizer.distil(dim)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(cache, **feat.arrays())
+    np.savez_compressed(cache, **feat.arrays())  # type: ignore[arg-type]  # numpy's stub also matches **arrays to allow_pickle: bool
     return feat
 
 
@@ -387,7 +387,7 @@ def evaluate_multi_model(
     lo, hi = float(sx.min()), s_c
     thr = router.artifact.threshold
     pick = router.choose(sweep["probs"], thr)
-    at_thr = {
+    at_thr: dict[str, Any] = {
         "threshold": thr,
         "quality": float(q[np.arange(len(rows)), pick].mean()),
         "cost": float(c[np.arange(len(rows)), pick].mean()),

@@ -27,11 +27,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..providers.resilience import CallResult
 from ..routing.cascade import CascadePlan, Check, JudgeValidator
-from ..schemas import Request
+from ..schemas import Attempt, Request
+
+
+class Dispatcher(Protocol):
+    """What the worker needs of :class:`~router_stream.providers.resilience.Dispatcher` (tests
+    pass fakes): one call down ``chosen``'s fallback chain, which never raises for model failures."""
+
+    async def call(self, request: Request, chosen: str, deadline_at: float) -> CallResult: ...
 
 
 @dataclass
@@ -42,7 +49,7 @@ class CascadeResult(CallResult):
 
 
 async def _judge(
-    dispatcher: Any, request: Request, validator: JudgeValidator, answer: str, deadline_at: float
+    dispatcher: Dispatcher, request: Request, validator: JudgeValidator, answer: str, deadline_at: float
 ) -> tuple[Check, CallResult]:
     """Ask the judge; a failed call or an unusable reply accepts the answer, with a note."""
     result = await dispatcher.call(validator.judge_request(request, answer), validator.candidate, deadline_at)
@@ -56,7 +63,7 @@ async def _judge(
 
 
 async def run_cascade(
-    dispatcher: Any,
+    dispatcher: Dispatcher,
     request: Request,
     plan: CascadePlan,
     deadline_at: float,
@@ -65,7 +72,7 @@ async def run_cascade(
 ) -> CascadeResult:
     """Call ``plan.candidates`` in order until the validator accepts; never raises for model failures."""
     steps: list[dict[str, Any]] = []
-    attempts: list[Any] = []
+    attempts: list[Attempt] = []
     cost = 0.0
     answered: list[tuple[CallResult, float, dict[str, Any]]] = []  # rejected answers: result, score, step
     last_failure: CallResult | None = None

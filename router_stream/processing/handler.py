@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from .. import metrics
 from ..budgets import Ledger
 from ..config import RouterConfig
+from ..providers.resilience import CallResult
 from ..routing.base import RoutingContext
 from ..routing.cascade import CascadePlan
 from ..routing.expressions import Expression, request_names
@@ -27,7 +28,7 @@ from ..routing.pipeline import Pipeline
 from ..schemas import Audit, CachedDecision, DeadLetter, Request, Response, Verdict, now_ms
 from ..state import keystate
 from ..state.store import key_state_key, parked_dup_key, parked_key, request_key
-from .cascade import run_cascade
+from .cascade import Dispatcher, run_cascade
 from .control import ControlCommand, ControlGate, apply_to_state
 from .intake import Poison, classify, context_limit
 from .request_notes import audit_notes, model_names_candidate
@@ -79,10 +80,6 @@ class Outcome:
     dead_letter: DeadLetter | None = None
     model_called: bool = False
     parked: bool = False  # waiting for a Batch API job; answered later by processing/batch_jobs.py
-
-
-class Dispatcher(Protocol):
-    async def call(self, request: Request, chosen: str, deadline_at: float): ...
 
 
 def request_override(config: RouterConfig, request: Request) -> Verdict | None:
@@ -535,6 +532,7 @@ class Handler:
 
         budget_ms = request.deadline_ms or self.config.worker.default_deadline_ms
         deadline_at = time.monotonic() + budget_ms / 1000
+        result: CallResult
         if isinstance(plan, CascadePlan):  # cheapest first, escalating while the validator rejects
             result = await run_cascade(self.dispatcher, request, plan, deadline_at)
         else:
@@ -589,7 +587,8 @@ class Handler:
             view.put(request_key(request.request_id), response.model_dump_json().encode())
         outcome_label = "ok" if completion is not None else (error_kind or "error")
         metrics.requests(response.candidate or "", decided_by, outcome_label).inc()
-        if result.completion is not None:  # paid for even when too large to deliver
+        # paid for even when too large to deliver (a completion always comes with its served_by)
+        if result.completion is not None and result.served_by is not None:
             completion = result.completion
             metrics.tokens(result.served_by, "input").inc(completion.usage.prompt_tokens)
             metrics.tokens(result.served_by, "output").inc(completion.usage.completion_tokens)

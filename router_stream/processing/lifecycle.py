@@ -36,7 +36,7 @@ from .transactions import PartitionTransactions
 log = logging.getLogger(__name__)
 
 
-class _Listener(ConsumerRebalanceListener):
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types: its base is Any
     def __init__(self, lifecycle: PartitionLifecycle) -> None:
         self._l = lifecycle
 

@@ -101,7 +101,8 @@ class KeyOrdering:
         for i, s in enumerate(sources):
             if not by_key:
                 parsed[i] = self.handler.classify(s)
-            request = parsed[i] if isinstance(parsed[i], (Request, ControlCommand)) else None
+            record = parsed[i]
+            request = record if isinstance(record, (Request, ControlCommand)) else None
             try:
                 scope = self.handler.scope_key(s, request)
             except Exception:  # never for a record's content; if it does, order by offset, not crash

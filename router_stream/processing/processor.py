@@ -340,7 +340,7 @@ class Processor:
             consumer.pause(part.tp)
         first = failed.records[0].offset
         committing = [b for b in part.inflight if b.in_txn and b.records[0].offset < first]
-        rewind_to = first
+        rewind_to: int = first  # (records are aiokafka's ConsumerRecord: untyped)
         for other in part.inflight:
             if other is failed or other in committing:
                 continue

@@ -43,7 +43,7 @@ import base64
 import binascii
 import json
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 #: request fields the translation reads; every other field is dropped and named
 TRANSLATED = frozenset(
@@ -110,7 +110,7 @@ def to_messages_request(body: dict[str, Any], default_max_tokens: int) -> tuple[
     return out, sorted(dropped)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

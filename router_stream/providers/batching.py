@@ -284,7 +284,9 @@ class BatchingClient:
             return
         except Exception as exc:  # a bug in the wrapped client must not leave callers hanging
             log.error("batched call for candidate %s raised %s", self.name, type(exc).__name__, exc_info=True)
-            err = FatalModelError(f"{self.name}: client error ({type(exc).__name__})", kind="internal")
+            err: ModelError = FatalModelError(
+                f"{self.name}: client error ({type(exc).__name__})", kind="internal"
+            )
             for item in items:
                 self._fail(item, err)
             return
@@ -346,11 +348,11 @@ class BatchingClient:
             await self._alone(missing, "missing")
         else:
             for item, _ in missing:
-                pos = (item.batch or {}).get("position")
+                position = (item.batch or {}).get("position")
                 self._fail(
                     item,
                     RetryableModelError(
-                        f"{self.name}: batched answer has no usable entry for record {pos}",
+                        f"{self.name}: batched answer has no usable entry for record {position}",
                         kind="batch_missing",
                         status=completion.status,
                     ),

@@ -33,8 +33,9 @@ def record_text(messages: list[dict[str, Any]]) -> str | None:
             return None
         content = m.get("content")
         if isinstance(content, list):
-            texts = [p.get("text") for p in content if isinstance(p, dict)]
-            if not texts or not all(isinstance(t, str) for t in texts):
+            given = [p.get("text") for p in content if isinstance(p, dict)]
+            texts = [t for t in given if isinstance(t, str)]
+            if not texts or len(texts) != len(given):
                 return None  # images or other parts cannot ride in a text prompt
             content = "".join(texts)
         if not isinstance(content, str):

@@ -47,6 +47,7 @@ import json
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -102,7 +103,7 @@ def _content_text(content: Any) -> str | None:
     if isinstance(content, str):
         return _well_formed(content)
     if isinstance(content, list):  # content parts: [{"type": "text", "text": "..."}]
-        parts = [p.get("text") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        parts = [t for p in content if isinstance(p, dict) and isinstance(t := p.get("text"), str)]
         return _well_formed("".join(parts)) if parts else None
     return None
 
@@ -256,7 +257,7 @@ _NO_COOKIES = _NoCookies()
 class ModelHTTPClient(httpx.AsyncClient):
     """``httpx.AsyncClient`` that keeps no cookies (see :class:`_NoCookies`)."""
 
-    @property  # type: ignore[override]
+    @property
     def cookies(self) -> httpx.Cookies:
         return _NO_COOKIES
 
@@ -305,7 +306,11 @@ def transport_error(exc: BaseException, prefix: str, timeout_s: float) -> ModelE
     return None
 
 
-_DIALECTS = {"openai": OpenAIDialect, "azure-openai": AzureOpenAIDialect, "anthropic": AnthropicDialect}
+_DIALECTS: dict[str, Callable[[str, CandidateConfig], Dialect]] = {
+    "openai": OpenAIDialect,
+    "azure-openai": AzureOpenAIDialect,
+    "anthropic": AnthropicDialect,
+}
 _REQUEST_HEADERS = (*BASE_HEADERS, ("Content-Type", "application/json"))
 
 

@@ -35,7 +35,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..config import CandidateConfig, RouterConfig
 from ..errors import FatalModelError, ModelError, RetryableModelError, RoutingMiss
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 #: error kinds that say nothing about the endpoint's health: the breaker ignores them
 NO_VERDICT = frozenset({"queue_timeout", "deadline_exceeded", "rate_limited", "unsupported_input"})
 
-__all__ = ["CallResult", "DispatchObserver", "Dispatcher", "cost_usd"]
+__all__ = ["CallResult", "DispatchHooks", "DispatchObserver", "Dispatcher", "cost_usd"]
 
 
 @dataclass
@@ -90,6 +90,21 @@ class DispatchObserver:
 
     def on_rate_limit_wait(self, candidate: str, seconds: float) -> None:
         """A call waited ``seconds`` for ``candidate``'s rate-limit budget."""
+
+
+class DispatchHooks(Protocol):
+    """The hooks :class:`Dispatcher` calls: :class:`DispatchObserver` (the no-op base to subclass)
+    or any object with all five, such as the worker's ``router_stream.metrics.MetricsObserver``."""
+
+    def on_attempt(self, candidate: str, outcome: str, latency_s: float, error_kind: str | None) -> None: ...
+
+    def on_retry(self, candidate: str) -> None: ...
+
+    def on_fallback(self, from_: str, to: str) -> None: ...
+
+    def on_breaker(self, candidate: str, state: str) -> None: ...
+
+    def on_rate_limit_wait(self, candidate: str, seconds: float) -> None: ...
 
 
 def cost_usd(cfg: CandidateConfig, usage: Usage) -> float:
@@ -141,7 +156,7 @@ class Dispatcher:
         config: RouterConfig,
         clients: dict[str, ModelClient] | None = None,
         *,
-        observer: DispatchObserver | None = None,
+        observer: DispatchHooks | None = None,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 5.0,
         max_retry_after_s: float = 30.0,
@@ -151,7 +166,7 @@ class Dispatcher:
         stats_alpha: float = 0.2,
     ) -> None:
         self.config = config
-        self.observer = observer or DispatchObserver()
+        self.observer: DispatchHooks = observer or DispatchObserver()
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.max_retry_after_s = max_retry_after_s

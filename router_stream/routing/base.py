@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..providers.stats import StatsView
 from ..schemas import Request
+
+if TYPE_CHECKING:  # the cascade strategy module imports this one
+    from .cascade import CascadePlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +30,17 @@ class Decision:
     cacheable: bool = True
     #: an execution plan for the worker instead of one call (e.g. a cascade's
     #: :class:`~router_stream.routing.cascade.CascadePlan`); passed through as ``Routed.plan``
-    plan: Any = None
+    plan: CascadePlan | None = None
+
+
+class StrategyState(Protocol):
+    """The partition's key-value state as a strategy sees it (in a worker: the batch's
+    ``StateView``, whose reads see the batch's own writes and whose writes commit with the batch's
+    transaction). ``put(key, None)`` deletes."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes | None) -> None: ...
 
 
 @dataclass(slots=True)
@@ -43,11 +57,11 @@ class RoutingContext:
     now_ms: int = 0
     #: live candidate stats (a :class:`~router_stream.providers.stats.StatsView`: latency EWMA,
     #: calls in flight, breaker states), or None outside a worker (tests, offline tools)
-    stats: Any = None
+    stats: StatsView | None = None
     #: the partition's state (get/put of bytes: the batch's ``StateView``, written in the batch's
     #: transaction), for strategies that keep state (the learned router's recalibration); None
     #: outside a worker (``router-stream explain``, tests)
-    state: Any = None
+    state: StrategyState | None = None
     _note: str | None = None
     _uncacheable: str | None = None
 

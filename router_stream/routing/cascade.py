@@ -60,7 +60,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from ..errors import ConfigError
-from ..schemas import Request
+from ..schemas import Message, Request
 from .base import Decision, RoutingContext
 from .caching import StrategyCache
 from .regex_safety import check_regex
@@ -186,7 +186,8 @@ def _json_equal(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    return a == b
+    equal: bool = a == b  # JSON scalars: str, int, float or None
+    return equal
 
 
 def schema_problems(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
@@ -286,7 +287,7 @@ class JudgeValidator(BaseModel):
         )
         return Request(
             request_id=f"{request.request_id}:cascade-judge",
-            messages=[{"role": "user", "content": content}],
+            messages=[Message(role="user", content=content)],
             params=dict(self.params),
         )
 

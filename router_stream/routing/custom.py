@@ -66,6 +66,7 @@ I/O; use an async client, or ``asyncio.to_thread`` for CPU-heavy work).
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import inspect
 import os
@@ -166,7 +167,7 @@ class CustomConfig(StrategyConfigBase):
         default_factory=list, description="names the class may pick (checked at load)"
     )
 
-    _cls: type | None = PrivateAttr(None)
+    _cls: builtins.type | None = PrivateAttr(None)  # the ``type`` field shadows the builtin here
 
     @model_validator(mode="before")
     @classmethod
@@ -209,7 +210,7 @@ class CustomConfig(StrategyConfigBase):
         """How the config names the class, for messages: ``class 'x:Y'`` or ``entry point 'y'``."""
         return f"class {self.class_!r}" if self.class_ is not None else f"entry point {self.entry_point!r}"
 
-    def strategy_class(self) -> type:
+    def strategy_class(self) -> builtins.type:
         if self._cls is None:
             try:
                 self._cls = (

@@ -53,7 +53,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..schemas import Request
-from .base import Decision, RoutingContext
+from .base import Decision, RoutingContext, StrategyState
 from .strategy_config import BuildContext, StrategyConfigBase
 
 
@@ -188,7 +188,7 @@ class LearnedStrategy:
             self._target = {art.models.index(m): c for m, c in config.candidates.items()}
 
     # ---- online recalibration (state in the partition store; see the module docstring) ----------
-    def controller(self, state: Any) -> dict[str, Any]:
+    def controller(self, state: StrategyState) -> dict[str, Any]:
         """The controller state in ``state`` (a get/put store), or a fresh one at the configured
         threshold when there is none, it is unreadable, or it was made for another artifact or
         another configured threshold (changing either restarts the controller)."""
@@ -217,7 +217,7 @@ class LearnedStrategy:
             "base": self.threshold,
         }
 
-    def _record(self, state: Any, st: dict[str, Any], strong: bool) -> None:
+    def _record(self, state: StrategyState, st: dict[str, Any], strong: bool) -> None:
         """One decision: update the measured share and move the threshold; write it back."""
         rc = self._recal
         assert rc is not None
@@ -233,15 +233,16 @@ class LearnedStrategy:
             score = float(self._router.scores([text])[0])
             # no await between reading and writing the controller state: records handled
             # concurrently on the event loop cannot interleave inside this update
-            st = self.controller(ctx.state) if self._recal is not None and ctx.state is not None else None
+            state = ctx.state
+            st = self.controller(state) if self._recal is not None and state is not None else None
             threshold = float(st["threshold"]) if st is not None else self.threshold
             detail = {"score": round(score, 6), "threshold": threshold, "artifact": self.artifact_id}
             if abs(score - threshold) < self.band:
                 ctx.explain(f"score {score:.4f} within ±{self.band} of threshold {threshold:.4f}")
                 return None
             strong = score >= threshold
-            if st is not None:
-                self._record(ctx.state, st, strong)
+            if st is not None and state is not None:  # st is only read where there is state
+                self._record(state, st, strong)
                 detail["controller_share"] = round(float(st["share"]), 4)
                 detail["controller_n"] = st["n"]
             if strong:

@@ -170,13 +170,15 @@ class OptimizeStrategy:
             )
 
         values: dict[str, float] = {}
+        stats = ctx.stats
         if self.by == "price":
             values = {name: self.prices[name] for name in passing}
             unit = "USD/request"
         elif self.by == "latency":
+            assert stats is not None  # returned above: only ``by: price`` runs without stats
             unsampled = []
             for name in passing:
-                ewma = ctx.stats.snapshot(name).ewma_latency_s
+                ewma = stats.snapshot(name).ewma_latency_s
                 if ewma is None:
                     unsampled.append(name)
                 values[name] = 0.0 if ewma is None else float(ewma)
@@ -184,7 +186,8 @@ class OptimizeStrategy:
                 detail["unsampled"] = unsampled
             unit = "s EWMA"
         else:
-            values = {name: int(ctx.stats.snapshot(name).in_flight) for name in passing}
+            assert stats is not None  # returned above: only ``by: price`` runs without stats
+            values = {name: int(stats.snapshot(name).in_flight) for name in passing}
             unit = "in flight"
         # min() keeps the first of equal values: ties go to pool order
         chosen = min(passing, key=values.__getitem__)

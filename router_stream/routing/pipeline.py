@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..schemas import CachedDecision, Request, Verdict
 from .base import Decision, RoutingContext, Strategy
 from .caching import DEFAULT_POLICY, CachePolicy
+
+if TYPE_CHECKING:  # for the annotation only: the pipeline need not load the cascade strategy
+    from .cascade import CascadePlan
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ class Routed:
     decided_by: str
     verdicts: list[Verdict] = field(default_factory=list)
     cacheable: bool = False
-    plan: Any = None  # the deciding strategy's Decision.plan (e.g. a cascade), for the worker
+    plan: CascadePlan | None = None  # the deciding strategy's Decision.plan (e.g. a cascade), for the worker
     ttl_s: float | None = None  # the deciding strategy's cache.ttl_s (None: the global cache.ttl_s)
     #: what became of the sticky decision passed to :meth:`Pipeline.route`: ``hit`` (it decided),
     #: ``preempted`` (a strategy before its decider decided), ``orphaned`` (its decider is no longer
@@ -43,7 +46,7 @@ class Routed:
     sticky: str | None = None
 
 
-async def close_strategy(strategy: Any) -> None:
+async def close_strategy(strategy: object) -> None:
     """Release what a strategy holds (a judge's or scorer's HTTP client), if it has ``aclose()``."""
     close = getattr(strategy, "aclose", None)
     if close is not None:

@@ -124,8 +124,8 @@ def parse_reply(
         score = _number(data["score"])
         if score is None:
             return None, "scorer 'score' is not a finite number", {}
-        name = above if score >= threshold else below
-        detail = {"score": round(score, 6), "threshold": threshold}
+        name: str | None = above if score >= threshold else below
+        detail: dict[str, Any] = {"score": round(score, 6), "threshold": threshold}
         if name not in offered:
             return None, f"score {score:.4g} picks {name!r}, which is not allowed here", detail
         op = ">=" if score >= threshold else "<"

@@ -28,7 +28,8 @@ def partition_for_key(key: bytes, partitions: int) -> int:
 
     Producers with another partitioner (librdkafka's default is crc32 ``consistent_random``)
     place keys elsewhere; the CLI's ``--partition`` says where instead."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    partition: int = (murmur2(key) & 0x7FFFFFFF) % partitions  # aiokafka is untyped
+    return partition
 
 
 class TopicMissing(LookupError):

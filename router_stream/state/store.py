@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 from rocksdict import Options, Rdict, WriteBatch
 
@@ -85,11 +87,13 @@ class PartitionStore:
 
     def scan(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """Every (key, value) whose key starts with ``prefix``, in key order."""
-        out = []
+        out: list[tuple[bytes, bytes]] = []
         with self._io:
             if self._closed:
                 return out
-            for key, value in self._db.items(from_key=prefix):
+            # raw_mode: keys and values are bytes (rocksdict's stubs type every mode's keys at once)
+            items = cast("Iterator[tuple[bytes, bytes]]", self._db.items(from_key=prefix))
+            for key, value in items:
                 if not key.startswith(prefix):
                     break
                 out.append((key, value))

