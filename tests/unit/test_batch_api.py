@@ -178,6 +178,8 @@ async def test_a_job_for_another_endpoint_is_refused(server, client):
 
 
 async def test_invalid_input_lines_fail_the_job_at_validation(server, client):
+    # validating lasts 10 % of complete_s: 200 ms here, so a busy machine's first poll still sees it
+    server.batch_api.set(complete_s=2)
     good = {
         "custom_id": "a",
         "method": "POST",
