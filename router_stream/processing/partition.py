@@ -16,13 +16,14 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from ..errors import RouterStreamError
 from ..state.store import PartitionStore
 from .gate import Gate
 from .handler import StateView
 from .transactions import PartitionTransactions
 
 
-class FatalProcessorError(RuntimeError):
+class FatalProcessorError(RouterStreamError, RuntimeError):
     """The processor cannot continue safely; the worker must stop (and be restarted)."""
 
 

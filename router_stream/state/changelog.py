@@ -22,6 +22,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from ..errors import SetupError
+
 
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition the default partitioner (murmur2) gives a keyed record among ``partitions``.
@@ -31,7 +33,7 @@ def partition_for_key(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-class TopicMissing(LookupError):
+class TopicMissing(SetupError, LookupError):
     """A topic the read needs does not exist (``router-stream topics apply`` creates it)."""
 
 
