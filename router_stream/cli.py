@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_state(sub)  # state get / state evict
 
     try:
-        from .learning.cli import register
+        from .learning.offline_commands import register
     except ImportError:  # pragma: no cover - learning extras missing
         pass
     else:

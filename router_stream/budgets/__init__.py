@@ -4,8 +4,8 @@ Public names: :class:`BudgetConfig` (the ``budgets:`` config), :class:`Ledger` (
 settlement), :class:`ChangelogTotals` (other partitions' committed spend, for spread budgets).
 """
 
-from .config import BudgetConfig
 from .ledger import Admission, Ledger, spend_key
+from .limits import BudgetConfig
 from .totals import ChangelogTotals
 
 __all__ = ["Admission", "BudgetConfig", "ChangelogTotals", "Ledger", "spend_key"]

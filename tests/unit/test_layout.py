@@ -118,10 +118,10 @@ def test_the_checker_sees_each_kind_of_violation():
     source = (
         "from .features import _x\n"
         "from .features._tfidf import TfidfFeaturizer\n"
-        "from . import metrics\n"
+        "from . import evaluation\n"
         "import router_stream.learning.data as data\n"
         "import numpy as np\n"
-        "metrics._y\n"
+        "evaluation._y\n"
         "data._z\n"
         "np.linalg._not_ours\n"
         "from .features import check_featurizer\n"
@@ -133,7 +133,7 @@ def test_the_checker_sees_each_kind_of_violation():
         [
             "from router_stream.learning.features import _x",
             "from router_stream.learning.features._tfidf import ... (a private module of router_stream.learning.features)",
-            "metrics._y",
+            "evaluation._y",
             "data._z",
         ]
     )
