@@ -4,4 +4,6 @@ training / calibration / evaluation (:mod:`.train`) and their commands (:mod:`.o
 
 Serving uses only :mod:`.artifact` and :mod:`.features` (numpy, scipy, scikit-learn's hashing
 vectorizer); :mod:`router_stream.routing.learned` is the strategy.
+
+Internal: the public surface is :mod:`router_stream` (its ``__all__``); names here may change.
 """
