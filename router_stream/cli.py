@@ -21,7 +21,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from .cli_common import add_config_option, resolve_config
-from .errors import ConfigError, KafkaUnavailable, SetupError
+from .errors import ConfigError, KafkaUnavailable, RouterStreamError, SetupError
 
 if TYPE_CHECKING:
     from .config import RouterConfig
@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_state(sub)  # state get / state evict
 
     try:
-        from .learning.cli import register
+        from .learning.offline_commands import register
     except ImportError:  # pragma: no cover - learning extras missing
         pass
     else:
@@ -386,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     except KafkaUnavailable as exc:
         print(f"kafka unavailable: {exc}", file=sys.stderr)
         return 75  # EX_TEMPFAIL: try again later (the topics Job retries this one)
+    except RouterStreamError as exc:  # any other error raised on purpose: its message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `router-stream tail ... | head -3`: the reader has what it wanted

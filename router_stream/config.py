@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from .budgets.config import BudgetConfig, check_names_unique
+from .budgets.limits import BudgetConfig, check_names_unique
 from .config_checks import never_run_warnings, partial_reference_problems, reference_problems
 from .config_errors import ENV_NOTES, did_you_mean, format_validation
 from .config_sources import DuplicateKeyError, apply_env, kind_of, load_yaml, yaml_problem

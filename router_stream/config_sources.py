@@ -36,8 +36,8 @@ def kind_of(value: Any) -> str:
 
 
 # ---------------------------------------------------------------- YAML
-class DuplicateKeyError(yaml.YAMLError):
-    pass
+class DuplicateKeyError(ConfigError, yaml.YAMLError):
+    """A YAML mapping names one key twice; the message gives both line numbers."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

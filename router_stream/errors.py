@@ -1,17 +1,41 @@
 """The one error tree of router-stream.
 
-Callers catch the level they care about::
+Every exception router-stream raises on purpose derives from :class:`RouterStreamError`; callers
+catch the level they care about (``except ConfigError``, ``except ModelError``...)::
 
-    RouterStreamError
+    RouterStreamError          the root: catch it to catch anything router-stream raises on purpose
     ├── ConfigError            bad YAML / env; the message names the field path and the bad value
-    │   └── SetupError         Kafka lacks what the command needs (a topic): names the command that fixes it
-    ├── KafkaUnavailable       the brokers cannot be reached: retry later
-    ├── RoutingError
-    │   └── RoutingMiss        a strategy named something that is not a candidate
+    │   ├── SetupError         Kafka lacks what the command needs; names the command that fixes it
+    │   │   └── TopicMissing       a topic the command reads does not exist (``topics apply``)
+    │   ├── DuplicateKeyError      a YAML mapping names one key twice (both line numbers)
+    │   └── ExpressionError        a ``when`` / scope expression that does not compile
+    ├── UsageError             command-line arguments that do not fit together (the CLI exits 2)
+    ├── ArtifactError          a learned-router artifact missing, unreadable or of another version
+    ├── KafkaUnavailable       the brokers cannot be reached: retry later (the CLI exits 75)
+    ├── WaitTimeout            ``send --wait``: not every answer came within ``--timeout``
+    ├── RoutingMiss            a strategy named something that is not a candidate
     ├── ModelError             a model call failed (after retries, if any)
-    │   ├── RetryableModelError     timeouts, connection errors, 408/409/429, 5xx, malformed bodies
-    │   └── FatalModelError         other 4xx: retrying cannot help
-    └── PoisonRecord           a record that cannot be turned into a request (goes to dead letters)
+    │   ├── RetryableModelError    timeouts, connection errors, 408/409/429, 5xx, malformed bodies
+    │   │   └── BatchParseError        a micro-batched answer without usable structure
+    │   └── FatalModelError        other 4xx: retrying cannot help
+    │       └── Unsupported            a request the candidate's API cannot take (names the field)
+    ├── FatalProcessorError    the worker cannot continue safely and stops (to be restarted)
+    │
+    │   dev tooling (router_stream.devtools; never raised by a worker)
+    ├── JavaNotFoundError      no Java 17+ for the local broker; says what to install
+    ├── FetchError             the Kafka jars could not be fetched or did not verify
+    ├── LocalKafkaError        the local broker could not be fetched, formatted, started or stopped
+    └── RealLLMError           the real model of ``make demo-real`` could not be built or served
+
+Classes defined elsewhere (``TopicMissing`` in :mod:`router_stream.state.changelog`, ...) live
+beside the code that raises them and derive from a class here; :mod:`router_stream` exports the
+ones a user meets. Those that derived from a built-in before (``ValueError``, ``RuntimeError``,
+``LookupError``, ``yaml.YAMLError``) still do, so code catching the built-in keeps working.
+
+A bad record is not an exception: the intake returns a ``Poison`` value with a machine-readable
+reason, and the record goes to the dead-letter topic with ``error_class: "PoisonRecord"`` (a
+label kept for readers of dead letters, docs/dead-letters.md). Private exceptions (``_Skip``,
+``_AllGone``...) are control flow inside one module and never leave it.
 
 Messages never contain API keys: provider code builds them from status codes and error classes,
 not from request headers.
@@ -19,9 +43,22 @@ not from request headers.
 
 from __future__ import annotations
 
+__all__ = [
+    "ConfigError",
+    "FatalModelError",
+    "KafkaUnavailable",
+    "ModelError",
+    "RetryableModelError",
+    "RouterStreamError",
+    "RoutingMiss",
+    "SetupError",
+    "UsageError",
+]
+
 
 class RouterStreamError(Exception):
-    """Base class of every error raised on purpose by router-stream."""
+    """Base class of every error raised on purpose by router-stream (the CLI prints its message
+    on one line instead of a traceback)."""
 
 
 class ConfigError(RouterStreamError):
@@ -33,16 +70,17 @@ class SetupError(ConfigError):
     names what to run (``router-stream topics apply``). Fails the same way until someone does."""
 
 
+class UsageError(RouterStreamError, ValueError):
+    """Command-line arguments or input files that do not fit together or with the config; the
+    message names the option. The commands print it and exit 2."""
+
+
 class KafkaUnavailable(RouterStreamError):
     """The brokers could not be reached: worth retrying later (the CLI exits 75, EX_TEMPFAIL),
     unlike a config error (exit 2), which fails the same way every time."""
 
 
-class RoutingError(RouterStreamError):
-    """Routing could not produce a usable candidate."""
-
-
-class RoutingMiss(RoutingError):
+class RoutingMiss(RouterStreamError):
     """A strategy decided on a name that is not a configured candidate."""
 
 
@@ -73,11 +111,3 @@ class RetryableModelError(ModelError):
 
 class FatalModelError(ModelError):
     """Not worth another attempt on the same candidate (e.g. 400, 401, 404)."""
-
-
-class PoisonRecord(RouterStreamError):
-    """A consumed record that cannot become a request. ``reason`` is a machine-readable code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason

@@ -31,17 +31,13 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, KafkaUnavailable
+from .errors import ConfigError, KafkaUnavailable, UsageError
 
 if TYPE_CHECKING:  # the config (pydantic) is imported when a command runs, not for --help
     from .config import RouterConfig
 
 EXIT_NOT_FOUND = 1
 REFUSED = "REFUSED"
-
-
-class UsageError(ValueError):
-    """Arguments that do not fit together or with the config (exit 2)."""
 
 
 def _target(config: RouterConfig, args: argparse.Namespace) -> tuple[str, bytes | None]:

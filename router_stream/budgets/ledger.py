@@ -31,8 +31,8 @@ from .. import metrics
 from ..providers.base import estimate_prompt_tokens
 from ..routing.expressions import Expression, request_names
 from ..schemas import Request
-from .config import BudgetConfig
 from .entry import MICRO, SPEND_PREFIX, Entry, spend_key, split_spend_key, to_micro
+from .limits import BudgetConfig
 
 __all__ = [
     "MICRO",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import BudgetConfig
 from .entry import MICRO, Entry
+from .limits import BudgetConfig
 
 
 def spend_report(

@@ -24,8 +24,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .. import metrics
-from .config import BudgetConfig
 from .entry import SPEND_PREFIX, Entry
+from .limits import BudgetConfig
 
 log = logging.getLogger(__name__)
 

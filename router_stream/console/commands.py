@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from ..cli_common import add_config_option
+from ..errors import UsageError
 
 #: the topics ``tail`` follows, as typed on the command line → the TopicsConfig field
 TAIL_ROLES = {
@@ -152,8 +153,6 @@ def _target(args: argparse.Namespace):
 
 
 def _read(value: str, what: str) -> bytes:
-    from .send import UsageProblem
-
     if not value.startswith("@"):
         return value.encode("utf-8")
     try:
@@ -162,7 +161,7 @@ def _read(value: str, what: str) -> bytes:
         with open(value[1:], "rb") as f:
             return f.read()
     except OSError as exc:
-        raise UsageProblem(f"{what}: cannot read {value[1:]}: {exc.strerror}") from None
+        raise UsageError(f"{what}: cannot read {value[1:]}: {exc.strerror}") from None
 
 
 def _records(args: argparse.Namespace) -> list[Any]:
@@ -172,9 +171,9 @@ def _records(args: argparse.Namespace) -> list[Any]:
     key = args.key.encode("utf-8") if args.key is not None else None
     if args.file is not None:
         if args.prompt is not None or args.messages is not None or args.request is not None:
-            raise S.UsageProblem("--file sends the file's requests; leave out --prompt/--messages/--request")
+            raise UsageError("--file sends the file's requests; leave out --prompt/--messages/--request")
         if args.request_id is not None:
-            raise S.UsageProblem("--request-id names one request; with --file put request_id in each line")
+            raise UsageError("--request-id names one request; with --file put request_id in each line")
         if args.file == "-":
             requests = S.from_jsonl(sys.stdin, "<stdin>", request_id=None, **extra)
         else:
@@ -182,7 +181,7 @@ def _records(args: argparse.Namespace) -> list[Any]:
                 with open(args.file, encoding="utf-8") as fh:
                     requests = S.from_jsonl(fh, args.file, request_id=None, **extra)
             except OSError as exc:
-                raise S.UsageProblem(f"--file: cannot read {args.file}: {exc.strerror}") from None
+                raise UsageError(f"--file: cannot read {args.file}: {exc.strerror}") from None
     else:
         requests = [
             S.from_arguments(
@@ -203,7 +202,7 @@ def _send(args: argparse.Namespace) -> int:
 
     try:
         records = _records(args)
-    except S.UsageProblem as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     target = _target(args)

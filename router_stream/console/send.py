@@ -22,15 +22,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from ..errors import RouterStreamError, UsageError
 from ..schemas import Request
 from .target import Target
 
 
-class UsageProblem(ValueError):
-    """Bad input on the command line or in the file (the CLI prints it and exits 2)."""
-
-
-class WaitTimeout(RuntimeError):
+class WaitTimeout(RouterStreamError, RuntimeError):
     """Not every answer came within ``--timeout`` (the CLI prints it and exits 1)."""
 
 
@@ -51,7 +48,7 @@ def parse_field(item: str) -> tuple[str, Any]:
     """``k=v`` → (k, v); v is taken as JSON when it parses (``n=3``, ``vip=true``), else as text."""
     name, sep, raw = item.partition("=")
     if not sep or not name.strip():
-        raise UsageProblem(f"--field {item!r}: expected NAME=VALUE, e.g. --field lang=de")
+        raise UsageError(f"--field {item!r}: expected NAME=VALUE, e.g. --field lang=de")
     try:
         value: Any = json.loads(raw)
     except ValueError:
@@ -92,7 +89,7 @@ def finish(
     try:
         Request.model_validate(request)
     except ValueError as exc:
-        raise UsageProblem(f"{where}: not a valid request: {_problem(exc)}") from None
+        raise UsageError(f"{where}: not a valid request: {_problem(exc)}") from None
     return request
 
 
@@ -109,12 +106,12 @@ def from_arguments(
         try:
             messages = json.loads(messages_json)
         except ValueError as exc:
-            raise UsageProblem(f"--messages: not JSON: {exc}") from None
+            raise UsageError(f"--messages: not JSON: {exc}") from None
         if not isinstance(messages, list):
-            raise UsageProblem('--messages: expected a JSON list, e.g. [{"role": "user", "content": "hi"}]')
+            raise UsageError('--messages: expected a JSON list, e.g. [{"role": "user", "content": "hi"}]')
         base["messages"] = messages
     if not base.get("prompt") and not base.get("messages"):
-        raise UsageProblem(
+        raise UsageError(
             "nothing to send: give --prompt TEXT, --messages JSON, --request JSON or --file PATH"
         )
     return finish(base, where="the request", **extra)
@@ -131,11 +128,11 @@ def from_jsonl(stream: IO[str], name: str, **extra: Any) -> list[dict[str, Any]]
                 )
             )
     if not out:
-        raise UsageProblem(f"{name}: no requests in it (one JSON object a line)")
+        raise UsageError(f"{name}: no requests in it (one JSON object a line)")
     ids = [r["request_id"] for r in out]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
-        raise UsageProblem(
+        raise UsageError(
             f"{name}: request_id {dup!r} appears more than once (a repeat is answered as a duplicate)"
         )
     return out
@@ -145,9 +142,9 @@ def _json_object(raw: bytes, where: str) -> dict[str, Any]:
     try:
         obj = json.loads(raw)
     except ValueError as exc:
-        raise UsageProblem(f"{where}: not JSON: {exc}") from None
+        raise UsageError(f"{where}: not JSON: {exc}") from None
     if not isinstance(obj, dict):
-        raise UsageProblem(f'{where}: expected a JSON object, e.g. {{"request_id": "r1", "prompt": "hi"}}')
+        raise UsageError(f'{where}: expected a JSON object, e.g. {{"request_id": "r1", "prompt": "hi"}}')
     return obj
 
 

@@ -11,15 +11,15 @@ ones to ``short``. Use it as::
 
 The whole contract is in :mod:`router_stream.routing.custom`: a class with an ``async decide``;
 its ``__init__`` takes ``config`` (and here ``name`` and ``candidates``) because it declares
-``config``.
+``config``. It imports only public names (``from router_stream import ...``), as a strategy
+outside this package does.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..routing.base import Decision, RoutingContext
-from ..schemas import Request
+from router_stream import Decision, Request, RoutingContext
 
 
 class ByLength:

@@ -16,11 +16,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from router_stream.errors import RouterStreamError
+
 MIN_JAVA = 17
 _VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?')
 
 
-class JavaNotFoundError(RuntimeError):
+class JavaNotFoundError(RouterStreamError, RuntimeError):
     """No Java 17+ anywhere we look; the message lists what was rejected and what to install."""
 
 

@@ -41,6 +41,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from router_stream.errors import RouterStreamError
+
 DEFAULT_VERSION = "3.9.1"
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
 LOCK_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -49,7 +51,7 @@ _WORKERS = 8
 _CHUNK = 1 << 16
 
 
-class FetchError(RuntimeError):
+class FetchError(RouterStreamError, RuntimeError):
     """The classpath could not be fetched or did not verify; the message says what to do."""
 
 

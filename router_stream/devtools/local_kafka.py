@@ -47,6 +47,7 @@ from xml.sax.saxutils import quoteattr
 
 from router_stream.devtools.java import JavaNotFoundError, find_java
 from router_stream.devtools.kafka_jars import DEFAULT_VERSION, FetchError, cache_root, fetch
+from router_stream.errors import RouterStreamError
 
 _STATE_FILE = "state.json"
 
@@ -83,7 +84,7 @@ _V4_SETTINGS: dict[str, str] = {
 }
 
 
-class LocalKafkaError(RuntimeError):
+class LocalKafkaError(RouterStreamError, RuntimeError):
     """The local broker could not be fetched, formatted, started or stopped."""
 
 

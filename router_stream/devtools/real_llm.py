@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
+from router_stream.errors import RouterStreamError
+
 from .harness import free_port
 from .local_kafka import cache_root
 
@@ -65,7 +67,7 @@ BUILD_HINT = "real LLM not built: run `make demo-real` once (≈10 min)"
 _MARKER = ".built.json"
 
 
-class RealLLMError(RuntimeError):
+class RealLLMError(RouterStreamError, RuntimeError):
     """The real model could not be built, found or served; the message says what to do."""
 
 

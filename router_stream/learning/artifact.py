@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import RouterStreamError
+
 FORMAT = "router-stream/learned-router"
 FORMAT_VERSION = 1
 
@@ -34,7 +36,7 @@ FORMAT_VERSION = 1
 DEFAULT_ARTIFACT_NAME = "learned-router-mmlu.npz"
 
 
-class ArtifactError(ValueError):
+class ArtifactError(RouterStreamError, ValueError):
     """The artifact file is missing, unreadable, or of a version / featurizer we do not speak."""
 
 

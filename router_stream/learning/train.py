@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics as M
+from . import evaluation as M
 from .artifact import Artifact, LearnedRouter
 from .data import MMLU_STRONG, MMLU_WEAK, Record, models_in, split
 from .features import (

@@ -28,7 +28,7 @@ from ..routing.pipeline import Pipeline
 from ..schemas import Audit, CachedDecision, DeadLetter, Request, Response, Verdict, now_ms
 from ..state import keystate
 from ..state.store import key_state_key, parked_dup_key, parked_key, request_key
-from .cascade import Dispatcher, run_cascade
+from .cascade_runner import Dispatcher, run_cascade
 from .control import ControlCommand, ControlGate, apply_to_state
 from .intake import Poison, classify, context_limit
 from .request_notes import audit_notes, model_names_candidate

@@ -22,7 +22,7 @@ from ..schemas import Request
 from .control import ControlCommand
 from .handler import Handler, Outcome, Source
 from .intake import Poison
-from .partition import Batch, Partition
+from .partition import FetchBatch, Partition
 from .slots import OrderedSlots
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class KeyOrdering:
         self.handler = handler
         self._slots = OrderedSlots(config.worker.max_in_flight)
 
-    async def handle_batch(self, part: Partition, batch: Batch) -> list[Outcome]:
+    async def handle_batch(self, part: Partition, batch: FetchBatch) -> list[Outcome]:
         """Handle a batch's records: same key (or request id) in order, others concurrently.
 
         A chain of same-key records first waits for the chain of an earlier in-flight batch

@@ -3,7 +3,7 @@
 Plain data apart from behaviour (as aiokafka keeps ``TopicPartition`` and friends in
 ``structs.py``): the lifecycle (``lifecycle.py``) creates and closes a :class:`Partition`, the
 ordering (``ordering.py``) chains records through its ``tails``, the loop (``processor.py``)
-dispatches and settles its :class:`Batch` es, and the janitor and Batch API jobs write through
+dispatches and settles its :class:`FetchBatch` es, and the janitor and Batch API jobs write through
 its :attr:`Partition.transactions`. Each of them reads the same fields, so they live here, in a
 module that imports none of them.
 """
@@ -16,19 +16,21 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from ..errors import RouterStreamError
 from ..state.store import PartitionStore
 from .gate import Gate
 from .handler import StateView
 from .transactions import PartitionTransactions
 
 
-class FatalProcessorError(RuntimeError):
+class FatalProcessorError(RouterStreamError, RuntimeError):
     """The processor cannot continue safely; the worker must stop (and be restarted)."""
 
 
 @dataclass(slots=True)
-class Batch:
-    """One fetched run of a partition's records, from handling to its commit."""
+class FetchBatch:
+    """One fetched run of a partition's records, from handling to its commit (a "fetch batch",
+    docs/glossary.md: not a prompt micro-batch nor a Batch API job)."""
 
     records: list[Any]
     view: StateView
@@ -50,7 +52,7 @@ class Partition:
     transactions: PartitionTransactions
     next_offset: int = 0  # committed
     dispatched: int = 0  # next offset to hand to a batch
-    inflight: list[Batch] = field(default_factory=list)  # in offset order
+    inflight: list[FetchBatch] = field(default_factory=list)  # in offset order
     tails: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # order token -> last chain
     gen: int = 0  # bumped when a failure discards the batches in flight
     held_until: float = 0.0  # stay paused until then (after a failed commit)

@@ -50,7 +50,7 @@ from .intake import Poison
 from .janitor import run_janitor
 from .lifecycle import PartitionLifecycle
 from .ordering import KeyOrdering
-from .partition import Batch, FatalProcessorError, Partition
+from .partition import FatalProcessorError, FetchBatch, Partition
 from .transactions import FENCED
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class Processor:
         prev = part.inflight[-1] if part.inflight else None
         view = StateView(prev.view if prev is not None else part.store)
         self._batch_seq += 1
-        batch = Batch(
+        batch = FetchBatch(
             records, view, part.gen, asyncio.get_running_loop().create_future(), seq=self._batch_seq
         )
         part.inflight.append(batch)
@@ -232,7 +232,7 @@ class Processor:
         if len(part.inflight) >= self.config.worker.batches_in_flight and consumer is not None:
             consumer.pause(part.tp)
 
-    async def _process(self, part: Partition, batch: Batch, prev: Batch | None) -> None:
+    async def _process(self, part: Partition, batch: FetchBatch, prev: FetchBatch | None) -> None:
         """Handle a batch, wait for the batch before it to commit, then commit this one.
 
         Batches of a partition are handled concurrently but commit strictly in offset order, so
@@ -307,7 +307,7 @@ class Processor:
         finally:
             self._maybe_resume(part)
 
-    def _settle(self, part: Partition, batch: Batch, committed: bool) -> None:
+    def _settle(self, part: Partition, batch: FetchBatch, committed: bool) -> None:
         """Record the batch's fate (the next batch waits on it) and drop it from the partition."""
         if not batch.done.done():
             batch.done.set_result(committed)
@@ -319,7 +319,7 @@ class Processor:
         if committed:  # its writes are in the store now: later views stop going through it
             batch.view.store, batch.view.pending = part.store, {}
 
-    def _discard_from(self, part: Partition, failed: Batch) -> int:
+    def _discard_from(self, part: Partition, failed: FetchBatch) -> int:
         """After ``failed`` failed: the batches in flight after it are void, the partition
         rewinds; returns the offset to seek to.
 
@@ -371,7 +371,7 @@ class Processor:
         consumer.resume(part.tp)
 
     # ------------------------------------------------------------------ the loop: commit
-    async def _commit(self, part: Partition, batch: Batch, outcomes: list[Outcome]) -> None:
+    async def _commit(self, part: Partition, batch: FetchBatch, outcomes: list[Outcome]) -> None:
         """The batch's outputs, changelog writes and consumed offset in one transaction."""
         records = batch.records
         payloads = self._serialize(records, outcomes)

@@ -45,6 +45,8 @@ import json
 import re
 from typing import Any, TypeGuard
 
+from ..errors import FatalModelError
+
 #: request fields the translation reads; every other field is dropped and named
 TRANSLATED = frozenset(
     {
@@ -65,7 +67,7 @@ IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)((?:;[\w.+-]+=[^;,]*)*);base64,(.*)", re.DOTALL)
 
 
-class Unsupported(ValueError):
+class Unsupported(FatalModelError, ValueError):
     """The request asks for something the Messages API cannot take; the message names the field."""
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import BatchResponseConfig
+from ..errors import RetryableModelError
 from .json_path import Step, compile_json_path, json_path_find
 
 try:  # pragma: no cover - depends on the environment
@@ -71,7 +72,7 @@ DEFAULT_SYSTEM_PROMPT = (
 _PLACEHOLDER = re.compile(r"\{(index|content|count|format_instructions)\}")
 
 
-class BatchParseError(ValueError):
+class BatchParseError(RetryableModelError, ValueError):
     """A batched answer has no usable structure (not the format, or nothing at ``path``)."""
 
 

@@ -44,7 +44,7 @@ When no candidate answered at all, the request fails with the last error.
 
 The strategy always decides: ``candidates[0]`` with ``reason="cascade"``, ``detail={"cascade":
 [names], "validator": type}`` and a :class:`CascadePlan` in ``Decision.plan``; the worker then
-runs the plan (:func:`router_stream.processing.cascade.run_cascade`). Cascade decisions are never
+runs the plan (:func:`router_stream.processing.cascade_runner.run_cascade`). Cascade decisions are never
 cached (each request runs its own cascade). A ``mode: batch`` candidate cannot be in a cascade.
 """
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from simpleeval import EvalWithCompoundTypes, InvalidExpression
 
+from ..errors import ConfigError
 from ..schemas import Request
 
 FUNCTIONS: dict[str, Any] = {
@@ -35,7 +36,7 @@ NAMES = ("prompt", "messages", "fields", "tags", "params", "request_id", "key", 
 CONSTANTS = ("True", "False", "None", "true", "false", "null")
 
 
-class ExpressionError(ValueError):
+class ExpressionError(ConfigError, ValueError):
     """An expression that cannot be compiled; the message says what is wrong."""
 
 

@@ -22,6 +22,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from ..errors import SetupError
+
 
 def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition the default partitioner (murmur2) gives a keyed record among ``partitions``.
@@ -32,7 +34,7 @@ def partition_for_key(key: bytes, partitions: int) -> int:
     return partition
 
 
-class TopicMissing(LookupError):
+class TopicMissing(SetupError, LookupError):
     """A topic the read needs does not exist (``router-stream topics apply`` creates it)."""
 
 

@@ -11,16 +11,25 @@ this". The rule holds for every module under ``router_stream/``: a module may no
 
 Violations that predate the rule sit in :data:`KNOWN_VIOLATIONS` (issue 18 removes them); a new
 one fails, and so does an entry that no longer occurs, so the list only shrinks.
+
+The public surface is ``router_stream.__all__`` (the package's ``__init__``): every name in it
+resolves, and the Python samples in the docs (and the example strategy they point to) import
+only those names, from ``router_stream`` itself, so a user copying them never depends on an
+internal module.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
+import importlib
+import re
 from pathlib import Path
 
 import router_stream
 
 ROOT = Path(router_stream.__file__).resolve().parent
+REPO = ROOT.parent
 
 #: Private names crossing modules outside ``router_stream/learning/`` when the rule came in
 #: (issue 18, "a tree that reads like aiokafka and httpx", will give each one home or a public
@@ -118,10 +127,10 @@ def test_the_checker_sees_each_kind_of_violation():
     source = (
         "from .features import _x\n"
         "from .features._tfidf import TfidfFeaturizer\n"
-        "from . import metrics\n"
+        "from . import evaluation\n"
         "import router_stream.learning.data as data\n"
         "import numpy as np\n"
-        "metrics._y\n"
+        "evaluation._y\n"
         "data._z\n"
         "np.linalg._not_ours\n"
         "from .features import check_featurizer\n"
@@ -133,7 +142,7 @@ def test_the_checker_sees_each_kind_of_violation():
         [
             "from router_stream.learning.features import _x",
             "from router_stream.learning.features._tfidf import ... (a private module of router_stream.learning.features)",
-            "metrics._y",
+            "evaluation._y",
             "data._z",
         ]
     )
@@ -167,3 +176,93 @@ def test_no_new_private_name_crosses_a_module_anywhere():
     stale = {m: sorted(v - found.get(m, set())) for m, v in KNOWN_VIOLATIONS.items()}
     stale = {m: v for m, v in stale.items() if v}
     assert stale == {}, f"fixed, so remove from KNOWN_VIOLATIONS in tests/unit/test_layout.py: {stale}"
+
+
+# ---------------------------------------------------------------- the public surface
+def test_every_public_name_resolves() -> None:
+    names = router_stream.__all__
+    assert len(names) == len(set(names)), "a name listed twice in router_stream.__all__"
+    assert {"Request", "Response", "Audit", "DeadLetter", "Strategy", "Decision", "RoutingContext"} <= set(
+        names
+    )
+    assert {"RouterStreamError", "ConfigError", "ModelError", "load_config", "parse_config"} <= set(names)
+    for name in names:
+        value = getattr(router_stream, name)  # AttributeError names the one that does not resolve
+        owner = getattr(value, "__module__", None) or "router_stream"  # constants have none
+        assert owner.split(".")[0] == "router_stream", f"{name} comes from {owner}"
+        assert name in dir(router_stream)
+    assert not hasattr(router_stream, "NoSuchName")
+
+
+def public_import_problems(source: str) -> list[str]:
+    """Imports of router-stream in ``source`` that are not ``from router_stream import <public>``."""
+    public = set(router_stream.__all__)
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            problems.append(f"line {node.lineno}: a relative import")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "router_stream":
+            if node.module != "router_stream":
+                problems.append(f"line {node.lineno}: from {node.module} import ... (an internal module)")
+            problems += [
+                f"line {node.lineno}: {a.name} is not public" for a in node.names if a.name not in public
+            ]
+        elif isinstance(node, ast.Import):
+            problems += [
+                f"line {node.lineno}: import {a.name} (an internal module)"
+                for a in node.names
+                if a.name.split(".")[0] == "router_stream" and a.name != "router_stream"
+            ]
+    return problems
+
+
+def _python_samples() -> dict[str, str]:
+    """``{"docs/x.md:LINE": code}`` for every python code block in the README and docs/."""
+    samples = {}
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        for m in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M):
+            samples[f"{path.relative_to(REPO)}:{text[: m.start()].count(chr(10)) + 1}"] = m.group(1)
+    return samples
+
+
+def test_the_public_import_check_can_fail() -> None:
+    assert public_import_problems("from router_stream import Decision, Request\n") == []
+    assert len(public_import_problems("from router_stream.routing.base import Decision\n")) == 1
+    assert len(public_import_problems("from router_stream import Processor\n")) == 1
+    assert len(public_import_problems("import router_stream.schemas\n")) == 1
+    assert len(public_import_problems("from ..schemas import Request\n")) == 1
+
+
+def test_docs_samples_import_only_public_names() -> None:
+    samples = _python_samples()
+    importing = {where for where, code in samples.items() if "router_stream" in code}
+    assert any(w.startswith("docs/strategies.md") for w in importing), "the custom-strategy sample is gone"
+    problems = {where: public_import_problems(samples[where]) for where in sorted(importing)}
+    assert {w: p for w, p in problems.items() if p} == {}
+
+
+def test_the_custom_strategy_sample_runs() -> None:
+    """The sample in docs/strategies.md is a working strategy: it decides and abstains."""
+    (code,) = [
+        c for w, c in _python_samples().items() if w.startswith("docs/strategies.md") and "decide" in c
+    ]
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/strategies.md", "exec"), namespace)
+    cls = next(v for v in namespace.values() if isinstance(v, type) and hasattr(v, "decide"))
+    strategy = cls(config={"target": "eu"})
+    assert isinstance(strategy, router_stream.Strategy)
+    ctx = router_stream.RoutingContext(key="k", candidates=("eu", "us"))
+    german = router_stream.Request(request_id="r1", prompt="Hallo", fields={"lang": "de"})
+    decision = asyncio.run(strategy.decide(german, ctx))
+    assert decision is not None and decision.candidate == "eu"
+    other = router_stream.Request(request_id="r2", prompt="hi")
+    assert asyncio.run(strategy.decide(other, ctx)) is None and ctx.take_note()
+
+
+def test_the_example_strategy_the_docs_name_imports_only_public_names() -> None:
+    text = (REPO / "docs" / "strategies.md").read_text(encoding="utf-8")
+    found = re.search(r'class: "([\w.]+):ByLength"', text)
+    assert found, "docs/strategies.md no longer names the example strategy"
+    source = Path(importlib.import_module(found.group(1)).__file__ or "").read_text(encoding="utf-8")
+    assert public_import_problems(source) == []

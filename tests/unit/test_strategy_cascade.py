@@ -11,7 +11,7 @@ import pytest
 from router_stream.config import RouterConfig, parse_config
 from router_stream.devtools.model_server import ModelServer
 from router_stream.errors import ConfigError
-from router_stream.processing.cascade import run_cascade
+from router_stream.processing.cascade_runner import run_cascade
 from router_stream.providers.resilience import Dispatcher
 from router_stream.routing.base import RoutingContext
 from router_stream.routing.cascade import (

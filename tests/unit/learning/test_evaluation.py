@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from router_stream.learning import metrics as M
+from router_stream.learning import evaluation as M
 
 # Four items. weak answers items 0 and 3, strong answers 0, 1 and 2: W = 0.5, S = 0.75.
 WEAK = [1, 0, 0, 1]
