@@ -1,7 +1,7 @@
 """The Anthropic adapter's translations, both ways, and its error mapping (pure functions).
 
 Translated requests are also checked by the loopback server's Messages API validator
-(:mod:`router_stream.devtools.messages_api`), written separately from the API reference.
+(:mod:`router_stream_dev.messages_api`), written separately from the API reference.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import json
 import httpx
 import pytest
 
-from router_stream.devtools.messages_api import validate_messages_request
 from router_stream.errors import FatalModelError, RetryableModelError
 from router_stream.providers.anthropic import anthropic_status_error, to_openai_response
 from router_stream.providers.anthropic_request import Unsupported, to_messages_request
+from router_stream_dev.messages_api import validate_messages_request
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 PDF = base64.b64encode(b"%PDF-1.4 fake").decode()

@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from router_stream.config import BatchAPIConfig, CandidateConfig, parse_config
-from router_stream.devtools.model_server import ModelServer
 from router_stream.errors import ConfigError, FatalModelError, ModelError, RetryableModelError
 from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.batch_api import BatchAPIClient, BatchResults, BatchStatus, batch_cost_usd
 from router_stream.schemas import Usage
+from router_stream_dev.model_server import ModelServer
 
 KEY = "sk-test-DO-NOT-LEAK-b47c1e"
 FAST = 0.2  # seconds until a loopback job completes

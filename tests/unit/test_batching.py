@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from router_stream.config import BatchResponseConfig, CandidateConfig, RouterConfig, parse_config
-from router_stream.devtools.model_server import ModelServer
 from router_stream.errors import ConfigError, RetryableModelError
 from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.batching import BatchingClient
@@ -18,6 +17,7 @@ from router_stream.providers.micro_batch_format import BatchParseError, parse_ba
 from router_stream.providers.openai import OpenAIChatClient
 from router_stream.providers.resilience import Dispatcher, DispatchObserver
 from router_stream.schemas import Request
+from router_stream_dev.model_server import ModelServer
 
 KEY = "sk-batching-secret-17"
 

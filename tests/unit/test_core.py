@@ -7,7 +7,6 @@ import json
 import pytest
 
 from router_stream.config import parse_config
-from router_stream.devtools.model_server import ModelServer
 from router_stream.errors import ConfigError
 from router_stream.processing.handler import Handler, Source, StateView
 from router_stream.processing.ordering import order_chains
@@ -16,6 +15,7 @@ from router_stream.routing.base import Decision, RoutingContext
 from router_stream.routing.expressions import Expression, ExpressionError, request_names
 from router_stream.routing.pipeline import Pipeline
 from router_stream.schemas import Request
+from router_stream_dev.model_server import ModelServer
 
 
 def _cfg(**over):
@@ -292,8 +292,8 @@ def test_sasl_settings_come_from_env_and_missing_env_names_the_field(monkeypatch
 
 # ---------------------------------------------------------------- readiness: candidates reachable
 async def test_tcp_reachability_of_candidate_endpoints():
-    from router_stream.devtools.harness import free_port
     from router_stream.runtime import _tcp_reachable
+    from router_stream_dev.harness import free_port
 
     async with ModelServer(name="up") as up:
         assert await _tcp_reachable(up.base_url) is True

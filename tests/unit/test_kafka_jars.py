@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from router_stream.devtools.kafka_jars import (
+from router_stream_dev.kafka_jars import (
     FetchError,
     fetch,
     is_complete,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from router_stream.devtools.messages_api import to_messages_answer, validate_messages_request
+from router_stream_dev.messages_api import to_messages_answer, validate_messages_request
 
 OK = {"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 TOOL = {"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}

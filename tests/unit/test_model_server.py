@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router_stream.devtools.model_server import FaultConfig, ModelServer
+from router_stream_dev.model_server import FaultConfig, ModelServer
 
 CHAT = {
     "model": "whatever",
@@ -225,7 +225,7 @@ def test_runs_as_a_subprocess(tmp_path: Path):
         [
             sys.executable,
             "-m",
-            "router_stream.devtools.model_server",
+            "router_stream_dev.model_server",
             "--name",
             "cheap",
             "--port",

@@ -10,10 +10,10 @@ import time
 import pytest
 
 from router_stream.config import CandidateConfig
-from router_stream.devtools.model_server import ModelServer
 from router_stream.errors import FatalModelError, ModelError, RetryableModelError
 from router_stream.providers.base import ChatCall, Completion, ModelClient, estimate_prompt_tokens
 from router_stream.providers.openai import OpenAIChatClient, parse_retry_after
+from router_stream_dev.model_server import ModelServer
 
 KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
 MESSAGES = [{"role": "user", "content": "Summarise the plot of Hamlet in one line"}]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from router_stream.devtools import real_llm
-from router_stream.devtools.demo_real import real_summary, real_traffic
+from router_stream_dev import real_llm
+from router_stream_dev.demo_real import real_summary, real_traffic
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from router_stream.config import BreakerConfig, RateLimitConfig, RouterConfig
-from router_stream.devtools.model_server import ModelServer
 from router_stream.errors import RoutingMiss
 from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.breaker import CircuitBreaker
 from router_stream.providers.ratelimit import RateLimiter
 from router_stream.providers.resilience import CallResult, Dispatcher, DispatchObserver
 from router_stream.schemas import Request, Usage
+from router_stream_dev.model_server import ModelServer
 
 KEY = "sk-resilience-secret-42"
 

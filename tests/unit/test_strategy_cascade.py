@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from router_stream.config import RouterConfig, parse_config
-from router_stream.devtools.model_server import ModelServer
 from router_stream.errors import ConfigError
 from router_stream.processing.cascade import run_cascade
 from router_stream.providers.resilience import Dispatcher
@@ -24,6 +23,7 @@ from router_stream.routing.cascade import (
 )
 from router_stream.runtime import build_pipeline
 from router_stream.schemas import Request
+from router_stream_dev.model_server import ModelServer
 
 KEY = "sk-cascade-secret-7"
 PRICES = {"cheap": (1.0, 2.0), "strong": (10.0, 20.0), "judge": (0.5, 0.5)}

@@ -17,7 +17,7 @@ from router_stream.schemas import Request
 
 CANDIDATES = {name: {"base_url": "http://127.0.0.1:9/v1", "model": name} for name in ("cheap", "smart")}
 NAMES = tuple(CANDIDATES)
-EXAMPLE = "router_stream.devtools.example_strategy:ByLength"
+EXAMPLE = "router_stream_dev.example_strategy:ByLength"
 RULES = {"type": "rules", "rules": [{"when": "false", "then": "cheap"}]}
 
 
@@ -65,7 +65,7 @@ async def test_plain_constructor_gets_config_as_keywords_and_config_name_wins():
         {
             "type": "custom",
             "name": "plain",
-            "class": "router_stream.devtools.example_strategy:ByLengthPlain",
+            "class": "router_stream_dev.example_strategy:ByLengthPlain",
             "config": {"threshold": 3},
         }
     )
@@ -84,8 +84,8 @@ def test_bad_module_is_a_config_error_naming_class_and_field():
 
 
 def test_bad_attribute_is_a_config_error():
-    msg = config_error({"type": "custom", "class": "router_stream.devtools.example_strategy:Nope"})
-    assert msg.startswith("strategies[2].class: cannot import 'router_stream.devtools.example_strategy:Nope'")
+    msg = config_error({"type": "custom", "class": "router_stream_dev.example_strategy:Nope"})
+    assert msg.startswith("strategies[2].class: cannot import 'router_stream_dev.example_strategy:Nope'")
     assert "has no attribute 'Nope'" in msg
 
 

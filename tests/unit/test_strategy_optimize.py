@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from router_stream.config import parse_config
-from router_stream.devtools.model_server import ModelServer
 from router_stream.errors import ConfigError
 from router_stream.providers.resilience import Dispatcher
 from router_stream.providers.stats import CandidateSnapshot, CandidateStats, StatsView
@@ -17,6 +16,7 @@ from router_stream.routing.base import RoutingContext
 from router_stream.routing.optimize import OptimizeConfig, OptimizeStrategy
 from router_stream.runtime import build_pipeline
 from router_stream.schemas import Request
+from router_stream_dev.model_server import ModelServer
 
 PRICES = {  # (input, output) USD per 1k tokens
     "small": (0.1, 0.4),

@@ -7,7 +7,7 @@ picks, in order:
 1. ``$KAFKA_BOOTSTRAP_SERVERS`` when set (nothing is started or stopped);
 2. testcontainers' ``KafkaContainer`` when a Docker engine answers (Confluent
    image of the same Kafka line; ``$KAFKA_IMAGE`` overrides the image);
-3. :class:`~router_stream.devtools.local_kafka.LocalKafka`, a broker process
+3. :class:`~router_stream_dev.local_kafka.LocalKafka`, a broker process
    from Maven Central jars (no Docker needed).
 
 ``$KAFKA_VERSION`` (default 3.9.1) picks the version;
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from router_stream.devtools.local_kafka import DEFAULT_VERSION, LocalKafka
+from router_stream_dev.local_kafka import DEFAULT_VERSION, LocalKafka
 
 # Confluent Platform line that ships each Kafka line (the container image that
 # testcontainers' KafkaContainer knows how to boot).

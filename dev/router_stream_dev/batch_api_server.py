@@ -1,6 +1,6 @@
 """The Batch API half of the loopback model server: OpenAI-style ``/v1/files`` + ``/v1/batches``.
 
-:class:`BatchAPIEmulator` is attached to every :class:`~router_stream.devtools.model_server.ModelServer`
+:class:`BatchAPIEmulator` is attached to every :class:`~router_stream_dev.model_server.ModelServer`
 as ``server.batch_api`` and serves, on the same port:
 
 =========================================  ====================================================

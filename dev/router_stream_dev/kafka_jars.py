@@ -3,7 +3,7 @@
 Why: ``make demo`` and ``make test`` must need nothing but Python; the broker is the
 ``kafka_2.13`` artifact and its dependencies from Maven Central, and resolving a Maven dependency
 tree needs Maven.  So the tree is resolved once, by a maintainer, into a committed lock file per
-Kafka version (``router_stream/data/kafka-<version>.lock``, made by ``deploy/local-kafka/lock.py``)
+Kafka version (``dev/router_stream_dev/data/kafka-<version>.lock``, made by ``deploy/local-kafka/lock.py``)
 and this module only downloads what the lock lists, checking each file's size and sha256.
 
 Layout and guarantees (the same as the former ``fetch.sh``, so caches carry over)::
@@ -16,7 +16,7 @@ Layout and guarantees (the same as the former ``fetch.sh``, so caches carry over
 Files are downloaded into a temporary directory beside the target and moved into place only when
 every one is verified, so a reader never sees a partial classpath.
 
-Shell use: ``python -m router_stream.devtools.kafka_jars [VERSION]`` prints the libs directory.
+Shell use: ``python -m router_stream_dev.kafka_jars [VERSION]`` prints the libs directory.
 ``$ROUTER_STREAM_MAVEN_URL`` points at a Maven Central mirror (a company proxy).
 """
 
@@ -43,7 +43,7 @@ from pathlib import Path
 
 DEFAULT_VERSION = "3.9.1"
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
-LOCK_DIR = Path(__file__).resolve().parents[1] / "data"
+LOCK_DIR = Path(__file__).resolve().parent / "data"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _WORKERS = 8
 _CHUNK = 1 << 16
@@ -274,7 +274,7 @@ def _stream(url: str, auth: str | None, dest: Path, expected: int, timeout: floa
 
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m router_stream.devtools.kafka_jars",
+        prog="python -m router_stream_dev.kafka_jars",
         description="Download a Kafka broker classpath (verified against its lock file).",
     )
     parser.add_argument(

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..budgets.entry import MICRO, split_spend_key
+from router_stream.budgets.entry import MICRO, split_spend_key
 
 
 def budget_config(limit_usd: float) -> list[dict[str, Any]]:

@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from ..secret_values import is_credential_name
+from router_stream.secret_values import is_credential_name
+
 from .loopback_http import drop_connection
 from .messages_api import ERROR_TYPES, to_chat_request, to_messages_answer, validate_messages_request
 

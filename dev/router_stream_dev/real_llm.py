@@ -14,9 +14,9 @@ is absent, so CI never spends the 10 minutes.
 
 Shell use::
 
-    python -m router_stream.devtools.real_llm build   # idempotent; prints where the model is
-    python -m router_stream.devtools.real_llm serve   # serve until Ctrl-C (prints the base URL)
-    python -m router_stream.devtools.real_llm demo    # what `make demo-real` runs
+    python -m router_stream_dev.real_llm build   # idempotent; prints where the model is
+    python -m router_stream_dev.real_llm serve   # serve until Ctrl-C (prints the base URL)
+    python -m router_stream_dev.real_llm demo    # what `make demo-real` runs
 
 Python use::
 
@@ -300,7 +300,7 @@ class LlamaServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m router_stream.devtools.real_llm",
+        prog="python -m router_stream_dev.real_llm",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -5,7 +5,7 @@ For development and tests: the real client talks to it over real HTTP on 127.0.0
 message>"`` (or the fixed text of the ``answer`` setting) and rough usage (chars / 4), and can
 misbehave on purpose. Tool calls (a request with ``tools`` is answered with a call of the first
 tool; one ending in a ``tool`` message with text quoting the result), content parts and ``n``
-choices are answered as described in :mod:`router_stream.devtools.chat_replies`; the last bodies
+choices are answered as described in :mod:`router_stream_dev.chat_replies`; the last bodies
 received are kept for tests (:meth:`ModelServer.received_bodies`).
 
 Fault modes (each with a probability per call; one mode is drawn per call):
@@ -46,16 +46,16 @@ records whether an ``Authorization`` header came (never its value); with ``api_k
 answers 401 unless the bearer key matches.
 
 The OpenAI-style Batch API (``/v1/files`` + ``/v1/batches``, with a fast clock: a job completes
-after ``batch_complete_s``) lives in :mod:`router_stream.devtools.batch_api_server`, attached as
+after ``batch_complete_s``) lives in :mod:`router_stream_dev.batch_api_server`, attached as
 ``server.batch_api``; its counters are ``stats()["batch_api"]``. Azure OpenAI, Anthropic's
 Messages API and a header-recording gateway are served in front of the chat endpoint by
-:mod:`router_stream.devtools.dialects` (``server.dialects``).
+:mod:`router_stream_dev.dialects` (``server.dialects``).
 
 Run it in-process (``async with ModelServer(name="cheap") as srv: srv.base_url``), in a
 background thread for sync code (``url = srv.start_in_thread()`` … ``srv.stop()``), or as a
 process::
 
-    python -m router_stream.devtools.model_server --name cheap --port 0 --latency-ms 5 \\
+    python -m router_stream_dev.model_server --name cheap --port 0 --latency-ms 5 \\
         --port-file /tmp/cheap.port
 
 This module is the chat-completions emulation and the command line; the rest lives by role:
@@ -122,9 +122,7 @@ class ModelServer(LoopbackServer):
             self.script(*script)
         self._lock = threading.Lock()
         self.batch_api = BatchAPIEmulator(self, complete_s=batch_complete_s)  # /v1/files, /v1/batches
-        self.dialects = DialectEmulator(
-            self, api_key=api_key
-        )  # Azure, Anthropic, gateway (devtools/dialects.py)
+        self.dialects = DialectEmulator(self, api_key=api_key)  # Azure, Anthropic, gateway (dialects.py)
         self.reset_stats()
 
     def __repr__(self) -> str:
@@ -301,7 +299,7 @@ def _parse_fault(text: str) -> tuple[str, float]:
 
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m router_stream.devtools.model_server",
+        prog="python -m router_stream_dev.model_server",
         description="Loopback OpenAI-compatible model server with faults.",
     )
     p.add_argument("--name", default="model", help="names itself in every answer")

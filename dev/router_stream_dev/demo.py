@@ -202,8 +202,8 @@ def run_scenario(scenario: Scenario, bootstrap: str | None = None) -> int:
             strategies=scenario.strategies,
         )
         cfg_path = write_config(work / "routing.yaml", config)
-        from ..config import load_config
-        from ..topics import apply_topics, load_spec
+        from router_stream.config import load_config
+        from router_stream.topics import apply_topics, load_spec
 
         router_config = load_config(cfg_path)
         for line in asyncio.run(apply_topics(router_config, load_spec(None, router_config, partitions=4))):

