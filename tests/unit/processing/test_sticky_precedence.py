@@ -21,7 +21,7 @@ from router_stream.runtime import build_pipeline
 from router_stream.schemas import CachedDecision, Request
 from router_stream.state.store import key_state_key
 
-from .fakes import InstantDispatcher
+from ..fakes import InstantDispatcher
 
 T0 = 1_800_000_000_000
 LOCAL = "http://127.0.0.1:9/v1"  # never called: no test here reaches a model or an endpoint

@@ -30,7 +30,7 @@ from router_stream.processing.intake import (
 )
 from router_stream.schemas import SCHEMA_VERSION, DeadLetter, Request, Response
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "dead-letters.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "dead-letters.md"
 PROPS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

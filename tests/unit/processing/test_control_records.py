@@ -30,7 +30,7 @@ from router_stream.schemas import now_ms
 from router_stream.state import keystate
 from router_stream.state.store import key_state_key
 
-from .fakes import InstantDispatcher
+from ..fakes import InstantDispatcher
 
 SECRET = "s3cret-" + "x" * 20
 BODY = control_body("evict", "user-0", None, "control-1")
@@ -285,6 +285,6 @@ def test_now_ms_is_used_for_received(monkeypatch):
 def test_control_reasons_have_rows_in_the_dead_letter_docs():
     from pathlib import Path
 
-    table = (Path(__file__).resolve().parents[2] / "docs" / "dead-letters.md").read_text()
+    table = (Path(__file__).resolve().parents[3] / "docs" / "dead-letters.md").read_text()
     for reason in ("unauthorised_control", "control_disabled", "invalid_control"):
         assert f"| `{reason}` |" in table, reason
