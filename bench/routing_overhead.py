@@ -25,7 +25,9 @@ from typing import Any
 
 import yaml
 
-from .common import LONG, RULES_STRATEGY, Ctx, Headline, Result, Table, traffic
+from router_stream_dev.demo import LONG
+
+from .common import RULES_STRATEGY, Ctx, Headline, Result, Table, traffic
 
 NAME = "routing"
 TITLE = "per-request cost of each routing strategy vs the per-record Kafka cost"
