@@ -16,8 +16,6 @@ from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.common import Ctx, Result, delete_topics, fmt_load, loadavg
 
 # name -> module, in run order (routing reads kafka-limit's per-record cost)
@@ -135,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 ctx.bootstrap, ctx.external_broker = given, True
                 print(f"broker: {given} (KAFKA_BOOTSTRAP_SERVERS)")
             else:
-                from router_stream.devtools.local_kafka import LocalKafka
+                from router_stream_dev.local_kafka import LocalKafka
 
                 kafka = LocalKafka(workdir=workdir / "kafka")
                 t0 = time.monotonic()

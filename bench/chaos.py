@@ -1,12 +1,12 @@
 """``make chaos``: kill -9 workers and restart the broker under a stream, then prove exactly once.
 
-    .venv/bin/python bench/chaos.py --records 100000 --workers 3 --partitions 12 \\
+    .venv/bin/python -m bench.chaos --records 100000 --workers 3 --partitions 12 \\
         --kills 20 --broker-restarts 2 --rate 400
 
 Starts its own local Kafka (from the jars deploy/local-kafka fetches) so it can restart it;
 with ``KAFKA_BOOTSTRAP_SERVERS`` set it uses that broker instead and skips the broker restarts.
 Prints lost / duplicated / changed counts and exits 1 when any is non-zero.
-See router_stream/devtools/chaos.py for what is done and checked.
+See dev/router_stream_dev/chaos.py for what is done and checked.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from router_stream.devtools.chaos import run_chaos
-from router_stream.devtools.local_kafka import LocalKafka
+from router_stream_dev.chaos import run_chaos
+from router_stream_dev.local_kafka import LocalKafka
 
 
 def main(argv: list[str] | None = None) -> int:

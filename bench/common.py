@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router_stream.devtools.harness import WorkerProcess, create_topics, free_port, make_config, write_config
+from router_stream_dev.harness import WorkerProcess, create_topics, free_port, make_config, write_config
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -33,7 +33,7 @@ RULES_STRATEGY: dict[str, Any] = {
     ],
 }
 
-from router_stream.devtools.demo import request_body  # noqa: E402 - the demo's traffic mix
+from router_stream_dev.demo import request_body  # noqa: E402 - the demo's traffic mix
 
 
 # ---------------------------------------------------------------------------------- context
@@ -205,7 +205,7 @@ class CpuWatch:
 
 
 class ModelServerProc:
-    """``python -m router_stream.devtools.model_server`` in its own process (its own core share,
+    """``python -m router_stream_dev.model_server`` in its own process (its own core share,
     its own GIL), controlled over its admin HTTP API."""
 
     def __init__(self, workdir: Path, name: str = "model", latency_ms: float = 0.0) -> None:
@@ -222,7 +222,7 @@ class ModelServerProc:
             [
                 sys.executable,
                 "-m",
-                "router_stream.devtools.model_server",
+                "router_stream_dev.model_server",
                 "--name",
                 self.name,
                 "--port",

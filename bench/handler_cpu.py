@@ -16,13 +16,13 @@ import time
 from typing import Any
 
 from router_stream.config import RouterConfig
-from router_stream.devtools.demo import request_body
 from router_stream.metrics import MetricsObserver
 from router_stream.processing.handler import Handler, Source, StateView
 from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.resilience import Dispatcher
 from router_stream.runtime import build_pipeline
 from router_stream.schemas import Usage
+from router_stream_dev.demo import request_body
 
 
 class InstantClient:

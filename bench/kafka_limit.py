@@ -33,7 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from router_stream.devtools.harness import read_topic
+from router_stream_dev.harness import read_topic
 
 from .common import (
     RULES_STRATEGY,

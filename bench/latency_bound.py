@@ -22,7 +22,7 @@ import random
 from collections import defaultdict
 from typing import Any
 
-from router_stream.devtools.harness import read_topic
+from router_stream_dev.harness import read_topic
 
 from .common import (
     Ctx,

@@ -45,7 +45,7 @@ import json
 from collections import Counter, defaultdict
 from typing import Any
 
-from router_stream.devtools.harness import read_topic
+from router_stream_dev.harness import read_topic
 
 from .common import (
     Ctx,

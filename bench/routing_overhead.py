@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from router_stream.devtools.demo import LONG
+from router_stream_dev.demo import LONG
 
 from .common import RULES_STRATEGY, Ctx, Headline, Result, Table, traffic
 

@@ -24,6 +24,8 @@ from .cli_common import add_config_option, resolve_config
 from .errors import ConfigError, KafkaUnavailable, RouterStreamError, SetupError
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from .config import RouterConfig
 
 EXIT_CODES = """\
@@ -196,15 +198,38 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .devtools.demo import run_demo
+def _dev_module(name: str, command: str) -> ModuleType | None:
+    """``router_stream_dev.<name>``, or None after saying how to get it.
 
-    return run_demo(requests=args.requests, bootstrap=args.bootstrap)
+    Why: the demo and the loopback model server are development tooling; they live in the
+    repository's dev package (``dev/``), which the shipped wheel leaves out."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"router_stream_dev.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != "router_stream_dev":
+            raise  # the dev package is there but broken: its own error says more
+    print(
+        f"error: `router-stream {command}` is development tooling from the repository's dev package "
+        "(router_stream_dev), which the installed router-stream does not include. From a clone of "
+        "the repository run `make demo`, or install it: pip install -e ./dev",
+        file=sys.stderr,
+    )
+    return None
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    demo = _dev_module("demo", "demo")
+    if demo is None:
+        return 2
+    return demo.run_demo(requests=args.requests, bootstrap=args.bootstrap)
 
 
 def _cmd_model_server(args: argparse.Namespace) -> int:
-    from .devtools import model_server
-
+    model_server = _dev_module("model_server", "model-server")
+    if model_server is None:
+        return 2
     argv = [
         "--name",
         args.name,
@@ -311,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_console(sub)
 
-    demo = sub.add_parser("demo", help="run the embedded demo and print a summary")
+    demo = sub.add_parser(
+        "demo", help="run the embedded demo and print a summary (needs the repository's dev package)"
+    )
     demo.add_argument(
         "--requests",
         type=int,
@@ -328,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     ms = sub.add_parser(
-        "model-server", help="run a loopback dev/test model endpoint (OpenAI chat completions)"
+        "model-server",
+        help="run a loopback dev/test model endpoint (OpenAI chat completions; needs the dev package)",
     )
     ms.add_argument(
         "--name",

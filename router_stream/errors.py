@@ -19,13 +19,11 @@ catch the level they care about (``except ConfigError``, ``except ModelError``..
     │   │   └── BatchParseError        a micro-batched answer without usable structure
     │   └── FatalModelError        other 4xx: retrying cannot help
     │       └── Unsupported            a request the candidate's API cannot take (names the field)
-    ├── FatalProcessorError    the worker cannot continue safely and stops (to be restarted)
-    │
-    │   dev tooling (router_stream.devtools; never raised by a worker)
-    ├── JavaNotFoundError      no Java 17+ for the local broker; says what to install
-    ├── FetchError             the Kafka jars could not be fetched or did not verify
-    ├── LocalKafkaError        the local broker could not be fetched, formatted, started or stopped
-    └── RealLLMError           the real model of ``make demo-real`` could not be built or served
+    └── FatalProcessorError    the worker cannot continue safely and stops (to be restarted)
+
+The dev package of the repository (``router_stream_dev``: local broker, emulators; not in the
+wheel) derives its errors from :class:`RouterStreamError` too: ``JavaNotFoundError``,
+``FetchError``, ``LocalKafkaError``, ``RealLLMError``.
 
 Classes defined elsewhere (``TopicMissing`` in :mod:`router_stream.state.changelog`, ...) live
 beside the code that raises them and derive from a class here; :mod:`router_stream` exports the

@@ -1,6 +1,6 @@
 """Shared fixtures: a real Kafka broker for the session, loopback model servers, a scratch prefix.
 
-The broker comes from :func:`router_stream.devtools.broker.provide_broker`:
+The broker comes from :func:`router_stream_dev.broker.provide_broker`:
 ``KAFKA_BOOTSTRAP_SERVERS`` if set, else testcontainers when a Docker engine answers, else a
 local Apache Kafka started from Maven Central jars. Never a mock.
 """
@@ -15,7 +15,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    from router_stream.devtools.broker import provide_broker
+    from router_stream_dev.broker import provide_broker
 
     with provide_broker() as bootstrap:
         yield bootstrap
@@ -30,7 +30,7 @@ def prefix() -> str:
 @pytest.fixture
 def model_servers() -> Iterator[dict[str, object]]:
     """Two loopback model endpoints speaking OpenAI chat completions: fast 'cheap', slower 'strong'."""
-    from router_stream.devtools.model_server import ModelServer
+    from router_stream_dev.model_server import ModelServer
 
     servers = {
         "cheap": ModelServer(name="cheap", latency_ms=2),
@@ -47,6 +47,6 @@ def model_servers() -> Iterator[dict[str, object]]:
 def _no_leftover_workers() -> Iterator[None]:
     """Whatever a test does, no worker process it started outlives it."""
     yield
-    from router_stream.devtools.harness import kill_all_started
+    from router_stream_dev.harness import kill_all_started
 
     kill_all_started()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the Kafka broker lock files from pom.xml (a maintainer tool; needs mvn).
 
-Why: users fetch the broker classpath with plain Python (router_stream/devtools/kafka_jars.py)
+Why: users fetch the broker classpath with plain Python (dev/router_stream_dev/kafka_jars.py)
 from a committed list of artifacts and their sha256, so they need no Maven. That list must be
 exactly what Maven resolves from pom.xml (kafka_2.13 plus the logging binding of its profile), so
 it is made by Maven: ``mvn dependency:list`` into a fresh, throw-away local repository with strict
@@ -11,7 +11,7 @@ Usage (from anywhere)::
 
     python deploy/local-kafka/lock.py 3.9.1 4.1.1
 
-writes ``router_stream/data/kafka-<version>.lock`` for each version. Commit the result; adding a
+writes ``dev/router_stream_dev/data/kafka-<version>.lock`` for each version. Commit the result; adding a
 Kafka version is this command plus a line in the README's tested versions.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-LOCK_DIR = ROOT / "router_stream" / "data"
+LOCK_DIR = ROOT / "dev" / "router_stream_dev" / "data"
 
 
 def profile_for(version: str) -> str:

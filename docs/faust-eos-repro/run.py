@@ -2,7 +2,7 @@
 
     .venv/bin/python docs/faust-eos-repro/run.py [--subscribe-outputs]
 
-Starts its own local Kafka (router_stream.devtools.local_kafka) unless KAFKA_BOOTSTRAP_SERVERS
+Starts its own local Kafka (router_stream_dev.local_kafka) unless KAFKA_BOOTSTRAP_SERVERS
 is set. Prints total / distinct / missing / duplicated for `resp` and `audit` in the
 read_committed view and the sum of the table changelog (want 3,000).
 """
@@ -19,8 +19,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from router_stream.devtools.harness import create_topics, produce, read_topic
-from router_stream.devtools.local_kafka import LocalKafka
+from router_stream_dev.harness import create_topics, produce, read_topic
+from router_stream_dev.local_kafka import LocalKafka
 
 HERE = Path(__file__).parent
 N, KEYS = 3000, 100

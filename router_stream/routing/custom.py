@@ -4,7 +4,7 @@ Example::
 
     - type: custom
       name: by-length
-      class: "router_stream.devtools.example_strategy:ByLength"   # "package.module:ClassName"
+      class: "router_stream_dev.example_strategy:ByLength"   # "package.module:ClassName"
       config: {threshold: 200, short: cheap, long: smart}           # given to your class, as is
       candidates: [cheap, smart]   # optional: names your class may pick, checked at config load
 
@@ -61,7 +61,7 @@ instance has an ``async def aclose(self)``, the worker awaits it at shutdown (cl
 clients there). ``decide`` runs on the worker's event loop: never block in it (no synchronous
 I/O; use an async client, or ``asyncio.to_thread`` for CPU-heavy work).
 
-``router_stream/devtools/example_strategy.py`` is a complete example.
+``dev/router_stream_dev/example_strategy.py`` is a complete example.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from router_stream.devtools.harness import WorkerProcess, create_topics, make_config, read_topic, write_config
+from router_stream_dev.harness import WorkerProcess, create_topics, make_config, read_topic, write_config
 
 ROLES = ("requests", "responses", "audit", "dead_letter", "changelog")
 
@@ -29,7 +29,7 @@ def start_worker(
     cfg_path = write_config(
         tmp / f"{name}.yaml", {**config, "worker": {**config["worker"], "worker_id": name}}
     )
-    from router_stream.devtools.harness import free_port
+    from router_stream_dev.harness import free_port
 
     w = WorkerProcess(cfg_path, tmp / f"{name}.log", free_port(), env=env or {}).start()
     if ready:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from router_stream.devtools.harness import produce
+from router_stream_dev.harness import produce
 
 from .helpers import make_config, read, setup_topics, start_worker
 

@@ -12,7 +12,7 @@ loads (broker restart) is re-read from offset 0, because aiokafka's ``committed(
 None for a top-level NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS answer.
 
 ``make chaos`` is the big one (``bench/chaos.py``: 100,000 records, 20 kills, 2 broker
-restarts); both use :func:`router_stream.devtools.chaos.run_chaos`.
+restarts); both use :func:`router_stream_dev.chaos.run_chaos`.
 
 The broker restart needs a broker this test owns, so it starts its own :class:`LocalKafka`
 instead of the session broker. With ``KAFKA_BOOTSTRAP_SERVERS`` set it runs against that broker
@@ -25,8 +25,8 @@ import os
 
 import pytest
 
-from router_stream.devtools.chaos import run_chaos
-from router_stream.devtools.local_kafka import LocalKafka
+from router_stream_dev.chaos import run_chaos
+from router_stream_dev.local_kafka import LocalKafka
 
 pytestmark = pytest.mark.kafka
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from router_stream.devtools.harness import produce
+from router_stream_dev.harness import produce
 
 from .helpers import assert_exactly_once, ids_of, make_config, read, setup_topics, start_worker
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from router_stream.devtools.harness import produce, write_config
+from router_stream_dev.harness import produce, write_config
 
 from .helpers import make_config, setup_topics, start_worker
 
@@ -278,8 +278,8 @@ def sasl_bootstrap():
     """A local broker whose second listener takes SASL/PLAIN, user ``alice`` / ``alice-secret``."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         pytest.skip("needs a broker it can configure (SASL listener); an external one was given")
-    from router_stream.devtools.harness import free_port
-    from router_stream.devtools.local_kafka import LocalKafka
+    from router_stream_dev.harness import free_port
+    from router_stream_dev.local_kafka import LocalKafka
 
     plain, sasl, controller = free_port(), free_port(), free_port()
     kafka = LocalKafka(

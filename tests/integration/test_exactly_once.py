@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from router_stream.devtools.harness import produce, request_value
+from router_stream_dev.harness import produce, request_value
 
 from .helpers import (
     assert_exactly_once,

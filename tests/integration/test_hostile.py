@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from router_stream.devtools.model_server import ModelServer
 from router_stream.schemas import SCHEMA_VERSION
+from router_stream_dev.model_server import ModelServer
 
 from .helpers import make_config, read, setup_topics, start_worker
 

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from router_stream.devtools.broker import provide_broker
+from router_stream_dev.broker import provide_broker
 
 pytestmark = pytest.mark.kafka
 

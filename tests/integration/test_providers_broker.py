@@ -13,10 +13,10 @@ import os
 
 import pytest
 
-from router_stream.devtools.dialects import fingerprint
-from router_stream.devtools.harness import produce, request_value
-from router_stream.devtools.model_server import ModelServer
 from router_stream.schemas import SCHEMA_VERSION
+from router_stream_dev.dialects import fingerprint
+from router_stream_dev.harness import produce, request_value
+from router_stream_dev.model_server import ModelServer
 
 from .helpers import assert_exactly_once, ids_of, make_config, read, setup_topics, start_worker
 

@@ -43,7 +43,7 @@ def local_kafka(
     command: str, workdir: Path, env: dict[str, str], *extra: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "router_stream.devtools.local_kafka", command, "--workdir", str(workdir), *extra],
+        [sys.executable, "-m", "router_stream_dev.local_kafka", command, "--workdir", str(workdir), *extra],
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from router_stream.devtools.harness import free_port
+from router_stream_dev.harness import free_port
 
 pytestmark = pytest.mark.kafka
 

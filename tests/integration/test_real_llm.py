@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from router_stream.devtools.harness import produce
-from router_stream.devtools.real_llm import BUILD_HINT, MODEL_ALIAS, LlamaServer, built_model
+from router_stream_dev.harness import produce
+from router_stream_dev.real_llm import BUILD_HINT, MODEL_ALIAS, LlamaServer, built_model
 
 from .helpers import assert_exactly_once, ids_of, make_config, read, setup_topics, start_worker
 

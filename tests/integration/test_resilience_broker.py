@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from router_stream.devtools.harness import produce, request_value
-from router_stream.devtools.model_server import ModelServer
+from router_stream_dev.harness import produce, request_value
+from router_stream_dev.model_server import ModelServer
 
 from .helpers import assert_exactly_once, ids_of, make_config, read, setup_topics, start_worker
 

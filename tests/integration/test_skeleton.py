@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from router_stream.devtools.harness import produce, request_value
+from router_stream_dev.harness import produce, request_value
 
 from .helpers import assert_exactly_once, ids_of, make_config, read, setup_topics, start_worker
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from router_stream.devtools.harness import produce, write_config
 from router_stream.processing.control import CONTROL_HEADER, control_body
+from router_stream_dev.harness import produce, write_config
 
 from .helpers import make_config, read, setup_topics, start_worker
 

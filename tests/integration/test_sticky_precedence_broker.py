@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from router_stream.devtools.harness import produce
+from router_stream_dev.harness import produce
 
 from .helpers import make_config, read, setup_topics, start_worker
 

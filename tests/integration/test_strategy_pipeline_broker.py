@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from router_stream.devtools.harness import produce, request_value
-from router_stream.devtools.model_server import ModelServer
 from router_stream.routing.strategy_config import BuildContext
+from router_stream_dev.harness import produce, request_value
+from router_stream_dev.model_server import ModelServer
 
 from .helpers import assert_exactly_once, ids_of, make_config, read, setup_topics, start_worker
 

@@ -9,8 +9,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from router_stream.config import parse_config
-from router_stream.devtools.harness import make_config
 from router_stream.topics import apply_topics, load_spec
+from router_stream_dev.harness import make_config
 
 pytestmark = pytest.mark.kafka
 
@@ -110,7 +110,7 @@ def test_the_cli_prints_the_plan_and_says_the_built_in_spec_is_for_a_laptop(
     kafka_bootstrap, prefix, tmp_path, capsys
 ):
     from router_stream.cli import main
-    from router_stream.devtools.harness import write_config
+    from router_stream_dev.harness import write_config
 
     path = write_config(
         tmp_path / "c.yaml",

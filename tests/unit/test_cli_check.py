@@ -30,7 +30,7 @@ FAILING_CUSTOM = (
     + """\
   - type: custom
     name: mine
-    class: "router_stream.devtools.example_strategy:ByLength"
+    class: "router_stream_dev.example_strategy:ByLength"
     config: {threshold: -5}
 """
 )

@@ -549,7 +549,7 @@ def _command(svc: dict[str, Any]) -> list[str]:
 
 
 def test_compose_stack():
-    from router_stream.devtools import model_server
+    from router_stream_dev import model_server
 
     services = _compose()["services"]
     config = parse_config(yaml.safe_load((DOCKER / "routing.yaml").read_text()), environ={})
@@ -585,7 +585,7 @@ def test_compose_stack():
     # model servers: reachable from the workers at the URLs the config gives
     servers = {}
     for n, s in services.items():
-        if s.get("entrypoint") == ["python", "-m", "router_stream.devtools.model_server"]:
+        if s.get("entrypoint") == ["python", "-m", "router_stream_dev.model_server"]:
             servers[n] = model_server._build_parser().parse_args(_command(s))
     assert len(servers) == 2
     for cname, cand in config.candidates.items():

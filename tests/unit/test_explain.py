@@ -8,9 +8,9 @@ import pytest
 
 from router_stream.cli import main
 from router_stream.config import parse_config
-from router_stream.devtools.model_server import ModelServer
 from router_stream.explain import explain
 from router_stream.routing.base import stable_fraction
+from router_stream_dev.model_server import ModelServer
 
 CANDIDATES = {name: {"base_url": "http://127.0.0.1:9/v1", "model": name} for name in ("cheap", "smart")}
 STRATEGIES = [

@@ -28,12 +28,7 @@ import router_stream
 
 #: cycles through function-level imports that are known and accepted, as the set of their modules
 #: (a cycle inside one of these sets passes), each with why
-ACCEPTED_LATE_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"router_stream.devtools.demo_real", "router_stream.devtools.real_llm"}): (
-        "dev tooling that leaves the package (issue 18 item 6); real_llm's CLI entry imports the "
-        "demo that imports it"
-    ),
-}
+ACCEPTED_LATE_CYCLES: dict[frozenset[str], str] = {}
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 from types import SimpleNamespace
 
 from router_stream.budgets import spend_key
-from router_stream.devtools.chaos_budgets import verify_budgets
+from router_stream_dev.chaos_budgets import verify_budgets
 
 
 def rec(value: dict | None, key: bytes = b"", partition: int = 0):
