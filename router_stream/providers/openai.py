@@ -2,8 +2,7 @@
 
 One :class:`OpenAIChatClient` per candidate holds ONE shared ``httpx.AsyncClient`` whose
 transport is ``httpx_aiohttp.AiohttpTransport`` (httpx's default transport collapses under
-concurrency, see ``/work/shared/notes/http-client.md``), reading each body whole
-(:mod:`.transport`). With ``api: openai`` it POSTs
+concurrency, see ``/work/shared/notes/http-client.md``). With ``api: openai`` it POSTs
 ``{base_url}/chat/completions`` (``base_url`` includes ``/v1``) with ``Authorization: Bearer <key>``
 read from the candidate's env var on every call; ``api: azure-openai`` and ``api: anthropic`` change
 the address, headers, body and answer through their :mod:`.dialect` (:mod:`.azure`,
@@ -52,6 +51,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from ..config import CandidateConfig
 from ..errors import FatalModelError, ModelError, RetryableModelError
@@ -60,7 +60,6 @@ from .anthropic import AnthropicDialect
 from .azure import AzureOpenAIDialect
 from .base import ChatCall, Completion, estimate_prompt_tokens, estimate_tokens
 from .dialect import Dialect, OpenAIDialect, WireRequest, parse_retry_after
-from .transport import AiohttpBodyTransport
 
 __all__ = ["OpenAIChatClient", "dialect_for", "parse_retry_after", "shared_http_client", "transport_error"]
 
@@ -278,7 +277,7 @@ def shared_http_client(cfg: CandidateConfig, timeout_s: float) -> ModelHTTPClien
     """
     limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
     return ModelHTTPClient(
-        transport=AiohttpBodyTransport(verify=_ssl_context(), limits=limits),
+        transport=AiohttpTransport(verify=_ssl_context(), limits=limits),
         limits=limits,
         trust_env=False,
         timeout=httpx.Timeout(timeout_s),
