@@ -41,7 +41,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from router_stream.devtools.harness import read_topic
-from router_stream.event_loop import chosen_event_loop
 
 from .common import (
     RULES_STRATEGY,
@@ -71,16 +70,6 @@ TARGET = 2.0  # worker CPU per record ≤ 2× the floor's
 
 # used when the worker's output sizes are unknown (routing benchmark run alone)
 DEFAULT_SIZES = {"response": 330, "audit": 900}
-
-
-def run_on(loop_name: str, coro: Any) -> Any:
-    """``coro`` on the named event loop (``uvloop`` or ``asyncio``): the floor runs on the loop the
-    worker runs on (router_stream/event_loop.py), so the ratio compares work, not loops."""
-    if loop_name == "uvloop":
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
 
 
 def sizes_of(records: list[Any]) -> float:
@@ -336,7 +325,6 @@ def run(ctx: Ctx) -> Result:
     ctx.say(f"{ctx.partitions} partitions per topic; {n:,} requests over {keys:,} keys")
     records = traffic(n, keys, 1, prefix)
     in_bytes = statistics.fmean(len(v) for _, v in records)
-    loop_name = chosen_event_loop()  # the worker's, as its CLI installs it
     with ModelServerProc(ctx.workdir, "instant", latency_ms=0) as model:
         cfg = worker_config(ctx, prefix, model.base_url)
         load0 = loadavg()
@@ -366,8 +354,7 @@ def run(ctx: Ctx) -> Result:
         )
         ctx.say("floor: pass-through per partition + one raw aiohttp call per record to the same model")
         load_f0 = loadavg()
-        fl = run_on(
-            loop_name,
+        fl = asyncio.run(
             passthrough(
                 bootstrap,
                 topics["requests"],
@@ -427,7 +414,7 @@ def run(ctx: Ctx) -> Result:
     wc = w.extra["counted"]
     rows = [
         [
-            f"router-stream worker ({loop_name})",
+            "router-stream worker",
             w.rate,
             1e6 / w.rate,
             us(w.cpu.get("worker"), wc),
@@ -436,7 +423,7 @@ def run(ctx: Ctx) -> Result:
             fmt_load(load0) + " → " + fmt_load(load1),
         ],
         [
-            f"floor: pass-through per partition + raw aiohttp call ({loop_name})",
+            "floor: pass-through per partition + raw aiohttp call",
             fl["rate"],
             1e6 / fl["rate"],
             us(fl["cpu_client_s"], fl["counted"]),
@@ -552,7 +539,6 @@ def run(ctx: Ctx) -> Result:
         "pass_one_producer": pw,
         "sizes": sizes,
         "floor": fl,
-        "event_loop": loop_name,
         "floor_cpu_ratio": floor_ratio,
         "ratio_floor": r_fl,
         "ratio_pp": r_pp,

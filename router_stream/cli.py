@@ -82,9 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config.kafka, config.topics.model_dump(), f"router-stream topics apply --config {args.config}"
     )
     from .app import run_worker
-    from .event_loop import install_event_loop
 
-    install_event_loop()  # before Faust creates its loops
     run_worker(config, loglevel=args.loglevel, pipeline=pipeline)
     return 0
 
