@@ -64,7 +64,9 @@ from .common import (
 )
 
 NAME = "kafka-limit"
-TITLE = "worker vs bare aiokafka transactional pass-through (instant model)"
+TITLE = (
+    "worker CPU per record vs the floor: transactional pass-through + one raw aiohttp call (instant model)"
+)
 NEEDS_KAFKA = True
 TARGET = 2.0  # worker CPU per record ≤ 2× the floor's
 
