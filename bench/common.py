@@ -446,9 +446,11 @@ def worker_config(
     max_in_flight: int = 256,
     strategies: list[dict[str, Any]] | None = None,
     max_batch: int = 500,
+    max_connections: int | None = None,
 ) -> dict[str, Any]:
     """A worker config as a user would write it: config defaults except topics, candidates,
-    ``max_in_flight`` and ``max_batch`` (the test harness's short 6 s session timeout is dropped)."""
+    ``max_in_flight``, ``max_batch`` and, when given, each candidate's ``max_connections`` (the
+    test harness's short 6 s session timeout is dropped)."""
     cfg = make_config(
         bootstrap=ctx.need_kafka(),
         candidates={"cheap": model_url, "strong": model_url},
@@ -463,6 +465,9 @@ def worker_config(
     )
     cfg["kafka"].pop("session_timeout_ms", None)
     cfg["worker"].pop("shutdown_grace_s", None)
+    if max_connections is not None:
+        for cand in cfg["candidates"].values():
+            cand["max_connections"] = max_connections
     for key, value in _worker_overrides().items():
         cfg["worker"][key] = value
     return cfg

@@ -3,9 +3,12 @@
 A loopback model answering after L = 200 ms, a backlog over 1,000 keys, one worker with
 ``worker.max_in_flight`` = C. Little's law bounds throughput at C / L (256 / 0.2 s = 1,280/s);
 the ratio measured / bound is the share of the concurrency budget the worker actually uses
-(target ≥ 0.8). C is swept (64, 128, 256; ``BENCH_LB_C`` overrides), each with a fresh worker
-and about 20 s of backlog at its bound: at small C the figure measures the worker's scheduling
-(slots, same-key chains, commits), at large C it runs into the CPU of one Python process.
+(target ≥ 0.8). C is swept (64, 128, 256, 512; ``BENCH_LB_C`` overrides), each with a fresh
+worker and about 20 s of backlog at its bound: at small C the figure measures the worker's
+scheduling (slots, same-key chains, commits), at large C it runs into the CPU of one Python
+process. Each candidate's ``max_connections`` is set to C, as an operator raising
+``max_in_flight`` past the default pool (256 connections per candidate) must: otherwise at
+C = 512 the pool of the candidate serving most requests, not the worker, is the bound.
 Per-key order is part of the contract, so it is checked on the way: each request carries its
 key's produce sequence number (in ``request_id``, ``fields`` and the prompt, which the model
 echoes), and in the read_committed responses topic every key's sequence must rise with the
@@ -47,7 +50,7 @@ NEEDS_KAFKA = True
 TARGET = 0.8
 LATENCY_MS = 200.0
 KEYS = 1000
-CONCURRENCIES = (64, 128, 256)
+CONCURRENCIES = (64, 128, 256, 512)
 
 
 def sequenced_traffic(n: int, keys: int, seed: int, prefix: str) -> list[tuple[bytes, bytes]]:
@@ -133,7 +136,9 @@ def _one(ctx: Ctx, concurrency: int) -> dict[str, Any]:
     )
     records = sequenced_traffic(n, KEYS, 2, prefix)
     with ModelServerProc(ctx.workdir, f"slow{concurrency}", latency_ms=LATENCY_MS) as model:
-        cfg = worker_config(ctx, prefix, model.base_url, max_in_flight=concurrency)
+        cfg = worker_config(
+            ctx, prefix, model.base_url, max_in_flight=concurrency, max_connections=concurrency
+        )
         load0 = loadavg()
         w = drain_with_worker(
             ctx,
