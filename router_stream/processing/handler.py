@@ -31,10 +31,9 @@ from .cascade import run_cascade
 from .control import ControlCommand, ControlGate, apply_to_state
 from .intake import Poison, classify, context_limit
 from .request_notes import audit_notes, model_names_candidate
+from .trace import trace_headers
 
 log = logging.getLogger(__name__)
-
-TRACE_HEADERS = ("traceparent", "tracestate", "baggage", "x-request-id", "x-b3-traceid")
 
 
 class StateReader(Protocol):
@@ -121,14 +120,6 @@ def sticky_note(cached: CachedDecision, received_ms: int, verdicts: list[Verdict
         "ttl_s": cached.ttl_s,
         "ran_before": ran_before,
     }
-
-
-def trace_headers(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in headers:
-        if name.lower() in TRACE_HEADERS and value is not None and len(value) <= 512:
-            out[name.lower()] = value.decode("utf-8", "replace")
-    return out
 
 
 def kafka_key_text(key: bytes) -> str:
