@@ -226,7 +226,10 @@ class Answers:
             **(completion.answer_fields() if completion is not None else {}),
         )
         ignored, notes = audit_notes(facts.request, self.candidate_field)
-        audit = Audit(
+        audit = self._audit(
+            facts.source,
+            facts.received_at,
+            facts.headers,
             request_id=facts.request.request_id,
             key=facts.key,
             chosen=facts.chosen,
@@ -238,10 +241,6 @@ class Answers:
             attempts=list(result.attempts),
             estimated_cost_usd=result.cost_usd,
             error=error,
-            worker_id=self.worker_id,
-            source=facts.source,
-            received_at=facts.received_at,
-            headers=facts.headers,
             batch=batch,
             cascade=getattr(result, "cascade", None),
             ignored_fields=ignored,
@@ -264,17 +263,16 @@ class Answers:
         the repeat's own request is at hand, adds its notes on ignored fields."""
         response = first.model_copy(update={"duplicate": True, "produced_at": now_ms()})
         ignored, notes = audit_notes(request, self.candidate_field) if request is not None else (None, None)
-        audit = Audit(
+        audit = self._audit(
+            source,
+            received_at,
+            headers,
             request_id=first.request_id,
             key=key,
             chosen=first.candidate,
             served_by=first.candidate,
             decided_by="duplicate",
             duplicate=True,
-            worker_id=self.worker_id,
-            source=source,
-            received_at=received_at,
-            headers=headers,
             error=first.error,
             ignored_fields=ignored,
             notes=notes,
@@ -291,15 +289,22 @@ class Answers:
         headers: dict[str, str],
     ) -> Audit:
         """The audit of an applied control record (``decided_by: "control"``; no response)."""
-        return Audit(
+        return self._audit(
+            source,
+            received_at,
+            headers,
             request_id=control_id,
             key=scope_key,
             decided_by="control",
             control=note,
-            worker_id=self.worker_id,
-            source=source,
-            received_at=received_at,
-            headers=headers,
+        )
+
+    def _audit(
+        self, source: dict[str, Any], received_at: int, headers: dict[str, str], **fields: Any
+    ) -> Audit:
+        """An audit record by this worker of the input record at ``source`` (whatever its path)."""
+        return Audit(
+            worker_id=self.worker_id, source=source, received_at=received_at, headers=headers, **fields
         )
 
     def dead_letter(self, source: SourceRecord, poison: Poison, error_class: str) -> DeadLetter:
