@@ -186,7 +186,7 @@ class PartitionJobs:
                 key_bytes = facts.kafka_key
                 outputs.append((t.responses, key_bytes, response.model_dump_json(exclude_none=True).encode()))
                 outputs.append((t.audit, key_bytes, audit.model_dump_json(exclude_none=True).encode()))
-                outcome = "ok" if delivered else response.error_kind
+                outcome = "ok" if delivered else (response.error_kind or "error")
                 metrics.requests(candidate, facts.decided_by, outcome).inc()
                 writes[parked_key(rid)] = None
                 if self.p.config.cache.dedup_window_s > 0:
