@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from .. import metrics
 from ..providers.base import estimate_prompt_tokens
+from ..providers.pricing import cost_usd
 from ..routing.expressions import Expression, request_names
 from ..schemas import Request
 from .entry import MICRO, SPEND_PREFIX, Entry, spend_key, split_spend_key, to_micro
@@ -167,7 +168,7 @@ class Ledger:
             if isinstance(out, int) and not isinstance(out, bool) and out > 0
             else budget.expected_output_tokens
         )
-        usd = (prompt * cfg.price_input_per_1k + output * cfg.price_output_per_1k) / 1000
+        usd = cost_usd(cfg, prompt, output)
         return to_micro(usd), prompt + output
 
     def admit(

@@ -29,10 +29,11 @@ from .. import metrics
 from ..errors import ModelError
 from ..providers.base import ChatCall, Completion
 from ..providers.batch_api import TERMINAL_STATES as TERMINAL
-from ..schemas import Attempt, Audit, Request, Response, Verdict, now_ms
+from ..providers.resilience import CallResult
+from ..schemas import Attempt, Request, now_ms
 from ..state.store import job_key, parked_key, request_key
-from .handler import StateView, answer_too_large
-from .request_notes import audit_notes
+from .answers import Answers, RoutingFacts, answer_too_large
+from .handler import StateView
 
 if TYPE_CHECKING:
     from .partition import Partition
@@ -48,6 +49,7 @@ class PartitionJobs:
         self.p = processor
         self.part = part
         self.clients = clients
+        self.answers = Answers(processor.worker_id, processor.config.allow_request_candidate_field)
         cfgs = processor.config.candidates
         self.interval = min(cfgs[c].batch_api.poll_interval_ms for c in clients) / 1000
 
@@ -131,8 +133,9 @@ class PartitionJobs:
     async def _complete(
         self, job_id: str, job: dict[str, Any], state: str, results: dict[str, Completion | ModelError]
     ) -> None:
-        cand_cfg = self.p.config.candidates[job["candidate"]]
-        discount = cand_cfg.batch_api.discount
+        candidate = job["candidate"]
+        client = self.clients[candidate]
+        batch = {"job_id": job_id, "mode": "batch_api"}
         t = self.p.topics
         async with self.part.gate.exclusive():
             if self.part.store.get(job_key(job_id)) is None:
@@ -147,86 +150,44 @@ class PartitionJobs:
                 if raw is None:
                     continue
                 entry = json.loads(raw)
+                facts = RoutingFacts.from_parked(entry)
                 result = results.get(rid)
-                key_bytes = _unb64(entry.get("kafka_key_b64"))
-                cost = 0.0
-                if isinstance(result, Completion):
-                    usage = result.usage
-                    cost = (
-                        discount
-                        * (
-                            usage.prompt_tokens * cand_cfg.price_input_per_1k
-                            + usage.completion_tokens * cand_cfg.price_output_per_1k
-                        )
-                        / 1000
+                answer = result if isinstance(result, Completion) else None
+                cost = client.cost_usd(answer.usage) if answer is not None else 0.0
+                # the budgets' notes are the settlement's (charged per record), not the admission's
+                facts.budgets = None
+                if ledger is not None and entry.get("budget_holds"):
+                    paid_tokens = answer.usage.total_tokens if answer is not None else 0
+                    facts.budgets = ledger.settle_parked(entry["budget_holds"], state_view, cost, paid_tokens)
+                # an answer no Kafka record could carry is this job's failure (paid for all the same)
+                too_large = answer_too_large(answer, facts.kafka_key)
+                if answer is not None and too_large is None:
+                    done = CallResult(
+                        answer,
+                        candidate,
+                        [Attempt(candidate=candidate, outcome="ok", latency_ms=elapsed)],
+                        cost_usd=cost,
+                        batch=batch,
                     )
-                budget_notes = None
-                if ledger is not None and entry.get("budget_holds"):  # charged per record
-                    paid_tokens = result.usage.total_tokens if isinstance(result, Completion) else 0
-                    budget_notes = ledger.settle_parked(entry["budget_holds"], state_view, cost, paid_tokens)
-                too_large = answer_too_large(result, key_bytes) if isinstance(result, Completion) else None
-                if isinstance(result, Completion) and too_large is None:
-                    response = Response(
-                        request_id=rid,
-                        candidate=job["candidate"],
-                        latency_ms=elapsed,
-                        batch={"job_id": job_id, "mode": "batch_api"},
-                        **result.answer_fields(),
-                    )
-                    attempt = Attempt(candidate=job["candidate"], outcome="ok", latency_ms=elapsed)
-                    error = None
-                else:  # no answer, or one no Kafka record could carry (paid for all the same)
+                else:
                     kind = (
                         "answer_too_large"
                         if too_large
                         else (getattr(result, "kind", None) or "batch_missing")
                     )
                     error = too_large or (
-                        f"{job['candidate']}: batch job {job_id} ended {state}; "
-                        f"no answer for this request ({kind})"
-                    )
-                    response = Response(
-                        request_id=rid,
-                        candidate=job["candidate"],
-                        latency_ms=elapsed,
-                        error=error,
-                        error_kind=kind,
-                        batch={"job_id": job_id, "mode": "batch_api"},
+                        f"{candidate}: batch job {job_id} ended {state}; no answer for this request ({kind})"
                     )
                     attempt = Attempt(
-                        candidate=job["candidate"],
-                        outcome="error",
-                        latency_ms=elapsed,
-                        error_kind=kind,
-                        error=error,
+                        candidate=candidate, outcome="error", latency_ms=elapsed, error_kind=kind, error=error
                     )
-                ignored, notes = audit_notes(
-                    Request.model_validate(entry["request"]), self.p.config.allow_request_candidate_field
-                )
-                audit = Audit(
-                    request_id=rid,
-                    key=entry["key"],
-                    chosen=entry["chosen"],
-                    served_by=job["candidate"] if error is None else None,
-                    decided_by=entry["decided_by"],
-                    verdicts=[Verdict.model_validate(v) for v in entry["verdicts"]],
-                    cache_hit=entry["cache_hit"],
-                    sticky=entry.get("sticky"),
-                    attempts=[attempt],
-                    estimated_cost_usd=cost,
-                    error=error,
-                    worker_id=self.p.worker_id,
-                    source=entry["source"],
-                    received_at=entry["received_at"],
-                    headers=entry["headers"],
-                    batch=response.batch,
-                    budgets=budget_notes,
-                    ignored_fields=ignored,
-                    notes=notes,
-                )
+                    done = CallResult(None, None, [attempt], error, kind, cost_usd=cost, batch=batch)
+                response, audit, delivered = self.answers.answered(facts, done)
+                key_bytes = facts.kafka_key
                 outputs.append((t.responses, key_bytes, response.model_dump_json(exclude_none=True).encode()))
                 outputs.append((t.audit, key_bytes, audit.model_dump_json(exclude_none=True).encode()))
-                metrics.requests(job["candidate"], entry["decided_by"], "ok" if error is None else kind).inc()
+                outcome = "ok" if delivered else (response.error_kind or "error")
+                metrics.requests(candidate, facts.decided_by, outcome).inc()
                 writes[parked_key(rid)] = None
                 if self.p.config.cache.dedup_window_s > 0:
                     writes[request_key(rid)] = response.model_dump_json().encode()
@@ -234,19 +195,8 @@ class PartitionJobs:
                     b"p:" + rid.encode("utf-8", "surrogatepass") + b"\x00"
                 ):
                     dup = json.loads(dup_raw)
-                    again = response.model_copy(update={"duplicate": True, "produced_at": now_ms()})
-                    dup_audit = Audit(
-                        request_id=rid,
-                        key=entry["key"],
-                        chosen=response.candidate,
-                        served_by=response.candidate,
-                        decided_by="duplicate",
-                        duplicate=True,
-                        worker_id=self.p.worker_id,
-                        source=dup["source"],
-                        received_at=dup["received_at"],
-                        headers=dup["headers"],
-                        error=error,
+                    again, dup_audit = self.answers.repeat(
+                        response, facts.key, dup["source"], dup["received_at"], dup["headers"]
                     )
                     outputs.append(
                         (t.responses, key_bytes, again.model_dump_json(exclude_none=True).encode())
@@ -263,9 +213,3 @@ class PartitionJobs:
             state,
             len(outputs) // 2,
         )
-
-
-def _unb64(value: str | None) -> bytes | None:
-    import base64
-
-    return base64.b64decode(value) if value else None

@@ -76,6 +76,21 @@ async def run_cascade(
     cost = 0.0
     answered: list[tuple[CallResult, float, dict[str, Any]]] = []  # rejected answers: result, score, step
     last_failure: CallResult | None = None
+
+    def result(answer: CallResult | None, **failure: Any) -> CascadeResult:
+        """The cascade's result: ``answer``'s completion (or ``failure``'s error), every step's
+        attempts and cost so far."""
+        served = answer if answer is not None and answer.completion is not None else None
+        return CascadeResult(
+            completion=served.completion if served is not None else None,
+            served_by=served.served_by if served is not None else None,
+            attempts=attempts,
+            cost_usd=cost,
+            batch=answer.batch if answer is not None else None,
+            cascade=steps,
+            **failure,
+        )
+
     for i, name in enumerate(plan.candidates):
         if clock() >= deadline_at:
             steps += [
@@ -91,22 +106,22 @@ async def run_cascade(
                 for rest in plan.candidates[i:]
             ]
             break
-        result = await dispatcher.call(request, name, deadline_at)
-        attempts += result.attempts
-        cost += result.cost_usd
+        called = await dispatcher.call(request, name, deadline_at)
+        attempts += called.attempts
+        cost += called.cost_usd
         step: dict[str, Any] = {
             "candidate": name,
-            "served_by": result.served_by,
+            "served_by": called.served_by,
             "accepted": False,
             "served": False,
-            "cost_usd": round(result.cost_usd, 8),
+            "cost_usd": round(called.cost_usd, 8),
         }
         steps.append(step)
-        if result.completion is None:
-            step["reason"] = f"no answer ({result.error_kind or 'error'}): {(result.error or '')[:200]}"
-            last_failure = result
+        if called.completion is None:
+            step["reason"] = f"no answer ({called.error_kind or 'error'}): {(called.error or '')[:200]}"
+            last_failure = called
             continue
-        text = result.completion.text or ""
+        text = called.completion.text or ""
         if isinstance(plan.validator, JudgeValidator):
             check, judged = await _judge(dispatcher, request, plan.validator, text, deadline_at)
             attempts += judged.attempts
@@ -117,15 +132,8 @@ async def run_cascade(
         step["accepted"], step["reason"] = check.accepted, check.reason
         if check.accepted:
             step["served"] = True
-            return CascadeResult(
-                completion=result.completion,
-                served_by=result.served_by,
-                attempts=attempts,
-                cost_usd=cost,
-                batch=result.batch,
-                cascade=steps,
-            )
-        answered.append((result, check.score, step))
+            return result(called)
+        answered.append((called, check.score, step))
 
     if answered:
         if plan.when_all_rejected == "best_effort":  # highest score; ties to the later candidate
@@ -134,32 +142,16 @@ async def run_cascade(
             chosen, _, step = answered[-1]
         step["served"] = True
         step["reason"] += f"; served anyway (all rejected, when_all_rejected: {plan.when_all_rejected})"
-        return CascadeResult(
-            completion=chosen.completion,
-            served_by=chosen.served_by,
-            attempts=attempts,
-            cost_usd=cost,
-            batch=chosen.batch,
-            cascade=steps,
-        )
+        return result(chosen)
     if last_failure is None:
-        return CascadeResult(
-            completion=None,
-            served_by=None,
-            attempts=attempts,
-            cost_usd=cost,
-            cascade=steps,
+        return result(
+            None,
             error="cascade: deadline passed before any candidate was called",
             error_kind="deadline_exceeded",
         )
     failures = "; ".join(f"{s['candidate']}: {s['reason']}" for s in steps if not s.get("skipped"))
-    return CascadeResult(
-        completion=None,
-        served_by=None,
-        attempts=attempts,
-        cost_usd=cost,
-        cascade=steps,
+    return result(
+        last_failure,
         error=f"cascade: no candidate answered: {failures}"[:1000],
         error_kind=last_failure.error_kind or "error",
-        batch=last_failure.batch,
     )

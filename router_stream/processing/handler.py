@@ -4,13 +4,13 @@ The handler reads local state through a :class:`StateView` (committed store + th
 uncommitted writes) and returns an :class:`Outcome`: the records to produce and the state
 writes to make, all of which the processor commits in one Kafka transaction. Nothing here
 raises for a bad record: each record ends as a response (maybe with ``error``) or a dead letter;
-an authorised control record (``control.py``) ends as an audit record only.
+an authorised control record (``control.py``) ends as an audit record only. The records themselves
+are built by :mod:`.answers`, as they are for Batch API answers.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import time
@@ -28,14 +28,14 @@ from ..routing.pipeline import Pipeline
 from ..schemas import Audit, CachedDecision, DeadLetter, Request, Response, Verdict, now_ms
 from ..state import keystate
 from ..state.store import key_state_key, parked_dup_key, parked_key, request_key
+from .answers import Answers, RoutingFacts, sticky_note
 from .cascade_runner import Dispatcher, run_cascade
 from .control import ControlCommand, ControlGate, apply_to_state
 from .intake import Poison, classify, context_limit
-from .request_notes import audit_notes, model_names_candidate
+from .request_notes import model_names_candidate
+from .trace import trace_headers
 
 log = logging.getLogger(__name__)
-
-TRACE_HEADERS = ("traceparent", "tracestate", "baggage", "x-request-id", "x-b3-traceid")
 
 
 class StateReader(Protocol):
@@ -106,28 +106,6 @@ def request_override(config: RouterConfig, request: Request) -> Verdict | None:
     )
 
 
-def sticky_note(cached: CachedDecision, received_ms: int, verdicts: list[Verdict]) -> dict[str, Any]:
-    """The audit's account of a sticky decision that applied: which strategy made it, when, and
-    which strategies ran (and abstained) before it on this request."""
-    ran_before = [v.strategy for v in verdicts[:-1]]
-    return {
-        "strategy": cached.decided_by,
-        "candidate": cached.candidate,
-        "decided_at": cached.decided_at,
-        "age_ms": max(0, received_ms - cached.decided_at),
-        "ttl_s": cached.ttl_s,
-        "ran_before": ran_before,
-    }
-
-
-def trace_headers(headers: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in headers:
-        if name.lower() in TRACE_HEADERS and value is not None and len(value) <= 512:
-            out[name.lower()] = value.decode("utf-8", "replace")
-    return out
-
-
 def kafka_key_text(key: bytes) -> str:
     """A Kafka key as a scope key: its text when it is UTF-8, else ``b64:<base64>`` (decoding
     with replacement characters would give two different binary keys one sticky decision)."""
@@ -135,63 +113,6 @@ def kafka_key_text(key: bytes) -> str:
         return key.decode("utf-8")
     except UnicodeDecodeError:
         return "b64:" + base64.b64encode(key).decode()
-
-
-#: aiokafka's default ``max_request_size`` (not changed by this project): one produced record
-#: (key, value and headers) must fit in it, or the send fails and the partition could never move
-MAX_PRODUCED_RECORD_BYTES = 1_048_576
-#: what a response or audit value may take, leaving room for the key, headers and record overhead
-_HEADROOM_BYTES = 16 * 1024
-
-
-def output_budget(key: bytes | None) -> int:
-    """The largest value (bytes) that can be produced with ``key``."""
-    return MAX_PRODUCED_RECORD_BYTES - len(key or b"") - _HEADROOM_BYTES
-
-
-def answer_too_large(completion: Any, key: bytes | None) -> str | None:
-    """Why an answer cannot be delivered, or None. The response (and the dedup entry in the
-    changelog) carry the answer as JSON, its text twice (``output`` and ``message.content``): at
-    most ~6 bytes per character (``\\u00XX``), so short text-only answers are never measured; a
-    long one, or one with tool calls, several choices, logprobs or audio, is measured as the
-    JSON it will become."""
-    if completion is None:
-        return None
-    budget = output_budget(key)
-    message = completion.message or {}
-    plain = (
-        completion.choices is None
-        and completion.logprobs is None
-        and not message.get("tool_calls")
-        and not message.get("audio")
-    )
-    if plain and len(completion.text) * 12 + 4096 <= budget:
-        return None
-    fields = completion.answer_fields()
-    answer = [fields["output"], fields["message"], fields["choices"], fields["logprobs"]]
-    size = len(json.dumps(answer, ensure_ascii=False).encode("utf-8", "surrogatepass")) + 2048
-    if size <= budget:
-        return None
-    return (
-        f"the answer is about {size} bytes as JSON, more than one Kafka record can carry "
-        f"({budget} bytes with this key); ask for fewer max_tokens"
-    )
-
-
-#: how much of a dead record's value (key) a dead letter copies: with base64 and the other fields
-#: it stays far below the producer's 1 MiB record limit whatever the input was
-DEAD_LETTER_COPY_BYTES = 256 * 1024
-DEAD_LETTER_KEY_COPY_BYTES = 16 * 1024
-
-
-def _cut(raw: bytes | None, limit: int) -> tuple[bytes | None, bool]:
-    if raw is None or len(raw) <= limit:
-        return raw, False
-    return raw[:limit], True
-
-
-def _b64(raw: bytes | None) -> str | None:
-    return base64.b64encode(raw).decode() if raw is not None else None
 
 
 class Handler:
@@ -204,6 +125,7 @@ class Handler:
         self.pipeline = pipeline
         self.dispatcher = dispatcher
         self.worker_id = worker_id
+        self.answers = Answers(worker_id, config.allow_request_candidate_field)  # the records it produces
         self.candidates = tuple(config.candidates)
         self.max_prompt_tokens = context_limit(c.context_window for c in config.candidates.values())
         #: per-scope budgets (router_stream/budgets), or None when none are configured
@@ -277,32 +199,9 @@ class Handler:
             return []
 
     def dead_letter(self, source: Source, poison: Poison, error_class: str = "PoisonRecord") -> Outcome:
-        """The record as a dead letter, with a copy of its key and value cut to
-        ``DEAD_LETTER_COPY_BYTES``: base64 makes a copy a third larger, and a dead letter over the
-        producer's record limit could never be produced (its partition would stall). The value's
-        size and SHA-256 identify it in the input topic when the copy is cut."""
+        """The record as a dead letter (:meth:`.answers.Answers.dead_letter`), counted."""
         metrics.dead_letters(poison.reason).inc()
-        key, key_cut = _cut(source.key, DEAD_LETTER_KEY_COPY_BYTES)
-        value, value_cut = _cut(source.value, DEAD_LETTER_COPY_BYTES)
-        raw = source.value
-        return Outcome(
-            dead_letter=DeadLetter(
-                reason=poison.reason,
-                message=poison.message,
-                error_class=error_class,
-                topic=source.topic,
-                partition=source.partition,
-                offset=source.offset,
-                key_b64=_b64(key),
-                value_b64=_b64(value),
-                key_truncated=key_cut,
-                value_truncated=value_cut,
-                value_bytes=len(raw) if raw is not None else None,
-                value_sha256=hashlib.sha256(raw).hexdigest() if raw is not None else None,
-                request_id=poison.request_id,
-                worker_id=self.worker_id,
-            )
-        )
+        return Outcome(dead_letter=self.answers.dead_letter(source, poison, error_class))
 
     def classify(self, source: Source) -> Request | Poison | ControlCommand:
         """The record's request, or why it is poison (:func:`~.intake.classify` with this
@@ -369,23 +268,7 @@ class Handler:
                         "duplicate",
                         "ok" if first.error is None else (first.error_kind or "error"),
                     ).inc()
-                    response = first.model_copy(update={"duplicate": True, "produced_at": now_ms()})
-                    ignored, notes = audit_notes(request, self.config.allow_request_candidate_field)
-                    audit = Audit(
-                        request_id=request.request_id,
-                        key=key,
-                        chosen=first.candidate,
-                        served_by=first.candidate,
-                        decided_by="duplicate",
-                        duplicate=True,
-                        worker_id=self.worker_id,
-                        source=src,
-                        received_at=received,
-                        headers=headers,
-                        error=first.error,
-                        ignored_fields=ignored,
-                        notes=notes,
-                    )
+                    response, audit = self.answers.repeat(first, key, src, received, headers, request)
                     return Outcome(response=response, audit=audit)
 
         if view.get(parked_key(request.request_id)) is not None:
@@ -456,6 +339,19 @@ class Handler:
         # budgets: admit with the estimate (downgrade or reject at a hard limit), settle after the call
         admission = None
         served = chosen  # the candidate called: the routed choice, or a budget's downgrade
+        facts = RoutingFacts(
+            request,
+            key,
+            source.key,
+            chosen,
+            decided_by,
+            verdicts,
+            cache_hit,
+            sticky_audit,
+            src,
+            received,
+            headers,
+        )
         if self.ledger is not None:
             admission = self.ledger.admit(
                 request,
@@ -466,32 +362,10 @@ class Handler:
                 received,
                 source.partition,
             )
-            if admission.rejected is not None:
-                response = Response(
-                    request_id=request.request_id,
-                    candidate=chosen,
-                    error=admission.rejected,
-                    error_kind="budget_exceeded",
-                    latency_ms=0.0,
-                )
-                ignored, notes = audit_notes(request, self.config.allow_request_candidate_field)
-                audit = Audit(
-                    request_id=request.request_id,
-                    key=key,
-                    chosen=chosen,
-                    decided_by=decided_by,
-                    verdicts=verdicts,
-                    cache_hit=cache_hit,
-                    sticky=sticky_audit,
-                    error=admission.rejected,
-                    budgets=admission.notes,
-                    worker_id=self.worker_id,
-                    source=src,
-                    received_at=received,
-                    headers=headers,
-                    ignored_fields=ignored,
-                    notes=notes,
-                )
+            facts.budgets = admission.notes
+            if admission.rejected is not None:  # refused before any call: no attempts, no cost
+                refused = CallResult(None, None, error=admission.rejected, error_kind="budget_exceeded")
+                response, audit, _ = self.answers.answered(facts, refused)
                 keystate.note_request(state, request.request_id)
                 view.put(state_key, keystate.dump(state))
                 if self.config.cache.dedup_window_s > 0:
@@ -504,30 +378,9 @@ class Handler:
         if self.config.candidates[served].mode == "batch":
             keystate.note_request(state, request.request_id)
             view.put(state_key, keystate.dump(state))
-            view.put(
-                parked_key(request.request_id),
-                json.dumps(
-                    {
-                        "request": request.model_dump(mode="json", exclude_none=True),
-                        "key": key,
-                        "kafka_key_b64": _b64(source.key),
-                        "chosen": served,
-                        "decided_by": decided_by,
-                        "verdicts": [v.model_dump(mode="json") for v in verdicts],
-                        "cache_hit": cache_hit,
-                        "sticky": sticky_audit,
-                        "budget_holds": [h.to_json() for h in admission.holds]
-                        if admission is not None
-                        else None,
-                        "budgets": admission.notes if admission is not None else None,
-                        "received_at": received,
-                        "source": src,
-                        "headers": headers,
-                        "job": None,
-                    },
-                    separators=(",", ":"),
-                ).encode(),
-            )
+            facts.chosen = served  # the candidate whose Batch API job answers it
+            holds = [h.to_json() for h in admission.holds] if admission is not None else None
+            view.put(parked_key(request.request_id), facts.parked_entry(holds))
             return Outcome(parked=True)
 
         budget_ms = request.deadline_ms or self.config.worker.default_deadline_ms
@@ -542,50 +395,12 @@ class Handler:
             self.ledger.settle(
                 admission, view, result.cost_usd, paid.usage.total_tokens if paid is not None else 0
             )
-        completion = result.completion
-        error = result.error if completion is None else None
-        error_kind = result.error_kind if completion is None else None
-        too_large = answer_too_large(completion, source.key)
-        if too_large is not None:  # served, but no Kafka record could carry it: an error response
-            log.warning("%s[%d]@%d: %s", source.topic, source.partition, source.offset, too_large)
-            completion, error, error_kind = None, too_large, "answer_too_large"
-        response = Response(
-            request_id=request.request_id,
-            candidate=result.served_by if result.completion is not None else chosen,
-            latency_ms=round(sum(a.latency_ms for a in result.attempts), 3),
-            error=error,
-            error_kind=error_kind,
-            batch=getattr(result, "batch", None),
-            **(completion.answer_fields() if completion is not None else {}),
-        )
-        ignored, notes = audit_notes(request, self.config.allow_request_candidate_field)
-        audit = Audit(
-            request_id=request.request_id,
-            key=key,
-            chosen=chosen,
-            served_by=result.served_by if result.completion is not None else None,
-            decided_by=decided_by,
-            verdicts=verdicts,
-            cache_hit=cache_hit,
-            sticky=sticky_audit,
-            attempts=list(result.attempts),
-            estimated_cost_usd=result.cost_usd,
-            error=error,
-            worker_id=self.worker_id,
-            source=src,
-            received_at=received,
-            headers=headers,
-            batch=getattr(result, "batch", None),
-            cascade=getattr(result, "cascade", None),
-            ignored_fields=ignored,
-            notes=notes,
-            budgets=admission.notes if admission is not None else None,
-        )
+        response, audit, delivered = self.answers.answered(facts, result)
         keystate.note_request(state, request.request_id)
         view.put(state_key, keystate.dump(state))
         if self.config.cache.dedup_window_s > 0:
             view.put(request_key(request.request_id), response.model_dump_json().encode())
-        outcome_label = "ok" if completion is not None else (error_kind or "error")
+        outcome_label = "ok" if delivered else (response.error_kind or "error")
         metrics.requests(response.candidate or "", decided_by, outcome_label).inc()
         # paid for even when too large to deliver (a completion always comes with its served_by)
         if result.completion is not None and result.served_by is not None:
@@ -619,15 +434,7 @@ class Handler:
             note["result"],
         )
         src = {"topic": source.topic, "partition": source.partition, "offset": source.offset}
+        headers = trace_headers(source.headers)
         return Outcome(
-            audit=Audit(
-                request_id=command.control_id,
-                key=command.scope_key,
-                decided_by="control",
-                control=note,
-                worker_id=self.worker_id,
-                source=src,
-                received_at=received,
-                headers=trace_headers(source.headers),
-            )
+            audit=self.answers.control(command.control_id, command.scope_key, note, src, received, headers)
         )

@@ -45,7 +45,8 @@ from ..budgets.totals import ChangelogTotals
 from ..config import RouterConfig
 from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
-from .handler import Handler, Outcome, Source, StateView, output_budget
+from .answers import output_budget
+from .handler import Handler, Outcome, Source, StateView
 from .intake import Poison
 from .janitor import run_janitor
 from .lifecycle import PartitionLifecycle

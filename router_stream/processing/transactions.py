@@ -23,12 +23,10 @@ from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 from .. import metrics
 from ..config import TopicsConfig
 from ..state.store import PartitionStore
+from .trace import TRACE_HEADERS
 
 #: What a fenced producer raises: from now on only the new owner may write this partition.
 FENCED = (ProducerFenced, InvalidProducerEpoch)
-
-#: Request headers copied onto the responses and audit records (not onto dead letters).
-_TRACE = ("traceparent", "tracestate", "baggage", "x-request-id", "x-b3-traceid")
 
 
 class PartitionTransactions:
@@ -62,7 +60,7 @@ class PartitionTransactions:
         t = self.topics
         await producer.begin_transaction()
         for record, values in zip(records, payloads):
-            headers = [(k, v) for k, v in (record.headers or ()) if k.lower() in _TRACE]
+            headers = [(k, v) for k, v in (record.headers or ()) if k.lower() in TRACE_HEADERS]
             for topic, value in values:
                 await producer.send(
                     topic, key=record.key, value=value, headers=headers if topic != t.dead_letter else None

@@ -66,6 +66,7 @@ from .openai import (
     shared_http_client,
     transport_error,
 )
+from .pricing import cost_usd
 
 __all__ = [
     "ACTIVE_STATES",
@@ -75,7 +76,6 @@ __all__ = [
     "BatchCounts",
     "BatchResults",
     "BatchStatus",
-    "batch_cost_usd",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,14 +99,6 @@ _ERROR_CODES: dict[str, tuple[str, bool]] = {
 _TIMESTAMP_KEYS = ("completed_at", "failed_at", "expired_at", "cancelled_at")
 _SAFE_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,256}$")
-
-
-def batch_cost_usd(cfg: CandidateConfig, usage: Usage) -> float:
-    """Estimated price of one batch-answered call: the per-1k prices times ``batch_api.discount``."""
-    full = (
-        usage.prompt_tokens * cfg.price_input_per_1k + usage.completion_tokens * cfg.price_output_per_1k
-    ) / 1000.0
-    return full * cfg.batch_api.discount
 
 
 @dataclass(frozen=True)
@@ -316,8 +308,10 @@ class BatchAPIClient:
         await self._request("DELETE", f"/files/{_path_id(file_id)}", "delete file")
 
     def cost_usd(self, usage: Usage) -> float:
-        """The discounted price of one batch-answered call (see :func:`batch_cost_usd`)."""
-        return batch_cost_usd(self.cfg, usage)
+        """The price of one batch-answered call: the candidate's prices times ``batch_api.discount``."""
+        return cost_usd(
+            self.cfg, usage.prompt_tokens, usage.completion_tokens, discount=self.cfg.batch_api.discount
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()

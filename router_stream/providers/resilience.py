@@ -39,9 +39,10 @@ from typing import Any, Protocol
 
 from ..config import CandidateConfig, RouterConfig
 from ..errors import FatalModelError, ModelError, RetryableModelError, RoutingMiss
-from ..schemas import Attempt, Request, Usage
+from ..schemas import Attempt, Request
 from .base import ChatCall, Completion, ModelClient, estimate_prompt_tokens
 from .breaker import CircuitBreaker
+from .pricing import cost_usd
 from .ratelimit import RateLimiter
 from .stats import CandidateStats, StatsView
 
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 #: error kinds that say nothing about the endpoint's health: the breaker ignores them
 NO_VERDICT = frozenset({"queue_timeout", "deadline_exceeded", "rate_limited", "unsupported_input"})
 
-__all__ = ["CallResult", "DispatchHooks", "DispatchObserver", "Dispatcher", "cost_usd"]
+__all__ = ["CallResult", "DispatchHooks", "DispatchObserver", "Dispatcher"]
 
 
 @dataclass
@@ -105,13 +106,6 @@ class DispatchHooks(Protocol):
     def on_breaker(self, candidate: str, state: str) -> None: ...
 
     def on_rate_limit_wait(self, candidate: str, seconds: float) -> None: ...
-
-
-def cost_usd(cfg: CandidateConfig, usage: Usage) -> float:
-    """Estimated price of one call from its usage and the candidate's per-1k prices."""
-    return (
-        usage.prompt_tokens * cfg.price_input_per_1k + usage.completion_tokens * cfg.price_output_per_1k
-    ) / 1000.0
 
 
 class _Skip(Exception):
@@ -250,7 +244,9 @@ class Dispatcher:
                     completion=completion,
                     served_by=name,
                     attempts=st.attempts,
-                    cost_usd=cost_usd(cand, completion.usage),
+                    cost_usd=cost_usd(
+                        cand, completion.usage.prompt_tokens, completion.usage.completion_tokens
+                    ),
                     batch=completion.batch,
                 )
         parts = [f"{name}: {text}" for name, text in st.summary.items()]

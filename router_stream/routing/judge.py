@@ -48,6 +48,7 @@ from pydantic import Field, field_validator
 
 from ..errors import ConfigError, ModelError
 from ..providers.base import ChatCall, ModelClient, estimate_prompt_tokens
+from ..providers.pricing import FREE, cost_usd
 from ..schemas import Request
 from .base import Decision, RoutingContext
 from .strategy_config import BuildContext, StrategyConfigBase
@@ -216,7 +217,7 @@ class JudgeStrategy:
         except ValueError as exc:
             raise ConfigError(f"strategy {config.name!r}: {exc}") from None
         self.allowed = dict(allowed)
-        self._prices = build.prices()
+        self._prices = candidates  # per-1k prices by candidate (providers/pricing.py)
         self._build = build
         self._client = client
 
@@ -236,14 +237,13 @@ class JudgeStrategy:
     # ---- what the judge may pick -------------------------------------------------------------
     def estimated_cost(self, name: str, request: Request) -> float:
         """Rough USD cost of serving ``request`` on ``name`` (0 when the candidate has no prices)."""
-        price_in, price_out = self._prices.get(name, (0.0, 0.0))
         params = request.call_params()
         max_tokens = params.get("max_completion_tokens", params.get("max_tokens"))
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
             max_tokens = self.config.expected_output_tokens
-        return (
-            estimate_prompt_tokens(request.chat_messages(), params) * price_in + max_tokens * price_out
-        ) / 1000.0
+        return cost_usd(
+            self._prices.get(name, FREE), estimate_prompt_tokens(request.chat_messages(), params), max_tokens
+        )
 
     def offered(self, request: Request, ctx: RoutingContext) -> dict[str, str]:
         """The allowed candidates that exist and fit ``max_cost_usd``, with their descriptions."""
@@ -313,7 +313,6 @@ class JudgeStrategy:
         if name is None:
             ctx.explain(problem)
             return None
-        price_in, price_out = self._prices.get(self.judge, (0.0, 0.0))
         usage = completion.usage
         return Decision(
             name,
@@ -324,7 +323,10 @@ class JudgeStrategy:
                 "latency_ms": round(completion.latency_ms, 3),
                 "judge_tokens": usage.total_tokens,
                 "judge_cost_usd": round(
-                    (usage.prompt_tokens * price_in + usage.completion_tokens * price_out) / 1000.0, 8
+                    cost_usd(
+                        self._prices.get(self.judge, FREE), usage.prompt_tokens, usage.completion_tokens
+                    ),
+                    8,
                 ),
             },
         )

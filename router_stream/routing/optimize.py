@@ -17,7 +17,7 @@ a candidate missing from ``quality`` has no score and passes only a floor of 0) 
 ``skip_open_breakers``, whose breaker is not ``open`` (a ``half_open`` breaker stays in: its probe
 call is how it gets back). Among those it picks the lowest value of ``by``:
 
-``price``       ``input / 1000 * price_input_per_1k + output / 1000 * price_output_per_1k`` with
+``price``       ``(input * price_input_per_1k + output * price_output_per_1k) / 1000`` with
                 the ``expected_tokens`` and the candidates' configured prices (USD per request).
 ``latency``     the dispatcher's EWMA of successful call latency (seconds). A candidate without
                 a successful call yet counts as **0**, so it is tried first (explore before
@@ -50,6 +50,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..providers.pricing import Prices, cost_usd
 from ..schemas import Request
 from .base import Decision, RoutingContext
 from .strategy_config import BuildContext, StrategyConfigBase
@@ -126,8 +127,7 @@ class OptimizeStrategy:
         if prices is not None:
             tin, tout = self.expected.input, self.expected.output
             for name in self.pool:
-                pin, pout = prices.get(name, (0.0, 0.0))
-                self.prices[name] = tin / 1000.0 * pin + tout / 1000.0 * pout
+                self.prices[name] = cost_usd(Prices(*prices.get(name, (0.0, 0.0))), tin, tout)
 
     def _filter(self, ctx: RoutingContext) -> tuple[list[str], dict[str, str]]:
         excluded: dict[str, str] = {}

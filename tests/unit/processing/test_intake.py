@@ -488,7 +488,8 @@ def test_scope_key_never_raises_and_keeps_binary_kafka_keys_apart() -> None:
 def test_a_dead_letter_of_a_huge_record_copies_only_its_start_and_stays_producible() -> None:
     import hashlib
 
-    from router_stream.processing.handler import DEAD_LETTER_COPY_BYTES, MAX_PRODUCED_RECORD_BYTES, StateView
+    from router_stream.processing.answers import DEAD_LETTER_COPY_BYTES, MAX_PRODUCED_RECORD_BYTES
+    from router_stream.processing.handler import StateView
 
     handler, _ = _handler(kafka={"max_record_bytes": 2_000_000})
     value = b"{" + b"x" * 900_000  # not JSON, and a base64 copy of all of it would be 1.2 MB
@@ -504,7 +505,8 @@ def test_a_dead_letter_of_a_huge_record_copies_only_its_start_and_stays_producib
 
 
 def test_an_answer_too_large_for_a_kafka_record_becomes_an_error_response() -> None:
-    from router_stream.processing.handler import Handler, StateView, output_budget
+    from router_stream.processing.answers import output_budget
+    from router_stream.processing.handler import Handler, StateView
 
     handler, _ = _handler()
     handler.dispatcher = _Dispatcher(answer="\x01" * 200_000)  # 6 bytes each as JSON: 1.2 MB

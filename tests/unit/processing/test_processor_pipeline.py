@@ -324,7 +324,8 @@ async def test_a_later_batch_failing_before_its_commit_rewinds_to_the_oldest_bat
 
 
 def test_an_output_too_large_to_produce_becomes_a_small_dead_letter():
-    from router_stream.processing.handler import Handler, output_budget
+    from router_stream.processing.answers import output_budget
+    from router_stream.processing.handler import Handler
     from router_stream.runtime import build_pipeline
 
     config = RouterConfig.model_validate(

@@ -12,7 +12,8 @@ import pytest
 from router_stream.config import BatchAPIConfig, CandidateConfig, parse_config
 from router_stream.errors import ConfigError, FatalModelError, ModelError, RetryableModelError
 from router_stream.providers.base import ChatCall, Completion
-from router_stream.providers.batch_api import BatchAPIClient, BatchResults, BatchStatus, batch_cost_usd
+from router_stream.providers.batch_api import BatchAPIClient, BatchResults, BatchStatus
+from router_stream.providers.pricing import cost_usd
 from router_stream.schemas import Usage
 from router_stream_dev.model_server import ModelServer
 
@@ -388,7 +389,7 @@ async def test_batch_cost_applies_the_discount():
         batch_api={"discount": 0.5},
     )
     usage = Usage(prompt_tokens=1000, completion_tokens=500, total_tokens=1500)
-    assert batch_cost_usd(cfg, usage) == pytest.approx(1.0)  # (1.0 + 1.0) * 0.5
+    assert cost_usd(cfg, 1000, 500, discount=0.5) == pytest.approx(1.0)  # (1.0 + 1.0) * 0.5
     c = BatchAPIClient("m", cfg)
     assert c.cost_usd(usage) == pytest.approx(1.0)
     await c.aclose()
