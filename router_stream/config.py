@@ -298,6 +298,11 @@ class KafkaConfig(_Strict):
     sasl_password_env: str | None = None
     ssl_cafile: str | None = None
     session_timeout_ms: int = Field(10_000, ge=1000)
+    static_membership: bool = Field(
+        True,
+        description="with worker.worker_id set, join the group as a static member with that id: "
+        "a restarted worker gets its partitions back without a rebalance (ids must be unique)",
+    )
     transaction_timeout_ms: int = Field(60_000, ge=1000)
     max_batch: int = Field(500, ge=1, description="records per partition per transaction")
     max_record_bytes: int = Field(1_000_000, ge=1)
