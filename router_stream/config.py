@@ -307,7 +307,7 @@ class KafkaConfig(_Strict):
     max_batch: int = Field(500, ge=1, description="records per partition per transaction")
     max_record_bytes: int = Field(1_000_000, ge=1)
     internal_replication_factor: int = Field(
-        1, ge=1, description="replication of Faust's own internal topics"
+        1, ge=1, description="unused: Faust no longer creates topics (kept so existing configs load)"
     )
 
     @field_validator("sasl_username_env", "sasl_password_env")
