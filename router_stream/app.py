@@ -3,8 +3,8 @@
 Faust runs the worker (signals, logging, lifecycle, web server for ``/metrics`` and health).
 The request path itself runs in our :class:`~router_stream.processing.processor.Processor`, a
 service started with the app, because Faust's own ``exactly_once`` loses and duplicates records
-under kill -9 (docs/faust-eos-defects.md). The app declares no agents or tables of its own, so
-Faust's consumer owns no partitions and cannot interfere with ours.
+under kill -9 (docs/faust-eos-defects.md). The app declares no agents or tables, so it starts
+without Kafka clients of its own (:class:`WorkerApp`): no consumer group to join, no producer.
 """
 
 from __future__ import annotations
@@ -16,16 +16,34 @@ import time
 from typing import Any
 
 import faust
+from faust.app.base import BootStrategy
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .config import RouterConfig
-from .kafka_settings import faust_credentials
 from .metrics import REGISTRY
 from .routing.pipeline import Pipeline
 from .runtime import Runtime, build_runtime
 
 log = logging.getLogger("router_stream")
+
+
+class NoKafkaBoot(BootStrategy):
+    """Faust's services without its Kafka consumer, conductor, table manager and producer.
+
+    Why: with no agents or tables, Faust's consumer had nothing to read, yet it joined a consumer
+    group of its own (``<group_id>-control``) before our processor even started. That join took a
+    second on a healthy group (plus the table manager's fixed one-second wait) and, after a
+    kill -9, waited for the dead member's session to expire: most of a worker's start-up. The
+    request path, control records included, runs on the processor's own clients."""
+
+    enable_kafka = False
+
+
+class WorkerApp(faust.App):
+    """A Faust app that runs the worker's services and web views, and no Kafka clients."""
+
+    BootStrategy = NoKafkaBoot
 
 
 def build_app(config: RouterConfig, pipeline: Pipeline | None = None) -> tuple[faust.App, dict[str, Any]]:
@@ -36,20 +54,13 @@ def build_app(config: RouterConfig, pipeline: Pipeline | None = None) -> tuple[f
     holder: dict[str, Any] = {}
     w = config.worker
     os.makedirs(config.cache.state_dir, exist_ok=True)
-    app = faust.App(
+    app = WorkerApp(
         f"{config.kafka.group_id}-control",
-        broker=[f"kafka://{h.strip()}" for h in config.kafka.bootstrap_servers.split(",")],
         web_enabled=True,
         web_host=w.metrics_host,
         web_port=w.metrics_port,
         web_bind=w.metrics_host,
-        topic_partitions=1,
-        topic_allow_declare=True,
-        topic_replication_factor=config.kafka.internal_replication_factor,
         datadir=os.path.join(config.cache.state_dir, "faust"),
-        producer_acks=1,
-        broker_session_timeout=config.kafka.session_timeout_ms / 1000,
-        broker_credentials=faust_credentials(config.kafka),
     )
 
     class RouterService(Service):

@@ -298,11 +298,16 @@ class KafkaConfig(_Strict):
     sasl_password_env: str | None = None
     ssl_cafile: str | None = None
     session_timeout_ms: int = Field(10_000, ge=1000)
+    static_membership: bool = Field(
+        True,
+        description="with worker.worker_id set, join the group as a static member with that id: "
+        "a restarted worker gets its partitions back without a rebalance (ids must be unique)",
+    )
     transaction_timeout_ms: int = Field(60_000, ge=1000)
     max_batch: int = Field(500, ge=1, description="records per partition per transaction")
     max_record_bytes: int = Field(1_000_000, ge=1)
     internal_replication_factor: int = Field(
-        1, ge=1, description="replication of Faust's own internal topics"
+        1, ge=1, description="unused: Faust no longer creates topics (kept so existing configs load)"
     )
 
     @field_validator("sasl_username_env", "sasl_password_env")

@@ -36,20 +36,3 @@ def client_settings(kafka: KafkaConfig) -> dict[str, Any]:
                 )
             settings[field] = os.environ[env]
     return settings
-
-
-def faust_credentials(kafka: KafkaConfig) -> Any:
-    """The same security settings for Faust's own (control) connections; None for PLAINTEXT."""
-    import faust
-
-    settings = client_settings(kafka)
-    if kafka.security_protocol.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=settings["sasl_plain_username"],
-            password=settings["sasl_plain_password"],
-            ssl_context=settings.get("ssl_context"),
-            mechanism=kafka.sasl_mechanism,
-        )
-    if kafka.security_protocol == "SSL":
-        return faust.SSLCredentials(settings["ssl_context"])
-    return None
