@@ -28,6 +28,7 @@ BENCHMARKS = {
     "http-client": "bench.http_client",
     "decision-cache": "bench.decision_cache",
     "routing": "bench.routing_overhead",
+    "partitions": "bench.partitions",
 }
 
 
