@@ -36,6 +36,12 @@ from .transactions import PartitionTransactions
 
 log = logging.getLogger(__name__)
 
+#: Partitions opened at the same time. Each open is a producer start (three connections, an
+#: ApiVersions each, init_transactions) and a decode of the output topics' metadata, all on the
+#: event loop: 480 at once stalled it for 37 s (heartbeats lost, the group rebalanced). 16 keep
+#: a loop turn well under a second and the broker busy (bench/partitions.py).
+OPEN_CONCURRENCY = 16
+
 
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, lifecycle: PartitionLifecycle) -> None:
@@ -70,6 +76,7 @@ class PartitionLifecycle:
         self.opening: dict[TopicPartition, asyncio.Task[None]] = {}
         # reopen tasks after a fence: held so they are not garbage-collected mid-flight
         self._reopening: set[asyncio.Task[None]] = set()
+        self._open_slots = asyncio.Semaphore(OPEN_CONCURRENCY)
         self.consumer: AIOKafkaConsumer | None = None
         self.stopping = False
         self.rebalancing = False
@@ -183,7 +190,8 @@ class PartitionLifecycle:
         """Open a partition; a broker restart in the middle is retried (1, 2, 4, 8, 16 s) before we die."""
         for attempt in range(attempts):
             try:
-                await self._open_partition(tp)
+                async with self._open_slots:
+                    await self._open_partition(tp)
                 return
             except (TimeoutError, KafkaError, OSError) as exc:
                 if attempt == attempts - 1:
@@ -206,11 +214,12 @@ class PartitionLifecycle:
         store: PartitionStore | None = None
         try:
             await producer.start()  # init_transactions: fences the previous owner, ends its transaction
-            # Every output topic's metadata in one request now, not one request per topic (each
+            # The output topics' metadata in one request now, not one request per topic (each
             # with the topics before it again) inside the first transaction: with 480 partitions
-            # those made the first answer come 42 s after ready (bench/partitions.py).
+            # those made the first answer come 42 s after ready (bench/partitions.py). Not the
+            # dead-letter topic's: most partitions never write one.
             t = self.topics
-            await producer.client.set_topics([t.responses, t.audit, t.dead_letter, t.changelog])
+            await producer.client.set_topics([t.responses, t.audit, t.changelog])
             await self.standby.release(tp.partition)  # one RocksDB handle per store and process
             store = await asyncio.to_thread(PartitionStore, state_dir(self.config, tp.partition))
             self.restored_on_assign += await self.restorer.restore(tp.partition, store)
