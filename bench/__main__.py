@@ -26,6 +26,7 @@ BENCHMARKS = {
     "http-client": "bench.http_client",
     "decision-cache": "bench.decision_cache",
     "routing": "bench.routing_overhead",
+    "partitions": "bench.partitions",
     "recovery": "bench.recovery",
 }
 

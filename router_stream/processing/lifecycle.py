@@ -9,7 +9,8 @@ committed offset. Until then the partition stays paused. On revoke its batches i
 producer is fenced without a rebalance is reopened the same way.
 
 Kept apart from the exactly-once loop (``processor.py``): the loop only sees opened partitions
-in :attr:`PartitionLifecycle.parts`, and asks here whether it may resume one.
+in :attr:`PartitionLifecycle.parts`, and asks here whether it may resume one. Replaying the
+changelog into a store and the standby copies are ``restore.py``'s.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -30,10 +30,17 @@ from .. import metrics
 from ..config import RouterConfig
 from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
-from .partition import FatalProcessorError, Partition
+from .partition import Partition
+from .restore import ChangelogRestorer, StandbyCopies, state_dir
 from .transactions import PartitionTransactions
 
 log = logging.getLogger(__name__)
+
+#: Partitions opened at the same time. Each open is a producer start (three connections, an
+#: ApiVersions each, init_transactions) and a decode of the output topics' metadata, all on the
+#: event loop: 480 at once stalled it for 37 s (heartbeats lost, the group rebalanced). 16 keep
+#: a loop turn well under a second and the broker busy (bench/partitions.py).
+OPEN_CONCURRENCY = 16
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types: its base is Any
@@ -69,17 +76,27 @@ class PartitionLifecycle:
         self.opening: dict[TopicPartition, asyncio.Task[None]] = {}
         # reopen tasks after a fence: held so they are not garbage-collected mid-flight
         self._reopening: set[asyncio.Task[None]] = set()
+        self._open_slots = asyncio.Semaphore(OPEN_CONCURRENCY)
         self.consumer: AIOKafkaConsumer | None = None
         self.stopping = False
         self.rebalancing = False
         self.assigned_once = asyncio.Event()
-        self.restored_records = 0
         self.restored_on_assign = 0
-        self._restorer: AIOKafkaConsumer | None = None
-        self._restore_lock = asyncio.Lock()
-        self._standby: dict[int, PartitionStore] = {}
-        self._standby_lock = asyncio.Lock()
-        self._standby_task: asyncio.Task[None] | None = None
+        self.restorer = ChangelogRestorer(config)
+        self.standby = StandbyCopies(config, self.restorer, self._topic_partitions, self._holds)
+
+    def _topic_partitions(self) -> set[int]:
+        consumer = self.consumer
+        return (consumer.partitions_for_topic(self.topics.requests) if consumer else None) or set()
+
+    def _holds(self, partition: int) -> bool:
+        tp = TopicPartition(self.topics.requests, partition)
+        return tp in self.parts or tp in self.opening
+
+    @property
+    def restored_records(self) -> int:
+        """Changelog records replayed into local stores so far (on assignment and into standby copies)."""
+        return self.restorer.restored_records
 
     @property
     def settled(self) -> bool:
@@ -89,29 +106,15 @@ class PartitionLifecycle:
     async def start(self) -> None:
         """Start the changelog reader and the group consumer (not yet subscribed: :meth:`subscribe`).
 
-        Restores run one at a time on the changelog reader, and each cost ~0.5 s with nothing to
-        replay (6 s for 12 partitions at start-up): its offset lookups queued behind the previous
-        partition's parked fetch (the broker answers a connection's requests in order), and a
-        tail of transaction markers, which yields no records, made ``getmany`` wait out its
-        timeout. So the reader fetches only while it replays (:meth:`_restore` pauses it after),
-        waits at most 20 ms for data, and polls its position every 50 ms. With a stable ``worker.worker_id`` the consumer is a static group member (``group.instance.id``):
+        Restores are :mod:`.restore`'s (a reader that fetches only while it replays). With a
+        stable ``worker.worker_id`` the consumer is a static group member (``group.instance.id``):
         a restarted worker takes its partitions back without a rebalance, and a SIGTERM does not
         leave the group (docs/operations.md, "Start-up and recovery")."""
         kafka = self.config.kafka
-        common = client_settings(kafka)
-        self._restorer = AIOKafkaConsumer(
-            **common,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=20,
-        )
-        await self._restorer.start()
+        await self.restorer.start()
         static_id = self.config.worker.worker_id if kafka.static_membership else None
         self.consumer = AIOKafkaConsumer(
-            **common,
+            **client_settings(kafka),
             group_id=kafka.group_id,
             group_instance_id=static_id,
             enable_auto_commit=False,
@@ -134,7 +137,7 @@ class PartitionLifecycle:
     def start_standby(self) -> None:
         """Keep warm copies of the partitions owned elsewhere, if ``worker.standby`` asks for them."""
         if self.config.worker.standby:
-            self._standby_task = asyncio.create_task(self._standby_loop(), name="router-stream-standby")
+            self.standby.start()
 
     async def cancel_opening(self) -> None:
         """Stop opening partitions (shutdown): what they opened so far is released."""
@@ -150,14 +153,8 @@ class PartitionLifecycle:
             except Exception as exc:
                 log.warning("consumer stop: %s", exc)
         await self.close(list(self.parts))
-        if self._standby_task is not None:
-            self._standby_task.cancel()
-            await asyncio.gather(self._standby_task, return_exceptions=True)
-        for store in self._standby.values():
-            store.close()
-        self._standby.clear()
-        if self._restorer is not None:
-            await self._restorer.stop()
+        await self.standby.stop()
+        await self.restorer.stop()
 
     # ------------------------------------------------------------------ assign and open
     async def assign(self, tps: list[TopicPartition]) -> None:
@@ -201,7 +198,8 @@ class PartitionLifecycle:
         """Open a partition; a broker restart in the middle is retried (1, 2, 4, 8, 16 s) before we die."""
         for attempt in range(attempts):
             try:
-                await self._open_partition(tp)
+                async with self._open_slots:
+                    await self._open_partition(tp)
                 return
             except (TimeoutError, KafkaError, OSError) as exc:
                 if attempt == attempts - 1:
@@ -224,9 +222,15 @@ class PartitionLifecycle:
         store: PartitionStore | None = None
         try:
             await producer.start()  # init_transactions: fences the previous owner, ends its transaction
-            await self._release_standby(tp.partition)  # one RocksDB handle per store and process
-            store = await asyncio.to_thread(PartitionStore, self._state_dir(tp.partition))
-            self.restored_on_assign += await self._restore(tp.partition, store)
+            # The output topics' metadata in one request now, not one request per topic (each
+            # with the topics before it again) inside the first transaction: with 480 partitions
+            # those made the first answer come 42 s after ready (bench/partitions.py). Not the
+            # dead-letter topic's: most partitions never write one.
+            t = self.topics
+            await producer.client.set_topics([t.responses, t.audit, t.changelog])
+            await self.standby.release(tp.partition)  # one RocksDB handle per store and process
+            store = await asyncio.to_thread(PartitionStore, state_dir(self.config, tp.partition))
+            self.restored_on_assign += await self.restorer.restore(tp.partition, store)
             committed = await self._committed(tp)
             if committed is None:
                 await self.consumer.seek_to_beginning(tp)
@@ -308,89 +312,6 @@ class PartitionLifecycle:
             if time.monotonic() > deadline:
                 raise kafka_errors.KafkaTimeoutError(f"no committed offset for {tp} within {timeout:.0f}s")
             await asyncio.sleep(0.2)
-
-    # ------------------------------------------------------------------ restore and standby
-    def _state_dir(self, partition: int) -> Path:
-        group = self.config.kafka.group_id
-        return Path(self.config.cache.state_dir) / group / f"{self.topics.requests}-{partition}"
-
-    async def _standby_loop(self) -> None:
-        """Keep a warm copy of every partition this worker does not own (``worker.standby``).
-
-        The copy is the same RocksDB store with the same checkpoint, fed from the committed
-        (read_committed) changelog, so it is never ahead of Kafka; when the partition is assigned
-        here, opening it replays only what the copy has not seen yet.
-        """
-        while not self.stopping:
-            await asyncio.sleep(self.config.worker.standby_interval_s)
-            assert self.consumer is not None
-            try:
-                for partition in sorted(self.consumer.partitions_for_topic(self.topics.requests) or ()):
-                    tp = TopicPartition(self.topics.requests, partition)
-                    async with self._standby_lock:
-                        if tp in self.parts or tp in self.opening:
-                            continue
-                        store = self._standby.get(partition)
-                        if store is None:
-                            store = await asyncio.to_thread(PartitionStore, self._state_dir(partition))
-                            self._standby[partition] = store
-                        await self._restore(partition, store)
-                metrics.STANDBY.set(len(self._standby))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("standby update failed (%s: %s); will try again", type(exc).__name__, exc)
-
-    async def _release_standby(self, partition: int) -> None:
-        async with self._standby_lock:
-            store = self._standby.pop(partition, None)
-            if store is not None:
-                await asyncio.to_thread(store.close)
-                metrics.STANDBY.set(len(self._standby))
-
-    async def _restore(self, partition: int, store: PartitionStore) -> int:
-        """Bring the local store up to the committed changelog (replay from its checkpoint).
-
-        Returns the number of changelog records replayed."""
-        assert self._restorer is not None
-        tp = TopicPartition(self.topics.changelog, partition)
-        async with self._restore_lock:
-            c = self._restorer
-            end = (await c.end_offsets([tp]))[tp]
-            begin = (await c.beginning_offsets([tp]))[tp]
-            start = store.checkpoint
-            if start is None or start > end or start < begin:
-                if start is not None:
-                    log.warning(
-                        "changelog %s checkpoint %s outside [%s, %s]: rebuilding", tp, start, begin, end
-                    )
-                    await asyncio.to_thread(store.wipe)
-                start = begin
-            if start >= end:
-                return 0
-            c.assign([tp])  # only while replaying: an idle reader fetches nothing
-            c.seek(tp, start)
-            writes: dict[bytes, bytes | None] = {}
-            deadline = time.monotonic() + 300
-            count = 0
-            while await c.position(tp) < end:
-                if time.monotonic() > deadline:
-                    raise FatalProcessorError(f"restoring {tp} did not reach offset {end} in 300 s")
-                # short: a tail of transaction markers only yields no records, just a new position
-                batch = await c.getmany(tp, timeout_ms=50, max_records=10_000)
-                for record in batch.get(tp, []):
-                    if record.offset >= end:
-                        break
-                    writes[record.key] = record.value
-                    count += 1
-                if len(writes) >= 50_000:
-                    await asyncio.to_thread(store.apply, writes, await c.position(tp))
-                    writes = {}
-            await asyncio.to_thread(store.apply, writes, end)
-            c.pause(tp)  # idle, the reader fetches nothing (aiokafka: unsubscribe() kills its fetcher)
-            log.info("restored %s: %d changelog records from offset %d to %d", tp, count, start, end)
-            self.restored_records += count
-            return count
 
     # ------------------------------------------------------------------ revoke, close, fence
     async def revoke(self, tps: list[TopicPartition]) -> None:
