@@ -83,7 +83,9 @@ def check_pipeline(config: RouterConfig) -> None:
     asyncio.run(build_pipeline(config).aclose())
 
 
-async def _tcp_reachable(url: str, timeout: float = 1.0) -> bool:
+async def tcp_reachable(url: str, timeout: float = 1.0) -> bool:
+    """Whether ``url``'s host accepts a TCP connection within ``timeout``: readiness asks only
+    that a candidate's endpoint is up, not that a (billed) model call succeeds."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
@@ -110,7 +112,7 @@ class Runtime:
         if time.monotonic() - self._reach_at > max_age_s:
             names = list(self.config.candidates)
             results = await asyncio.gather(
-                *(_tcp_reachable(self.config.candidates[n].base_url) for n in names)
+                *(tcp_reachable(self.config.candidates[n].base_url) for n in names)
             )
             self._reach, self._reach_at = dict(zip(names, results)), time.monotonic()
         return self._reach

@@ -6,12 +6,12 @@ from router_stream_dev.model_server import ModelServer
 
 
 async def test_tcp_reachability_of_candidate_endpoints():
-    from router_stream.runtime import _tcp_reachable
+    from router_stream.runtime import tcp_reachable
     from router_stream_dev.harness import free_port
 
     async with ModelServer(name="up") as up:
-        assert await _tcp_reachable(up.base_url) is True
-    assert await _tcp_reachable(f"http://127.0.0.1:{free_port()}/v1") is False
+        assert await tcp_reachable(up.base_url) is True
+    assert await tcp_reachable(f"http://127.0.0.1:{free_port()}/v1") is False
 
 
 def test_readme_pipeline_of_every_strategy_type_builds():
