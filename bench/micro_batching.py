@@ -36,13 +36,14 @@ positions of each batch id covering ``0 … size-1`` exactly once; A's must carr
 
 ``--quick`` (1,000 records) is a smoke run: B drains in a few seconds, a handful of transactions,
 so its throughput ratio is dominated by commit granularity and start of the drain window.
+
+The backlog with the answers owed and the per-record checks are :mod:`bench.micro_batching_checks`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter, defaultdict
 from typing import Any
 
 from router_stream_dev.harness import read_topic
@@ -61,8 +62,17 @@ from .common import (
     pct,
     ratio,
     router_topics,
-    traffic,
     worker_config,
+)
+from .micro_batching_checks import (
+    COMPARED,
+    MODEL_NAME,
+    answered_text,
+    batch_checks,
+    by_id,
+    compare,
+    kinds_text,
+    numbered_traffic,
 )
 
 NAME = "micro-batching"
@@ -79,29 +89,7 @@ MAX_IN_FLIGHT = 1024  # large enough not to bind
 # max_connections slots in arrival order (providers/openai.py), so in A the wait is bounded by
 # MAX_IN_FLIGHT / MAX_CONNECTIONS x 200 ms = 12.8 s. (Before the FIFO slots, aiohttp's pool handed
 # freed connections to the newest caller; starved calls timed out and opened the breaker.)
-MODEL_NAME = "mb"  # the loopback server's name, echoed in every answer
 ALWAYS = {"type": "rules", "name": "one-candidate", "rules": [{"when": "true", "then": "cheap"}]}
-COMPARED = ("output", "error", "error_kind", "candidate", "provider_model")
-
-
-def numbered_traffic(
-    n: int, keys: int, seed: int, id_prefix: str
-) -> tuple[list[tuple[bytes, bytes]], dict[str, str]]:
-    """The demo mix (``bench.common.traffic``) with each record's text starting ``#<i>: ``, and
-    the answer the loopback server owes each request id (its text's first 40 chars)."""
-    out, expected = [], {}
-    for key, value in traffic(n, keys, seed, id_prefix):
-        body = json.loads(value)
-        tag = f"#{body['request_id'].rsplit('-', 1)[1]}: "
-        if "prompt" in body:
-            body["prompt"] = tag + body["prompt"]
-            text = body["prompt"]
-        else:
-            body["messages"] = [{**m, "content": tag + m["content"]} for m in body["messages"]]
-            text = body["messages"][-1]["content"]
-        expected[body["request_id"]] = f"[{MODEL_NAME}] answer to: {text[:40]}"
-        out.append((key, json.dumps(body).encode()))
-    return out, expected
 
 
 def run_config(ctx: Ctx, prefix: str, model_url: str, batch_size: int) -> dict[str, Any]:
@@ -111,101 +99,6 @@ def run_config(ctx: Ctx, prefix: str, model_url: str, batch_size: int) -> dict[s
     if batch_size > 1:
         cheap["batch"] = {"size": batch_size, "timeout_ms": BATCH_TIMEOUT_MS}
     return cfg
-
-
-def by_id(records: list[Any]) -> tuple[dict[str, dict[str, Any]], int]:
-    """Bodies per request id (the first seen) and how many ids came more than once."""
-    out: dict[str, dict[str, Any]] = {}
-    counts: Counter[str] = Counter()
-    for r in records:
-        body = json.loads(r.value)
-        counts[body["request_id"]] += 1
-        out.setdefault(body["request_id"], body)
-    return out, sum(1 for c in counts.values() if c > 1)
-
-
-def batch_checks(resp: dict[str, dict[str, Any]], audit: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
-    """Batch info of one run's responses (and audit records): present, well-formed, consistent."""
-    with_info = malformed = audit_mismatch = 0
-    answered: Counter[str] = Counter()
-    members: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    sizes: list[int] = []
-    for rid, body in resp.items():
-        b = body.get("batch")
-        if audit is not None and rid in audit and audit[rid].get("batch") != b:
-            audit_mismatch += 1
-        if not b:
-            continue
-        with_info += 1
-        if not (
-            isinstance(b.get("id"), str)
-            and isinstance(b.get("size"), int)
-            and isinstance(b.get("position"), int)
-            and 0 <= b["position"] < b["size"]
-        ):
-            malformed += 1
-            continue
-        answered[f"{b.get('answered')}{'/' + b['reason'] if b.get('reason') else ''}"] += 1
-        members[b["id"]].append((b["position"], b["size"]))
-        sizes.append(b["size"])
-    inconsistent = sum(
-        1
-        for m in members.values()
-        if sorted(p for p, _ in m) != list(range(m[0][1])) or len({s for _, s in m}) != 1
-    )
-    return {
-        "with_info": with_info,
-        "malformed": malformed,
-        "audit_mismatch": audit_mismatch,
-        "audits": len(audit) if audit is not None else None,
-        "answered": dict(answered),
-        "batches": len(members),
-        "inconsistent_batches": inconsistent,
-        "record_weighted_size": sum(sizes) / len(sizes) if sizes else float("nan"),
-    }
-
-
-def compare(
-    a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], expected: dict[str, str]
-) -> dict[str, Any]:
-    """Per request id: A's and B's answers equal, and each the one owed to its own record."""
-    out: dict[str, Any] = {
-        "missing_a": 0,
-        "missing_b": 0,
-        "differing": 0,
-        "errors_a": 0,
-        "errors_b": 0,
-        "wrong_a": 0,
-        "wrong_b": 0,
-        "bad_ids": 0,
-        "unexpected_ids": len((set(a) | set(b)) - set(expected)),
-        "examples": [],
-        "error_kinds_a": Counter(),
-        "error_kinds_b": Counter(),
-    }
-    for rid, want in expected.items():
-        ra, rb = a.get(rid), b.get(rid)
-        bad = ra is None or rb is None
-        out["missing_a"] += ra is None
-        out["missing_b"] += rb is None
-        for tag, r in (("a", ra), ("b", rb)):
-            if r is not None:
-                if r.get("error"):
-                    out[f"errors_{tag}"] += 1
-                    out[f"error_kinds_{tag}"][r.get("error_kind") or "?"] += 1
-                if r.get("output") != want:
-                    out[f"wrong_{tag}"] += 1
-                    bad = True
-        if ra is not None and rb is not None:
-            diff = [f for f in COMPARED if ra.get(f) != rb.get(f)]
-            if diff:
-                out["differing"] += 1
-                bad = True
-                if len(out["examples"]) < 3:
-                    out["examples"].append({"request_id": rid, **{f: (ra.get(f), rb.get(f)) for f in diff}})
-        out["bad_ids"] += bad
-    out["error_kinds_a"], out["error_kinds_b"] = dict(out["error_kinds_a"]), dict(out["error_kinds_b"])
-    return out
 
 
 def one_run(
@@ -360,12 +253,12 @@ def run(ctx: Ctx) -> Result:
                 ["request ids answered more than once", ra["duplicated"], rb["duplicated"]],
                 ["requests missing an answer", cmp["missing_a"], cmp["missing_b"]],
                 ["responses with an error", cmp["errors_a"], cmp["errors_b"]],
-                ["  by error_kind", _kinds(cmp["error_kinds_a"]), _kinds(cmp["error_kinds_b"])],
+                ["  by error_kind", kinds_text(cmp["error_kinds_a"]), kinds_text(cmp["error_kinds_b"])],
                 ["answers not the one owed to their own record", cmp["wrong_a"], cmp["wrong_b"]],
                 [f"answered in both, differing ({'/'.join(COMPARED)})", cmp["differing"], cmp["differing"]],
                 ["responses carrying batch info (id, size, position)", ba["with_info"], bb["with_info"]],
                 ["  of which malformed", ba["malformed"], bb["malformed"]],
-                ["  answered by the batch / alone", _answered(ba), _answered(bb)],
+                ["  answered by the batch / alone", answered_text(ba), answered_text(bb)],
                 [
                     "distinct batch ids / with positions not exactly 0…size-1",
                     f"{ba['batches']} / {ba['inconsistent_batches']}",
@@ -495,13 +388,3 @@ def run(ctx: Ctx) -> Result:
         },
     }
     return res
-
-
-def _kinds(kinds: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v:,}" for k, v in sorted(kinds.items())) or "-"
-
-
-def _answered(b: dict[str, Any]) -> str:
-    ans = b["answered"]
-    alone = sum(v for k, v in ans.items() if k.startswith("alone"))
-    return f"{ans.get('batch', 0):,} / {alone:,}"

@@ -13,331 +13,35 @@ A second table splits the worker's CPU per record: intake, routing, the handler 
 model call (an instant in-process dispatcher), the JSON of response and audit, plus the model
 call's client CPU (``http-client``) and the Kafka cost (``kafka-limit``), against the worker's
 measured CPU per record (``kafka-limit``).
+
+The strategies and their timing are :mod:`bench.routing_strategies`; the handler's parts
+:mod:`bench.routing_handler_costs`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import textwrap
-import time
 from typing import Any
 
-import yaml
-
-from router_stream_dev.demo import LONG
-
-from .common import RULES_STRATEGY, Ctx, Headline, Result, Table, traffic
+from .common import RULES_STRATEGY, Ctx, Headline, Result, Table
+from .routing_handler_costs import handler_costs
+from .routing_strategies import (
+    BENCH_CONFIGS,
+    NoOp,
+    build_strategy,
+    long_requests,
+    parsed_requests,
+    sticky_precedence_costs,
+    time_decide,
+)
 
 NAME = "routing"
 TITLE = "per-request cost of each routing strategy vs the per-record Kafka cost"
 NEEDS_KAFKA = False  # only when kafka-limit did not run (then the pass-through is measured here)
 
 OPTIONAL = ("split", "keywords", "learned")
-#: strategies whose docstring has no example: the config a user would write
-BENCH_CONFIGS: dict[str, dict[str, Any]] = {
-    "learned": {"type": "learned", "weak": "cheap", "strong": "strong"},  # the packaged MMLU artifact
-}
 IO_STRATEGIES = ("judge", "scorer")
-CANDIDATES = ("cheap", "strong")
-
-
-class NoOp:
-    name = "no-op"
-
-    async def decide(self, request: Any, ctx: Any) -> None:
-        return None
-
-
-def docstring_example(module: Any) -> dict[str, Any] | None:
-    """The first ``- type: ...`` mapping of the module docstring's ``Example::`` block."""
-    doc = module.__doc__ or ""
-    if "Example::" not in doc:
-        return None
-    block = doc.split("Example::", 1)[1]
-    lines = []
-    for line in block.splitlines()[1:]:
-        if line.strip() and not line.startswith(" "):
-            break
-        lines.append(line)
-    try:
-        data = yaml.safe_load(textwrap.dedent("\n".join(lines)))
-    except yaml.YAMLError:
-        return None
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        return data[0]
-    return data if isinstance(data, dict) else None
-
-
-def config_class(module: Any) -> Any:
-    """The registered strategy config class defined in ``module``, or None."""
-    from router_stream.routing.registry import STRATEGY_CONFIGS
-
-    return next((cls for cls in STRATEGY_CONFIGS if cls.__module__ == module.__name__), None)
-
-
-def router_config_for(names: set[str]) -> Any:
-    from router_stream.config import RouterConfig
-
-    cands = {
-        n: {"base_url": "http://127.0.0.1:9/v1", "model": f"{n}-model"}
-        for n in sorted(names | set(CANDIDATES))
-    }
-    return RouterConfig.model_validate({"candidates": cands, "default": "cheap"})
-
-
-def build_strategy(name: str, config: dict[str, Any] | None = None) -> tuple[Any, str]:
-    """(strategy, where the config came from); raises ImportError / ValueError to skip."""
-    module = importlib.import_module(f"router_stream.routing.{name}")
-    cls = config_class(module)
-    if cls is None:
-        raise ValueError(f"router_stream.routing.{name} defines no strategy config in routing.registry")
-    source = "bench config"
-    if config is None:
-        config = docstring_example(module)
-        source = "module docstring example"
-    if config is None:
-        raise ValueError(f"no example config in router_stream.routing.{name}'s docstring")
-    cfg = cls.model_validate(config)
-    from router_stream.runtime import build_context
-
-    names = {c for _, c in cfg.referenced_candidates()}
-    return cfg.build(build_context(router_config_for(names))), source
-
-
-def parsed_requests(n: int) -> list[tuple[Any, str]]:
-    from router_stream.processing.intake import classify
-
-    out = []
-    for key, value in traffic(n, max(1, n // 15), 5, "rt"):
-        req = classify(value)
-        out.append((req, key.decode()))
-    return out
-
-
-def long_requests(n: int) -> list[tuple[Any, str]]:
-    from router_stream.schemas import Request
-
-    text = (LONG * 40)[:8192]
-    return [
-        (
-            Request(request_id=f"long-{i}", prompt=f"{i} {text}", tags=["x"], fields={"lang": "en"}),
-            f"customer-{i}",
-        )
-        for i in range(n)
-    ]
-
-
-async def time_decide(strategy: Any, reqs: list[tuple[Any, str]], min_s: float, pipeline: bool) -> float:
-    """CPU µs per call (process time), the best of 3 rounds of ≥ ``min_s / 3`` each."""
-    from router_stream.routing.base import RoutingContext
-    from router_stream.routing.pipeline import Pipeline
-    from router_stream.schemas import now_ms
-
-    now = now_ms()
-    ctxs = [RoutingContext(key=k, candidates=CANDIDATES, now_ms=now) for _, k in reqs]
-    target = Pipeline([strategy], CANDIDATES, "cheap").route if pipeline else strategy.decide
-    pairs = [(r, c) for (r, _), c in zip(reqs, ctxs)]
-    for r, c in pairs[:50]:  # warm-up
-        await target(r, c)
-    best = float("inf")
-    for _ in range(3):
-        calls = 0
-        started = time.process_time()
-        while True:
-            for r, c in pairs:
-                await target(r, c)
-            calls += len(pairs)
-            elapsed = time.process_time() - started
-            if elapsed >= min_s / 3:
-                break
-        best = min(best, elapsed / calls * 1e6)
-    return best
-
-
-class InstantClient:
-    """A :class:`ModelClient` that answers at once, in process (no HTTP)."""
-
-    async def complete(self, call: Any) -> Any:
-        from router_stream.providers.base import Completion
-        from router_stream.schemas import Usage
-
-        return Completion(
-            text="[bench] answer",
-            provider_model="bench-model",
-            usage=Usage(prompt_tokens=12, completion_tokens=5, total_tokens=17),
-            latency_ms=0.01,
-        )
-
-    async def aclose(self) -> None:
-        pass
-
-
-class InstantDispatcher:
-    """Answers at once, in process: the handler's cost without an HTTP call."""
-
-    async def call(self, request: Any, chosen: str, deadline_at: float) -> Any:
-        from router_stream.providers.base import Completion
-        from router_stream.providers.resilience import CallResult
-        from router_stream.schemas import Attempt, Usage
-
-        return CallResult(
-            Completion(
-                text=f"[{chosen}] answer",
-                provider_model=f"{chosen}-model",
-                usage=Usage(prompt_tokens=12, completion_tokens=5, total_tokens=17),
-                latency_ms=0.1,
-            ),
-            chosen,
-            [Attempt(candidate=chosen, outcome="ok", latency_ms=0.1, status=200)],
-            cost_usd=1e-5,
-        )
-
-
-async def _best_cpu_us(fn: Any, items: list[Any], repeats: int = 3) -> float:
-    """CPU µs per item of ``await fn(chunk)``, the best of ``repeats`` chunks."""
-    chunk = max(1, len(items) // repeats)
-    best = float("inf")
-    for r in range(repeats):
-        part = items[r * chunk : (r + 1) * chunk]
-        t = time.process_time()
-        await fn(part)
-        best = min(best, (time.process_time() - t) / len(part))
-    return best * 1e6
-
-
-async def sticky_precedence_costs(reqs: list[tuple[Any, str]], min_s: float) -> dict[str, float]:
-    """CPU µs per ``Pipeline.route`` when the key's sticky decision belongs to a learned router:
-    alone (nothing runs: the cost of a sticky hit), and after the bench's rules (which run on every
-    request since a sticky decision never skips an earlier strategy). The difference is what that
-    precedence costs per cached request."""
-    from router_stream.routing.base import RoutingContext
-    from router_stream.routing.pipeline import Pipeline
-    from router_stream.schemas import CachedDecision, now_ms
-
-    learned, _ = build_strategy("learned", BENCH_CONFIGS["learned"])
-    rules, _ = build_strategy("rules", {**RULES_STRATEGY, "name": "rules-first"})
-    now = now_ms()
-    sticky = CachedDecision(candidate="cheap", decided_by=learned.name, decided_at=now)
-    # requests no rule decides: the rules run and abstain, then the sticky decision applies
-    plain = [
-        (r, k)
-        for r, k in reqs
-        if await rules.decide(r, RoutingContext(key=k, candidates=CANDIDATES, now_ms=now)) is None
-    ]
-    ctxs = [RoutingContext(key=k, candidates=CANDIDATES, now_ms=now) for _, k in plain]
-    out: dict[str, float] = {}
-    for label, strategies in (
-        ("sticky hit, learned alone", [learned]),
-        ("sticky hit, rules then learned", [rules, learned]),
-    ):
-        pipeline = Pipeline(strategies, CANDIDATES, "cheap")
-        best = float("inf")
-        for _ in range(3):
-            calls, started = 0, time.process_time()
-            while True:
-                for (r, _), c in zip(plain, ctxs):
-                    routed = await pipeline.route(r, c, sticky)
-                calls += len(plain)
-                if time.process_time() - started >= min_s / 3:
-                    break
-            best = min(best, (time.process_time() - started) / calls * 1e6)
-        assert routed.sticky == "hit", routed  # the measured path is the sticky one
-        out[label] = best
-    return out
-
-
-async def handler_costs(n: int) -> dict[str, float]:
-    """CPU µs per record: intake, pipeline (rules), handler w/o model call, the dispatcher around
-    an instant in-process client, response+audit JSON. Each the best of 3 chunks, after a warm-up."""
-    from router_stream.config import parse_config
-    from router_stream.metrics import MetricsObserver
-    from router_stream.processing.handler import Handler, Source, StateView
-    from router_stream.processing.intake import classify
-    from router_stream.providers.resilience import Dispatcher
-    from router_stream.routing.base import RoutingContext
-    from router_stream.runtime import build_pipeline
-
-    config = parse_config(
-        {
-            "candidates": {
-                c: {"base_url": "http://127.0.0.1:9/v1", "model": f"{c}-model", "context_window": 32000}
-                for c in CANDIDATES
-            },
-            "default": "cheap",
-            "strategies": [RULES_STRATEGY],
-        },
-        environ={},
-    )
-    pipeline = build_pipeline(config)
-    handler = Handler(config, pipeline, InstantDispatcher(), "bench")
-    dispatcher = Dispatcher(
-        config, clients={c: InstantClient() for c in CANDIDATES}, observer=MetricsObserver()
-    )
-    records = traffic(n + 100, max(1, n // 15), 9, "hc")
-    sources = [Source("t", 0, i, k, v) for i, (k, v) in enumerate(records)]
-    warm, sources = sources[:100], sources[100:]
-    out: dict[str, float] = {}
-
-    async def intake(part: list[Any]) -> None:
-        for s in part:
-            classify(s.value, 1_000_000, 32000)
-
-    async def route(part: list[Any]) -> None:
-        for s in part:
-            await pipeline.route(classify(s.value), RoutingContext(key=s.key.decode(), candidates=CANDIDATES))
-
-    await intake(warm)
-    await route(warm)
-    intake_us = await _best_cpu_us(intake, sources)
-    out["intake (classify)"] = intake_us
-    out["routing (Pipeline.route, rules) when it runs"] = await _best_cpu_us(route, sources) - intake_us
-
-    outcomes: list[Any] = []
-    store: dict[bytes, bytes | None] = {}
-
-    async def handle(part: list[Any]) -> None:
-        for i in range(0, len(part), 500):  # one StateView per 500-record batch, as the processor does
-            view = StateView(store)
-            for s in part[i : i + 500]:
-                outcomes.append(await handler.handle(s, view))
-            store.update(view.pending)
-
-    await handle(warm)
-    outcomes.clear()
-    handler_us = await _best_cpu_us(handle, sources)
-    hits = sum(1 for o in outcomes if o.audit is not None and o.audit.cache_hit)
-    out[
-        f"handler without the model call ({hits / max(1, len(outcomes)):.0%} decision-cache hits skip routing)"
-    ] = handler_us
-
-    from router_stream.schemas import Request
-
-    requests = [r for s in sources if isinstance(r := classify(s.value), Request)]
-
-    async def dispatch(part: list[Any]) -> None:
-        for r in part:
-            await dispatcher.call(r, "cheap", time.monotonic() + 30)
-
-    async def instant(part: list[Any]) -> None:
-        client = InstantClient()
-        for r in part:
-            await client.complete(r)
-
-    await dispatch(requests[:50])
-    out["dispatcher around the call (retries, breaker, limits; instant client)"] = await _best_cpu_us(
-        dispatch, requests
-    ) - await _best_cpu_us(instant, requests)
-
-    async def serialize(part: list[Any]) -> None:
-        for o in part:
-            for record in (o.response, o.audit, o.dead_letter):
-                if record is not None:
-                    record.model_dump_json(exclude_none=True).encode()
-
-    out["response + audit JSON (commit side)"] = await _best_cpu_us(serialize, outcomes)
-    out["_dead_letters"] = float(sum(1 for o in outcomes if o.dead_letter is not None))
-    return out
 
 
 def run(ctx: Ctx) -> Result:

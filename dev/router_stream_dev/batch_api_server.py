@@ -31,6 +31,9 @@ added to the output file), ``partial_fraction`` (share of lines answered before 
 Per job, at any time: :meth:`~BatchAPIEmulator.fail_job`, :meth:`~BatchAPIEmulator.expire_job`,
 :meth:`~BatchAPIEmulator.finish_job`. :meth:`~BatchAPIEmulator.fail_next` answers the next
 files/batches requests with the given HTTP statuses.
+
+This module holds the files, the jobs and their clock, and the counters; the routes above are
+:mod:`.batch_api_http`, the job records and the lines a finished job writes :mod:`.batch_api_jobs`.
 """
 
 from __future__ import annotations
@@ -40,16 +43,14 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .admin import Knobs, add_admin_routes
+from .batch_api_http import add_batch_api_routes
 from .batch_api_jobs import (
-    ENDPOINTS,
     TERMINAL,
-    WINDOW_S,
     BatchAPISettings,
     Job,
     StoredFile,
@@ -57,7 +58,6 @@ from .batch_api_jobs import (
     parse_input,
     result_lines,
 )
-from .loopback_http import openai_error, status_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model_server import ModelServer
@@ -164,14 +164,8 @@ class BatchAPIEmulator:
             self._cancels = 0
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/files", self._gated(self._h_upload))
-        app.router.add_get("/v1/files/{file_id}", self._gated(self._h_file))
-        app.router.add_get("/v1/files/{file_id}/content", self._gated(self._h_file_content))
-        app.router.add_delete("/v1/files/{file_id}", self._gated(self._h_file_delete))
-        app.router.add_post("/v1/batches", self._gated(self._h_create))
-        app.router.add_get("/v1/batches", self._gated(self._h_list))
-        app.router.add_get("/v1/batches/{batch_id}", self._gated(self._h_get))
-        app.router.add_post("/v1/batches/{batch_id}/cancel", self._gated(self._h_cancel))
+        """The files/batches routes (:mod:`.batch_api_http`) and ``/admin/batch_api``."""
+        add_batch_api_routes(app, self)
         add_admin_routes(app, "/admin/batch_api", self.knobs())
 
     def knobs(self) -> Knobs:
@@ -190,103 +184,54 @@ class BatchAPIEmulator:
         with self._lock:
             return list(self._http_script)
 
-    # ---- handlers --------------------------------------------------------------------------
-    def _gated(
-        self, handler: Callable[[web.Request], Awaitable[web.Response]]
-    ) -> Callable[[web.Request], Awaitable[web.Response]]:
-        """``handler`` behind :meth:`_gate`: every files/batches request is counted and checked."""
+    # ---- what the HTTP routes (:mod:`.batch_api_http`) do ------------------------------------
+    @property
+    def api_key(self) -> str | None:
+        """The key a request must carry as ``Authorization: Bearer``; None = any request goes."""
+        return self._server.api_key
 
-        async def gated(request: web.Request) -> web.Response:
-            denied = self._gate(request)
-            return denied if denied is not None else await handler(request)
-
-        return gated
-
-    def _gate(self, request: web.Request) -> web.Response | None:
-        """Count the request; answer a scripted failure or a 401; None = go on."""
-        auth = request.headers.get("Authorization")
+    def count_request(self, auth: str | None) -> int | None:
+        """Count one files/batches request; the HTTP status to fail it with, from :meth:`fail_next`."""
         with self._lock:
             self._requests += 1
             if auth:
                 self._auth_present += 1
             else:
                 self._auth_missing += 1
-            scripted = self._http_script.popleft() if self._http_script else None
-        if scripted is not None:
-            return status_error(scripted, retry_after="1")
-        api_key = self._server.api_key
-        if api_key is not None and auth != f"Bearer {api_key}":
-            return openai_error(401, "invalid API key", "invalid_request_error")
-        return None
+            return self._http_script.popleft() if self._http_script else None
 
-    async def _h_upload(self, request: web.Request) -> web.Response:
-        if not request.content_type.startswith("multipart/"):
-            return openai_error(400, "expected multipart/form-data", "invalid_request_error")
-        form = await request.post()
-        purpose = form.get("purpose")
-        upload = form.get("file")
-        if purpose != "batch":
-            return openai_error(400, "purpose must be 'batch'", "invalid_request_error")
-        if not isinstance(upload, web.FileField):  # None, a text field, or bytes
-            return openai_error(400, "'file' must be a file part", "invalid_request_error")
-        data = upload.file.read()
-        f = self._new_file("batch", upload.filename or "upload.jsonl", data)
+    def upload(self, filename: str, data: bytes) -> StoredFile:
+        """Store an uploaded ``purpose=batch`` input file."""
+        f = self._new_file("batch", filename, data)
         with self._lock:
             self._files_uploaded += 1
             self._bytes_uploaded += len(data)
-        return web.json_response(f.obj())
+        return f
 
-    async def _h_file(self, request: web.Request) -> web.Response:
+    def stored_file(self, file_id: str) -> StoredFile | None:
         with self._lock:
-            f = self._files.get(request.match_info["file_id"])
-        return web.json_response(f.obj()) if f else openai_error(404, "no such file", "invalid_request_error")
+            return self._files.get(file_id)
 
-    async def _h_file_content(self, request: web.Request) -> web.Response:
+    def delete_file(self, file_id: str) -> bool:
+        """Delete a file; False when there is none."""
         with self._lock:
-            f = self._files.get(request.match_info["file_id"])
-        if f is None:
-            return openai_error(404, "no such file", "invalid_request_error")
-        return web.Response(body=f.data, content_type="application/octet-stream")
+            return self._files.pop(file_id, None) is not None
 
-    async def _h_file_delete(self, request: web.Request) -> web.Response:
-        file_id = request.match_info["file_id"]
+    def create_job(
+        self, input_file_id: str, endpoint: str, window: str, metadata: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """A new job over an uploaded batch file (its batch object); None when there is no such file."""
         with self._lock:
-            f = self._files.pop(file_id, None)
-        if f is None:
-            return openai_error(404, "no such file", "invalid_request_error")
-        return web.json_response({"id": file_id, "object": "file", "deleted": True})
-
-    async def _h_create(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return openai_error(400, "body is not JSON", "invalid_request_error")
-        if not isinstance(body, dict):
-            return openai_error(400, "expected a JSON object", "invalid_request_error")
-        endpoint = body.get("endpoint")
-        window = body.get("completion_window")
-        metadata = body.get("metadata") or {}
-        if endpoint not in ENDPOINTS:
-            return openai_error(
-                400, f"endpoint must be one of {', '.join(ENDPOINTS)}", "invalid_request_error"
-            )
-        if window not in WINDOW_S:
-            return openai_error(400, "completion_window must be '24h'", "invalid_request_error")
-        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-            return openai_error(400, "metadata must map strings to strings", "invalid_request_error")
-        with self._lock:
-            f = self._files.get(str(body.get("input_file_id")))
+            f = self._files.get(input_file_id)
             if f is None or f.purpose != "batch":
-                return openai_error(
-                    400, "input_file_id is not an uploaded batch file", "invalid_request_error"
-                )
+                return None
             lines, errors = parse_input(f.data, endpoint)
             job = Job(
                 id=f"batch_{uuid.uuid4().hex[:24]}",
                 input_file_id=f.id,
                 endpoint=endpoint,
                 completion_window=window,
-                metadata=dict(metadata),
+                metadata=metadata,
                 settings=self.settings,
                 lines=lines,
                 validation_errors=errors,
@@ -296,44 +241,26 @@ class BatchAPIEmulator:
             job.counts["total"] = len(lines)
             self._jobs[job.id] = job
             self._jobs_created += 1
-            return web.json_response(job.obj())
+            return job.obj()
 
-    async def _h_list(self, request: web.Request) -> web.Response:
-        try:
-            limit = max(1, min(100, int(request.query.get("limit", "20"))))
-        except ValueError:
-            return openai_error(400, "limit must be an integer", "invalid_request_error")
+    def list_jobs(self, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """The newest ``limit`` batch objects (each moved along the clock), and whether there are more."""
         with self._lock:
             jobs = list(self._jobs.values())[::-1]
             for job in jobs:
                 self._advance(job)
-            data = [j.obj() for j in jobs[:limit]]
-        return web.json_response({"object": "list", "data": data, "has_more": len(jobs) > limit})
+            return [j.obj() for j in jobs[:limit]], len(jobs) > limit
 
-    def _looked_up(self, request: web.Request) -> Job | None:
-        """The job the path names, moved along the clock; None when there is none."""
-        with self._lock:
-            job = self._jobs.get(request.match_info["batch_id"])
-            if job is not None:
-                self._advance(job)
-            return job
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Start cancelling the job (``cancelling``, then ``cancelled``); its batch object.
 
-    async def _h_get(self, request: web.Request) -> web.Response:
+        KeyError when there is no such job, ValueError when it has already ended.
+        """
         with self._lock:
-            job = self._looked_up(request)
-            if job is None:
-                return openai_error(404, "no such batch", "invalid_request_error")
-            return web.json_response(job.obj())
-
-    async def _h_cancel(self, request: web.Request) -> web.Response:
-        with self._lock:
-            job = self._looked_up(request)
-            if job is None:
-                return openai_error(404, "no such batch", "invalid_request_error")
+            job = self._job(job_id)
+            self._advance(job)
             if job.state in TERMINAL:
-                return openai_error(
-                    400, f"cannot cancel a batch that is {job.state}", "invalid_request_error"
-                )
+                raise ValueError(f"cannot cancel a batch that is {job.state}")
             if job.cancel_mono is None:
                 now = time.monotonic()
                 job.cancel_mono = now
@@ -341,7 +268,7 @@ class BatchAPIEmulator:
                 job.stamps["cancelling_at"] = int(time.time())
                 job.state = "cancelling"
                 self._cancels += 1
-            return web.json_response(job.obj())
+            return job.obj()
 
     # ---- the clock -------------------------------------------------------------------------
     def _job(self, job_id: str) -> Job:

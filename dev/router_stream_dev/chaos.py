@@ -34,40 +34,35 @@ What happens, in one process that acts as the workers' supervisor (like Kubernet
    * the per-key request counter in the changelog equals the key's number of requests.
 
 ``Report.ok`` is true when all of those counts are zero. ``Report.summary()`` prints them.
+
+This module is the supervisor (steps 1-3 and the drain); the input stream is
+:mod:`.chaos_traffic`, the audit of step 4 :mod:`.chaos_verify`, the report :mod:`.chaos_report`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import re
 import shutil
 import signal
 import tempfile
-import threading
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from .chaos_budgets import BudgetReport, budget_config, verify_budgets
-from .harness import (
-    WorkerProcess,
-    create_topics,
-    free_port,
-    make_config,
-    read_topic,
-    request_value,
-    write_config,
-)
+from .chaos_budgets import budget_config
+from .chaos_report import Event, Report
+from .chaos_traffic import PacedProducer, make_traffic
+from .chaos_verify import verify
+from .harness import WorkerProcess, create_topics, free_port, make_config, write_config
 from .local_kafka import LocalKafka
 from .model_server import ModelServer
+
+__all__ = ["ROLES", "STICKY_RULES", "Event", "Report", "make_traffic", "run_chaos", "verify"]
 
 ROLES = ("requests", "responses", "audit", "dead_letter", "changelog")
 
@@ -83,145 +78,6 @@ STICKY_RULES = [
         ],
     }
 ]
-
-
-@dataclass
-class Event:
-    at: float  # seconds since the start of the stream
-    kind: str  # kill | broker_restart | crash | restart
-    detail: str = ""
-
-
-@dataclass
-class Report:
-    """What a chaos run saw. ``ok`` when nothing was lost, duplicated or changed."""
-
-    records: int = 0
-    workers: int = 0
-    partitions: int = 0
-    keys: int = 0
-    input_records: int = 0  # records read back from the requests topic
-    responses: int = 0  # response records (read_committed)
-    audits: int = 0
-    lost: int = 0  # input records without a response
-    duplicated: int = 0  # request ids answered more often than they were sent
-    unexpected: int = 0  # responses for request ids never sent
-    audit_lost: int = 0
-    audit_duplicated: int = 0
-    changed: int = 0  # keys whose sticky candidate changed within the TTL
-    redecided: int = 0  # keys decided afresh within the TTL (state lost)
-    counter_mismatch: int = 0  # keys whose changelog request counter != requests sent
-    dead_letters: int = 0
-    error_responses: int = 0  # responses carrying an error (model failures)
-    kills: int = 0
-    sigterms: int = 0  # graceful stops right before a broker restart
-    broker_restarts: int = 0
-    crashes: int = 0  # worker exits we did not cause (restarted by us)
-    fenced_batches: int = 0  # "partition ...: fenced (...)" lines in the worker logs
-    aborted_batches: int = 0  # "failed (...); it will be re-read" lines
-    fatal_exits: int = 0  # "fatal:" lines (exit 70)
-    final_exit_codes: list[int | None] = field(default_factory=list)
-    produce_s: float = 0.0
-    drain_s: float = 0.0  # end of production to group lag 0
-    verify_s: float = 0.0
-    total_s: float = 0.0
-    events: list[Event] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    examples: dict[str, Any] = field(default_factory=dict)
-    workdir: str = ""
-    budgets: BudgetReport | None = None  # with budget_usd: the exactness checks of chaos_budgets.py
-
-    @property
-    def ok(self) -> bool:
-        return not (
-            self.lost
-            or self.duplicated
-            or self.unexpected
-            or self.audit_lost
-            or self.audit_duplicated
-            or self.changed
-            or self.redecided
-            or self.counter_mismatch
-            or self.dead_letters
-            or self.input_records != self.records
-            or (self.budgets is not None and not self.budgets.ok)
-        )
-
-    def summary(self) -> str:
-        lines = [
-            f"chaos: {self.records} records, {self.keys} keys, {self.partitions} partitions, "
-            f"{self.workers} workers; {self.kills} kill -9, {self.sigterms} SIGTERM, {self.broker_restarts} broker restarts, "
-            f"{self.crashes} worker crashes (restarted)",
-            f"  read_committed: {self.input_records} requests, {self.responses} responses, {self.audits} audits, "
-            f"{self.dead_letters} dead letters, {self.error_responses} error responses",
-            f"  lost {self.lost}  duplicated {self.duplicated}  unexpected {self.unexpected}  "
-            f"audit lost {self.audit_lost}  audit duplicated {self.audit_duplicated}",
-            f"  sticky: changed {self.changed}  redecided {self.redecided}  counter mismatch {self.counter_mismatch}",
-            f"  worker logs: {self.fenced_batches} fenced batches, {self.aborted_batches} aborted batches, "
-            f"{self.fatal_exits} fatal exits; final SIGTERM exit codes {self.final_exit_codes}",
-            f"  time: produce {self.produce_s:.1f}s, drain {self.drain_s:.1f}s, verify {self.verify_s:.1f}s, "
-            f"total {self.total_s:.1f}s",
-        ]
-        if self.budgets is not None:
-            lines.append(self.budgets.summary())
-            for name, ex in self.budgets.examples.items():
-                lines.append(f"  e.g. {name}: {ex}")
-        lines += [f"  note: {n}" for n in self.notes]
-        for name, ex in self.examples.items():
-            lines.append(f"  e.g. {name}: {ex}")
-        lines.append("  RESULT: " + ("OK" if self.ok else "FAILED"))
-        return "\n".join(lines)
-
-
-class _Producer(threading.Thread):
-    """Streams the requests at a steady rate; ``lock`` is held while a chunk is in flight."""
-
-    def __init__(self, bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float) -> None:
-        super().__init__(name="chaos-producer", daemon=True)
-        self.bootstrap, self.topic, self.records, self.rate = bootstrap, topic, records, rate
-        self.lock = threading.Lock()
-        self.sent = 0
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._run())
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.done.set()
-
-    async def _run(self) -> None:
-        chunk = max(1, int(self.rate / 4)) if self.rate > 0 else 1000
-        started = time.monotonic()
-        producer: AIOKafkaProducer | None = None
-        try:
-            while self.sent < len(self.records):
-                if self.rate > 0:  # pace: record i is due at started + i / rate
-                    due = started + self.sent / self.rate
-                    if due > time.monotonic():
-                        await asyncio.sleep(due - time.monotonic())
-                await asyncio.to_thread(self.lock.acquire)
-                try:
-                    if producer is None:
-                        producer = AIOKafkaProducer(
-                            bootstrap_servers=self.bootstrap,
-                            enable_idempotence=True,
-                            acks="all",
-                            linger_ms=5,
-                            request_timeout_ms=60_000,
-                        )
-                        await producer.start()
-                    batch = self.records[self.sent : self.sent + chunk]
-                    futures = [await producer.send(self.topic, key=k, value=v) for k, v in batch]
-                    await asyncio.gather(*futures)
-                    self.sent += len(batch)
-                finally:
-                    self.lock.release()
-        finally:
-            if producer is not None:
-                await producer.stop()
 
 
 async def _group_lag(bootstrap: str, group: str, topic: str) -> int | None:
@@ -257,19 +113,6 @@ async def _group_lag(bootstrap: str, group: str, topic: str) -> int | None:
                 pass
 
 
-def make_traffic(records: int, keys: int, seed: int) -> list[tuple[bytes, bytes]]:
-    """``records`` requests over ``keys`` keys, each with a random ``fields.tier``."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(records):
-        key = f"cust-{rng.randrange(keys)}"
-        tier = rng.choice(("gold", "basic"))
-        out.append(
-            (key.encode(), request_value(f"req-{i}", f"question {i} from {key}", fields={"tier": tier}))
-        )
-    return out
-
-
 def _schedule(rng: random.Random, kills: int, broker_restarts: int, start: float, end: float) -> list[Event]:
     """Random times in [start, end]: the broker restarts first spread out, kills anywhere."""
     events = []
@@ -285,135 +128,6 @@ def _schedule(rng: random.Random, kills: int, broker_restarts: int, start: float
     for _ in range(kills):
         events.append(Event(rng.uniform(start, end), "kill"))
     return sorted(events, key=lambda e: e.at)
-
-
-def verify(
-    bootstrap: str,
-    config: dict[str, Any],
-    report: Report,
-    expected_ids: set[str],
-    *,
-    timeout: float = 180,
-    budget_usd: float | None = None,
-) -> None:
-    """Read every topic in read_committed and fill the counts of ``report``."""
-    topics = config["topics"]
-    ttl_ms = float(config["cache"]["ttl_s"]) * 1000
-
-    def read(role: str, expect: int | None) -> list[Any]:
-        return asyncio.run(read_topic(bootstrap, topics[role], expect=expect, timeout=timeout, idle=3))
-
-    requests = read("requests", len(expected_ids))
-    id_at = {(r.partition, r.offset): json.loads(r.value)["request_id"] for r in requests}
-    sent_per_id = Counter(id_at.values())
-    report.input_records = len(requests)
-    per_key_sent = Counter(r.key.decode() for r in requests)
-    responses = read("responses", len(requests))
-    audits = read("audit", len(requests))
-    dead = read("dead_letter", None)
-    changelog = read("changelog", None)
-    report.responses, report.audits, report.dead_letters = len(responses), len(audits), len(dead)
-
-    # every input record gets exactly one committed output: a response (valid requests) or a
-    # dead letter (poison records; none are produced here, so any dead letter is a failure too)
-    resp_ids: Counter[str] = Counter()
-    outputs_per_source: Counter[tuple[int, int]] = Counter()
-    flagged_duplicate = 0
-    for r in responses:
-        body = json.loads(r.value)
-        resp_ids[body["request_id"]] += 1
-        flagged_duplicate += bool(body.get("duplicate"))
-        if body.get("error"):
-            report.error_responses += 1
-    dead_ids: Counter[str] = Counter()
-    dead_reasons: Counter[str] = Counter()
-    for r in dead:
-        body = json.loads(r.value)
-        rid = body.get("request_id") or id_at.get((body["partition"], body["offset"]))
-        dead_ids[rid or f"offset:{body['partition']}:{body['offset']}"] += 1
-        dead_reasons[body.get("reason", "?")] += 1
-        outputs_per_source[(body["partition"], body["offset"])] += 1
-    audit_ids: Counter[str] = Counter()
-    for r in audits:
-        body = json.loads(r.value)
-        audit_ids[body["request_id"]] += 1
-        src = body.get("source") or {}
-        outputs_per_source[(src.get("partition", -1), src.get("offset", -1))] += 1
-    answered = resp_ids + dead_ids
-    lost = [i for i in sent_per_id if answered[i] < sent_per_id[i]]
-    dups = [i for i in answered if answered[i] > sent_per_id.get(i, 0) and i in sent_per_id]
-    report.lost = sum(max(0, sent_per_id[i] - answered[i]) for i in sent_per_id)
-    report.duplicated = len(dups)
-    report.unexpected = sum(1 for i in answered if i not in sent_per_id)
-    # one audit record per request that was not dead-lettered
-    audit_expected = {i: max(0, n - dead_ids[i]) for i, n in sent_per_id.items()}
-    report.audit_lost = sum(max(0, n - audit_ids[i]) for i, n in audit_expected.items())
-    report.audit_duplicated = sum(1 for i in audit_ids if audit_ids[i] > audit_expected.get(i, 0))
-    if set(sent_per_id) != expected_ids:
-        report.notes.append(
-            f"requests topic holds {len(set(sent_per_id))} distinct ids, produced {len(expected_ids)}"
-        )
-    if dead_reasons:
-        report.notes.append(f"dead letters by reason: {dict(dead_reasons)}")
-    if lost:
-        report.examples["lost"] = sorted(lost)[:5]
-    if dups:
-        report.examples["duplicated (id, outputs)"] = [(i, answered[i]) for i in sorted(dups)[:5]]
-        report.notes.append(
-            f"{flagged_duplicate} responses are marked duplicate=true (answered again from the "
-            "dedup store: the same input record was processed and committed twice)"
-        )
-    reread = sorted(k for k, n in outputs_per_source.items() if n > 1)
-    if reread:
-        by_part: dict[int, list[int]] = defaultdict(list)
-        for part, off in reread:
-            by_part[part].append(off)
-        report.examples["input offsets committed twice (partition: count, first..last)"] = {
-            p: (len(o), o[0], o[-1]) for p, o in sorted(by_part.items())
-        }
-
-    # sticky decisions, per key in the order the records were handled (received_at; the workers
-    # share this machine's clock), which is offset order unless a partition was re-read
-    by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in audits:
-        a = json.loads(r.value)
-        if not a.get("duplicate"):
-            by_key[a.get("key") or ""].append(a)
-    changed, redecided = [], []
-    for key, items in by_key.items():
-        items.sort(key=lambda a: (a["received_at"], a["source"].get("offset", 0)))
-        decision: tuple[str, int] | None = None  # (candidate, decided_at)
-        for a in items:
-            fresh = decision is not None and a["received_at"] - decision[1] <= ttl_ms
-            if a.get("cache_hit"):
-                if fresh and a["chosen"] != decision[0]:  # type: ignore[index]
-                    changed.append((key, decision[0], a["chosen"], a["request_id"]))  # type: ignore[index]
-                    break
-                if decision is None:
-                    decision = (a["chosen"], a["received_at"])
-                continue
-            if fresh:
-                redecided.append((key, a["request_id"]))
-                if a["chosen"] != decision[0]:  # type: ignore[index]
-                    changed.append((key, decision[0], a["chosen"], a["request_id"]))  # type: ignore[index]
-                break
-            decision = (a["chosen"], a["received_at"])
-    report.changed, report.redecided = len(changed), len(redecided)
-    if changed:
-        report.examples["changed (key, before, after, request)"] = changed[:5]
-    if redecided:
-        report.examples["redecided (key, request)"] = redecided[:5]
-
-    last: dict[bytes, bytes | None] = {}
-    for r in changelog:
-        last[r.key] = r.value
-    counts = {k[2:].decode(): json.loads(v)["count"] for k, v in last.items() if k.startswith(b"k:") and v}
-    mismatch = [(k, counts.get(k), n) for k, n in per_key_sent.items() if counts.get(k) != n]
-    report.counter_mismatch = len(mismatch)
-    if mismatch:
-        report.examples["counter mismatch (key, changelog, sent)"] = mismatch[:5]
-    if budget_usd is not None:
-        report.budgets = verify_budgets(changelog, responses, audits, budget_usd)
 
 
 def run_chaos(
@@ -516,7 +230,7 @@ def run_chaos(
         )
 
         traffic = make_traffic(records, keys, seed)
-        producer = _Producer(bootstrap, t["requests"], traffic, rate)
+        producer = PacedProducer(bootstrap, t["requests"], traffic, rate)
         t0 = time.monotonic()
         producer.start()
         window = records / rate

@@ -20,34 +20,42 @@ Shell use (state kept in ``<workdir>/state.json``)::
     python -m router_stream_dev.local_kafka start    # prints the bootstrap
     python -m router_stream_dev.local_kafka status
     python -m router_stream_dev.local_kafka stop
+
+The JVM command line, its log configs and the checks on the running process live in
+:mod:`router_stream_dev.local_kafka_process`; here are the broker settings and the lifecycle.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import atexit
-import base64
-import concurrent.futures
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
-from router_stream.errors import RouterStreamError
-from router_stream_dev.java import JavaNotFoundError, find_java
 from router_stream_dev.kafka_jars import DEFAULT_VERSION, FetchError, cache_root, fetch
+from router_stream_dev.local_kafka_process import (
+    LocalKafkaError,
+    cluster_id,
+    free_port,
+    is_our_broker,
+    java_command,
+    log_tail,
+    port_open,
+    probe_broker,
+    write_log_configs,
+)
+
+__all__ = ["DEFAULT_VERSION", "LocalKafka", "LocalKafkaError", "cache_root", "ensure_jars"]
 
 _STATE_FILE = "state.json"
 
@@ -84,68 +92,12 @@ _V4_SETTINGS: dict[str, str] = {
 }
 
 
-class LocalKafkaError(RouterStreamError, RuntimeError):
-    """The local broker could not be fetched, formatted, started or stopped."""
-
-
 def ensure_jars(version: str) -> Path:
     """Return the libs dir for ``version``, downloading it (verified) when not complete yet."""
     try:
         return fetch(version, cache_root())
     except FetchError as exc:
         raise LocalKafkaError(f"fetching Kafka {version} failed: {exc}") from exc
-
-
-def _free_port() -> int:
-    """A port free right now on 127.0.0.1 (the kernel picks it; a tiny race is accepted)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cluster_id() -> str:
-    """A random Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
-
-    Never starts with '-': StorageTool's argument parser would take such an id for an option
-    (seen: 'argument --cluster-id/-t: expected one argument', about 1 start in 64).
-    """
-    while True:
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        if not cid.startswith("-"):
-            return cid
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _probe(bootstrap: str, timeout: float) -> None:
-    """Prove the broker answers Kafka requests: describe the cluster and list topics.
-
-    Runs its own event loop in a worker thread so that ``start`` also works when
-    called from code that already runs inside an event loop.
-    """
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    async def probe() -> None:
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=max(1000, int(timeout * 1000))
-        )
-        try:
-            await asyncio.wait_for(admin.start(), timeout)
-            cluster = await asyncio.wait_for(admin.describe_cluster(), timeout)
-            if not cluster.get("brokers"):
-                raise LocalKafkaError("broker answered but lists no brokers yet")
-            await asyncio.wait_for(admin.list_topics(), timeout)
-        finally:
-            await admin.close()
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, probe()).result()
 
 
 class LocalKafka:
@@ -256,23 +208,12 @@ class LocalKafka:
         """Whether our broker process is alive (not whether it answers)."""
         if self._proc is not None:
             return self._proc.poll() is None
-        return self._pid is not None and _is_our_broker(self._pid, self.workdir)
+        return self._pid is not None and is_our_broker(self._pid, self.workdir)
 
     def log_tail(self, lines: int = 30) -> str:
         """The broker log's errors (the cause hides above the shutdown noise) and its tail,
         plus the JVM's own stdout/stderr."""
-        parts = []
-        if self.log_file.exists():
-            text = self.log_file.read_text(errors="replace").splitlines()
-            errors = _error_lines(text)[-12:]
-            if errors:
-                parts.append(f"--- errors in {self.log_file} ---\n" + "\n".join(errors))
-            parts.append(f"--- tail of {self.log_file} ---\n" + "\n".join(text[-lines:]))
-        stdout = self.workdir / "logs" / "stdout.log"
-        if stdout.exists() and stdout.stat().st_size:
-            text = stdout.read_text(errors="replace").splitlines()
-            parts.append(f"--- {stdout} ---\n" + "\n".join(text[-lines:]))
-        return "\n".join(parts) or "(no broker log written)"
+        return log_tail(self.log_file, self.workdir / "logs" / "stdout.log", lines)
 
     def __enter__(self) -> LocalKafka:
         self.start()
@@ -307,15 +248,15 @@ class LocalKafka:
         shutil.rmtree(self.data_dir, ignore_errors=True)
         shutil.rmtree(self.workdir / "logs", ignore_errors=True)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        self.port = self.port or _free_port()
-        self.controller_port = self.controller_port or _free_port()
+        self.port = self.port or free_port()
+        self.controller_port = self.controller_port or free_port()
         while self.controller_port == self.port:
-            self.controller_port = _free_port()
+            self.controller_port = free_port()
         self._write_configs()
         # A static voter set formats the same way on 3.9 and 4.x; ``--standalone``
         # would need controller.quorum.bootstrap.servers (a dynamic quorum) instead.
         cmd = [*self._java(heap="256m"), "kafka.tools.StorageTool", "format"]
-        cmd += ["-t", _cluster_id(), "-c", str(self.workdir / "server.properties")]
+        cmd += ["-t", cluster_id(), "-c", str(self.workdir / "server.properties")]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise LocalKafkaError(
@@ -340,51 +281,12 @@ class LocalKafka:
         settings.update(self.overrides)
         props = "".join(f"{k}={v}\n" for k, v in settings.items())
         (self.workdir / "server.properties").write_text(props)
-        log = str(self.log_file)
-        (self.workdir / "log4j.properties").write_text(
-            "log4j.rootLogger=INFO, file\n"
-            "log4j.appender.file=org.apache.log4j.FileAppender\n"
-            f"log4j.appender.file.File={log}\n"
-            "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
-            "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
-            "log4j.logger.kafka.request.logger=WARN\n"
-            "log4j.logger.state.change.logger=WARN\n"
-        )
-        (self.workdir / "log4j2.xml").write_text(
-            '<Configuration status="WARN">\n'
-            f'  <Appenders><File name="file" fileName={quoteattr(log)} append="true">\n'
-            '    <PatternLayout pattern="[%d] %p %m (%c)%n"/></File></Appenders>\n'
-            "  <Loggers>\n"
-            '    <Logger name="kafka.request.logger" level="WARN"/>\n'
-            '    <Logger name="state.change.logger" level="WARN"/>\n'
-            '    <Root level="INFO"><AppenderRef ref="file"/></Root>\n'
-            "  </Loggers>\n</Configuration>\n"
-        )
+        write_log_configs(self.workdir, self.log_file)
 
     def _java(self, heap: str = "512m") -> list[str]:
         """The JVM command line up to the main class: small heap, logs to file."""
-        try:
-            java = find_java()
-        except JavaNotFoundError as exc:
-            raise LocalKafkaError(str(exc)) from exc
-        if self.major >= 4:
-            log_opt = f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.xml'}"
-        else:
-            log_opt = f"-Dlog4j.configuration=file:{self.workdir / 'log4j.properties'}"
         assert self._libs is not None
-        return [
-            java,
-            "-Xms128m",
-            f"-Xmx{heap}",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-XX:+ExitOnOutOfMemoryError",
-            "-Djava.awt.headless=true",
-            f"-Dkafka.logs.dir={self.workdir / 'logs'}",
-            log_opt,
-            "-cp",
-            f"{self._libs}/*",
-        ]
+        return java_command(self._libs, self.workdir, self.major, heap)
 
     def _launch(self) -> None:
         cmd = [*self._java(), "kafka.Kafka", str(self.workdir / "server.properties")]
@@ -413,9 +315,9 @@ class LocalKafka:
                     f"Kafka {self.version} broker exited during start "
                     f"(rc={self._proc.returncode if self._proc else '?'}):\n{self.log_tail()}"
                 )
-            if _port_open(self.port):
+            if port_open(self.port):
                 try:
-                    _probe(self.bootstrap, min(10.0, max(1.0, deadline - time.monotonic())))
+                    probe_broker(self.bootstrap, min(10.0, max(1.0, deadline - time.monotonic())))
                     return
                 except Exception as exc:
                     last_error = exc
@@ -456,31 +358,6 @@ class LocalKafka:
             "workdir": str(self.workdir),
         }
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
-
-
-def _error_lines(lines: list[str]) -> list[str]:
-    """ERROR/FATAL lines, each with the exception message line that follows it."""
-    out: list[str] = []
-    for i, line in enumerate(lines):
-        if " ERROR " in line or " FATAL " in line:
-            out.append(line)
-            nxt = lines[i + 1] if i + 1 < len(lines) else ""
-            if nxt and not nxt.startswith(("[", "\t")):
-                out.append("    " + nxt)
-    return out
-
-
-def _is_our_broker(pid: int, workdir: Path) -> bool:
-    """True when ``pid`` is alive and is the kafka.Kafka of ``workdir`` (guards pid reuse)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":  # exited, not yet reaped
-        return False
-    config = str(workdir / "server.properties").encode()
-    return b"kafka.Kafka" in cmdline and config in cmdline
 
 
 def _main(argv: list[str] | None = None) -> int:
