@@ -22,25 +22,9 @@ raise the usual error tree (``timeout``, ``connection``, ``throttled``, ``server
 ``http_error``, ``malformed``, ``auth``, ``client_error``); messages are built from the candidate
 name, the operation, status codes and exception class names only, never from headers or bodies.
 
-Per-record outcomes in :meth:`~BatchAPIClient.results` (never raised, returned as values):
-
-====================  ===========================================================  =========
-kind                  cause                                                        retryable
-====================  ===========================================================  =========
-(a Completion)        the line answered 2xx with a message
-``malformed``         2xx line without choices / an answer, or neither response    yes
-                      nor error
-status kinds          the line's ``response.status_code`` mapped like an HTTP      per status
-                      answer (``throttled``, ``server_error``, ``client_error``…)
-``batch_expired``     the job's window ran out before this line                    yes
-``batch_cancelled``   the job was cancelled before this line                       yes
-``throttled``         line error code ``rate_limit_exceeded`` / token limits       yes
-``server_error``      line error code ``server_error`` / ``timeout``               yes
-``line_error``        any other line error code                                    no
-``missing``           the job completed but said nothing about this custom_id      yes
-``batch_failed``      the whole job failed (validation); retryable only for        per code
-                      token/rate-limit codes
-====================  ===========================================================  =========
+Per-record outcomes in :meth:`~BatchAPIClient.results` are returned as values, never raised;
+their kinds, and the JSONL / job-status format behind them, are in :mod:`.batch_api_format` (no
+HTTP there). This module is the HTTP client only.
 """
 
 from __future__ import annotations
@@ -50,22 +34,29 @@ import json
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from ..config import CandidateConfig
-from ..errors import FatalModelError, ModelError, RetryableModelError
+from ..errors import FatalModelError, RetryableModelError
 from ..schemas import Usage
-from .base import ChatCall, Completion
-from .openai import (
-    completion_from_openai,
-    openai_body,
-    parse_retry_after,
-    shared_http_client,
-    transport_error,
+from .base import ChatCall
+from .batch_api_format import (
+    ACTIVE_STATES,
+    BATCH_STATES,
+    TERMINAL_STATES,
+    BatchCounts,
+    BatchResults,
+    BatchStatus,
+    add_result_lines,
+    input_file,
+    input_messages,
+    missing_error,
+    parse_status,
+    status_error,
 )
+from .openai import parse_retry_after, shared_http_client, transport_error
 from .pricing import cost_usd
 
 __all__ = [
@@ -80,82 +71,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: states of a job that will still change
-ACTIVE_STATES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
-#: states of a job that will not change any more; results can be read
-TERMINAL_STATES = frozenset({"completed", "failed", "expired", "cancelled"})
-BATCH_STATES = ACTIVE_STATES | TERMINAL_STATES
-
-#: line / job error codes we understand: code -> (kind, retryable)
-_ERROR_CODES: dict[str, tuple[str, bool]] = {
-    "batch_expired": ("batch_expired", True),
-    "batch_cancelled": ("batch_cancelled", True),
-    "rate_limit_exceeded": ("throttled", True),
-    "token_limit_exceeded": ("throttled", True),
-    "request_limit_exceeded": ("throttled", True),
-    "server_error": ("server_error", True),
-    "timeout": ("timeout", True),
-}
-_TIMESTAMP_KEYS = ("completed_at", "failed_at", "expired_at", "cancelled_at")
-_SAFE_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,256}$")
-
-
-@dataclass(frozen=True)
-class BatchCounts:
-    """``request_counts`` of a job, as the provider reports them."""
-
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
-
-
-@dataclass(frozen=True)
-class BatchStatus:
-    """One look at a batch job (``GET /v1/batches/{id}``)."""
-
-    id: str
-    state: str  #: one of :data:`BATCH_STATES`
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    input_file_id: str | None = None
-    counts: BatchCounts = field(default_factory=BatchCounts)
-    created_at: float | None = None
-    expires_at: float | None = None
-    #: when the job reached its terminal state (completed/failed/expired/cancelled_at)
-    finished_at: float | None = None
-    #: machine-readable codes of job-level errors (e.g. why validation failed); no messages
-    error_codes: tuple[str, ...] = ()
-    metadata: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def done(self) -> bool:
-        """True in a terminal state: results can be read and will not change."""
-        return self.state in TERMINAL_STATES
-
-
-class BatchResults(dict[str, "Completion | ModelError"]):
-    """``{custom_id: Completion | ModelError}`` for every custom_id, plus what was left out.
-
-    ``skipped`` counts lines that were not JSON objects with a string ``custom_id`` (garbage);
-    ``unexpected`` lines named a custom_id not in ``expected``; ``duplicates`` lines named a
-    custom_id already answered (the first success wins, then the first error).
-    """
-
-    def __init__(self, status: BatchStatus) -> None:
-        super().__init__()
-        self.status = status
-        self.skipped = 0
-        self.unexpected = 0
-        self.duplicates = 0
-
-    @property
-    def completions(self) -> dict[str, Completion]:
-        return {k: v for k, v in self.items() if isinstance(v, Completion)}
-
-    @property
-    def errors(self) -> dict[str, ModelError]:
-        return {k: v for k, v in self.items() if isinstance(v, ModelError)}
 
 
 class BatchAPIClient:
@@ -190,18 +106,7 @@ class BatchAPIClient:
             raise ValueError("submit needs at least one item")
         if len(items) > self.settings.max_records:
             raise ValueError(f"{len(items)} items exceed batch_api.max_records={self.settings.max_records}")
-        seen: set[str] = set()
-        lines: list[bytes] = []
-        for custom_id, call in items:
-            if not isinstance(custom_id, str) or not custom_id:
-                raise ValueError(f"custom_id must be a non-empty string, got {custom_id!r}")
-            if custom_id in seen:
-                raise ValueError(f"duplicate custom_id {custom_id!r}")
-            seen.add(custom_id)
-            body = openai_body(call, self.cfg.model)
-            line = {"custom_id": custom_id, "method": "POST", "url": self.settings.endpoint, "body": body}
-            lines.append(json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode())
-        payload = b"\n".join(lines) + b"\n"
+        payload = input_file(items, self.cfg.model, self.settings.endpoint)
 
         resp = await self._request(
             "POST",
@@ -226,12 +131,12 @@ class BatchAPIClient:
     async def status(self, job_id: str) -> BatchStatus:
         """The job's current state, file ids and counts."""
         resp = await self._request("GET", f"/batches/{_path_id(job_id)}", "batch status")
-        return self._parse_status(self._json(resp, "batch status"), job_id)
+        return parse_status(self._json(resp, "batch status"), job_id, self.name)
 
     async def cancel(self, job_id: str) -> BatchStatus:
         """Ask the provider to cancel the job (it passes through ``cancelling``)."""
         resp = await self._request("POST", f"/batches/{_path_id(job_id)}/cancel", "cancel batch")
-        return self._parse_status(self._json(resp, "cancel batch"), job_id)
+        return parse_status(self._json(resp, "cancel batch"), job_id, self.name)
 
     async def results(self, job: str | BatchStatus, *, expected: Iterable[str] | None = None) -> BatchResults:
         """``{custom_id: Completion | ModelError}`` of a job in a terminal state.
@@ -267,31 +172,15 @@ class BatchAPIClient:
         for file_id in (st.output_file_id, st.error_file_id):
             if not file_id:
                 continue
-            content = await self._download(file_id)
-            for raw in content.splitlines():
-                if not raw.strip():
-                    continue
-                try:
-                    line = json.loads(raw)
-                except (ValueError, UnicodeDecodeError):
-                    line = None
-                custom_id = line.get("custom_id") if isinstance(line, dict) else None
-                if not isinstance(custom_id, str) or not custom_id:
-                    out.skipped += 1
-                    continue
-                if custom_id not in wanted_set:
-                    out.unexpected += 1
-                    continue
-                outcome = self._line_outcome(
-                    st, custom_id, line, messages_by_id.get(custom_id, []), latency_ms
-                )
-                previous = out.get(custom_id)
-                if previous is None:
-                    out[custom_id] = outcome
-                else:
-                    out.duplicates += 1
-                    if isinstance(previous, ModelError) and isinstance(outcome, Completion):
-                        out[custom_id] = outcome
+            add_result_lines(
+                out,
+                await self._download(file_id),
+                wanted_set,
+                messages_by_id,
+                name=self.name,
+                model=self.cfg.model,
+                latency_ms=latency_ms,
+            )
 
         if out.skipped:
             self.skipped_lines_total += out.skipped
@@ -300,7 +189,7 @@ class BatchAPIClient:
             )
         for custom_id in wanted:
             if custom_id not in out:
-                out[custom_id] = self._missing_error(st, custom_id)
+                out[custom_id] = missing_error(st, custom_id, self.name)
         return out
 
     async def delete_file(self, file_id: str) -> None:
@@ -341,7 +230,7 @@ class BatchAPIClient:
                 raise
             raise error from None
         if not 200 <= resp.status_code < 300:
-            raise _status_error(
+            raise status_error(
                 f"{self.name}: {what}: HTTP {resp.status_code} from batch endpoint",
                 resp.status_code,
                 parse_retry_after(resp.headers),
@@ -376,137 +265,10 @@ class BatchAPIClient:
         return resp.content
 
     async def _input_messages(self, file_id: str) -> dict[str, list[dict[str, Any]]]:
-        out: dict[str, list[dict[str, Any]]] = {}
-        for raw in (await self._download(file_id)).splitlines():
-            try:
-                line = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                continue
-            if isinstance(line, dict) and isinstance(line.get("custom_id"), str) and line["custom_id"]:
-                body = line.get("body")
-                messages = body.get("messages") if isinstance(body, dict) else None
-                out.setdefault(line["custom_id"], messages if isinstance(messages, list) else [])
-        return out
-
-    # ---- parsing ---------------------------------------------------------------------------
-    def _parse_status(self, data: dict[str, Any], job_id: str) -> BatchStatus:
-        state = data.get("status")
-        if state not in BATCH_STATES:
-            raise RetryableModelError(f"{self.name}: batch job {job_id}: malformed status", kind="malformed")
-        counts_raw = data.get("request_counts")
-        counts = BatchCounts()
-        if isinstance(counts_raw, dict):
-            counts = BatchCounts(
-                total=_int(counts_raw.get("total")),
-                completed=_int(counts_raw.get("completed")),
-                failed=_int(counts_raw.get("failed")),
-            )
-        codes: list[str] = []
-        errors = data.get("errors")
-        if isinstance(errors, dict) and isinstance(errors.get("data"), list):
-            for e in errors["data"]:
-                code = e.get("code") if isinstance(e, dict) else None
-                if isinstance(code, str) and _SAFE_CODE.match(code):
-                    codes.append(code)
-        finished = next((data[k] for k in _TIMESTAMP_KEYS if _num(data.get(k)) is not None), None)
-        metadata = data.get("metadata")
-        return BatchStatus(
-            id=str(data.get("id") or job_id),
-            state=state,
-            output_file_id=_str_or_none(data.get("output_file_id")),
-            error_file_id=_str_or_none(data.get("error_file_id")),
-            input_file_id=_str_or_none(data.get("input_file_id")),
-            counts=counts,
-            created_at=_num(data.get("created_at")),
-            expires_at=_num(data.get("expires_at")),
-            finished_at=_num(finished),
-            error_codes=tuple(codes),
-            metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
-        )
-
-    def _line_outcome(
-        self,
-        st: BatchStatus,
-        custom_id: str,
-        line: dict[str, Any],
-        messages: list[dict[str, Any]],
-        latency_ms: float,
-    ) -> Completion | ModelError:
-        prefix = f"{self.name}: batch job {st.id}, {custom_id}"
-        error = line.get("error")
-        response = line.get("response")
-        if isinstance(error, dict) and not isinstance(response, dict):
-            code = error.get("code")
-            kind, retryable = (
-                _ERROR_CODES.get(code, ("line_error", False))
-                if isinstance(code, str)
-                else ("line_error", False)
-            )
-            shown = code if isinstance(code, str) and _SAFE_CODE.match(code) else "unknown"
-            cls = RetryableModelError if retryable else FatalModelError
-            return cls(f"{prefix}: line error ({shown})", kind=kind)
-        if not isinstance(response, dict):
-            return RetryableModelError(f"{prefix}: malformed line (no response)", kind="malformed")
-        status = response.get("status_code")
-        if not isinstance(status, int):
-            status = 200 if error is None else 500
-        if not 200 <= status < 300:
-            return _status_error(f"{prefix}: HTTP {status} for the line", status, None)
-        try:
-            return completion_from_openai(
-                response.get("body"),
-                name=prefix,
-                default_model=self.cfg.model,
-                messages=messages,
-                latency_ms=latency_ms,
-                status=status,
-                what="line",
-            )
-        except RetryableModelError as exc:
-            return exc
-
-    def _missing_error(self, st: BatchStatus, custom_id: str) -> ModelError:
-        prefix = f"{self.name}: batch job {st.id}, {custom_id}"
-        if st.state == "expired":
-            return RetryableModelError(f"{prefix}: not answered before the job expired", kind="batch_expired")
-        if st.state == "cancelled":
-            return RetryableModelError(
-                f"{prefix}: not answered before the job was cancelled", kind="batch_cancelled"
-            )
-        if st.state == "failed":
-            retryable = any(_ERROR_CODES.get(c, ("", False))[0] == "throttled" for c in st.error_codes)
-            shown = ", ".join(st.error_codes[:3]) or "no code"
-            cls = RetryableModelError if retryable else FatalModelError
-            return cls(f"{prefix}: the job failed ({shown})", kind="batch_failed")
-        return RetryableModelError(f"{prefix}: no result line for this record", kind="missing")
-
-
-def _status_error(msg: str, status: int, retry_after: float | None) -> ModelError:
-    """The same status → error mapping as the online client."""
-    if status == 429:
-        return RetryableModelError(msg, kind="throttled", status=status, retry_after=retry_after)
-    if status >= 500:
-        return RetryableModelError(msg, kind="server_error", status=status, retry_after=retry_after)
-    if status in (408, 409):
-        return RetryableModelError(msg, kind="http_error", status=status, retry_after=retry_after)
-    if status in (401, 403):
-        return FatalModelError(msg, kind="auth", status=status)
-    return FatalModelError(msg, kind="client_error", status=status)
+        return input_messages(await self._download(file_id))
 
 
 def _path_id(value: str) -> str:
     if not isinstance(value, str) or not _SAFE_ID.match(value):
         raise ValueError(f"not a provider id: {value!r}")
     return value
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -24,6 +24,10 @@ config.fallbacks`` (duplicates dropped, order kept). For each candidate, in this
 Every attempt, skipped ones included, is recorded as an :class:`~router_stream.schemas.Attempt`.
 Breakers and limiters live as long as the dispatcher (one per candidate, shared by all calls).
 So do the live call stats (latency EWMA, calls in flight; :mod:`.stats`), read via ``Dispatcher.stats``.
+
+This module is the loop only. What a call comes to (:class:`~.call_result.CallResult`), the hooks
+it reports to (:mod:`.dispatch_hooks`) and the retry wait (:mod:`.backoff`) live apart; the first
+two are re-exported here, where callers have always imported them.
 """
 
 from __future__ import annotations
@@ -34,14 +38,16 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..config import CandidateConfig, RouterConfig
 from ..errors import FatalModelError, ModelError, RetryableModelError, RoutingMiss
 from ..schemas import Attempt, Request
+from .backoff import backoff_s
 from .base import ChatCall, Completion, ModelClient, estimate_prompt_tokens
 from .breaker import CircuitBreaker
+from .call_result import CallResult
+from .dispatch_hooks import DispatchHooks, DispatchObserver
 from .pricing import cost_usd
 from .ratelimit import RateLimiter
 from .stats import CandidateStats, StatsView
@@ -54,78 +60,8 @@ NO_VERDICT = frozenset({"queue_timeout", "deadline_exceeded", "rate_limited", "u
 __all__ = ["CallResult", "DispatchHooks", "DispatchObserver", "Dispatcher"]
 
 
-@dataclass
-class CallResult:
-    """What :meth:`Dispatcher.call` found: a completion, or why there is none."""
-
-    completion: Completion | None
-    served_by: str | None
-    attempts: list[Attempt] = field(default_factory=list)
-    error: str | None = None
-    error_kind: str | None = None
-    cost_usd: float = 0.0
-    batch: dict[str, Any] | None = None  # the micro-batch that answered (or last failed), if any
-
-    @property
-    def ok(self) -> bool:
-        return self.completion is not None
-
-
-class DispatchObserver:
-    """Hook points for metrics; every method is a no-op here. Subclass and override what you need.
-
-    Exceptions raised by an observer are logged and swallowed: metrics never break a call.
-    """
-
-    def on_attempt(self, candidate: str, outcome: str, latency_s: float, error_kind: str | None) -> None:
-        """One attempt ended: ``outcome`` is ``ok``, ``error`` or ``skipped``."""
-
-    def on_retry(self, candidate: str) -> None:
-        """A retryable failure on ``candidate`` will be retried after a backoff."""
-
-    def on_fallback(self, from_: str, to: str) -> None:
-        """The chain moves from ``from_`` (failed or skipped) to ``to``."""
-
-    def on_breaker(self, candidate: str, state: str) -> None:
-        """``candidate``'s breaker changed to ``closed`` / ``open`` / ``half_open``."""
-
-    def on_rate_limit_wait(self, candidate: str, seconds: float) -> None:
-        """A call waited ``seconds`` for ``candidate``'s rate-limit budget."""
-
-
-class DispatchHooks(Protocol):
-    """The hooks :class:`Dispatcher` calls: :class:`DispatchObserver` (the no-op base to subclass)
-    or any object with all five, such as the worker's ``router_stream.metrics.MetricsObserver``."""
-
-    def on_attempt(self, candidate: str, outcome: str, latency_s: float, error_kind: str | None) -> None: ...
-
-    def on_retry(self, candidate: str) -> None: ...
-
-    def on_fallback(self, from_: str, to: str) -> None: ...
-
-    def on_breaker(self, candidate: str, state: str) -> None: ...
-
-    def on_rate_limit_wait(self, candidate: str, seconds: float) -> None: ...
-
-
 class _Skip(Exception):
     """A candidate was passed over without (another) call; the attempt is already recorded."""
-
-
-def backoff_s(
-    retry: int, initial_s: float, max_s: float, rng: random.Random, retry_after: float | None = None
-) -> float:
-    """The wait before retry number ``retry`` (1 = the first retry).
-
-    Exponential with "equal jitter" (uniform in [ceiling / 2, ceiling], ceiling doubling from
-    ``initial_s`` up to ``max_s``) so that callers failing together do not retry together; never
-    shorter than the endpoint's ``Retry-After``.
-    """
-    ceiling = min(max_s, initial_s * (2 ** (retry - 1)))
-    delay = rng.uniform(ceiling / 2, ceiling)
-    if retry_after is not None and retry_after > delay:
-        delay = float(retry_after)
-    return delay
 
 
 class _CallState:
