@@ -38,7 +38,15 @@ import httpx
 from ..config import CandidateConfig
 from ..errors import FatalModelError, ModelError, RetryableModelError
 from .anthropic_request import Unsupported, to_messages_request
-from .dialect import HTTPDialect, WireRequest, error_code, malformed, parse_retry_after, unsupported
+from .dialect import (
+    HTTPDialect,
+    WireRequest,
+    error_code,
+    malformed,
+    openai_status_error,
+    parse_retry_after,
+    unsupported,
+)
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -54,15 +62,14 @@ FINISH_REASONS = {
 
 
 def anthropic_status_error(name: str, resp: httpx.Response) -> ModelError:
-    """The error for a non-2xx Messages API answer (table in the module doc)."""
+    """The error for a non-2xx Messages API answer (table in the module doc): Anthropic's own
+    cases first, then OpenAI's mapping, which the rest shares."""
     status = resp.status_code
     msg = f"{name}: HTTP {status} from model endpoint"
-    if status == 429:
-        if error_code(resp)[1] == "enforced_spend_limit_reached":  # retrying fails until the cap resets
-            return FatalModelError(f"{msg} (spend limit reached)", kind="quota", status=status)
-        return RetryableModelError(
-            msg, kind="throttled", status=status, retry_after=parse_retry_after(resp.headers)
-        )
+    if status == 429 and error_code(resp)[1] == "enforced_spend_limit_reached":
+        return FatalModelError(
+            f"{msg} (spend limit reached)", kind="quota", status=status
+        )  # until the cap resets
     if status == 529:
         return RetryableModelError(
             f"{msg} (overloaded)",
@@ -70,17 +77,9 @@ def anthropic_status_error(name: str, resp: httpx.Response) -> ModelError:
             status=status,
             retry_after=parse_retry_after(resp.headers),
         )
-    if status >= 500:
-        return RetryableModelError(
-            msg, kind="server_error", status=status, retry_after=parse_retry_after(resp.headers)
-        )
-    if status in (408, 409):
-        return RetryableModelError(
-            msg, kind="http_error", status=status, retry_after=parse_retry_after(resp.headers)
-        )
-    if status in (401, 402, 403):
+    if status == 402:  # billing: no retry helps
         return FatalModelError(msg, kind="auth", status=status)
-    return FatalModelError(msg, kind="client_error", status=status)
+    return openai_status_error(name, resp)
 
 
 def _count(value: Any) -> int:

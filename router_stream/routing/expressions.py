@@ -40,6 +40,20 @@ class ExpressionError(ConfigError, ValueError):
     """An expression that cannot be compiled; the message says what is wrong."""
 
 
+#: what evaluating a checked expression can still raise on some request's names (a missing field,
+#: a wrong type, a division by zero): the expression fails on that request, the worker does not
+EVAL_ERRORS = (
+    InvalidExpression,
+    TypeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    ZeroDivisionError,
+    OverflowError,
+)
+
+
 class Expression:
     """A compiled expression; :meth:`evaluate` returns ``(matched, problem)``, :meth:`value` ``(value, problem)``."""
 
@@ -83,16 +97,7 @@ class Expression:
         evaluator.names = names
         try:
             return bool(evaluator.eval(self.source, previously_parsed=self._tree.body)), None
-        except (
-            InvalidExpression,
-            TypeError,
-            ValueError,
-            KeyError,
-            IndexError,
-            AttributeError,
-            ZeroDivisionError,
-            OverflowError,
-        ) as exc:
+        except EVAL_ERRORS as exc:
             return False, f"{type(exc).__name__}: {exc}"
 
     def value(self, names: dict[str, Any]) -> tuple[Any, str | None]:
@@ -102,16 +107,7 @@ class Expression:
         evaluator.names = names
         try:
             return evaluator.eval(self.source, previously_parsed=self._tree.body), None
-        except (
-            InvalidExpression,
-            TypeError,
-            ValueError,
-            KeyError,
-            IndexError,
-            AttributeError,
-            ZeroDivisionError,
-            OverflowError,
-        ) as exc:
+        except EVAL_ERRORS as exc:
             return None, f"{type(exc).__name__}: {exc}"
 
 
