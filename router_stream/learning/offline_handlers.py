@@ -157,7 +157,7 @@ def calibrate_command(args: argparse.Namespace) -> int:
 
 def eval_command(args: argparse.Namespace) -> int:
     from . import artifact as A
-    from .train import evaluate_multi_model, evaluate_two_model
+    from .held_out import evaluate_multi_model, evaluate_two_model
 
     problem = first_problem(
         check_limit(args.limit),
