@@ -138,3 +138,8 @@ def models_in(records: Sequence[Record], need_costs: bool = False) -> list[str]:
             if not need_costs or m in rec.costs:
                 counts[m] = counts.get(m, 0) + 1
     return sorted(m for m, c in counts.items() if c * 2 >= len(records))
+
+
+def pair_rows(records: Sequence[Record], weak: str, strong: str) -> list[Record]:
+    """The records that score both models of a two-model pair (training and evaluation use only these)."""
+    return [r for r in records if weak in r.scores and strong in r.scores]

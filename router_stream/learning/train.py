@@ -9,7 +9,8 @@ Multi-model (RouterBench rows: 11 priced models): one logistic regression per mo
 P(model succeeds); the router sends a prompt to the cheapest model (by mean cost per call on the
 training rows) whose P(success) reaches the threshold, else to the most likely model.
 
-Every evaluation uses the held-out split of :func:`router_stream.learning.data.split` (a
+Calibration (the thresholds) is here; the held-out evaluation of an artifact is
+:mod:`.held_out`. Every evaluation uses the held-out split of :func:`router_stream.learning.data.split` (a
 stable 20% by hash of the record id); the model never sees it in training.
 """
 
@@ -23,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from . import evaluation as M
 from .artifact import Artifact, LearnedRouter
-from .data import MMLU_STRONG, MMLU_WEAK, Record, models_in, split
+from .data import MMLU_STRONG, MMLU_WEAK, Record, models_in, pair_rows, split
 from .features import (
     ConcatFeaturizer,
     GroupPriorFeaturizer,
@@ -34,6 +34,7 @@ from .features import (
     SubjectPriorFeaturizer,
     TfidfFeaturizer,
 )
+from .held_out import evaluate_multi_model, evaluate_two_model
 
 FEATURIZERS = (
     "embed+tfidf",
@@ -115,10 +116,6 @@ def _fit_lr(x: Any, y: np.ndarray, c: float) -> Any:
     return LogisticRegression(C=c, max_iter=5000).fit(x, y)
 
 
-def _pair(records: Sequence[Record], weak: str, strong: str) -> list[Record]:
-    return [r for r in records if weak in r.scores and strong in r.scores]
-
-
 def _provenance(rows: Sequence[Record], c: float) -> dict[str, Any]:
     """What an artifact was trained on (rows, a digest of their ids, C, the split) and when."""
     return {
@@ -151,7 +148,7 @@ def train_two_model(
     c: float = 1.0,
     embed_dim: int = 128,
 ) -> Artifact:
-    rows = _pair(train, weak, strong)
+    rows = pair_rows(train, weak, strong)
     if len(rows) < 10:
         raise ValueError(f"only {len(rows)} training rows score both {weak!r} and {strong!r}")
     texts = [r.prompt for r in rows]
@@ -198,19 +195,6 @@ def train_two_model(
     )
 
 
-def baseline_scores(train: Sequence[Record], test: Sequence[Record], weak: str, strong: str) -> np.ndarray:
-    """The reference router: TF-IDF (word 1-2-grams, sublinear tf) + logistic regression on
-    "strong beats weak", scikit-learn defaults otherwise (C = 1)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    rows = _pair(train, weak, strong)
-    vec = TfidfVectorizer(sublinear_tf=True, min_df=2, ngram_range=(1, 2))
-    x = vec.fit_transform([r.prompt for r in rows])
-    y = np.array([r.scores[strong] > r.scores[weak] for r in rows]).astype(int)
-    lr = _fit_lr(x, y, 1.0)
-    return lr.predict_proba(vec.transform([r.prompt for r in test]))[:, 1]
-
-
 def threshold_for_share(scores: np.ndarray, strong_share: float) -> float:
     """The score at or above which ``strong_share`` of the sample goes to strong."""
     if not 0.0 <= strong_share <= 1.0:
@@ -218,61 +202,6 @@ def threshold_for_share(scores: np.ndarray, strong_share: float) -> float:
     if strong_share <= 0.0:
         return float(np.max(scores)) + 1e-9
     return float(np.quantile(scores, 1.0 - strong_share, method="higher" if strong_share < 1 else "lower"))
-
-
-def _paired_bootstrap(
-    a: np.ndarray, b: np.ndarray, weak: np.ndarray, strong: np.ndarray, n: int = 300, seed: int = 0
-) -> dict[str, list[float]]:
-    """95% intervals of (ours − baseline) for APGR and share-at-95%, resampling items."""
-    rng = np.random.default_rng(seed)
-    d_apgr, d_share = [], []
-    for _ in range(n):
-        i = rng.integers(0, len(a), len(a))
-        ca, cb = M.routing_curve(a[i], weak[i], strong[i]), M.routing_curve(b[i], weak[i], strong[i])
-        d_apgr.append(M.apgr(ca) - M.apgr(cb))
-        d_share.append(M.share_for_quality(ca) - M.share_for_quality(cb))
-    q = lambda v: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]  # noqa: E731
-    return {"apgr_diff_ci95": q(d_apgr), "share_at_95_diff_ci95": q(d_share)}
-
-
-def evaluate_two_model(
-    router: LearnedRouter,
-    test: Sequence[Record],
-    train: Sequence[Record] | None = None,
-    bootstrap: int = 300,
-) -> dict[str, Any]:
-    """Held-out metrics of the router, of the TF-IDF+LR baseline (when ``train`` is given) and
-    of a random router, on the same items."""
-    weak, strong = router.artifact.meta["weak"], router.artifact.meta["strong"]
-    rows = _pair(test, weak, strong)
-    w = np.array([r.scores[weak] for r in rows])
-    s = np.array([r.scores[strong] for r in rows])
-    t0 = time.perf_counter()
-    ours = router.scores([r.prompt for r in rows])
-    per_request_ms = (time.perf_counter() - t0) * 1000 / max(1, len(rows))
-    result: dict[str, Any] = {
-        "n": len(rows),
-        "weak": weak,
-        "strong": strong,
-        "batch_ms_per_prompt": per_request_ms,
-    }
-    result["router"] = M.summary(M.routing_curve(ours, w, s))
-    threshold = router.artifact.threshold
-    result["router"]["share_at_threshold"] = float(np.mean(ours >= threshold))
-    result["router"]["quality_at_threshold"] = float(np.mean(np.where(ours >= threshold, s, w)))
-    result["random"] = {
-        "apgr": M.random_apgr(),
-        "cpt50": 0.5,
-        "cpt80": 0.8,
-        "share_at_95": M.random_share_for_quality(float(w.mean()), float(s.mean())),
-    }
-    result["oracle"] = M.summary(M.routing_curve(s - w, w, s))
-    if train is not None:
-        base = baseline_scores(train, rows, weak, strong)
-        result["baseline_tfidf_lr"] = M.summary(M.routing_curve(base, w, s))
-        if bootstrap:
-            result["vs_baseline"] = _paired_bootstrap(ours, base, w, s, bootstrap)
-    return result
 
 
 # ---- multi-model ----------------------------------------------------------------------------
@@ -324,33 +253,6 @@ def train_multi_model(
     )
 
 
-def _multi_rows(records: Sequence[Record], models: Sequence[str]) -> list[Record]:
-    return [r for r in records if all(m in r.scores and m in r.costs for m in models)]
-
-
-def multi_model_sweep(
-    router: LearnedRouter, rows: Sequence[Record], thresholds: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    models = router.models
-    q = np.array([[r.scores[m] for m in models] for r in rows])
-    c = np.array([[r.costs[m] for m in models] for r in rows])
-    probs = router.probabilities([r.prompt for r in rows])
-    ts = np.linspace(0.0, 1.0, 101) if thresholds is None else thresholds
-    cost, qual = [], []
-    for t in ts:
-        pick = router.choose(probs, float(t))
-        cost.append(c[np.arange(len(rows)), pick].mean())
-        qual.append(q[np.arange(len(rows)), pick].mean())
-    return {
-        "thresholds": ts,
-        "cost": np.array(cost),
-        "quality": np.array(qual),
-        "q": q,
-        "c": c,
-        "probs": probs,
-    }
-
-
 def threshold_for_cost_share(
     router: LearnedRouter, texts: Sequence[str], cost_share: float, reference: str | None = None
 ) -> float:
@@ -365,61 +267,6 @@ def threshold_for_cost_share(
         if mean_cost <= cost_share * ref_cost + 1e-15:
             best = float(t)
     return best
-
-
-def evaluate_multi_model(
-    router: LearnedRouter, test: Sequence[Record], strong: str | None = None
-) -> dict[str, Any]:
-    """Cost/quality of the router on held-out rows, against every single model and the best
-    prompt-blind mixture of them (the upper hull of the single-model points)."""
-    models = router.models
-    rows = _multi_rows(test, models)
-    sweep = multi_model_sweep(router, rows)
-    q, c = sweep["q"], sweep["c"]
-    single = {
-        m: {"quality": float(q[:, j].mean()), "cost": float(c[:, j].mean())} for j, m in enumerate(models)
-    }
-    strong = strong or max(single, key=lambda m: single[m]["quality"])
-    s_q, s_c = single[strong]["quality"], single[strong]["cost"]
-    sx = np.array([v["cost"] for v in single.values()])
-    sy = np.array([v["quality"] for v in single.values()])
-    target = 0.95 * s_q
-    lo, hi = float(sx.min()), s_c
-    thr = router.artifact.threshold
-    pick = router.choose(sweep["probs"], thr)
-    at_thr: dict[str, Any] = {
-        "threshold": thr,
-        "quality": float(q[np.arange(len(rows)), pick].mean()),
-        "cost": float(c[np.arange(len(rows)), pick].mean()),
-        "share_by_model": {m: float(np.mean(pick == j)) for j, m in enumerate(models) if np.any(pick == j)},
-    }
-    at_thr["cost_share"] = at_thr["cost"] / s_c
-    oracle_pick = np.where((q >= 0.5).any(1), np.argmin(np.where(q >= 0.5, c, np.inf), 1), np.argmin(c, 1))
-    return {
-        "n": len(rows),
-        "strong": strong,
-        "single_models": single,
-        "router_at_threshold": at_thr,
-        "cost_share_at_95": {
-            "router": M.min_x_for_y(sweep["cost"], sweep["quality"], target) / s_c,
-            "best_single_model_mix": M.min_x_for_y(sx, sy, target) / s_c,
-        },
-        "best_quality": {"router": float(sweep["quality"].max()), "best_single": float(sy.max())},
-        "mean_quality_over_cost_range": {
-            "range_usd": [lo, hi],
-            "router": M.hull_area(np.append(sweep["cost"], sx), np.append(sweep["quality"], sy), lo, hi),
-            "best_single_model_mix": M.hull_area(sx, sy, lo, hi),
-        },
-        "oracle": {
-            "quality": float(q[np.arange(len(rows)), oracle_pick].mean()),
-            "cost": float(c[np.arange(len(rows)), oracle_pick].mean()),
-        },
-        "curve": {
-            "cost": sweep["cost"].tolist(),
-            "quality": sweep["quality"].tolist(),
-            "thresholds": sweep["thresholds"].tolist(),
-        },
-    }
 
 
 # ---- whole runs -----------------------------------------------------------------------------
@@ -443,7 +290,7 @@ def run_training(
     if kind == "two-model":
         art = train_two_model(train, weak, strong, featurizer, c, embed_dim)
         router = LearnedRouter(art)
-        sample = [r.prompt for r in _pair(test, weak, strong)] or [r.prompt for r in train]
+        sample = [r.prompt for r in pair_rows(test, weak, strong)] or [r.prompt for r in train]
         art.meta["threshold"] = threshold_for_share(router.scores(sample), strong_share)
         art.meta["calibration"] = {
             "strong_share": strong_share,

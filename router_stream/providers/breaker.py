@@ -16,7 +16,7 @@ import collections
 import time
 from collections.abc import Callable
 
-from ..config import BreakerConfig
+from ..config_candidates import BreakerConfig
 
 CLOSED = "closed"
 OPEN = "open"

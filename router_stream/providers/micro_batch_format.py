@@ -38,7 +38,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import BatchResponseConfig
+from ..config_candidates import BatchResponseConfig
 from ..errors import RetryableModelError
 from .json_path import Step, compile_json_path, json_path_find
 

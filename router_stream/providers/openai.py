@@ -8,7 +8,8 @@ read from the candidate's env var on every call; ``api: azure-openai`` and ``api
 the address, headers, body and answer through their :mod:`.dialect` (:mod:`.azure`,
 :mod:`.anthropic`), on the same HTTP machinery.
 
-Failures become the error tree of :mod:`router_stream.errors`; ``kind`` is one of (the status
+The shared HTTP machinery (the httpx client, transport errors) is :mod:`.http_transport`;
+reading the answer is :mod:`.openai_answer`. Failures become the error tree of :mod:`router_stream.errors`; ``kind`` is one of (the status
 kinds are OpenAI's mapping; each adapter documents its own):
 
 =================  ==========================================  =========
@@ -42,27 +43,34 @@ leak into an exception, a log line or a repr.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from ..config import CandidateConfig
-from ..errors import FatalModelError, ModelError, RetryableModelError
-from ..schemas import Usage
+from ..errors import FatalModelError, RetryableModelError
 from .anthropic import AnthropicDialect
 from .azure import AzureOpenAIDialect
-from .base import ChatCall, Completion, estimate_prompt_tokens, estimate_tokens
+from .base import ChatCall, Completion
 from .dialect import Dialect, OpenAIDialect, WireRequest, parse_retry_after
+from .http_transport import BASE_HEADERS, shared_http_client, transport_error
+from .openai_answer import completion_from_openai
 
-__all__ = ["OpenAIChatClient", "dialect_for", "parse_retry_after", "shared_http_client", "transport_error"]
+# completion_from_openai, parse_retry_after, shared_http_client and transport_error are also
+# named here for the Batch API client, which imports them from this module
+__all__ = [
+    "OpenAIChatClient",
+    "completion_from_openai",
+    "dialect_for",
+    "openai_body",
+    "parse_retry_after",
+    "shared_http_client",
+    "transport_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,232 +86,6 @@ def openai_body(call: ChatCall, model: str) -> dict[str, Any]:
     body["model"] = model
     body["messages"] = call.messages
     return body
-
-
-@functools.lru_cache(maxsize=1)
-def _ssl_context() -> ssl.SSLContext:
-    """One default TLS context for all clients (building one loads the CA bundle: ~50 ms)."""
-    return httpx.create_ssl_context()
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    """True when a transport error is really a timeout.
-
-    ``AiohttpTransport`` maps every ``aiohttp.ClientConnectionError`` (refused, reset, server
-    disconnected) to ``httpx.ConnectTimeout``, so the httpx class alone cannot be trusted: look at
-    the aiohttp exception it wraps.
-    """
-    cause = exc.__cause__
-    if cause is not None:
-        return isinstance(cause, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError))
-    return isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError))
-
-
-def _content_text(content: Any) -> str | None:
-    if isinstance(content, str):
-        return _well_formed(content)
-    if isinstance(content, list):  # content parts: [{"type": "text", "text": "..."}]
-        parts = [t for p in content if isinstance(p, dict) and isinstance(t := p.get("text"), str)]
-        return _well_formed("".join(parts)) if parts else None
-    return None
-
-
-def _well_formed(text: str) -> str:
-    """``text`` with each lone surrogate (JSON allows ``"\\ud800"``; UTF-8 cannot carry it) replaced
-    by U+FFFD: otherwise the response could not be serialized, and a served answer would become a
-    dead letter. Escaped surrogate *pairs* are joined into their character."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-def _well_formed_json(value: Any) -> Any:
-    """``value`` (parsed JSON) with :func:`_well_formed` applied to every string, keys included."""
-    if isinstance(value, str):
-        return _well_formed(value)
-    if isinstance(value, dict):
-        return {_well_formed(str(k)): _well_formed_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_well_formed_json(v) for v in value]
-    return value
-
-
-def _details(raw: Any) -> dict[str, Any] | None:
-    return _well_formed_json(raw) if isinstance(raw, dict) and raw else None
-
-
-def _usage(
-    raw: Any, messages: list[dict[str, Any]], text: str, params: dict[str, Any] | None = None
-) -> Usage:
-    if isinstance(raw, dict):
-        try:
-            p = int(raw.get("prompt_tokens") or 0)
-            c = int(raw.get("completion_tokens") or 0)
-            t = int(raw.get("total_tokens") or (p + c))
-            return Usage(
-                prompt_tokens=p,
-                completion_tokens=c,
-                total_tokens=t,
-                prompt_tokens_details=_details(raw.get("prompt_tokens_details")),
-                completion_tokens_details=_details(raw.get("completion_tokens_details")),
-            )
-        except (TypeError, ValueError, OverflowError):
-            pass
-    p = estimate_prompt_tokens(messages, params)
-    c = estimate_tokens(text)
-    return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
-
-
-def _answered(message: dict[str, Any]) -> bool:
-    """An assistant message says something: content (text, even empty), tool calls, a refusal,
-    a (deprecated) function call, or audio. Anything less is a malformed answer."""
-    return (
-        _content_text(message.get("content")) is not None
-        or (isinstance(message.get("tool_calls"), list) and bool(message["tool_calls"]))
-        or isinstance(message.get("refusal"), str)
-        or isinstance(message.get("function_call"), dict)
-        or isinstance(message.get("audio"), dict)
-    )
-
-
-def _str_or_none(value: Any) -> str | None:
-    return _well_formed(value) if isinstance(value, str) and value else None
-
-
-def completion_from_openai(
-    data: Any,
-    *,
-    name: str,
-    default_model: str,
-    messages: list[dict[str, Any]],
-    latency_ms: float,
-    status: int = 200,
-    params: dict[str, Any] | None = None,
-    what: str = "body",
-) -> Completion:
-    """A parsed OpenAI chat-completion response (``{"id", "model", "choices", "usage", ...}``) as a
-    :class:`~.base.Completion`: the first choice's assistant message as returned, its text,
-    ``finish_reason``, every choice when there are several, usage with its details (estimated
-    from ``messages`` when the provider sends none), and the response id.
-
-    The one place that reads this shape: the online client, the Batch API's result lines and
-    adapters that translate another provider's answer into it all come through here. Raises
-    ``RetryableModelError(kind="malformed")`` (``what`` names the thing in the message: body,
-    line) when there is no object, no choices, or a first message with neither content,
-    tool_calls, refusal, function_call nor audio. Every string is made UTF-8-safe.
-    """
-    if not isinstance(data, dict):
-        raise RetryableModelError(
-            f"{name}: malformed {what} (not an object)", kind="malformed", status=status
-        )
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise RetryableModelError(f"{name}: malformed {what} (no choices)", kind="malformed", status=status)
-    first = choices[0]
-    message = first.get("message")
-    if not isinstance(message, dict) or not _answered(message):
-        raise RetryableModelError(
-            f"{name}: malformed {what} (no message content, tool calls or refusal)",
-            kind="malformed",
-            status=status,
-        )
-    try:
-        message = _well_formed_json(message)
-        all_choices = None
-        if len(choices) > 1:
-            all_choices = [_well_formed_json(c) for c in choices if isinstance(c, dict)]
-        logprobs = _well_formed_json(first["logprobs"]) if isinstance(first.get("logprobs"), dict) else None
-    except RecursionError:
-        raise RetryableModelError(
-            f"{name}: malformed {what} (nested too deeply)", kind="malformed", status=status
-        ) from None
-    text = _content_text(message.get("content")) or ""
-    estimate_text = text if not message.get("tool_calls") else text + json.dumps(message["tool_calls"])
-    model = data.get("model")
-    return Completion(
-        text=text,
-        provider_model=_well_formed(model) if isinstance(model, str) and model else default_model,
-        usage=_usage(data.get("usage"), messages, estimate_text, params),
-        latency_ms=latency_ms,
-        status=status,
-        message=message,
-        finish_reason=_str_or_none(first.get("finish_reason")),
-        response_id=_str_or_none(data.get("id")),
-        choices=all_choices,
-        logprobs=logprobs,
-        system_fingerprint=_str_or_none(data.get("system_fingerprint")),
-        service_tier=_str_or_none(data.get("service_tier")),
-    )
-
-
-class _NoCookies(httpx.Cookies):
-    """Cookies that stay empty: model APIs are stateless.
-
-    A ``Set-Cookie`` from a load balancer must not pin or change later calls; and skipping
-    ``http.cookiejar`` spares every response about 7% of the client's CPU per call.
-    """
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
-
-
-_NO_COOKIES = _NoCookies()
-
-
-class ModelHTTPClient(httpx.AsyncClient):
-    """``httpx.AsyncClient`` that keeps no cookies (see :class:`_NoCookies`)."""
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return _NO_COOKIES
-
-    @cookies.setter
-    def cookies(self, value: Any) -> None:
-        raise TypeError("model HTTP clients keep no cookies")
-
-
-#: headers every client sends (requests are built without the client's header merge, see below)
-BASE_HEADERS: tuple[tuple[str, str], ...] = (("Accept", "application/json"), ("User-Agent", "router-stream"))
-
-
-def shared_http_client(cfg: CandidateConfig, timeout_s: float) -> ModelHTTPClient:
-    """The one ``httpx.AsyncClient`` a candidate's client keeps, on the aiohttp transport.
-
-    trust_env=False: with proxy env vars set, httpx would mount its default transport for
-    proxied URLs, silently bypassing the aiohttp transport.
-    """
-    limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
-    return ModelHTTPClient(
-        transport=AiohttpTransport(verify=_ssl_context(), limits=limits),
-        limits=limits,
-        trust_env=False,
-        timeout=httpx.Timeout(timeout_s),
-        headers=dict(BASE_HEADERS),
-    )
-
-
-def transport_error(exc: BaseException, prefix: str, timeout_s: float) -> ModelError | None:
-    """The :class:`ModelError` for an exception raised while talking HTTP, or None if not ours.
-
-    Shared by every client on the aiohttp transport: it reports refused/reset connections as
-    ``httpx.ConnectTimeout``, so the aiohttp error underneath decides timeout vs connection.
-    Messages carry the prefix, the timeout and an exception class name, never a body or header.
-    """
-    if isinstance(exc, TimeoutError) or (
-        isinstance(exc, (httpx.TransportError, aiohttp.ClientError, OSError)) and _is_timeout(exc)
-    ):
-        return RetryableModelError(f"{prefix}: no answer within {timeout_s:.3g}s", kind="timeout")
-    if isinstance(exc, (httpx.TransportError, aiohttp.ClientError, OSError)):
-        return RetryableModelError(
-            f"{prefix}: connection failed ({type(exc.__cause__ or exc).__name__})", kind="connection"
-        )
-    if isinstance(exc, httpx.HTTPError):  # e.g. a bad URL in config: not worth a retry
-        return FatalModelError(f"{prefix}: request failed ({type(exc).__name__})", kind="client_error")
-    return None
 
 
 _DIALECTS: dict[str, Callable[[str, CandidateConfig], Dialect]] = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..config import RateLimitConfig
+from ..config_candidates import RateLimitConfig
 
 
 class TokenBucket:

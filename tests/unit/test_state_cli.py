@@ -8,7 +8,7 @@ import socket
 import yaml
 
 from router_stream.cli import main
-from router_stream.state_cli import render_text
+from router_stream.state_cli_get import render_text
 
 
 def _config(tmp_path, **extra) -> str:

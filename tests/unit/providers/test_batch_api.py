@@ -9,7 +9,8 @@ import socket
 import httpx
 import pytest
 
-from router_stream.config import BatchAPIConfig, CandidateConfig, parse_config
+from router_stream.config import CandidateConfig, parse_config
+from router_stream.config_candidates import BatchAPIConfig
 from router_stream.errors import ConfigError, FatalModelError, ModelError, RetryableModelError
 from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.batch_api import BatchAPIClient, BatchResults, BatchStatus

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from router_stream.config import BatchResponseConfig, CandidateConfig, RouterConfig, parse_config
+from router_stream.config import CandidateConfig, RouterConfig, parse_config
+from router_stream.config_candidates import BatchResponseConfig
 from router_stream.errors import ConfigError, RetryableModelError
 from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.batching import BatchingClient

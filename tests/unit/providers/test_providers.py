@@ -209,7 +209,7 @@ async def test_model_http_client_keeps_no_cookies():
     """A Set-Cookie from a balancer must not follow later calls (and the jar stays empty)."""
     import httpx
 
-    from router_stream.providers.openai import ModelHTTPClient
+    from router_stream.providers.http_transport import ModelHTTPClient
 
     seen: list[str | None] = []
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from router_stream.config import BreakerConfig, RateLimitConfig, RouterConfig
+from router_stream.config import RouterConfig
+from router_stream.config_candidates import BreakerConfig, RateLimitConfig
 from router_stream.errors import RoutingMiss
 from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.breaker import CircuitBreaker

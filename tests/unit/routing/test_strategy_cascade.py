@@ -13,9 +13,8 @@ from router_stream.errors import ConfigError
 from router_stream.processing.cascade_runner import run_cascade
 from router_stream.providers.resilience import Dispatcher
 from router_stream.routing.base import RoutingContext
-from router_stream.routing.cascade import (
-    CascadeConfig,
-    CascadePlan,
+from router_stream.routing.cascade import CascadeConfig, CascadePlan
+from router_stream.routing.cascade_validators import (
     JsonSchemaValidator,
     JudgeValidator,
     schema_problems,

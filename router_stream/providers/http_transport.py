@@ -1,0 +1,109 @@
+"""The HTTP machinery every model client shares: one ``httpx.AsyncClient`` per candidate on the
+aiohttp transport (httpx's default transport collapses under concurrency, see
+``/work/shared/notes/http-client.md``), with no cookie jar, and the mapping of transport
+exceptions to the :mod:`router_stream.errors` tree (``timeout`` vs ``connection``).
+
+Used by the online client (:mod:`.openai`) and the Batch API client (:mod:`.batch_api`).
+Messages carry a prefix, a timeout and an exception class name, never a body or header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+from typing import Any
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+from ..config import CandidateConfig
+from ..errors import FatalModelError, ModelError, RetryableModelError
+
+__all__ = ["BASE_HEADERS", "ModelHTTPClient", "shared_http_client", "transport_error"]
+
+
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    """One default TLS context for all clients (building one loads the CA bundle: ~50 ms)."""
+    return httpx.create_ssl_context()
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """True when a transport error is really a timeout.
+
+    ``AiohttpTransport`` maps every ``aiohttp.ClientConnectionError`` (refused, reset, server
+    disconnected) to ``httpx.ConnectTimeout``, so the httpx class alone cannot be trusted: look at
+    the aiohttp exception it wraps.
+    """
+    cause = exc.__cause__
+    if cause is not None:
+        return isinstance(cause, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError))
+    return isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError))
+
+
+class _NoCookies(httpx.Cookies):
+    """Cookies that stay empty: model APIs are stateless.
+
+    A ``Set-Cookie`` from a load balancer must not pin or change later calls; and skipping
+    ``http.cookiejar`` spares every response about 7% of the client's CPU per call.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class ModelHTTPClient(httpx.AsyncClient):
+    """``httpx.AsyncClient`` that keeps no cookies (see :class:`_NoCookies`)."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, value: Any) -> None:
+        raise TypeError("model HTTP clients keep no cookies")
+
+
+#: headers every client sends (requests are built without the client's header merge, see below)
+BASE_HEADERS: tuple[tuple[str, str], ...] = (("Accept", "application/json"), ("User-Agent", "router-stream"))
+
+
+def shared_http_client(cfg: CandidateConfig, timeout_s: float) -> ModelHTTPClient:
+    """The one ``httpx.AsyncClient`` a candidate's client keeps, on the aiohttp transport.
+
+    trust_env=False: with proxy env vars set, httpx would mount its default transport for
+    proxied URLs, silently bypassing the aiohttp transport.
+    """
+    limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
+    return ModelHTTPClient(
+        transport=AiohttpTransport(verify=_ssl_context(), limits=limits),
+        limits=limits,
+        trust_env=False,
+        timeout=httpx.Timeout(timeout_s),
+        headers=dict(BASE_HEADERS),
+    )
+
+
+def transport_error(exc: BaseException, prefix: str, timeout_s: float) -> ModelError | None:
+    """The :class:`ModelError` for an exception raised while talking HTTP, or None if not ours.
+
+    Shared by every client on the aiohttp transport: it reports refused/reset connections as
+    ``httpx.ConnectTimeout``, so the aiohttp error underneath decides timeout vs connection.
+    Messages carry the prefix, the timeout and an exception class name, never a body or header.
+    """
+    if isinstance(exc, TimeoutError) or (
+        isinstance(exc, (httpx.TransportError, aiohttp.ClientError, OSError)) and _is_timeout(exc)
+    ):
+        return RetryableModelError(f"{prefix}: no answer within {timeout_s:.3g}s", kind="timeout")
+    if isinstance(exc, (httpx.TransportError, aiohttp.ClientError, OSError)):
+        return RetryableModelError(
+            f"{prefix}: connection failed ({type(exc.__cause__ or exc).__name__})", kind="connection"
+        )
+    if isinstance(exc, httpx.HTTPError):  # e.g. a bad URL in config: not worth a retry
+        return FatalModelError(f"{prefix}: request failed ({type(exc).__name__})", kind="client_error")
+    return None
