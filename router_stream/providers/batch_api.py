@@ -56,7 +56,8 @@ from .batch_api_format import (
     parse_status,
     status_error,
 )
-from .openai import parse_retry_after, shared_http_client, transport_error
+from .dialect import parse_retry_after
+from .http_transport import shared_http_client, transport_error
 from .pricing import cost_usd
 
 __all__ = [

@@ -37,7 +37,8 @@ from typing import Any
 
 from ..errors import FatalModelError, ModelError, RetryableModelError
 from .base import ChatCall, Completion
-from .openai import completion_from_openai, openai_body
+from .openai import openai_body
+from .openai_answer import completion_from_openai
 
 __all__ = [
     "ACTIVE_STATES",

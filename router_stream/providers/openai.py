@@ -56,21 +56,13 @@ from ..errors import FatalModelError, RetryableModelError
 from .anthropic import AnthropicDialect
 from .azure import AzureOpenAIDialect
 from .base import ChatCall, Completion
-from .dialect import Dialect, OpenAIDialect, WireRequest, parse_retry_after
+from .dialect import Dialect, OpenAIDialect, WireRequest
 from .http_transport import BASE_HEADERS, shared_http_client, transport_error
 from .openai_answer import completion_from_openai
 
 # completion_from_openai, parse_retry_after, shared_http_client and transport_error are also
 # named here for the Batch API client, which imports them from this module
-__all__ = [
-    "OpenAIChatClient",
-    "completion_from_openai",
-    "dialect_for",
-    "openai_body",
-    "parse_retry_after",
-    "shared_http_client",
-    "transport_error",
-]
+__all__ = ["OpenAIChatClient", "dialect_for", "openai_body"]
 
 log = logging.getLogger(__name__)
 

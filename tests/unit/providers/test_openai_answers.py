@@ -14,7 +14,8 @@ from router_stream.errors import RetryableModelError
 from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.batching import BatchingClient
 from router_stream.providers.micro_batch_sharing import unbatchable_reason
-from router_stream.providers.openai import OpenAIChatClient, completion_from_openai, openai_body
+from router_stream.providers.openai import OpenAIChatClient, openai_body
+from router_stream.providers.openai_answer import completion_from_openai
 from router_stream.schemas import Response
 from router_stream_dev.model_server import ModelServer
 

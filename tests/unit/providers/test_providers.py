@@ -12,7 +12,8 @@ import pytest
 from router_stream.config import CandidateConfig
 from router_stream.errors import FatalModelError, ModelError, RetryableModelError
 from router_stream.providers.base import ChatCall, Completion, ModelClient, estimate_prompt_tokens
-from router_stream.providers.openai import OpenAIChatClient, parse_retry_after
+from router_stream.providers.dialect import parse_retry_after
+from router_stream.providers.openai import OpenAIChatClient
 from router_stream_dev.model_server import ModelServer
 
 KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
