@@ -29,13 +29,14 @@ def _load(args: argparse.Namespace) -> RouterConfig:
 
 
 def _warn_config(config: RouterConfig) -> None:
-    """What is legal but probably a mistake: key variables not set, strategies that never run."""
+    """What is legal but probably a mistake: key variables not set, strategies that never run,
+    fields that no longer do anything."""
     for path, var in config.unset_secret_envs():
         print(
             f"warning: {path}: environment variable {var} is not set; calls that need it will go without it",
             file=sys.stderr,
         )
-    for line in config.never_run_warnings():
+    for line in [*config.never_run_warnings(), *config.retired_field_warnings()]:
         print(f"warning: {line}", file=sys.stderr)
 
 

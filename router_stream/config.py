@@ -115,8 +115,11 @@ class KafkaConfig(_Strict):
     transaction_timeout_ms: int = Field(60_000, ge=1000)
     max_batch: int = Field(500, ge=1, description="records per partition per transaction")
     max_record_bytes: int = Field(1_000_000, ge=1)
-    internal_replication_factor: int = Field(
-        1, ge=1, description="unused: Faust no longer creates topics (kept so existing configs load)"
+    internal_replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="retired: the worker creates no Faust topics any more; accepted so existing "
+        "configs load, with a warning (RouterConfig.retired_field_warnings)",
     )
 
     @field_validator("sasl_username_env", "sasl_password_env")
@@ -246,6 +249,15 @@ class RouterConfig(_Strict):
         if problems:
             raise ConfigError("\n".join(problems))
         return self
+
+    def retired_field_warnings(self) -> list[str]:
+        """``path: text`` warnings about fields that are accepted but no longer do anything."""
+        if self.kafka.internal_replication_factor is None:
+            return []
+        return [
+            "kafka.internal_replication_factor: no longer used (the worker creates no Faust topics; "
+            "topics apply sets replication for the router's topics); remove it"
+        ]
 
     def never_run_warnings(self) -> list[str]:
         """``path: text`` warnings about strategies that can never run (placed after one that

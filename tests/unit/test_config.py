@@ -84,3 +84,13 @@ def test_every_short_env_form_and_its_precedence():
         7001,
         "/s",
     )
+
+
+def test_a_retired_field_loads_with_a_warning_that_names_it():
+    from router_stream.config import parse_config
+
+    base = {"candidates": {"cheap": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}, "default": "cheap"}
+    assert parse_config(base, environ={}).retired_field_warnings() == []
+    old = parse_config({**base, "kafka": {"internal_replication_factor": 3}}, environ={})
+    (warning,) = old.retired_field_warnings()
+    assert warning.startswith("kafka.internal_replication_factor: no longer used")
