@@ -1,4 +1,6 @@
-"""The records the exactly-once path passes around: an owned input partition and its batches in flight.
+"""The records the exactly-once path passes around: an owned input partition and its batches in
+flight, and one record's way through the handler (its :class:`Source`, the :class:`StateView` it
+reads and writes, the :class:`Outcome` it ends as).
 
 Plain data apart from behaviour (as aiokafka keeps ``TopicPartition`` and friends in
 ``structs.py``): the lifecycle (``lifecycle.py``) creates and closes a :class:`Partition`, the
@@ -12,15 +14,68 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
 from ..errors import RouterStreamError
+from ..schemas import Audit, DeadLetter, Response
 from ..state.store import PartitionStore
 from .gate import Gate
-from .handler import StateView
 from .transactions import PartitionTransactions
+
+
+class StateReader(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+
+@dataclass(slots=True)
+class StateView:
+    """The committed store overlaid with this batch's pending writes (read your own writes)."""
+
+    store: StateReader
+    pending: dict[bytes, bytes | None] = field(default_factory=dict)
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.pending:
+            return self.pending[key]
+        return self.store.get(key)
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        self.pending[key] = value
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int = 0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The records one input record produces (the processor adds them to the transaction)."""
+
+    response: Response | None = None
+    #: the response's JSON (``exclude_none``) when the handler already made it (for its dedup entry)
+    response_bytes: bytes | None = None
+    audit: Audit | None = None
+    dead_letter: DeadLetter | None = None
+    model_called: bool = False
+    parked: bool = False  # waiting for a Batch API job; answered later by processing/batch_jobs.py
+
+    def response_json(self) -> bytes:
+        """The response as produced: JSON without nulls (made once, shared with the dedup entry)."""
+        if self.response_bytes is None:
+            assert self.response is not None
+            self.response_bytes = self.response.model_dump_json(exclude_none=True).encode()
+        return self.response_bytes
 
 
 class FatalProcessorError(RouterStreamError, RuntimeError):
