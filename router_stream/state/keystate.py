@@ -36,8 +36,12 @@ def note_request(state: dict[str, Any], request_id: str) -> None:
     state["recent"] = recent
 
 
+#: compact JSON; made once (``json.dumps(..., separators=...)`` builds an encoder per call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def dump(state: dict[str, Any]) -> bytes:
-    return json.dumps(state, separators=(",", ":")).encode()
+    return _ENCODER.encode(state).encode()
 
 
 def _iso(ms: int) -> str:
