@@ -205,7 +205,7 @@ class Handler:
             return Outcome(parked=True)
 
         state_key = key_state_key(key)
-        state = keystate.load(view.get(state_key))
+        state = view.get_state(state_key)
         verdicts: list[Verdict] = []
         cache_hit = False
         chosen: str | None = None
@@ -298,7 +298,7 @@ class Handler:
 
         if self.config.candidates[served].mode == "batch":
             keystate.note_request(state, request.request_id)
-            view.put(state_key, keystate.dump(state))
+            view.put_state(state_key, state)
             facts.chosen = served  # the candidate whose Batch API job answers it
             holds = [h.to_json() for h in admission.holds] if admission is not None else None
             view.put(parked_key(request.request_id), facts.parked_entry(holds))
@@ -336,7 +336,7 @@ class Handler:
         response for repeats: the JSON produced (nulls left out, read back to the same response),
         made once here and reused by the transaction (:meth:`.partition.Outcome.response_json`)."""
         keystate.note_request(state, request.request_id)
-        view.put(state_key, keystate.dump(state))
+        view.put_state(state_key, state)
         if self.config.cache.dedup_window_s > 0:
             view.put(request_key(request.request_id), done.response_json())
         return done

@@ -20,6 +20,7 @@ from aiokafka import TopicPartition
 
 from ..errors import RouterStreamError
 from ..schemas import Audit, DeadLetter, Response
+from ..state import keystate
 from ..state.store import PartitionStore
 from .gate import Gate
 from .transactions import PartitionTransactions
@@ -31,10 +32,17 @@ class StateReader(Protocol):
 
 @dataclass(slots=True)
 class StateView:
-    """The committed store overlaid with this batch's pending writes (read your own writes)."""
+    """The committed store overlaid with this batch's pending writes (read your own writes).
+
+    Key states (``k:`` values, :mod:`~router_stream.state.keystate`) written through
+    :meth:`put_state` are also kept decoded, so the next record of the key in this batch (or a
+    later batch reading through this view) skips parsing them again: the decoded copy is used only
+    while the value read is the very bytes object it was made from.
+    """
 
     store: StateReader
     pending: dict[bytes, bytes | None] = field(default_factory=dict)
+    decoded: dict[bytes, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
 
     def get(self, key: bytes) -> bytes | None:
         if key in self.pending:
@@ -43,6 +51,27 @@ class StateView:
 
     def put(self, key: bytes, value: bytes | None) -> None:
         self.pending[key] = value
+
+    def get_state(self, key: bytes) -> dict[str, Any]:
+        """:func:`keystate.load` of ``get(key)``, from the decoded copy when it is that value."""
+        raw = self.get(key)
+        view: StateReader = self
+        while isinstance(view, StateView):
+            hit = view.decoded.get(key)
+            if hit is not None and hit[0] is raw:
+                return keystate.copy(hit[1])
+            view = view.store
+        return keystate.load(raw)
+
+    def put_state(self, key: bytes, state: dict[str, Any]) -> None:
+        """``put(key, keystate.dump(state))``, keeping a decoded copy for :meth:`get_state`."""
+        raw = keystate.dump(state)
+        self.pending[key] = raw
+        self.decoded[key] = (raw, keystate.copy(state))
+
+    def committed(self, store: StateReader) -> None:
+        """Its writes are in ``store`` now: reads go straight there."""
+        self.store, self.pending, self.decoded = store, {}, {}
 
 
 @dataclass(frozen=True, slots=True)

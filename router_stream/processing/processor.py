@@ -318,7 +318,7 @@ class Processor:
             if part.tails.get(token) is task:
                 del part.tails[token]
         if committed:  # its writes are in the store now: later views stop going through it
-            batch.view.store, batch.view.pending = part.store, {}
+            batch.view.committed(part.store)
 
     def _discard_from(self, part: Partition, failed: FetchBatch) -> int:
         """After ``failed`` failed: the batches in flight after it are void, the partition
