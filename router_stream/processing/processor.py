@@ -27,8 +27,8 @@ This module is the loop itself, top to bottom: fetch (:meth:`Processor._run`) â†
 (:meth:`Processor._commit`), and what a failure discards. The roles around it live beside it:
 ``lifecycle.py`` opens and closes partitions (fencing, restore, standby), ``ordering.py`` runs a
 batch's records in per-key chains, ``outputs.py`` makes the JSON of a batch's outputs (an output
-that cannot be produced becomes a dead letter), ``transactions.py`` talks to the transactional producer, and
-``partition.py`` holds the partition and batch records they share.
+that cannot be produced becomes a dead letter), ``transactions.py`` talks to the transactional
+producer, and ``partition.py`` holds the partition and batch records they share.
 """
 
 from __future__ import annotations
