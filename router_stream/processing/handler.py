@@ -5,17 +5,16 @@ uncommitted writes) and returns an :class:`Outcome`: the records to produce and 
 writes to make, all of which the processor commits in one Kafka transaction. Nothing here
 raises for a bad record: each record ends as a response (maybe with ``error``) or a dead letter;
 an authorised control record (``control.py``) ends as an audit record only. The records themselves
-are built by :mod:`.answers`, as they are for Batch API answers.
+are built by :mod:`.answers`, as they are for Batch API answers; :class:`Source`, :class:`StateView`
+and :class:`Outcome` live in :mod:`.partition` with the other records the path passes around.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from .. import metrics
 from ..budgets import Ledger
@@ -23,63 +22,23 @@ from ..config import RouterConfig
 from ..providers.resilience import CallResult
 from ..routing.base import RoutingContext
 from ..routing.cascade import CascadePlan
-from ..routing.expressions import Expression, request_names
+from ..routing.expressions import Expression
 from ..routing.pipeline import Pipeline
-from ..schemas import Audit, CachedDecision, DeadLetter, Request, Response, Verdict, now_ms
+from ..schemas import CachedDecision, Request, Response, Verdict, now_ms
 from ..state import keystate
 from ..state.store import key_state_key, parked_dup_key, parked_key, request_key
 from .answers import Answers, RoutingFacts, sticky_note
 from .cascade_runner import Dispatcher, run_cascade
 from .control import ControlCommand, ControlGate, apply_to_state
 from .intake import Poison, classify, context_limit
+from .partition import Outcome, Source, StateView
 from .request_notes import model_names_candidate
+from .scope import kafka_key_text, scope_key
 from .trace import trace_headers
 
+__all__ = ["Handler", "Outcome", "Source", "StateView", "kafka_key_text", "request_override"]
+
 log = logging.getLogger(__name__)
-
-
-class StateReader(Protocol):
-    def get(self, key: bytes) -> bytes | None: ...
-
-
-@dataclass(slots=True)
-class StateView:
-    """The committed store overlaid with this batch's pending writes (read your own writes)."""
-
-    store: StateReader
-    pending: dict[bytes, bytes | None] = field(default_factory=dict)
-
-    def get(self, key: bytes) -> bytes | None:
-        if key in self.pending:
-            return self.pending[key]
-        return self.store.get(key)
-
-    def put(self, key: bytes, value: bytes | None) -> None:
-        self.pending[key] = value
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a record came from."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    timestamp: int = 0
-
-
-@dataclass(slots=True)
-class Outcome:
-    """The records one input record produces (the processor adds them to the transaction)."""
-
-    response: Response | None = None
-    audit: Audit | None = None
-    dead_letter: DeadLetter | None = None
-    model_called: bool = False
-    parked: bool = False  # waiting for a Batch API job; answered later by processing/batch_jobs.py
 
 
 def request_override(config: RouterConfig, request: Request) -> Verdict | None:
@@ -104,15 +63,6 @@ def request_override(config: RouterConfig, request: Request) -> Verdict | None:
     return Verdict(
         strategy="request", outcome="miss", candidate=str(asked)[:100], reason=f"{where} names no candidate"
     )
-
-
-def kafka_key_text(key: bytes) -> str:
-    """A Kafka key as a scope key: its text when it is UTF-8, else ``b64:<base64>`` (decoding
-    with replacement characters would give two different binary keys one sticky decision)."""
-    try:
-        return key.decode("utf-8")
-    except UnicodeDecodeError:
-        return "b64:" + base64.b64encode(key).decode()
 
 
 class Handler:
@@ -147,33 +97,7 @@ class Handler:
         A control record's key is the one it names (so it is ordered with that key's requests)."""
         if isinstance(request, ControlCommand):
             return request.scope_key
-        cache = self.config.cache
-        if source.key:
-            fallback = kafka_key_text(source.key)
-        else:
-            fallback = (
-                f"request:{request.request_id}"
-                if request is not None
-                else f"offset:{source.partition}:{source.offset}"
-            )
-        if request is None:
-            return fallback
-        if cache.scope == "field" and cache.scope_field:
-            value = request.fields.get(cache.scope_field)
-        elif self._scope_expression is not None:
-            value, _problem = self._scope_expression.value(
-                request_names(request, fallback, trace_headers(source.headers))
-            )
-        else:
-            return fallback
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            try:
-                text = str(value)
-            except ValueError:  # an integer too long to print (Python's 4,300-digit limit)
-                return fallback
-            if text:
-                return text
-        return fallback
+        return scope_key(self.config.cache, self._scope_expression, source, request)
 
     def budget_tokens(self, source: Source, request: Request | ControlCommand | None) -> list[str]:
         """Order tokens for this record's budget scopes: the processor runs a partition's requests
@@ -281,7 +205,7 @@ class Handler:
             return Outcome(parked=True)
 
         state_key = key_state_key(key)
-        state = keystate.load(view.get(state_key))
+        state = view.get_state(state_key)
         verdicts: list[Verdict] = []
         cache_hit = False
         chosen: str | None = None
@@ -366,18 +290,15 @@ class Handler:
             if admission.rejected is not None:  # refused before any call: no attempts, no cost
                 refused = CallResult(None, None, error=admission.rejected, error_kind="budget_exceeded")
                 response, audit, _ = self.answers.answered(facts, refused)
-                keystate.note_request(state, request.request_id)
-                view.put(state_key, keystate.dump(state))
-                if self.config.cache.dedup_window_s > 0:
-                    view.put(request_key(request.request_id), response.model_dump_json().encode())
+                done = self.record_answer(view, state_key, state, request, Outcome(response, audit=audit))
                 metrics.requests(chosen, decided_by, "budget_exceeded").inc()
-                return Outcome(response=response, audit=audit)
+                return done
             if admission.candidate != chosen:
                 served, plan = admission.candidate, None  # a downgrade replaces a cascade's plan too
 
         if self.config.candidates[served].mode == "batch":
             keystate.note_request(state, request.request_id)
-            view.put(state_key, keystate.dump(state))
+            view.put_state(state_key, state)
             facts.chosen = served  # the candidate whose Batch API job answers it
             holds = [h.to_json() for h in admission.holds] if admission is not None else None
             view.put(parked_key(request.request_id), facts.parked_entry(holds))
@@ -396,10 +317,8 @@ class Handler:
                 admission, view, result.cost_usd, paid.usage.total_tokens if paid is not None else 0
             )
         response, audit, delivered = self.answers.answered(facts, result)
-        keystate.note_request(state, request.request_id)
-        view.put(state_key, keystate.dump(state))
-        if self.config.cache.dedup_window_s > 0:
-            view.put(request_key(request.request_id), response.model_dump_json().encode())
+        done = self.record_answer(view, state_key, state, request, Outcome(response, audit=audit))
+        done.model_called = True
         outcome_label = "ok" if delivered else (response.error_kind or "error")
         metrics.requests(response.candidate or "", decided_by, outcome_label).inc()
         # paid for even when too large to deliver (a completion always comes with its served_by)
@@ -408,7 +327,19 @@ class Handler:
             metrics.tokens(result.served_by, "input").inc(completion.usage.prompt_tokens)
             metrics.tokens(result.served_by, "output").inc(completion.usage.completion_tokens)
             metrics.cost(result.served_by).inc(result.cost_usd)
-        return Outcome(response=response, audit=audit, model_called=True)
+        return done
+
+    def record_answer(
+        self, view: StateView, state_key: bytes, state: dict[str, Any], request: Request, done: Outcome
+    ) -> Outcome:
+        """Note an answered request in its key's state and, within a dedup window, keep its
+        response for repeats: the JSON produced (nulls left out, read back to the same response),
+        made once here and reused by the transaction (:meth:`.partition.Outcome.response_json`)."""
+        keystate.note_request(state, request.request_id)
+        view.put_state(state_key, state)
+        if self.config.cache.dedup_window_s > 0:
+            view.put(request_key(request.request_id), done.response_json())
+        return done
 
     def apply_control(
         self, source: Source, view: StateView, command: ControlCommand, received: int

@@ -92,6 +92,18 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: strict JSON (no ``NaN`` / ``Infinity``); made once: ``json.loads(text, parse_constant=...)``
+#: builds a new decoder on every call, ~10% of the intake's CPU per record
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text, parse_constant=_reject_constant)``, with the one decoder."""
+    if text.startswith("\ufeff"):  # as json.loads says it
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
+
+
 def _version_of(data: dict[str, Any]) -> int | None:
     """schema_version as the integer the request model reads (same lax rules), None if not one."""
     if "schema_version" not in data:
@@ -131,7 +143,7 @@ def _classify(value: bytes | None, max_bytes: int, max_prompt_tokens: int | None
     except UnicodeDecodeError as exc:
         return Poison("not_utf8", f"{REASONS['not_utf8']} (byte {exc.start})")
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _loads(text)
     except RecursionError:
         return Poison("not_json", f"{REASONS['not_json']}: nested too deeply")
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers over the digit limit

@@ -91,16 +91,16 @@ class KeyOrdering:
             for r in records
         ]
         keys = []
-        # a field/expression scope needs the parsed request for the order token; parse it and work
-        # out its scope key once here and hand both to the handler (the Kafka-key scope needs
-        # neither before the handler's own)
+        # each record is parsed once, here: its request id and (field/expression scopes) its scope
+        # key go into the order tokens, and the handler gets both instead of parsing it again
         parsed: list[Request | Poison | ControlCommand | None] = [None] * len(sources)
         scopes: list[str | None] = [None] * len(sources)
         ledger = self.handler.ledger
-        by_key = self.config.cache.scope == "key" and (ledger is None or not ledger.needs_request_for_order)
         for i, s in enumerate(sources):
-            if not by_key:
+            try:
                 parsed[i] = self.handler.classify(s)
+            except Exception:  # never for a record's content; the handler classifies it again and says why
+                log.exception("classifying %s[%d]@%d failed", s.topic, s.partition, s.offset)
             record = parsed[i]
             request = record if isinstance(record, (Request, ControlCommand)) else None
             try:
@@ -126,13 +126,15 @@ class KeyOrdering:
         async def chain(indices: list[int], before: list[asyncio.Task[None]]) -> None:
             if before:
                 await asyncio.gather(*before, return_exceptions=True)
+            slots, seq, handle = self._slots, batch.seq, self.handler.handle
             for i in indices:
-                async with self._slots.slot(batch.seq):
-                    metrics.IN_FLIGHT.inc()
-                    try:
-                        outcomes[i] = await self.handler.handle(sources[i], view, parsed[i], scopes[i])
-                    finally:
-                        metrics.IN_FLIGHT.dec()
+                await slots.acquire(seq)  # (not ``async with slots.slot()``: a generator per record)
+                metrics.IN_FLIGHT.inc()
+                try:
+                    outcomes[i] = await handle(sources[i], view, parsed[i], scopes[i])
+                finally:
+                    metrics.IN_FLIGHT.dec()
+                    slots.release()
 
         tasks = []
         for indices in order_chains(keys):

@@ -1,4 +1,6 @@
-"""The records the exactly-once path passes around: an owned input partition and its batches in flight.
+"""The records the exactly-once path passes around: an owned input partition and its batches in
+flight, and one record's way through the handler (its :class:`Source`, the :class:`StateView` it
+reads and writes, the :class:`Outcome` it ends as).
 
 Plain data apart from behaviour (as aiokafka keeps ``TopicPartition`` and friends in
 ``structs.py``): the lifecycle (``lifecycle.py``) creates and closes a :class:`Partition`, the
@@ -12,15 +14,97 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
 from ..errors import RouterStreamError
+from ..schemas import Audit, DeadLetter, Response
+from ..state import keystate
 from ..state.store import PartitionStore
 from .gate import Gate
-from .handler import StateView
 from .transactions import PartitionTransactions
+
+
+class StateReader(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+
+@dataclass(slots=True)
+class StateView:
+    """The committed store overlaid with this batch's pending writes (read your own writes).
+
+    Key states (``k:`` values, :mod:`~router_stream.state.keystate`) written through
+    :meth:`put_state` are also kept decoded, so the next record of the key in this batch (or a
+    later batch reading through this view) skips parsing them again: the decoded copy is used only
+    while the value read is the very bytes object it was made from.
+    """
+
+    store: StateReader
+    pending: dict[bytes, bytes | None] = field(default_factory=dict)
+    decoded: dict[bytes, tuple[bytes, dict[str, Any]]] = field(default_factory=dict)
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.pending:
+            return self.pending[key]
+        return self.store.get(key)
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        self.pending[key] = value
+
+    def get_state(self, key: bytes) -> dict[str, Any]:
+        """:func:`keystate.load` of ``get(key)``, from the decoded copy when it is that value."""
+        raw = self.get(key)
+        view: StateReader = self
+        while isinstance(view, StateView):
+            hit = view.decoded.get(key)
+            if hit is not None and hit[0] is raw:
+                return keystate.copy(hit[1])
+            view = view.store
+        return keystate.load(raw)
+
+    def put_state(self, key: bytes, state: dict[str, Any]) -> None:
+        """``put(key, keystate.dump(state))``, keeping a decoded copy for :meth:`get_state`."""
+        raw = keystate.dump(state)
+        self.pending[key] = raw
+        self.decoded[key] = (raw, keystate.copy(state))
+
+    def committed(self, store: StateReader) -> None:
+        """Its writes are in ``store`` now: reads go straight there."""
+        self.store, self.pending, self.decoded = store, {}, {}
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp: int = 0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The records one input record produces (the processor adds them to the transaction)."""
+
+    response: Response | None = None
+    #: the response's JSON (``exclude_none``) when the handler already made it (for its dedup entry)
+    response_bytes: bytes | None = None
+    audit: Audit | None = None
+    dead_letter: DeadLetter | None = None
+    model_called: bool = False
+    parked: bool = False  # waiting for a Batch API job; answered later by processing/batch_jobs.py
+
+    def response_json(self) -> bytes:
+        """The response as produced: JSON without nulls (made once, shared with the dedup entry)."""
+        if self.response_bytes is None:
+            assert self.response is not None
+            self.response_bytes = self.response.model_dump_json(exclude_none=True).encode()
+        return self.response_bytes
 
 
 class FatalProcessorError(RouterStreamError, RuntimeError):

@@ -26,8 +26,9 @@ This module is the loop itself, top to bottom: fetch (:meth:`Processor._run`) â†
 (:meth:`Processor._dispatch`, :meth:`Processor._process`) â†’ commit in offset order
 (:meth:`Processor._commit`), and what a failure discards. The roles around it live beside it:
 ``lifecycle.py`` opens and closes partitions (fencing, restore, standby), ``ordering.py`` runs a
-batch's records in per-key chains, ``transactions.py`` talks to the transactional producer, and
-``partition.py`` holds the partition and batch records they share.
+batch's records in per-key chains, ``outputs.py`` makes the JSON of a batch's outputs (an output
+that cannot be produced becomes a dead letter), ``transactions.py`` talks to the transactional
+producer, and ``partition.py`` holds the partition and batch records they share.
 """
 
 from __future__ import annotations
@@ -45,12 +46,11 @@ from ..budgets.totals import ChangelogTotals
 from ..config import RouterConfig
 from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
-from .answers import output_budget
-from .handler import Handler, Outcome, Source, StateView
-from .intake import Poison
+from .handler import Handler, Outcome, StateView
 from .janitor import run_janitor
 from .lifecycle import PartitionLifecycle
 from .ordering import KeyOrdering
+from .outputs import serialize_outputs
 from .partition import FatalProcessorError, FetchBatch, Partition
 from .transactions import FENCED
 
@@ -318,7 +318,7 @@ class Processor:
             if part.tails.get(token) is task:
                 del part.tails[token]
         if committed:  # its writes are in the store now: later views stop going through it
-            batch.view.store, batch.view.pending = part.store, {}
+            batch.view.committed(part.store)
 
     def _discard_from(self, part: Partition, failed: FetchBatch) -> int:
         """After ``failed`` failed: the batches in flight after it are void, the partition
@@ -375,58 +375,10 @@ class Processor:
     async def _commit(self, part: Partition, batch: FetchBatch, outcomes: list[Outcome]) -> None:
         """The batch's outputs, changelog writes and consumed offset in one transaction."""
         records = batch.records
-        payloads = self._serialize(records, outcomes)
+        payloads = serialize_outputs(self.topics, self.handler, records, outcomes)
         batch.in_txn = True
         await part.transactions.commit_batch(records, payloads, batch.view.pending)
         part.next_offset = records[-1].offset + 1
         self.records_done += len(records)
         if self.first_answer_at is None:
             self.first_answer_at = time.time()
-
-    def _serialize(self, records: list[Any], outcomes: list[Outcome]) -> list[list[tuple[str, bytes]]]:
-        """JSON of every output, before the transaction begins.
-
-        A record whose outputs cannot be serialized (e.g. a model answer with a lone surrogate)
-        becomes an ``internal_error`` dead letter instead: a batch that can never be produced
-        would otherwise be aborted and re-read forever and stall its partition.
-        """
-        t = self.topics
-        out: list[list[tuple[str, bytes]]] = []
-        for record, outcome in zip(records, outcomes):
-            problem = None
-            try:
-                values = []
-                if outcome.response is not None:
-                    values.append((t.responses, outcome.response.model_dump_json(exclude_none=True).encode()))
-                if outcome.audit is not None:
-                    values.append((t.audit, outcome.audit.model_dump_json(exclude_none=True).encode()))
-                if outcome.dead_letter is not None:
-                    values.append(
-                        (t.dead_letter, outcome.dead_letter.model_dump_json(exclude_none=True).encode())
-                    )
-            except (ValueError, TypeError, UnicodeError) as exc:
-                problem = (f"the answer could not be serialized ({type(exc).__name__})", type(exc).__name__)
-            else:  # the handler keeps answers within a record; anything else too big is a bug, not a stall
-                budget = output_budget(record.key)
-                big = next(((topic, len(v)) for topic, v in values if len(v) > budget), None)
-                if big is not None:
-                    problem = (
-                        f"the {big[0]} record would be {big[1]} bytes, over the {budget}-byte limit",
-                        "RecordTooLarge",
-                    )
-            if problem is not None:
-                log.error(
-                    "%s[%d]@%d: %s; dead-lettering it",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    problem[0],
-                )
-                source = Source(record.topic, record.partition, record.offset, record.key, record.value)
-                dead = self.handler.dead_letter(
-                    source, Poison("internal_error", problem[0]), error_class=problem[1]
-                ).dead_letter
-                assert dead is not None
-                values = [(t.dead_letter, dead.model_dump_json(exclude_none=True).encode())]
-            out.append(values)
-        return out

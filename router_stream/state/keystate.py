@@ -36,8 +36,24 @@ def note_request(state: dict[str, Any], request_id: str) -> None:
     state["recent"] = recent
 
 
+def copy(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a state that :func:`note_request` and the handler may change without touching
+    the original: they only ever replace its top-level values (``decision``, ``count``,
+    ``recent``), so those are copied and anything else (a newer worker's fields) is shared."""
+    out = dict(state)
+    if isinstance(out.get("recent"), list):
+        out["recent"] = list(out["recent"])
+    if isinstance(out.get("decision"), dict):
+        out["decision"] = dict(out["decision"])
+    return out
+
+
+#: compact JSON; made once (``json.dumps(..., separators=...)`` builds an encoder per call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def dump(state: dict[str, Any]) -> bytes:
-    return json.dumps(state, separators=(",", ":")).encode()
+    return _ENCODER.encode(state).encode()
 
 
 def _iso(ms: int) -> str:

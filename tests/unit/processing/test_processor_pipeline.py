@@ -259,12 +259,17 @@ async def test_a_field_scope_orders_by_the_field_and_parses_each_record_once():
     assert dict(handler.scopes) == {0: "c1", 1: "c1", 2: "c2"}  # and the scope key, worked out once
 
 
-async def test_the_kafka_key_scope_leaves_the_parse_to_the_handler():
+async def test_the_kafka_key_scope_parses_each_record_once_too():
+    # the order tokens need the request id, so the ordering parses the record; the handler gets
+    # that parse (and the scope key worked out from it) instead of parsing the record again
     handler = FieldScopeHandler()
     p, part, _ = processor(handler, FakeProducer())
     p._dispatch(part, [conv_record(0, "x", "c1")])
     await wait_all(part, [b.task for b in list(part.inflight) if b.task is not None])
-    assert handler.parses == 0 and handler.given == [(0, None)] and handler.scopes == [(0, None)]
+    assert handler.parses == 1
+    ((offset, parsed),) = handler.given
+    assert offset == 0 and isinstance(parsed, Request) and parsed.request_id == "r-0"
+    assert handler.scopes == [(0, "c1")]
 
 
 class ExplodingHandler(CountingHandler):
@@ -326,6 +331,7 @@ async def test_a_later_batch_failing_before_its_commit_rewinds_to_the_oldest_bat
 def test_an_output_too_large_to_produce_becomes_a_small_dead_letter():
     from router_stream.processing.answers import output_budget
     from router_stream.processing.handler import Handler
+    from router_stream.processing.outputs import serialize_outputs
     from router_stream.runtime import build_pipeline
 
     config = RouterConfig.model_validate(
@@ -335,7 +341,7 @@ def test_an_output_too_large_to_produce_becomes_a_small_dead_letter():
     rec = record(0, "a")
     huge = Outcome(response=Response(request_id="r-0", candidate="cheap", output="z" * 1_100_000))
     fine = Outcome(response=Response(request_id="r-1", candidate="cheap", output="ok"))
-    (first,), (second,) = p._serialize([rec, record(1, "b")], [huge, fine])
+    (first,), (second,) = serialize_outputs(p.topics, p.handler, [rec, record(1, "b")], [huge, fine])
     topic, value = first
     dead = json.loads(value)
     assert topic == "router.dead-letter" and dead["reason"] == "internal_error"
