@@ -21,10 +21,10 @@ from aiokafka import TopicPartition
 
 from router_stream.config import RouterConfig
 from router_stream.metrics import MetricsObserver
-from router_stream.processing.handler import Handler, Source, StateView
+from router_stream.processing.handler import Handler
 from router_stream.processing.ordering import KeyOrdering
 from router_stream.processing.outputs import serialize_outputs
-from router_stream.processing.partition import FetchBatch, Partition
+from router_stream.processing.partition import FetchBatch, Partition, Source, StateView
 from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.resilience import Dispatcher
 from router_stream.runtime import build_pipeline

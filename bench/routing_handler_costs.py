@@ -38,7 +38,7 @@ class InstantDispatcher:
 
     async def call(self, request: Any, chosen: str, deadline_at: float) -> Any:
         from router_stream.providers.base import Completion
-        from router_stream.providers.resilience import CallResult
+        from router_stream.providers.call_result import CallResult
         from router_stream.schemas import Attempt, Usage
 
         return CallResult(
@@ -71,8 +71,9 @@ async def handler_costs(n: int) -> dict[str, float]:
     an instant in-process client, response+audit JSON. Each the best of 3 chunks, after a warm-up."""
     from router_stream.config import parse_config
     from router_stream.metrics import MetricsObserver
-    from router_stream.processing.handler import Handler, Source, StateView
+    from router_stream.processing.handler import Handler
     from router_stream.processing.intake import classify
+    from router_stream.processing.partition import Source, StateView
     from router_stream.providers.resilience import Dispatcher
     from router_stream.routing.base import RoutingContext
     from router_stream.runtime import build_pipeline

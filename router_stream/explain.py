@@ -29,8 +29,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .config import RouterConfig
-from .processing.handler import Handler, Source, kafka_key_text, request_override
+from .processing.handler import Handler, kafka_key_text, request_override
 from .processing.intake import Poison, classify, context_limit
+from .processing.partition import Source
 from .processing.request_notes import audit_notes
 from .processing.trace import TRACE_HEADERS, trace_headers
 from .providers.base import estimate_prompt_tokens

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from ..providers.resilience import CallResult
+from ..providers.call_result import CallResult
 from ..schemas import Audit, CachedDecision, DeadLetter, Request, Response, Verdict, now_ms
 from .intake import Poison
 from .request_notes import audit_notes

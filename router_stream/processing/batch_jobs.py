@@ -29,11 +29,11 @@ from .. import metrics
 from ..errors import ModelError
 from ..providers.base import ChatCall, Completion
 from ..providers.batch_api import TERMINAL_STATES as TERMINAL
-from ..providers.resilience import CallResult
+from ..providers.call_result import CallResult
 from ..schemas import Attempt, Request, now_ms
 from ..state.store import job_key, parked_key, request_key
 from .answers import Answers, RoutingFacts, answer_too_large
-from .handler import StateView
+from .partition import StateView
 
 if TYPE_CHECKING:
     from .partition import Partition

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..providers.resilience import CallResult
+from ..providers.call_result import CallResult
 from ..routing.cascade import CascadePlan, Check, JudgeValidator
 from ..schemas import Attempt, Request
 

@@ -19,7 +19,7 @@ from typing import Any
 from .. import metrics
 from ..budgets import Ledger
 from ..config import RouterConfig
-from ..providers.resilience import CallResult
+from ..providers.call_result import CallResult
 from ..routing.base import RoutingContext
 from ..routing.cascade import CascadePlan
 from ..routing.expressions import Expression
@@ -36,7 +36,7 @@ from .request_notes import model_names_candidate
 from .scope import kafka_key_text, scope_key
 from .trace import trace_headers
 
-__all__ = ["Handler", "Outcome", "Source", "StateView", "kafka_key_text", "request_override"]
+__all__ = ["Handler", "kafka_key_text", "request_override"]
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from .. import metrics
 from ..config import RouterConfig
 from ..schemas import Request
 from .control import ControlCommand
-from .handler import Handler, Outcome, Source
+from .handler import Handler
 from .intake import Poison
-from .partition import FetchBatch, Partition
+from .partition import FetchBatch, Outcome, Partition, Source
 from .slots import OrderedSlots
 
 log = logging.getLogger(__name__)

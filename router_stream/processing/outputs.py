@@ -13,8 +13,9 @@ from typing import Any
 
 from ..config import TopicsConfig
 from .answers import output_budget
-from .handler import Handler, Outcome, Source
+from .handler import Handler
 from .intake import Poison
+from .partition import Outcome, Source
 
 log = logging.getLogger(__name__)
 

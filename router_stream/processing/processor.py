@@ -46,12 +46,12 @@ from ..budgets.totals import ChangelogTotals
 from ..config import RouterConfig
 from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
-from .handler import Handler, Outcome, StateView
+from .handler import Handler
 from .janitor import run_janitor
 from .lifecycle import PartitionLifecycle
 from .ordering import KeyOrdering
 from .outputs import serialize_outputs
-from .partition import FatalProcessorError, FetchBatch, Partition
+from .partition import FatalProcessorError, FetchBatch, Outcome, Partition, StateView
 from .transactions import FENCED
 
 log = logging.getLogger(__name__)

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 #: error kinds that say nothing about the endpoint's health: the breaker ignores them
 NO_VERDICT = frozenset({"queue_timeout", "deadline_exceeded", "rate_limited", "unsupported_input"})
 
-__all__ = ["CallResult", "DispatchHooks", "DispatchObserver", "Dispatcher"]
+__all__ = ["Dispatcher"]
 
 
 class _Skip(Exception):

@@ -15,7 +15,8 @@ from router_stream.budgets.windows import window_end_ms, window_label, window_st
 from router_stream.config import parse_config
 from router_stream.errors import ConfigError
 from router_stream.processing import handler as handler_mod
-from router_stream.processing.handler import Handler, Source, StateView
+from router_stream.processing.handler import Handler
+from router_stream.processing.partition import Source, StateView
 from router_stream.providers.base import Completion
 from router_stream.runtime import build_pipeline
 from router_stream.schemas import Request, Usage

@@ -7,7 +7,7 @@ import json
 from router_stream.processing.answers import MAX_PRODUCED_RECORD_BYTES, Answers, RoutingFacts
 from router_stream.processing.trace import TRACE_HEADERS, trace_headers
 from router_stream.providers.base import Completion
-from router_stream.providers.resilience import CallResult
+from router_stream.providers.call_result import CallResult
 from router_stream.schemas import Attempt, Request, Usage, Verdict
 
 SOURCE = {"topic": "requests", "partition": 3, "offset": 41}

@@ -23,8 +23,9 @@ from router_stream.processing.control import (
     control_body,
     parse_command,
 )
-from router_stream.processing.handler import Handler, Source, StateView
+from router_stream.processing.handler import Handler
 from router_stream.processing.intake import Poison
+from router_stream.processing.partition import Source, StateView
 from router_stream.runtime import build_pipeline
 from router_stream.schemas import now_ms
 from router_stream.state import keystate

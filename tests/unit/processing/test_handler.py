@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from router_stream.config import parse_config
-from router_stream.processing.handler import Handler, Source, StateView
+from router_stream.processing.handler import Handler
+from router_stream.processing.partition import Source, StateView
 from router_stream.providers.resilience import Dispatcher
 from router_stream_dev.model_server import ModelServer
 

@@ -322,7 +322,7 @@ class _Dispatcher:
 
     async def call(self, request: Request, chosen: str, deadline_at: float):
         from router_stream.providers.base import Completion
-        from router_stream.providers.resilience import CallResult
+        from router_stream.providers.call_result import CallResult
         from router_stream.schemas import Usage
 
         self.calls += 1
@@ -354,13 +354,13 @@ def _handler(**config_extra: Any):
 
 
 def _source(value: bytes | None, offset: int = 0, key: bytes | None = b"k", headers=()):
-    from router_stream.processing.handler import Source
+    from router_stream.processing.partition import Source
 
     return Source("requests", 0, offset, key, value, tuple(headers))
 
 
 def test_handler_dead_letters_a_prompt_no_candidate_fits_without_a_model_call() -> None:
-    from router_stream.processing.handler import StateView
+    from router_stream.processing.partition import StateView
 
     handler, dispatcher = _handler()
     view = StateView({})  # type: ignore[arg-type]
@@ -374,7 +374,7 @@ def test_handler_dead_letters_a_prompt_no_candidate_fits_without_a_model_call() 
 
 
 def test_handler_answers_a_duplicate_from_the_first_answer() -> None:
-    from router_stream.processing.handler import StateView
+    from router_stream.processing.partition import StateView
 
     handler, dispatcher = _handler()
     view = StateView({})  # type: ignore[arg-type]
@@ -397,7 +397,7 @@ def test_handler_answers_a_duplicate_from_the_first_answer() -> None:
 
 
 def test_handler_request_candidate_field_only_when_allowed() -> None:
-    from router_stream.processing.handler import StateView
+    from router_stream.processing.partition import StateView
 
     handler, _ = _handler()
     out = asyncio.run(handler.handle(_source(_req(fields={"candidate": "big"})), StateView({})))  # type: ignore[arg-type]
@@ -413,7 +413,7 @@ def test_handler_request_candidate_field_only_when_allowed() -> None:
 
 
 def test_handler_keeps_trace_headers_and_ignores_unknown_ones() -> None:
-    from router_stream.processing.handler import StateView
+    from router_stream.processing.partition import StateView
 
     handler, _ = _handler()
     tp = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -437,7 +437,7 @@ def test_no_nan_floats_survive() -> None:
 
 
 def test_handler_dedup_window_is_configurable() -> None:
-    from router_stream.processing.handler import StateView
+    from router_stream.processing.partition import StateView
     from router_stream.state.store import request_key
 
     handler, dispatcher = _handler(cache={"dedup_window_s": 60})
@@ -458,7 +458,7 @@ def test_handler_dedup_window_is_configurable() -> None:
 
 
 def test_handler_null_key_scope() -> None:
-    from router_stream.processing.handler import StateView
+    from router_stream.processing.partition import StateView
 
     handler, _ = _handler()
     out = asyncio.run(handler.handle(_source(_req(), key=None), StateView({})))  # type: ignore[arg-type]
@@ -489,7 +489,7 @@ def test_a_dead_letter_of_a_huge_record_copies_only_its_start_and_stays_producib
     import hashlib
 
     from router_stream.processing.answers import DEAD_LETTER_COPY_BYTES, MAX_PRODUCED_RECORD_BYTES
-    from router_stream.processing.handler import StateView
+    from router_stream.processing.partition import StateView
 
     handler, _ = _handler(kafka={"max_record_bytes": 2_000_000})
     value = b"{" + b"x" * 900_000  # not JSON, and a base64 copy of all of it would be 1.2 MB
@@ -506,7 +506,8 @@ def test_a_dead_letter_of_a_huge_record_copies_only_its_start_and_stays_producib
 
 def test_an_answer_too_large_for_a_kafka_record_becomes_an_error_response() -> None:
     from router_stream.processing.answers import output_budget
-    from router_stream.processing.handler import Handler, StateView
+    from router_stream.processing.handler import Handler
+    from router_stream.processing.partition import StateView
 
     handler, _ = _handler()
     handler.dispatcher = _Dispatcher(answer="\x01" * 200_000)  # 6 bytes each as JSON: 1.2 MB

@@ -17,9 +17,8 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from router_stream.config import RouterConfig
-from router_stream.processing.handler import Outcome, Source, StateView
 from router_stream.processing.intake import classify
-from router_stream.processing.partition import Partition
+from router_stream.processing.partition import Outcome, Partition, Source, StateView
 from router_stream.processing.processor import Processor
 from router_stream.schemas import Request, Response
 

@@ -11,8 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from router_stream.config import parse_config
-from router_stream.processing.handler import Handler, Source, StateView, request_override
+from router_stream.processing.handler import Handler, request_override
 from router_stream.processing.intake import Poison, classify
+from router_stream.processing.partition import Source, StateView
 from router_stream.processing.request_notes import audit_notes
 from router_stream.providers.base import (
     IMAGE_TOKENS,
@@ -22,7 +23,7 @@ from router_stream.providers.base import (
     estimate_prompt_tokens,
     estimate_tokens,
 )
-from router_stream.providers.resilience import CallResult
+from router_stream.providers.call_result import CallResult
 from router_stream.runtime import build_pipeline
 from router_stream.schemas import CHAT_COMPLETION_FIELDS, NOT_SENT, SCHEMA_VERSION, Request, Usage
 

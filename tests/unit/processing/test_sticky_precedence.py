@@ -15,7 +15,8 @@ import pytest
 
 from router_stream.config import parse_config
 from router_stream.processing import handler as handler_mod
-from router_stream.processing.handler import Handler, Source, StateView
+from router_stream.processing.handler import Handler
+from router_stream.processing.partition import Source, StateView
 from router_stream.routing.base import Decision, RoutingContext
 from router_stream.runtime import build_pipeline
 from router_stream.schemas import CachedDecision, Request

@@ -13,10 +13,11 @@ from router_stream.config_candidates import BatchResponseConfig
 from router_stream.errors import ConfigError, RetryableModelError
 from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.batching import BatchingClient
+from router_stream.providers.dispatch_hooks import DispatchObserver
 from router_stream.providers.json_path import compile_json_path, json_path_find
 from router_stream.providers.micro_batch_format import BatchParseError, parse_batch_answer, render_batch
 from router_stream.providers.openai import OpenAIChatClient
-from router_stream.providers.resilience import Dispatcher, DispatchObserver
+from router_stream.providers.resilience import Dispatcher
 from router_stream.schemas import Request
 from router_stream_dev.model_server import ModelServer
 
@@ -458,7 +459,8 @@ async def test_a_batched_call_waits_for_request_budget_within_max_wait(server):
 
 
 async def test_handler_records_the_batch_in_response_and_audit(server):
-    from router_stream.processing.handler import Handler, Source, StateView
+    from router_stream.processing.handler import Handler
+    from router_stream.processing.partition import Source, StateView
     from router_stream.runtime import build_pipeline
 
     config = router_config(server)

@@ -14,8 +14,10 @@ from router_stream.config_candidates import BreakerConfig, RateLimitConfig
 from router_stream.errors import RoutingMiss
 from router_stream.providers.base import ChatCall, Completion
 from router_stream.providers.breaker import CircuitBreaker
+from router_stream.providers.call_result import CallResult
+from router_stream.providers.dispatch_hooks import DispatchObserver
 from router_stream.providers.ratelimit import RateLimiter
-from router_stream.providers.resilience import CallResult, Dispatcher, DispatchObserver
+from router_stream.providers.resilience import Dispatcher
 from router_stream.schemas import Request, Usage
 from router_stream_dev.model_server import ModelServer
 
@@ -408,7 +410,7 @@ def test_rate_limiter_unit():
 def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
     import random
 
-    from router_stream.providers.resilience import backoff_s
+    from router_stream.providers.backoff import backoff_s
 
     rng = random.Random(7)
     for retry, ceiling in ((1, 0.2), (2, 0.4), (3, 0.8), (6, 5.0), (12, 5.0)):

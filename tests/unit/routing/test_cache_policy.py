@@ -9,8 +9,9 @@ import pytest
 from router_stream.config import parse_config
 from router_stream.errors import ConfigError
 from router_stream.processing import handler as handler_mod
-from router_stream.processing.handler import Handler, Source, StateView
+from router_stream.processing.handler import Handler
 from router_stream.processing.janitor import expired_keys
+from router_stream.processing.partition import Source, StateView
 from router_stream.routing.base import Decision, RoutingContext
 from router_stream.routing.caching import CachePolicy, StrategyCache, cache_policy
 from router_stream.routing.pipeline import Pipeline

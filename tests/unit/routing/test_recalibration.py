@@ -15,7 +15,8 @@ import pytest
 
 from router_stream.config import parse_config
 from router_stream.errors import ConfigError
-from router_stream.processing.handler import Handler, Source, StateView
+from router_stream.processing.handler import Handler
+from router_stream.processing.partition import Source, StateView
 from router_stream.providers.base import Completion
 from router_stream.routing.base import RoutingContext
 from router_stream.routing.learned import LearnedConfig, LearnedStrategy

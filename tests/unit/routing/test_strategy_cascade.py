@@ -331,7 +331,8 @@ async def test_a_batch_mode_candidate_cannot_be_in_a_cascade(servers):
 
 # ---- the handler -----------------------------------------------------------------------------------
 async def test_handler_puts_the_cascade_steps_in_the_audit(servers):
-    from router_stream.processing.handler import Handler, Source, StateView
+    from router_stream.processing.handler import Handler
+    from router_stream.processing.partition import Source, StateView
 
     cfg = config(servers, {"type": "regex", "pattern": r"^\[strong\]"})
     d = Dispatcher(cfg)
