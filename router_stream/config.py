@@ -29,8 +29,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -40,6 +38,7 @@ from pydantic import (
 
 from .budgets.limits import BudgetConfig, check_names_unique
 from .config_candidates import CandidateConfig as CandidateConfig  # part of RouterConfig's shape
+from .config_candidates import StrictModel
 from .config_checks import never_run_warnings, partial_reference_problems, reference_problems
 from .config_errors import ENV_NOTES, did_you_mean, format_validation
 from .config_sources import DuplicateKeyError, apply_env, kind_of, load_yaml, yaml_problem
@@ -50,11 +49,7 @@ from .routing.registry import StrategyConfig
 from .secret_values import env_refs
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class CacheConfig(_Strict):
+class CacheConfig(StrictModel):
     """Sticky decisions per key. ``scope`` picks the key: the Kafka key, a request field, or an
     expression (``scope_expression``, the rules' expression language, e.g. ``get(fields, "tenant", key)``);
     an empty, null or non-scalar field/expression value falls back to the Kafka key. A strategy's own
@@ -90,7 +85,7 @@ class CacheConfig(_Strict):
         return self
 
 
-class TopicsConfig(_Strict):
+class TopicsConfig(StrictModel):
     requests: str = "router.requests"
     responses: str = "router.responses"
     audit: str = "router.audit"
@@ -98,7 +93,7 @@ class TopicsConfig(_Strict):
     changelog: str = "router.decisions-changelog"
 
 
-class KafkaConfig(_Strict):
+class KafkaConfig(StrictModel):
     bootstrap_servers: str = "127.0.0.1:9092"
     group_id: str = "router-stream"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -128,7 +123,7 @@ class KafkaConfig(_Strict):
         return check_env_name(v, "secret", "KAFKA_PASSWORD")
 
 
-class WorkerConfig(_Strict):
+class WorkerConfig(StrictModel):
     worker_id: str | None = None
     max_in_flight: int = Field(
         256, ge=1, description="records being handled at once per worker (routing + model call)"
@@ -161,7 +156,7 @@ class WorkerConfig(_Strict):
     )
 
 
-class ControlConfig(_Strict):
+class ControlConfig(StrictModel):
     """Operator control records (``router-stream state evict``): accepted only with the shared
     secret held by the env var named here, sent in a record header; disabled when unset
     (router_stream/processing/control.py, docs/operations.md)."""
@@ -174,7 +169,7 @@ class ControlConfig(_Strict):
         return check_env_name(v, "secret", "ROUTER_STREAM_CONTROL_SECRET")
 
 
-class RouterConfig(_Strict):
+class RouterConfig(StrictModel):
     """The whole configuration file."""
 
     candidates: dict[str, CandidateConfig]

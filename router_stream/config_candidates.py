@@ -19,14 +19,14 @@ from .env_names import check_env_name, check_http_url
 from .secret_values import ConfigValue, parse_headers, parse_query
 
 
-class _Strict(BaseModel):
-    """Unknown keys are an error (a typo would otherwise be silently ignored); the same base as
-    :mod:`router_stream.config`'s sections."""
+class StrictModel(BaseModel):
+    """Unknown keys are an error (a typo would otherwise be silently ignored): the base of every
+    config section, here and in :mod:`router_stream.config`."""
 
     model_config = ConfigDict(extra="forbid")
 
 
-class BreakerConfig(_Strict):
+class BreakerConfig(StrictModel):
     """Circuit breaker per candidate: open after ``failure_threshold`` failures in ``window_s``."""
 
     failure_threshold: int = Field(5, ge=1)
@@ -34,7 +34,7 @@ class BreakerConfig(_Strict):
     cooldown_s: float = Field(10.0, gt=0)
 
 
-class RateLimitConfig(_Strict):
+class RateLimitConfig(StrictModel):
     """Token-bucket budgets; on exhaustion wait up to ``max_wait_ms`` then fall back."""
 
     requests_per_minute: int | None = Field(None, ge=1)
@@ -42,7 +42,7 @@ class RateLimitConfig(_Strict):
     max_wait_ms: int = Field(0, ge=0)
 
 
-class BatchResponseConfig(_Strict):
+class BatchResponseConfig(StrictModel):
     """Where the answers sit in a batched reply (issue names ``response.format`` / ``.path`` /
     ``.index.field`` / ``.value.field``); see ``docs/micro-batching.md``."""
 
@@ -70,7 +70,7 @@ class BatchResponseConfig(_Strict):
         return self
 
 
-class BatchConfig(_Strict):
+class BatchConfig(StrictModel):
     """Prompt micro-batching per candidate: ``size`` > 1 folds concurrent calls into one prompt."""
 
     size: int = Field(1, ge=1, le=1000, description="records per model call; 1 = off")
@@ -97,7 +97,7 @@ class BatchConfig(_Strict):
         return v
 
 
-class BatchAPIConfig(_Strict):
+class BatchAPIConfig(StrictModel):
     """OpenAI-style Batch API (``/v1/files`` + ``/v1/batches``) for a candidate with ``mode: batch``.
 
     Not prompt micro-batching (that is ``batch``, :class:`BatchConfig`); see ``docs/batch-api.md``."""
@@ -115,7 +115,7 @@ class BatchAPIConfig(_Strict):
     )
 
 
-class CandidateConfig(_Strict):
+class CandidateConfig(StrictModel):
     """One model endpoint: OpenAI-compatible chat completions (``api: openai``), Azure OpenAI or
     Anthropic's Messages API; requests are OpenAI-shaped and the adapter translates (docs/providers.md)."""
 
