@@ -227,6 +227,18 @@ def run(ctx: Ctx) -> Result:
     def us(cpu: float | None, count: int) -> float | None:
         return cpu / count * 1e6 if cpu is not None and count else None
 
+    def baseline_row(label: str, run: dict[str, Any], load_a: Any, load_b: Any) -> list[Any]:
+        """One pass-through run's row, in the worker row's columns."""
+        return [
+            label,
+            run["rate"],
+            1e6 / run["rate"],
+            us(run["cpu_client_s"], run["counted"]),
+            us(run["cpu_broker_s"], run["counted"]),
+            run["counted"] / max(1, run["commits"]),
+            fmt_load(load_a) + " → " + fmt_load(load_b),
+        ]
+
     wc = w.extra["counted"]
     rows = [
         [
@@ -238,33 +250,9 @@ def run(ctx: Ctx) -> Result:
             w.commits and n / w.commits,
             fmt_load(load0) + " → " + fmt_load(load1),
         ],
-        [
-            "floor: pass-through per partition + raw aiohttp call",
-            fl["rate"],
-            1e6 / fl["rate"],
-            us(fl["cpu_client_s"], fl["counted"]),
-            us(fl["cpu_broker_s"], fl["counted"]),
-            fl["counted"] / max(1, fl["commits"]),
-            fmt_load(load_f0) + " → " + fmt_load(load_f1),
-        ],
-        [
-            "pass-through, producer per partition",
-            pp["rate"],
-            1e6 / pp["rate"],
-            us(pp["cpu_client_s"], pp["counted"]),
-            us(pp["cpu_broker_s"], pp["counted"]),
-            pp["counted"] / max(1, pp["commits"]),
-            fmt_load(load2) + " → " + fmt_load(load3),
-        ],
-        [
-            "pass-through, one producer",
-            pw["rate"],
-            1e6 / pw["rate"],
-            us(pw["cpu_client_s"], pw["counted"]),
-            us(pw["cpu_broker_s"], pw["counted"]),
-            pw["counted"] / max(1, pw["commits"]),
-            fmt_load(load3) + " → " + fmt_load(load4),
-        ],
+        baseline_row("floor: pass-through per partition + raw aiohttp call", fl, load_f0, load_f1),
+        baseline_row("pass-through, producer per partition", pp, load2, load3),
+        baseline_row("pass-through, one producer", pw, load3, load4),
     ]
     res.tables.append(
         Table(
