@@ -16,7 +16,7 @@ Lifecycle::
         answers = await client.results(st, expected=custom_ids)   # {custom_id: Completion | ModelError}
 
 Like :class:`~router_stream.providers.openai.OpenAIChatClient` it holds ONE shared
-``httpx.AsyncClient`` on ``httpx_aiohttp.AiohttpTransport`` and sends ``Authorization: Bearer
+``httpx.AsyncClient`` on :class:`.aiohttp_transport.ModelTransport` and sends ``Authorization: Bearer
 <key>`` read from the candidate's env var on every call. HTTP failures of the files/batches calls
 raise the usual error tree (``timeout``, ``connection``, ``throttled``, ``server_error``,
 ``http_error``, ``malformed``, ``auth``, ``client_error``); messages are built from the candidate

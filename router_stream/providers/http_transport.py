@@ -1,7 +1,8 @@
-"""The HTTP machinery every model client shares: one ``httpx.AsyncClient`` per candidate on the
-aiohttp transport (httpx's default transport collapses under concurrency, see
-``/work/shared/notes/http-client.md``), with no cookie jar, and the mapping of transport
-exceptions to the :mod:`router_stream.errors` tree (``timeout`` vs ``connection``).
+"""The HTTP machinery every model client shares: the transport on aiohttp per candidate
+(:class:`.aiohttp_transport.ModelTransport`; httpx's default transport collapses under
+concurrency, see ``/work/shared/notes/http-client.md``), an ``httpx.AsyncClient`` on it with no
+cookie jar for the clients that want one, and the mapping of transport exceptions to the
+:mod:`router_stream.errors` tree (``timeout`` vs ``connection``).
 
 Used by the online client (:mod:`.openai`) and the Batch API client (:mod:`.batch_api`).
 Messages carry a prefix, a timeout and an exception class name, never a body or header.
@@ -10,31 +11,24 @@ Messages carry a prefix, a timeout and an exception class name, never a body or 
 from __future__ import annotations
 
 import asyncio
-import functools
-import ssl
 from typing import Any
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from ..config import CandidateConfig
 from ..errors import FatalModelError, ModelError, RetryableModelError
+from .aiohttp_transport import ModelTransport
 
 __all__ = ["BASE_HEADERS", "ModelHTTPClient", "shared_http_client", "transport_error"]
-
-
-@functools.lru_cache(maxsize=1)
-def _ssl_context() -> ssl.SSLContext:
-    """One default TLS context for all clients (building one loads the CA bundle: ~50 ms)."""
-    return httpx.create_ssl_context()
 
 
 def _is_timeout(exc: BaseException) -> bool:
     """True when a transport error is really a timeout.
 
-    ``AiohttpTransport`` maps every ``aiohttp.ClientConnectionError`` (refused, reset, server
-    disconnected) to ``httpx.ConnectTimeout``, so the httpx class alone cannot be trusted: look at
+    The transport raises httpx's classes with the aiohttp exception as the cause (and
+    ``httpx_aiohttp.AiohttpTransport``, still used by the benchmarks, maps every refused or reset
+    connection to ``httpx.ConnectTimeout``), so the httpx class alone cannot be trusted: look at
     the aiohttp exception it wraps.
     """
     cause = exc.__cause__
@@ -74,14 +68,14 @@ BASE_HEADERS: tuple[tuple[str, str], ...] = (("Accept", "application/json"), ("U
 
 
 def shared_http_client(cfg: CandidateConfig, timeout_s: float) -> ModelHTTPClient:
-    """The one ``httpx.AsyncClient`` a candidate's client keeps, on the aiohttp transport.
+    """An ``httpx.AsyncClient`` on the candidate's own transport (the Batch API client's).
 
     trust_env=False: with proxy env vars set, httpx would mount its default transport for
     proxied URLs, silently bypassing the aiohttp transport.
     """
     limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
     return ModelHTTPClient(
-        transport=AiohttpTransport(verify=_ssl_context(), limits=limits),
+        transport=ModelTransport(cfg.max_connections),
         limits=limits,
         trust_env=False,
         timeout=httpx.Timeout(timeout_s),

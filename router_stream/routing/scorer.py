@@ -44,10 +44,10 @@ from typing import Any, Literal
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 from pydantic import Field, field_validator, model_validator
 
 from ..env_names import check_env_name, check_http_url
+from ..providers.aiohttp_transport import ModelTransport
 from ..schemas import Request
 from .base import Decision, RoutingContext
 from .strategy_config import BuildContext, StrategyConfigBase
@@ -185,7 +185,7 @@ class ScorerStrategy:
         if self._http is None:  # made on first use, inside the running loop
             limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
             self._http = httpx.AsyncClient(
-                transport=AiohttpTransport(verify=httpx.create_ssl_context(), limits=limits),
+                transport=ModelTransport(64),
                 limits=limits,
                 trust_env=False,
                 timeout=httpx.Timeout(self.config.timeout_ms / 1000.0),

@@ -12,6 +12,7 @@ from router_stream.config import CandidateConfig
 from router_stream.errors import FatalModelError, RetryableModelError
 from router_stream.providers.anthropic import to_openai_response
 from router_stream.providers.base import ChatCall
+from router_stream.providers.http_transport import shared_http_client
 from router_stream.providers.openai import OpenAIChatClient
 from router_stream_dev.dialects import fingerprint
 from router_stream_dev.model_server import ModelServer
@@ -302,7 +303,11 @@ async def test_gateway_headers_and_query_on_the_wire_but_not_in_logs(server, cli
     assert stats["last_headers"]["x-team"] == "search" and stats["last_headers"]["user-agent"] == "my-app"
     assert stats["last_headers"]["authorization"] == fingerprint("Bearer " + secret)
     assert stats["last_gateway"]["query"] == {"team": "a", "key": fingerprint(secret)}
-    assert "HTTP Request: POST" in caplog.text  # httpx did log the call...
+    # the online client hands requests to its transport itself: httpx's client logs nothing. The
+    # Batch API client goes through httpx.AsyncClient, which logs each request at INFO...
+    async with shared_http_client(client.cfg, 5.0) as http:
+        await http.post(client.dialect.url(), json={"model": "m", "messages": ASK})
+    assert "HTTP Request: POST" in caplog.text
     assert secret not in caplog.text and "key=" not in caplog.text  # ...without its query string
     monkeypatch.setenv("GW_KEY", secret + "2")  # rotated: the next call sends the new value
     await client.complete(ChatCall(messages=ASK))
