@@ -138,7 +138,10 @@ class OpenAIChatClient:
         wait_s = call.deadline_at - queued_at if call.deadline_at is not None else timeout_s
         wire = self.dialect.request(body)  # before a slot: an untranslatable request calls nobody
         try:
-            async with asyncio.timeout(max(0.001, wait_s)):
+            if self._slots.locked():  # a free slot is taken at once: no timer for the common case
+                async with asyncio.timeout(max(0.001, wait_s)):
+                    await self._slots.acquire()
+            else:
                 await self._slots.acquire()
         except TimeoutError:
             raise FatalModelError(
