@@ -6,7 +6,9 @@ closed loop for a fixed time (a warm-up, then the measured window). Clients:
 * ``httpx default`` — ``httpx.AsyncClient()`` with its own transport (default limits);
 * ``httpx + AiohttpTransport`` — httpx API over ``httpx_aiohttp.AiohttpTransport`` (limits = C);
 * ``router-stream client`` — :class:`router_stream.providers.openai.OpenAIChatClient`, what the
-  worker uses (the transport above plus error mapping and response parsing);
+  worker uses: httpx requests and responses on its own aiohttp transport
+  (:class:`router_stream.providers.aiohttp_transport.ModelTransport`, answers read whole, no
+  ``AsyncClient.send``), plus error mapping and response parsing;
 * ``aiohttp`` — a raw ``aiohttp.ClientSession`` (connector limit = C): the baseline.
 
 Each at 64 and 256 in flight, with a 200 ms and an instant model. Ratios: against raw aiohttp

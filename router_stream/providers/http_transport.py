@@ -27,7 +27,7 @@ def _is_timeout(exc: BaseException) -> bool:
     """True when a transport error is really a timeout.
 
     The transport raises httpx's classes with the aiohttp exception as the cause (and
-    ``httpx_aiohttp.AiohttpTransport``, still used by the benchmarks, maps every refused or reset
+    ``httpx_aiohttp.AiohttpTransport``, compared in the benchmarks, maps every refused or reset
     connection to ``httpx.ConnectTimeout``), so the httpx class alone cannot be trusted: look at
     the aiohttp exception it wraps.
     """
