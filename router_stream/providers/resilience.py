@@ -33,7 +33,6 @@ two are re-exported here, where callers have always imported them.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import time
@@ -47,6 +46,7 @@ from .backoff import backoff_s
 from .base import ChatCall, Completion, ModelClient, estimate_prompt_tokens
 from .breaker import CircuitBreaker
 from .call_result import CallResult
+from .candidate_clients import build_candidate_clients
 from .dispatch_hooks import DispatchHooks, DispatchObserver
 from .pricing import cost_usd
 from .ratelimit import RateLimiter
@@ -78,7 +78,7 @@ class Dispatcher:
 
     ``clients`` maps candidate names to :class:`~.base.ModelClient`; candidates without one get
     an :class:`~.openai.OpenAIChatClient`, which the dispatcher owns and closes in
-    :meth:`aclose` (clients passed in belong to the caller).
+    :meth:`aclose` (clients passed in belong to the caller; :mod:`.candidate_clients`).
     """
 
     def __init__(
@@ -106,29 +106,15 @@ class Dispatcher:
         self._limiters = {
             name: RateLimiter(cand.rate_limit, clock=clock) for name, cand in config.candidates.items()
         }
-        self._clients: dict[str, ModelClient] = dict(clients or {})
-        self._owned: list[ModelClient] = []
-        self._books_requests: set[str] = set()  # candidates whose client books its own HTTP calls
-        for name, cand in config.candidates.items():
-            if name not in self._clients:
-                from .openai import OpenAIChatClient
-
-                client = OpenAIChatClient(name, cand)
-                self._clients[name] = client
-                self._owned.append(client)
-            if cand.batch.size > 1:  # micro-batching wraps whichever client the candidate has
-                from .batching import BatchingClient
-
-                batcher = BatchingClient(
-                    name,
-                    cand,
-                    self._clients[name],
-                    limiter=self._limiters[name],
-                    on_rate_limit_wait=functools.partial(self._notify, "on_rate_limit_wait", name),
-                )
-                self._clients[name] = batcher
-                self._owned.insert(0, batcher)  # closed before the client it wraps
-                self._books_requests.add(name)
+        built = build_candidate_clients(
+            config,
+            clients,
+            self._limiters,
+            lambda name, wait_s: self._notify("on_rate_limit_wait", name, wait_s),
+        )
+        self._clients = built.clients
+        self._owned = built.owned  # closed in this order by aclose()
+        self._books_requests = built.books_requests  # their clients book their own HTTP calls
         self._breakers = {
             name: CircuitBreaker(cand.breaker, clock=clock, on_change=self._breaker_hook(name))
             for name, cand in config.candidates.items()
