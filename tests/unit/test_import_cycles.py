@@ -7,8 +7,8 @@ Two graphs are built from every module's import statements (``ast``; nothing is 
   a module that can see its neighbour half-initialised.
 * **with late imports**: the same plus imports inside functions. A function-level import that
   closes a cycle is how a load-time cycle gets hidden (``config`` → strategies → providers →
-  ``config`` once hid behind the judge's late import), so those fail too, unless listed in
-  :data:`ACCEPTED_LATE_CYCLES` with the reason.
+  ``config`` once hid behind the judge's late import), so those fail too. There is no allow-list:
+  a cycle is fixed by moving the shared part into a module both can import.
 
 An edge goes to the module named (``from .x import y`` → ``x``, or ``x.y`` when that is a module),
 and to each package whose ``__init__`` the import runs (a package the importer is not inside).
@@ -25,10 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import router_stream
-
-#: cycles through function-level imports that are known and accepted, as the set of their modules
-#: (a cycle inside one of these sets passes), each with why
-ACCEPTED_LATE_CYCLES: dict[frozenset[str], str] = {}
 
 
 @dataclass
@@ -193,11 +189,7 @@ def test_router_stream_has_no_import_cycle_at_load_time():
 
 def test_no_function_level_import_closes_a_cycle():
     graph = package_graph()
-    found = [
-        describe(graph.late, c)
-        for c in cycles(graph.late)
-        if not any(set(c) <= accepted for accepted in ACCEPTED_LATE_CYCLES)
-    ]
+    found = [describe(graph.late, c) for c in cycles(graph.late)]
     assert not found, (
         "a function-level import closes an import cycle (a late import hiding a load-time cycle; "
         "move the shared part into a module both can import):\n  " + "\n  ".join(found)
