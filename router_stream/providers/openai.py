@@ -87,6 +87,9 @@ _DIALECTS: dict[str, Callable[[str, CandidateConfig], Dialect]] = {
     "anthropic": AnthropicDialect,
 }
 _REQUEST_HEADERS = (*BASE_HEADERS, ("Content-Type", "application/json"))
+#: request bodies as httpx encodes ``json=`` (compact, UTF-8); made once: ``json.dumps`` with
+#: options builds an encoder per call
+_BODY_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def dialect_for(candidate_name: str, cfg: CandidateConfig) -> Dialect:
@@ -122,7 +125,7 @@ class OpenAIChatClient:
         ``json=`` (compact, UTF-8). The total timeout is enforced by ``asyncio.timeout`` around
         the call; the transport keeps the candidate's ``request_timeout_ms`` as its own bound.
         """
-        content = json.dumps(wire.body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        content = _BODY_JSON.encode(wire.body).encode()
         headers = list(_REQUEST_HEADERS)
         if wire.headers:  # a configured header (e.g. User-Agent) replaces a default of the same name
             names = {name.lower() for name, _ in wire.headers}
