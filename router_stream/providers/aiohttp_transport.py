@@ -39,9 +39,10 @@ __all__ = ["CACHE_LIMIT", "ModelTransport", "default_ssl_context"]
 #: (a header value per request) from growing memory.
 CACHE_LIMIT = 256
 
-#: headers aiohttp sets itself from the URL and the body: never forwarded, so the header cache
-#: key does not change with each body's length.
-_SET_BY_AIOHTTP = frozenset({b"host", b"content-length", b"transfer-encoding"})
+#: headers aiohttp sets itself from the body: never forwarded, so the header cache key does not
+#: change with each body's length. (``Host`` is forwarded: httpx sets it from the URL, and a
+#: configured one, e.g. for a gateway addressed by IP, must reach the wire.)
+_SET_BY_AIOHTTP = frozenset({b"content-length", b"transfer-encoding"})
 
 _Headers = CIMultiDictProxy[str]
 

@@ -60,6 +60,11 @@ async def test_a_request_goes_out_with_its_headers_body_and_query_and_comes_back
         assert resp.status_code == 200 and resp.json() == {"len": 8, "query": {"team": "a"}}
         assert resp.headers["x-answer"] == "1" and resp.request is request
         assert seen[-1]["headers"]["X-Team"] == "search" and seen[-1]["headers"]["Content-Length"] == "8"
+        # a configured Host (a gateway addressed by IP) reaches the wire
+        await transport.handle_async_request(
+            httpx.Request("POST", f"{base}/echo", headers={"Host": "models.internal"}, content=b"{}")
+        )
+        assert seen[-1]["headers"]["Host"] == "models.internal"
     finally:
         await transport.aclose()
 
