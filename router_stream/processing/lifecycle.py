@@ -31,6 +31,7 @@ from ..config import RouterConfig
 from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
 from .partition import Partition
+from .producer_metadata import SharedTopicMetadata
 from .restore import ChangelogRestorer, StandbyCopies, state_dir
 from .transactions import PartitionTransactions
 
@@ -83,6 +84,9 @@ class PartitionLifecycle:
         self.assigned_once = asyncio.Event()
         self.restored_on_assign = 0
         self.restorer = ChangelogRestorer(config)
+        # not the dead-letter topic: most partitions never write one
+        t = self.topics
+        self.output_metadata = SharedTopicMetadata([t.responses, t.audit, t.changelog])
         self.standby = StandbyCopies(config, self.restorer, self._topic_partitions, self._holds)
 
     def _topic_partitions(self) -> set[int]:
@@ -221,13 +225,11 @@ class PartitionLifecycle:
         )
         store: PartitionStore | None = None
         try:
+            self.output_metadata.track(producer)
             await producer.start()  # init_transactions: fences the previous owner, ends its transaction
-            # The output topics' metadata in one request now, not one request per topic (each
-            # with the topics before it again) inside the first transaction: with 480 partitions
-            # those made the first answer come 42 s after ready (bench/partitions.py). Not the
-            # dead-letter topic's: most partitions never write one.
-            t = self.topics
-            await producer.client.set_topics([t.responses, t.audit, t.changelog])
+            # The output topics' metadata now, not per topic inside the first transaction (42 s
+            # to the first answer at 480 partitions), decoded once per worker (producer_metadata.py).
+            await self.output_metadata.attach(producer)
             await self.standby.release(tp.partition)  # one RocksDB handle per store and process
             store = await asyncio.to_thread(PartitionStore, state_dir(self.config, tp.partition))
             self.restored_on_assign += await self.restorer.restore(tp.partition, store)
