@@ -37,11 +37,11 @@ from .transactions import PartitionTransactions
 
 log = logging.getLogger(__name__)
 
-#: Partitions opened at the same time. Each open is a producer start (three connections, an
-#: ApiVersions each, init_transactions) and a decode of the output topics' metadata, all on the
-#: event loop: 480 at once stalled it for 37 s (heartbeats lost, the group rebalanced). 16 keep
-#: a loop turn well under a second and the broker busy (bench/partitions.py).
-OPEN_CONCURRENCY = 16
+#: Partitions opened at the same time. An open mostly waits on the broker (producer start,
+#: changelog bounds, committed offset), and its event-loop work is small now that the output
+#: topics' metadata is decoded once per worker (that decode, 480 at once, stalled the loop 37 s).
+#: 32: 480 partitions open in ~5-9 s, not ~20 s at 16; 64 and 128 were no better on 2 cores.
+OPEN_CONCURRENCY = 32
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types: its base is Any
@@ -231,11 +231,15 @@ class PartitionLifecycle:
             # to the first answer at 480 partitions), decoded once per worker (producer_metadata.py).
             await self.output_metadata.attach(producer)
             await self.standby.release(tp.partition)  # one RocksDB handle per store and process
-            store = await asyncio.to_thread(PartitionStore, state_dir(self.config, tp.partition))
+            # Not in a thread: rocksdict holds the GIL for the whole open (~9 ms of file creation
+            # and syncs), so every socket call of the loop waited for one (docs/operations.md).
+            store = PartitionStore(state_dir(self.config, tp.partition))
             self.restored_on_assign += await self.restorer.restore(tp.partition, store)
             committed = await self._committed(tp)
             if committed is None:
-                await self.consumer.seek_to_beginning(tp)
+                # Not seek_to_beginning(): its ListOffsets queues behind the consumer's 500 ms
+                # fetch long-poll. Below the log start, auto_offset_reset="earliest" resets there.
+                self.consumer.seek(tp, 0)
                 next_offset = 0
             else:
                 self.consumer.seek(tp, committed)
