@@ -37,10 +37,9 @@ from .transactions import PartitionTransactions
 
 log = logging.getLogger(__name__)
 
-#: Partitions opened at the same time. An open mostly waits on the broker (producer start,
-#: changelog bounds, committed offset), and its event-loop work is small now that the output
-#: topics' metadata is decoded once per worker (that decode, 480 at once, stalled the loop 37 s).
-#: 32: 480 partitions open in ~5-9 s, not ~20 s at 16; 64 and 128 were no better on 2 cores.
+#: Partitions opened at the same time. An open mostly waits on the broker, and its event-loop
+#: work is small since the output topics' metadata is decoded once per worker (that decode, 480
+#: at once, stalled the loop 37 s). 32 opened 480 in ~5-9 s, not ~20 s; 64/128: no better.
 OPEN_CONCURRENCY = 32
 
 
@@ -84,8 +83,7 @@ class PartitionLifecycle:
         self.assigned_once = asyncio.Event()
         self.restored_on_assign = 0
         self.restorer = ChangelogRestorer(config)
-        # not the dead-letter topic: most partitions never write one
-        t = self.topics
+        t = self.topics  # not the dead-letter topic: most partitions never write one
         self.output_metadata = SharedTopicMetadata([t.responses, t.audit, t.changelog])
         self.standby = StandbyCopies(config, self.restorer, self._topic_partitions, self._holds)
 
@@ -178,6 +176,10 @@ class PartitionLifecycle:
         if mine:
             self.consumer.pause(*mine)
         for tp in mine:
+            # A provisional position, never fetched (paused until the open seeks): without one,
+            # aiokafka's fetcher asks each partition's committed offset in turn and fetches nothing
+            # from that broker meanwhile (480 partitions: the first answer waited for the last open).
+            self.consumer.seek(tp, 0)
             self.opening[tp] = asyncio.create_task(self._open_and_resume(tp), name=f"open-{tp.partition}")
         self.rebalancing = False
         self.assigned_once.set()
