@@ -83,8 +83,8 @@ class PartitionLifecycle:
         self.assigned_once = asyncio.Event()
         self.restored_on_assign = 0
         self.restorer = ChangelogRestorer(config)
-        t = self.topics  # not the dead-letter topic: most partitions never write one
-        self.output_metadata = SharedTopicMetadata([t.responses, t.audit, t.changelog])
+        outputs = [self.topics.responses, self.topics.audit, self.topics.changelog]  # not the DLQ: rare
+        self.output_metadata = SharedTopicMetadata(outputs, client_settings(config.kafka))
         self.standby = StandbyCopies(config, self.restorer, self._topic_partitions, self._holds)
 
     def _topic_partitions(self) -> set[int]:
@@ -114,6 +114,7 @@ class PartitionLifecycle:
         leave the group (docs/operations.md, "Start-up and recovery")."""
         kafka = self.config.kafka
         await self.restorer.start()
+        await self.output_metadata.start()
         static_id = self.config.worker.worker_id if kafka.static_membership else None
         self.consumer = AIOKafkaConsumer(
             **client_settings(kafka),
@@ -157,6 +158,7 @@ class PartitionLifecycle:
         await self.close(list(self.parts))
         await self.standby.stop()
         await self.restorer.stop()
+        await self.output_metadata.stop()
 
     # ------------------------------------------------------------------ assign and open
     async def assign(self, tps: list[TopicPartition]) -> None:
@@ -176,9 +178,8 @@ class PartitionLifecycle:
         if mine:
             self.consumer.pause(*mine)
         for tp in mine:
-            # A provisional position, never fetched (paused until the open seeks): without one,
-            # aiokafka's fetcher asks each partition's committed offset in turn and fetches nothing
-            # from that broker meanwhile (480 partitions: the first answer waited for the last open).
+            # A provisional position, never fetched (paused until the open seeks): without one
+            # aiokafka's fetcher asks each committed offset in turn, fetching nothing meanwhile.
             self.consumer.seek(tp, 0)
             self.opening[tp] = asyncio.create_task(self._open_and_resume(tp), name=f"open-{tp.partition}")
         self.rebalancing = False
@@ -223,14 +224,14 @@ class PartitionLifecycle:
             acks="all",
             transaction_timeout_ms=kafka.transaction_timeout_ms,
             linger_ms=2,
+            metadata_max_age_ms=self.output_metadata.producer_max_age_ms,  # refreshed for it
             client_id=f"router-stream-{self.worker_id}-p{tp.partition}",
         )
         store: PartitionStore | None = None
         try:
             self.output_metadata.track(producer)
             await producer.start()  # init_transactions: fences the previous owner, ends its transaction
-            # The output topics' metadata now, not per topic inside the first transaction (42 s
-            # to the first answer at 480 partitions), decoded once per worker (producer_metadata.py).
+            # Output topics' metadata now (not per topic in the first transaction), shared.
             await self.output_metadata.attach(producer)
             await self.standby.release(tp.partition)  # one RocksDB handle per store and process
             # Not in a thread: rocksdict holds the GIL for the whole open (~9 ms of file creation

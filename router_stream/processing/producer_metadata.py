@@ -9,13 +9,15 @@ broker encode, and its event loop decode and index, 3 × P partitions P times: a
 all, the biggest single cost of opening them (bench/partitions.py, docs/operations.md
 "Partitions per worker").
 
-What: the first producer opened asks for the output topics' metadata (one request, as before) and
-a snapshot of it is kept; each producer opened while that snapshot is younger than ``max_age_s``
-adopts its tables instead of asking. Each producer still tracks the output topics itself, so its
-own refreshes (after a NOT_LEADER error, a lost connection, or every ``metadata_max_age_ms``) ask
-for those topics only and give it its own fresh copy. A stale adopted leader costs what a leader
-move costs any producer: one NOT_LEADER answer, then a refresh. Sending, fencing and transactions
-are untouched.
+What: one client of the worker's own tracks the output topics (one request at start, then its
+own refresh every ``metadata_max_age_ms``); each producer adopts its tables instead of asking,
+and adopts them again after each of its refreshes. So a worker keeps one copy in memory, not one
+per producer (~330 MB at 480 partitions), and one refresh every 5 minutes, not 480 (~5.6 s of
+event-loop CPU each round). Producers are created with a day-long ``metadata_max_age_ms``
+(:data:`PRODUCER_MAX_AGE_MS`): they refresh on their own only when a broker tells them their
+metadata is stale (NOT_LEADER, a lost connection, an unknown topic), as aiokafka does for any
+producer, and then ask for the tracked topics only. Sending, fencing and transactions are
+untouched.
 
 aiokafka internals used (checked against aiokafka 0.14.0;
 tests/unit/processing/test_producer_metadata.py fails when they change):
@@ -26,21 +28,27 @@ tests/unit/processing/test_producer_metadata.py fails when they change):
 * ``AIOKafkaClient._topics`` is the set of topics its metadata requests ask for (``set_topics``
   sets it too, but also sends a request: the request saved here).
 
-Where these attributes are missing (another aiokafka), every producer asks for its own copy, as
-before, and a warning says so once.
+Where these attributes are missing (another aiokafka), every producer asks for its own copy and
+refreshes it every 5 minutes, as before, and a warning says so once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
+import weakref
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
 from aiokafka.cluster import ClusterMetadata
 
 log = logging.getLogger(__name__)
+
+#: aiokafka's default metadata age: how often the shared copy is refreshed.
+DEFAULT_MAX_AGE_MS = 300_000
+#: A producer kept up to date by :class:`SharedTopicMetadata` refreshes on its own only on demand.
+PRODUCER_MAX_AGE_MS = 24 * 3600 * 1000
 
 #: ``ClusterMetadata`` attributes replaced as a whole by ``update_metadata`` (aiokafka 0.14.0).
 _TABLES = (
@@ -68,59 +76,78 @@ def adopt(target: ClusterMetadata, source: ClusterMetadata) -> None:
 
 
 class SharedTopicMetadata:
-    """The metadata of ``topics`` fetched once for the producers opened within ``max_age_s``."""
+    """The metadata of ``topics``, fetched and refreshed once for all of a worker's producers."""
 
-    def __init__(self, topics: Iterable[str], max_age_s: float = 30.0) -> None:
+    def __init__(self, topics: Iterable[str], settings: dict[str, Any] | None = None) -> None:
         self.topics = sorted(set(topics))
-        self.max_age_s = max_age_s
+        self.settings = settings or {}
         self.fetches = 0
         self.adopted = 0
-        self._snapshot: ClusterMetadata | None = None
-        self._taken_at = 0.0
-        self._lock = asyncio.Lock()  # the first producer of a wave asks; the others wait for its answer
-        self._usable: bool | None = None
+        self._client: AIOKafkaClient | None = None
+        self._producers: weakref.WeakSet[AIOKafkaProducer] = weakref.WeakSet()
+        self._usable = False
 
-    def _check(self, producer: AIOKafkaProducer) -> bool:
-        if self._usable is None:
-            self._usable = internals_present(producer.client.cluster, producer.client)
-            if not self._usable:
-                log.warning(
-                    "this aiokafka keeps its metadata differently from 0.14: every partition's "
-                    "producer fetches the output topics' metadata itself (slower opens with many "
-                    "partitions; see router_stream/processing/producer_metadata.py)"
-                )
-        return self._usable
+    @property
+    def producer_max_age_ms(self) -> int:
+        """``metadata_max_age_ms`` for a producer that :meth:`attach` will keep up to date."""
+        return PRODUCER_MAX_AGE_MS if self._usable else DEFAULT_MAX_AGE_MS
+
+    async def start(self) -> None:
+        """Connect and fetch the topics' metadata once (a request with these topics only)."""
+        client = AIOKafkaClient(**self.settings, client_id="router-stream-output-metadata")
+        await client.bootstrap()
+        self._client = client
+        self._usable = internals_present(client.cluster, client)
+        if not self._usable:
+            log.warning(
+                "this aiokafka keeps its metadata differently from 0.14: every partition's "
+                "producer fetches the output topics' metadata itself (slower opens with many "
+                "partitions; see router_stream/processing/producer_metadata.py)"
+            )
+            return
+        client.cluster.add_listener(self._spread)
+        await client.set_topics(self.topics)
+
+    async def refresh(self) -> bool:
+        """Refresh the shared copy now (it refreshes itself every 5 minutes); producers adopt it."""
+        return self._client is not None and bool(await self._client.force_metadata_update())
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     def track(self, producer: AIOKafkaProducer) -> None:
         """Before ``producer.start()``: any metadata refresh it makes asks for ``topics`` only.
 
         Without it a refresh before :meth:`attach` (a failed InitProducerId retries after one)
         asks for every topic of the cluster."""
-        if self._check(producer):
+        if self._usable:
             producer.client._topics = set(self.topics)
 
     async def attach(self, producer: AIOKafkaProducer) -> bool:
-        """After ``producer.start()``: give it the metadata of ``topics``; True when it was
-        adopted from the snapshot, False when this producer asked the broker for it."""
+        """After ``producer.start()``: give it the metadata of ``topics``; True when it adopted
+        the shared copy (and will adopt each refresh of it), False when it asked the broker."""
         client = producer.client
-        usable = self._check(producer)
-        async with self._lock:
-            snapshot = self._snapshot
-            if usable and snapshot is not None and time.monotonic() - self._taken_at < self.max_age_s:
-                adopt(client.cluster, snapshot)
-                self.adopted += 1
-                return True
-            # set_topics asks only when the topics are new to the client: after track() they are not
-            await client.set_topics(self.topics)
-            cluster = client.cluster
-            if not self._complete(cluster):
-                await client.force_metadata_update()
-            self.fetches += 1
-            if usable and self._complete(cluster):
-                snapshot = ClusterMetadata()
-                adopt(snapshot, cluster)
-                self._snapshot, self._taken_at = snapshot, time.monotonic()
-            return False
+        shared = self._client.cluster if self._client is not None else None
+        if self._usable:
+            self._producers.add(producer)  # it adopts the next refresh either way
+        if self._usable and shared is not None and self._complete(shared):
+            adopt(client.cluster, shared)
+            self.adopted += 1
+            return True
+        # set_topics asks only when the topics are new to the client: after track() they are not
+        await client.set_topics(self.topics)
+        if not self._complete(client.cluster):
+            await client.force_metadata_update()
+        self.fetches += 1
+        return False
+
+    def _spread(self, cluster: ClusterMetadata) -> None:
+        """After each refresh of the shared copy (aiokafka calls it inside ``update_metadata``)."""
+        if self._complete(cluster):
+            for producer in list(self._producers):
+                adopt(producer.client.cluster, cluster)
 
     def _complete(self, cluster: ClusterMetadata) -> bool:
         """Every partition of every topic known and led (worth sharing)."""

@@ -1,8 +1,8 @@
 """Partition producers that adopt one shared copy of the output topics' metadata (real broker).
 
-The first producer asks the broker; the next ones adopt its snapshot and must still find every
-partition's leader and commit transactions to all of them; a producer's own refresh replaces only
-its own copy. The aiokafka internals behind it are pinned in
+The producers ask the broker nothing for those topics, still find every partition's leader and
+commit transactions to all of them, adopt each refresh of the shared copy, and a producer's own
+refresh replaces only its own copy. The aiokafka internals behind it are pinned in
 tests/unit/processing/test_producer_metadata.py."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from router_stream.processing.producer_metadata import SharedTopicMetadata
+from router_stream.processing.producer_metadata import PRODUCER_MAX_AGE_MS, SharedTopicMetadata
 from router_stream_dev.harness import create_topics
 
 PARTITIONS = 6
@@ -40,26 +40,32 @@ async def created(bootstrap: str, topics: list[str]) -> None:
 
 
 async def started(bootstrap: str, shared: SharedTopicMetadata, tid: str) -> tuple[AIOKafkaProducer, bool]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=tid, enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        transactional_id=tid,
+        enable_idempotence=True,
+        metadata_max_age_ms=shared.producer_max_age_ms,
+    )
     shared.track(producer)
     await producer.start()
     return producer, await shared.attach(producer)
 
 
-async def test_one_fetch_for_all_producers_and_every_partition_reachable(
+async def test_producers_adopt_the_shared_copy_and_reach_every_partition(
     kafka_bootstrap: str, prefix: str
 ) -> None:
     topics = [f"{prefix}.responses", f"{prefix}.audit"]
     await created(kafka_bootstrap, topics)
-    shared = SharedTopicMetadata(topics)
+    shared = SharedTopicMetadata(topics, {"bootstrap_servers": kafka_bootstrap})
+    await shared.start()
+    assert shared.producer_max_age_ms == PRODUCER_MAX_AGE_MS  # no refresh of their own every 5 min
     producers: list[AIOKafkaProducer] = []
     try:
-        adopted = []
         for i in range(3):
-            producer, was_adopted = await started(kafka_bootstrap, shared, f"{prefix}-{i}")
+            producer, adopted = await started(kafka_bootstrap, shared, f"{prefix}-{i}")
             producers.append(producer)
-            adopted.append(was_adopted)
-        assert adopted == [False, True, True] and shared.adopted == 2 and shared.fetches == 1
+            assert adopted
+        assert shared.adopted == 3 and shared.fetches == 0
         for producer in producers:
             assert producer.client._topics == set(topics)  # its own refreshes: these topics only
             for topic in topics:
@@ -70,7 +76,6 @@ async def test_one_fetch_for_all_producers_and_every_partition_reachable(
                 for topic in topics:
                     for p in range(PARTITIONS):
                         await producer.send(topic, key=f"{i}".encode(), value=b"x", partition=p)
-
         reader = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, isolation_level="read_committed")
         await reader.start()
         try:
@@ -81,28 +86,35 @@ async def test_one_fetch_for_all_producers_and_every_partition_reachable(
         # three committed transactions per partition: a record and a commit marker each
         assert all(ends[tp] == 6 for tp in tps), ends
 
-        own = producers[1].client.cluster
-        shared_partitions = producers[2].client.cluster._partitions
-        assert own._partitions is shared_partitions  # one copy in memory until a refresh
-        assert await producers[1].client.force_metadata_update()
-        assert own._partitions is not shared_partitions
-        assert producers[2].client.cluster._partitions is shared_partitions
-        assert await producers[2].partitions_for(topics[0]) == set(range(PARTITIONS))
+        before = producers[0].client.cluster._partitions
+        assert all(p.client.cluster._partitions is before for p in producers)  # one copy in memory
+        assert await shared.refresh()
+        after = producers[0].client.cluster._partitions
+        assert after is not before and all(p.client.cluster._partitions is after for p in producers)
+
+        assert await producers[1].client.force_metadata_update()  # its own, after a NOT_LEADER say
+        assert producers[1].client.cluster._partitions is not after
+        assert producers[2].client.cluster._partitions is after
+        assert await producers[1].partitions_for(topics[0]) == set(range(PARTITIONS))
     finally:
         for producer in producers:
             await producer.stop()
+        await shared.stop()
 
 
-async def test_a_snapshot_older_than_max_age_is_fetched_again(kafka_bootstrap: str, prefix: str) -> None:
+async def test_without_the_shared_client_each_producer_fetches_its_own(
+    kafka_bootstrap: str, prefix: str
+) -> None:
     topics = [f"{prefix}.responses"]
     await created(kafka_bootstrap, topics)
-    shared = SharedTopicMetadata(topics, max_age_s=0)
+    shared = SharedTopicMetadata(topics)  # never started: as with an aiokafka it cannot share with
     producers: list[AIOKafkaProducer] = []
     try:
+        assert shared.producer_max_age_ms == 300_000  # so they keep refreshing themselves
         for i in range(2):
-            producer, was_adopted = await started(kafka_bootstrap, shared, f"{prefix}-{i}")
+            producer, adopted = await started(kafka_bootstrap, shared, f"{prefix}-{i}")
             producers.append(producer)
-            assert not was_adopted
+            assert not adopted
             assert await producer.partitions_for(topics[0]) == set(range(PARTITIONS))
         assert shared.adopted == 0 and shared.fetches == 2
     finally:
