@@ -31,16 +31,16 @@ from ..config import RouterConfig
 from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
 from .partition import Partition
+from .producer_metadata import SharedTopicMetadata
 from .restore import ChangelogRestorer, StandbyCopies, state_dir
 from .transactions import PartitionTransactions
 
 log = logging.getLogger(__name__)
 
-#: Partitions opened at the same time. Each open is a producer start (three connections, an
-#: ApiVersions each, init_transactions) and a decode of the output topics' metadata, all on the
-#: event loop: 480 at once stalled it for 37 s (heartbeats lost, the group rebalanced). 16 keep
-#: a loop turn well under a second and the broker busy (bench/partitions.py).
-OPEN_CONCURRENCY = 16
+#: Partitions opened at the same time. An open mostly waits on the broker, and its event-loop
+#: work is small since the output topics' metadata is decoded once per worker (that decode, 480
+#: at once, stalled the loop 37 s). 32 opened 480 in ~5-9 s, not ~20 s; 64/128: no better.
+OPEN_CONCURRENCY = 32
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types: its base is Any
@@ -83,6 +83,8 @@ class PartitionLifecycle:
         self.assigned_once = asyncio.Event()
         self.restored_on_assign = 0
         self.restorer = ChangelogRestorer(config)
+        outputs = [self.topics.responses, self.topics.audit, self.topics.changelog]  # not the DLQ: rare
+        self.output_metadata = SharedTopicMetadata(outputs, client_settings(config.kafka))
         self.standby = StandbyCopies(config, self.restorer, self._topic_partitions, self._holds)
 
     def _topic_partitions(self) -> set[int]:
@@ -112,6 +114,7 @@ class PartitionLifecycle:
         leave the group (docs/operations.md, "Start-up and recovery")."""
         kafka = self.config.kafka
         await self.restorer.start()
+        await self.output_metadata.start()
         static_id = self.config.worker.worker_id if kafka.static_membership else None
         self.consumer = AIOKafkaConsumer(
             **client_settings(kafka),
@@ -155,6 +158,7 @@ class PartitionLifecycle:
         await self.close(list(self.parts))
         await self.standby.stop()
         await self.restorer.stop()
+        await self.output_metadata.stop()
 
     # ------------------------------------------------------------------ assign and open
     async def assign(self, tps: list[TopicPartition]) -> None:
@@ -174,6 +178,9 @@ class PartitionLifecycle:
         if mine:
             self.consumer.pause(*mine)
         for tp in mine:
+            # A provisional position, never fetched (paused until the open seeks): without one
+            # aiokafka's fetcher asks each committed offset in turn, fetching nothing meanwhile.
+            self.consumer.seek(tp, 0)
             self.opening[tp] = asyncio.create_task(self._open_and_resume(tp), name=f"open-{tp.partition}")
         self.rebalancing = False
         self.assigned_once.set()
@@ -217,23 +224,25 @@ class PartitionLifecycle:
             acks="all",
             transaction_timeout_ms=kafka.transaction_timeout_ms,
             linger_ms=2,
+            metadata_max_age_ms=self.output_metadata.producer_max_age_ms,  # refreshed for it
             client_id=f"router-stream-{self.worker_id}-p{tp.partition}",
         )
         store: PartitionStore | None = None
         try:
+            self.output_metadata.track(producer)
             await producer.start()  # init_transactions: fences the previous owner, ends its transaction
-            # The output topics' metadata in one request now, not one request per topic (each
-            # with the topics before it again) inside the first transaction: with 480 partitions
-            # those made the first answer come 42 s after ready (bench/partitions.py). Not the
-            # dead-letter topic's: most partitions never write one.
-            t = self.topics
-            await producer.client.set_topics([t.responses, t.audit, t.changelog])
+            # Output topics' metadata now (not per topic in the first transaction), shared.
+            await self.output_metadata.attach(producer)
             await self.standby.release(tp.partition)  # one RocksDB handle per store and process
-            store = await asyncio.to_thread(PartitionStore, state_dir(self.config, tp.partition))
+            # Not in a thread: rocksdict holds the GIL for the whole open (~9 ms of file creation
+            # and syncs), so every socket call of the loop waited for one (docs/operations.md).
+            store = PartitionStore(state_dir(self.config, tp.partition))
             self.restored_on_assign += await self.restorer.restore(tp.partition, store)
             committed = await self._committed(tp)
             if committed is None:
-                await self.consumer.seek_to_beginning(tp)
+                # Not seek_to_beginning(): its ListOffsets queues behind the consumer's 500 ms
+                # fetch long-poll. Below the log start, auto_offset_reset="earliest" resets there.
+                self.consumer.seek(tp, 0)
                 next_offset = 0
             else:
                 self.consumer.seek(tp, committed)

@@ -95,9 +95,10 @@ class ChangelogRestorer:
             while self._wanted:
                 wanted, self._wanted = self._wanted, {}
                 tps = [TopicPartition(self.topic, p) for p in wanted]
-                try:
-                    ends = await self._reader.end_offsets(tps)
-                    begins = await self._reader.beginning_offsets(tps)
+                try:  # both requests at once: one round trip, not two, for the whole wave
+                    ends, begins = await asyncio.gather(
+                        self._reader.end_offsets(tps), self._reader.beginning_offsets(tps)
+                    )
                 except Exception as exc:  # each opener retries or fails its own partition
                     for f in (f for futures in wanted.values() for f in futures):
                         if not f.done():
