@@ -40,10 +40,13 @@ __all__ = ["CACHE_LIMIT", "ModelTransport", "default_ssl_context"]
 #: (a header value per request) from growing memory.
 CACHE_LIMIT = 256
 
-#: headers aiohttp sets itself from the body: never forwarded, so the header cache key does not
-#: change with each body's length. (``Host`` is forwarded: httpx sets it from the URL, and a
-#: configured one, e.g. for a gateway addressed by IP, must reach the wire.)
-_SET_BY_AIOHTTP = frozenset({b"content-length", b"transfer-encoding"})
+#: headers aiohttp sets itself, never forwarded: the body's length and framing (so the header
+#: cache key does not change with each body), and ``Accept-Encoding``: aiohttp decodes answers
+#: itself and advertises exactly the encodings it can decode, while httpx's client default
+#: advertises what *httpx* could decode (br or zstd when their packages are installed).
+#: (``Host`` is forwarded: httpx sets it from the URL, and a configured one, e.g. for a gateway
+#: addressed by IP, must reach the wire.)
+_SET_BY_AIOHTTP = frozenset({b"content-length", b"transfer-encoding", b"accept-encoding"})
 
 _Headers = CIMultiDictProxy[str]
 
