@@ -22,14 +22,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka import errors as kafka_errors
 from aiokafka.errors import KafkaError
-from aiokafka.protocol.commit import OffsetFetchRequest
 
 from .. import metrics
 from ..config import RouterConfig
 from ..kafka_settings import client_settings
 from ..state.store import PartitionStore
+from .committed_offset import committed_offset
 from .partition import Partition
 from .producer_metadata import SharedTopicMetadata
 from .restore import ChangelogRestorer, StandbyCopies, state_dir
@@ -238,7 +237,9 @@ class PartitionLifecycle:
             # and syncs), so every socket call of the loop waited for one (docs/operations.md).
             store = PartitionStore(state_dir(self.config, tp.partition))
             self.restored_on_assign += await self.restorer.restore(tp.partition, store)
-            committed = await self._committed(tp)
+            committed = await committed_offset(
+                self.consumer, kafka.group_id, tp, stopping=lambda: self.stopping
+            )
             if committed is None:
                 # Not seek_to_beginning(): its ListOffsets queues behind the consumer's 500 ms
                 # fetch long-poll. Below the log start, auto_offset_reset="earliest" resets there.
@@ -271,56 +272,6 @@ class PartitionLifecycle:
         )
         part = Partition(tp, store, transactions, next_offset, dispatched=next_offset)
         return part
-
-    async def _committed(self, tp: TopicPartition, timeout: float = 120) -> int | None:
-        """The group's committed offset of ``tp``; None only when the broker says there is none.
-
-        Not ``AIOKafkaConsumer.committed()``: aiokafka 0.14 sends OffsetFetch v3 and ignores the
-        response's top-level ``error_code``. While a broker shuts down, restarts or hands the group
-        coordinator to another broker, it answers NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS
-        there with no partitions, and ``committed()`` returns None: we would take that for "never
-        committed" and re-read the whole partition from offset 0 (tests/integration/test_chaos.py).
-        """
-        assert self.consumer is not None
-        coordinator = self.consumer._coordinator
-        deadline = time.monotonic() + timeout
-        logged = False
-        while True:
-            try:
-                await asyncio.wait_for(coordinator.ensure_coordinator_known(), 5)
-                response = await coordinator._send_req(
-                    OffsetFetchRequest(self.config.kafka.group_id, [(tp.topic, [tp.partition])])
-                )
-                codes = [getattr(response, "error_code", 0)]
-                found, offset = False, -1
-                for topic, parts in response.topics:
-                    for partition, off, _metadata, code in parts:
-                        if topic == tp.topic and partition == tp.partition:
-                            found, offset = True, off
-                            codes.append(code)
-                error = next((kafka_errors.for_code(c) for c in codes if c), None)
-                if error is not None:
-                    if error in (
-                        kafka_errors.NotCoordinatorForGroupError,
-                        kafka_errors.GroupCoordinatorNotAvailableError,
-                    ):
-                        coordinator.coordinator_dead()
-                    raise error()
-                if found:
-                    return None if offset < 0 else offset
-            except (TimeoutError, KafkaError) as exc:
-                if isinstance(exc, KafkaError) and not exc.retriable:
-                    raise
-                if not logged:
-                    log.info(
-                        "committed offset of %s not available yet (%s); asking again", tp, type(exc).__name__
-                    )
-                    logged = True
-            if self.stopping:
-                raise asyncio.CancelledError()
-            if time.monotonic() > deadline:
-                raise kafka_errors.KafkaTimeoutError(f"no committed offset for {tp} within {timeout:.0f}s")
-            await asyncio.sleep(0.2)
 
     # ------------------------------------------------------------------ revoke, close, fence
     async def revoke(self, tps: list[TopicPartition]) -> None:
