@@ -65,10 +65,7 @@ class PartitionTransactions:
                 await producer.send(
                     topic, key=record.key, value=value, headers=headers if topic != t.dead_letter else None
                 )
-        changelog = [
-            await producer.send(t.changelog, key=k, value=v, partition=self.tp.partition)
-            for k, v in writes.items()
-        ]
+        changelog = await self._send_changelog(writes)
         await producer.send_offsets_to_transaction({self.tp: records[-1].offset + 1}, self.group_id)
         await producer.commit_transaction()
         metrics.TRANSACTIONS.labels("commit").inc()
@@ -85,10 +82,7 @@ class PartitionTransactions:
         try:
             for topic, key, value in outputs:
                 await producer.send(topic, key=key, value=value)
-            changelog = [
-                await producer.send(self.topics.changelog, key=k, value=v, partition=self.tp.partition)
-                for k, v in writes.items()
-            ]
+            changelog = await self._send_changelog(writes)
             await producer.commit_transaction()
         except FENCED as exc:
             self.on_fenced(exc, "a janitor or Batch API transaction was refused")
@@ -112,6 +106,13 @@ class PartitionTransactions:
 
     async def close(self) -> None:
         await self.producer.stop()
+
+    async def _send_changelog(self, writes: dict[bytes, bytes | None]) -> list[Any]:
+        """The writes into this partition's changelog partition, in order (their send futures)."""
+        topic, partition = self.topics.changelog, self.tp.partition
+        return [
+            await self.producer.send(topic, key=k, value=v, partition=partition) for k, v in writes.items()
+        ]
 
     async def _apply(self, changelog: list[Any], writes: dict[bytes, bytes | None]) -> None:
         """After a commit: the writes into the store, checkpointed at the changelog offset they reach.
