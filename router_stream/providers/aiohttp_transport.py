@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import functools
 import ssl
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 import aiohttp
 import httpx
@@ -49,6 +50,27 @@ CACHE_LIMIT = 256
 _SET_BY_AIOHTTP = frozenset({b"content-length", b"transfer-encoding", b"accept-encoding"})
 
 _Headers = CIMultiDictProxy[str]
+
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+def _cached(cache: dict[_K, _V], key: _K, make: Callable[[_K], _V]) -> _V:
+    """``cache[key]``, made by ``make(key)`` when missing; a full cache (:data:`CACHE_LIMIT`) is
+    cleared first."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        value = cache[key] = make(key)
+    return value
+
+
+def _header_dict(raw: tuple[tuple[bytes, bytes], ...]) -> _Headers:
+    return CIMultiDictProxy(
+        CIMultiDict((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,37 +111,21 @@ class ModelTransport(httpx.AsyncBaseTransport):
         return self._session
 
     def _url(self, request: httpx.Request) -> yarl.URL:
-        text = str(request.url)
-        url = self._urls.get(text)
-        if url is None:
-            if len(self._urls) >= CACHE_LIMIT:
-                self._urls.clear()
-            url = self._urls[text] = yarl.URL(text, encoded=True)
-        return url
+        return _cached(self._urls, str(request.url), lambda text: yarl.URL(text, encoded=True))
 
     def _headers_of(self, request: httpx.Request) -> _Headers:
         key = tuple(pair for pair in request.headers.raw if pair[0].lower() not in _SET_BY_AIOHTTP)
-        headers = self._headers.get(key)
-        if headers is None:
-            if len(self._headers) >= CACHE_LIMIT:
-                self._headers.clear()
-            headers = self._headers[key] = CIMultiDictProxy(
-                CIMultiDict((name.decode("latin-1"), value.decode("latin-1")) for name, value in key)
-            )
-        return headers
+        return _cached(self._headers, key, _header_dict)
 
     def _timeout_of(self, request: httpx.Request) -> aiohttp.ClientTimeout:
         """httpx's per-phase timeouts as aiohttp's (``pool`` bounds getting a connection)."""
         given = request.extensions.get("timeout") or {}
         key = (given.get("connect"), given.get("read"), given.get("pool"))
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            if len(self._timeouts) >= CACHE_LIMIT:
-                self._timeouts.clear()
-            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
-                sock_connect=key[0], sock_read=key[1], connect=key[2]
-            )
-        return timeout
+        return _cached(
+            self._timeouts,
+            key,
+            lambda k: aiohttp.ClientTimeout(sock_connect=k[0], sock_read=k[1], connect=k[2]),
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session_now()
