@@ -71,12 +71,11 @@ def shared_http_client(cfg: CandidateConfig, timeout_s: float) -> ModelHTTPClien
     """An ``httpx.AsyncClient`` on the candidate's own transport (the Batch API client's).
 
     trust_env=False: with proxy env vars set, httpx would mount its default transport for
-    proxied URLs, silently bypassing the aiohttp transport.
+    proxied URLs, silently bypassing the aiohttp transport. No ``limits``: httpx uses them only to
+    build a transport of its own; the candidate's transport bounds its pool.
     """
-    limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
     return ModelHTTPClient(
         transport=ModelTransport(cfg.max_connections),
-        limits=limits,
         trust_env=False,
         timeout=httpx.Timeout(timeout_s),
         headers=dict(BASE_HEADERS),

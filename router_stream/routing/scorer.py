@@ -183,10 +183,8 @@ class ScorerStrategy:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:  # made on first use, inside the running loop
-            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
             self._http = httpx.AsyncClient(
-                transport=ModelTransport(64),
-                limits=limits,
+                transport=ModelTransport(64),  # its pool is the bound: httpx's limits are unused
                 trust_env=False,
                 timeout=httpx.Timeout(self.config.timeout_ms / 1000.0),
                 headers={"Accept": "application/json", "User-Agent": "router-stream"},
