@@ -49,103 +49,83 @@ async def server():
     await runner.cleanup()
 
 
-async def test_a_request_goes_out_with_its_headers_body_and_query_and_comes_back_whole(server):
-    base, seen = server
+@pytest.fixture
+async def transport():
+    """A transport, closed after the test."""
     transport = ModelTransport(4)
-    try:
-        request = httpx.Request(
-            "POST", f"{base}/echo?team=a", headers={"X-Team": "search"}, content=b'{"a": 1}'
-        )
-        resp = await transport.handle_async_request(request)
-        assert resp.status_code == 200 and resp.json() == {"len": 8, "query": {"team": "a"}}
-        assert resp.headers["x-answer"] == "1" and resp.request is request
-        assert seen[-1]["headers"]["X-Team"] == "search" and seen[-1]["headers"]["Content-Length"] == "8"
-        # a configured Host (a gateway addressed by IP) reaches the wire
-        await transport.handle_async_request(
-            httpx.Request("POST", f"{base}/echo", headers={"Host": "models.internal"}, content=b"{}")
-        )
-        assert seen[-1]["headers"]["Host"] == "models.internal"
-        # Accept-Encoding is aiohttp's own (what it can decode), not what httpx would ask for
-        own = seen[-1]["headers"].get("Accept-Encoding")
-        await transport.handle_async_request(
-            httpx.Request("POST", f"{base}/echo", headers={"Accept-Encoding": "x-unknown"}, content=b"{}")
-        )
-        assert seen[-1]["headers"].get("Accept-Encoding") == own and own != "x-unknown"
-    finally:
-        await transport.aclose()
+    yield transport
+    await transport.aclose()
 
 
-async def test_the_header_cache_ignores_body_lengths_and_stays_bounded(server):
+async def test_a_request_goes_out_with_its_headers_body_and_query_and_comes_back_whole(server, transport):
     base, seen = server
-    transport = ModelTransport(4)
-    try:
-        for body in (b"{}", b'{"longer": true}'):  # a different Content-Length: the same header set
-            await transport.handle_async_request(httpx.Request("POST", f"{base}/echo", content=body))
-        assert len(transport._headers) == 1
+    request = httpx.Request("POST", f"{base}/echo?team=a", headers={"X-Team": "search"}, content=b'{"a": 1}')
+    resp = await transport.handle_async_request(request)
+    assert resp.status_code == 200 and resp.json() == {"len": 8, "query": {"team": "a"}}
+    assert resp.headers["x-answer"] == "1" and resp.request is request
+    assert seen[-1]["headers"]["X-Team"] == "search" and seen[-1]["headers"]["Content-Length"] == "8"
+    # a configured Host (a gateway addressed by IP) reaches the wire
+    await transport.handle_async_request(
+        httpx.Request("POST", f"{base}/echo", headers={"Host": "models.internal"}, content=b"{}")
+    )
+    assert seen[-1]["headers"]["Host"] == "models.internal"
+    # Accept-Encoding is aiohttp's own (what it can decode), not what httpx would ask for
+    own = seen[-1]["headers"].get("Accept-Encoding")
+    await transport.handle_async_request(
+        httpx.Request("POST", f"{base}/echo", headers={"Accept-Encoding": "x-unknown"}, content=b"{}")
+    )
+    assert seen[-1]["headers"].get("Accept-Encoding") == own and own != "x-unknown"
+
+
+async def test_the_header_cache_ignores_body_lengths_and_stays_bounded(server, transport):
+    base, seen = server
+    for body in (b"{}", b'{"longer": true}'):  # a different Content-Length: the same header set
+        await transport.handle_async_request(httpx.Request("POST", f"{base}/echo", content=body))
+    assert len(transport._headers) == 1
+    await transport.handle_async_request(
+        httpx.Request("POST", f"{base}/echo", headers={"Authorization": "Bearer rotated"}, content=b"{}")
+    )
+    assert len(transport._headers) == 2 and seen[-1]["headers"]["Authorization"] == "Bearer rotated"
+    for i in range(CACHE_LIMIT + 5):  # a header value per request: the cache is cleared, not grown
         await transport.handle_async_request(
-            httpx.Request("POST", f"{base}/echo", headers={"Authorization": "Bearer rotated"}, content=b"{}")
+            httpx.Request("POST", f"{base}/echo", headers={"X-Id": str(i)}, content=b"{}")
         )
-        assert len(transport._headers) == 2 and seen[-1]["headers"]["Authorization"] == "Bearer rotated"
-        for i in range(CACHE_LIMIT + 5):  # a header value per request: the cache is cleared, not grown
-            await transport.handle_async_request(
-                httpx.Request("POST", f"{base}/echo", headers={"X-Id": str(i)}, content=b"{}")
-            )
-        assert len(transport._headers) <= CACHE_LIMIT and seen[-1]["headers"]["X-Id"] == str(CACHE_LIMIT + 4)
-    finally:
-        await transport.aclose()
+    assert len(transport._headers) <= CACHE_LIMIT and seen[-1]["headers"]["X-Id"] == str(CACHE_LIMIT + 4)
 
 
-async def test_a_compressed_answer_is_decoded_once(server):
+async def test_a_compressed_answer_is_decoded_once(server, transport):
     base, _ = server
-    transport = ModelTransport(2)
-    try:
-        resp = await transport.handle_async_request(httpx.Request("GET", f"{base}/gzip"))
-        assert resp.json() == {"text": "Lima " * 50}
-        assert "content-encoding" not in resp.headers  # aiohttp decoded it: httpx must not again
-    finally:
-        await transport.aclose()
+    resp = await transport.handle_async_request(httpx.Request("GET", f"{base}/gzip"))
+    assert resp.json() == {"text": "Lima " * 50}
+    assert "content-encoding" not in resp.headers  # aiohttp decoded it: httpx must not again
 
 
-async def test_an_unread_streamed_body_is_refused():
+async def test_an_unread_streamed_body_is_refused(transport):
     async def chunks():
         yield b"{}"
 
-    transport = ModelTransport(1)
-    try:
-        with pytest.raises(httpx.RequestNotRead):
-            await transport.handle_async_request(
-                httpx.Request("POST", "http://127.0.0.1:9/", content=chunks())
-            )
-    finally:
-        await transport.aclose()
+    with pytest.raises(httpx.RequestNotRead):
+        await transport.handle_async_request(httpx.Request("POST", "http://127.0.0.1:9/", content=chunks()))
 
 
-async def test_a_refused_connection_is_a_connection_error_not_a_timeout():
+async def test_a_refused_connection_is_a_connection_error_not_a_timeout(transport):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    transport = ModelTransport(1)
-    try:
-        with pytest.raises(httpx.ConnectError) as caught:
-            await transport.handle_async_request(
-                httpx.Request("POST", f"http://127.0.0.1:{port}/", content=b"{}")
-            )
-        error = transport_error(caught.value, "cheap", 1.0)
-        assert error is not None and error.kind == "connection" and error.retryable
-    finally:
-        await transport.aclose()
-
-
-async def test_a_read_timeout_from_the_request_is_a_timeout(server):
-    base, _ = server
-    transport = ModelTransport(1)
-    try:
-        request = httpx.Request(
-            "POST", f"{base}/slow", content=b"{}", extensions={"timeout": httpx.Timeout(0.1).as_dict()}
+    with pytest.raises(httpx.ConnectError) as caught:
+        await transport.handle_async_request(
+            httpx.Request("POST", f"http://127.0.0.1:{port}/", content=b"{}")
         )
-        with pytest.raises(httpx.ReadTimeout) as caught:
-            await transport.handle_async_request(request)
-        error = transport_error(caught.value, "cheap", 0.1)
-        assert error is not None and error.kind == "timeout"
-    finally:
-        await transport.aclose()
+    error = transport_error(caught.value, "cheap", 1.0)
+    assert error is not None and error.kind == "connection" and error.retryable
+
+
+async def test_a_read_timeout_from_the_request_is_a_timeout(server, transport):
+    base, _ = server
+    request = httpx.Request(
+        "POST", f"{base}/slow", content=b"{}", extensions={"timeout": httpx.Timeout(0.1).as_dict()}
+    )
+    with pytest.raises(httpx.ReadTimeout) as caught:
+        await transport.handle_async_request(request)
+    error = transport_error(caught.value, "cheap", 0.1)
+    assert error is not None and error.kind == "timeout"
